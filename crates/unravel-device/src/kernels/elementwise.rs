@@ -1,0 +1,147 @@
+//! Element-wise kernels (`shaders/elementwise.wgsl`): ReLU, residual add,
+//! scaling, sigmoid, multiply and the highway gate, each forward next to its
+//! backward.
+//!
+//! Shape legend: operands are views of N rows of PER elements (PER = C*H*W);
+//! all operands of one op have the same shape, and any may be a channel slice.
+
+use crate::context::Gpu;
+use crate::dispatch::{grid_1d, Dispatch};
+use crate::error::{shape_error, Result};
+use crate::tensor::Tensor;
+
+const FILE: &str = "elementwise.wgsl";
+const GROUP: u32 = 256;
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    total: u32,
+    per: u32,
+    scale: f32,
+    _pad: u32,
+    views: [[u32; 2]; 6],
+}
+
+fn prepare(gpu: &Gpu, entry: &'static str, scale: f32, operands: &[&Tensor]) -> Result<Dispatch> {
+    let first = operands[0];
+    for t in &operands[1..] {
+        if t.shape() != first.shape() {
+            return Err(shape_error(
+                entry,
+                format!(
+                    "operand shapes differ: {:?} and {:?}",
+                    first.shape(),
+                    t.shape()
+                ),
+            ));
+        }
+    }
+    let mut views = [[0u32; 2]; 6];
+    for (slot, t) in views.iter_mut().zip(operands) {
+        *slot = t.view_params();
+    }
+    let total = first.numel();
+    let per = if first.shape().len() <= 1 {
+        total
+    } else {
+        first.sample_len()
+    };
+    let params = Params {
+        total: total as u32,
+        per: per.max(1) as u32,
+        scale,
+        _pad: 0,
+        views,
+    };
+    gpu.dispatch(FILE, entry, &params, operands, grid_1d(total, GROUP))
+}
+
+/// y = max(x, 0); `y` may be `x` (in place).
+pub fn relu_forward(gpu: &Gpu, x: &Tensor, y: &Tensor) -> Result<Dispatch> {
+    prepare(gpu, "relu_forward", 0.0, &[x, y])
+}
+
+/// dx = dy * [y > 0], from the forward output `y`; `dx` may be `dy`.
+pub fn relu_backward(gpu: &Gpu, y: &Tensor, dy: &Tensor, dx: &Tensor) -> Result<Dispatch> {
+    prepare(gpu, "relu_backward", 0.0, &[y, dy, dx])
+}
+
+/// y = a + b (the residual sum). Its backward passes dy to both inputs.
+pub fn add_forward(gpu: &Gpu, a: &Tensor, b: &Tensor, y: &Tensor) -> Result<Dispatch> {
+    prepare(gpu, "add_forward", 0.0, &[a, b, y])
+}
+
+/// y = max(a + b, 0): residual sum fused with the unit's final ReLU. Its
+/// backward is [`relu_backward`] on `y`, then dy to both inputs.
+pub fn add_relu_forward(gpu: &Gpu, a: &Tensor, b: &Tensor, y: &Tensor) -> Result<Dispatch> {
+    prepare(gpu, "add_relu_forward", 0.0, &[a, b, y])
+}
+
+/// y += x: accumulates the gradient of a value used more than once.
+pub fn accumulate(gpu: &Gpu, x: &Tensor, y: &Tensor) -> Result<Dispatch> {
+    prepare(gpu, "accumulate", 0.0, &[x, y])
+}
+
+/// y = scale * x (stochastic depth's test-time scaling of a branch).
+pub fn scale_forward(gpu: &Gpu, x: &Tensor, scale: f32, y: &Tensor) -> Result<Dispatch> {
+    prepare(gpu, "scale_forward", scale, &[x, y])
+}
+
+/// dx = scale * dy.
+pub fn scale_backward(gpu: &Gpu, dy: &Tensor, scale: f32, dx: &Tensor) -> Result<Dispatch> {
+    prepare(gpu, "scale_backward", scale, &[dy, dx])
+}
+
+/// t = sigmoid(z).
+pub fn sigmoid_forward(gpu: &Gpu, z: &Tensor, t: &Tensor) -> Result<Dispatch> {
+    prepare(gpu, "sigmoid_forward", 0.0, &[z, t])
+}
+
+/// dz = dt * t * (1 - t), from the forward output `t`.
+pub fn sigmoid_backward(gpu: &Gpu, t: &Tensor, dt: &Tensor, dz: &Tensor) -> Result<Dispatch> {
+    prepare(gpu, "sigmoid_backward", 0.0, &[t, dt, dz])
+}
+
+/// y = u * v.
+pub fn mul_forward(gpu: &Gpu, u: &Tensor, v: &Tensor, y: &Tensor) -> Result<Dispatch> {
+    prepare(gpu, "mul_forward", 0.0, &[u, v, y])
+}
+
+/// du = dy * v, dv = dy * u.
+pub fn mul_backward(
+    gpu: &Gpu,
+    u: &Tensor,
+    v: &Tensor,
+    dy: &Tensor,
+    du: &Tensor,
+    dv: &Tensor,
+) -> Result<Dispatch> {
+    prepare(gpu, "mul_backward", 0.0, &[u, v, dy, du, dv])
+}
+
+/// Highway gate: y = t * h + (1 - t) * x, with t the gate, h the branch and
+/// x the shortcut.
+pub fn highway_forward(
+    gpu: &Gpu,
+    t: &Tensor,
+    h: &Tensor,
+    x: &Tensor,
+    y: &Tensor,
+) -> Result<Dispatch> {
+    prepare(gpu, "highway_forward", 0.0, &[t, h, x, y])
+}
+
+/// Backward of the highway gate: dt = dy * (h - x), dh = dy * t, and
+/// `dy_dx` is overwritten in place from dy to dx = dy * (1 - t).
+pub fn highway_backward(
+    gpu: &Gpu,
+    t: &Tensor,
+    h: &Tensor,
+    x: &Tensor,
+    dy_dx: &Tensor,
+    dt: &Tensor,
+    dh: &Tensor,
+) -> Result<Dispatch> {
+    prepare(gpu, "highway_backward", 0.0, &[t, h, x, dy_dx, dt, dh])
+}

@@ -1,0 +1,23 @@
+//! Unravel's device layer: a wgpu context, GPU tensors that carry their shape,
+//! a registry of WGSL kernels compiled once, and a recorder that submits many
+//! dispatches as one command buffer. It knows no models.
+//!
+//! Every op family has a WGSL file in `shaders/` (forward and backward entry
+//! points side by side), a host module in [`kernels`] that validates shapes
+//! and prepares [`Dispatch`]es, and a plain-Rust CPU reference in
+//! [`reference`] that the tests check the GPU against.
+
+pub mod context;
+pub mod dispatch;
+pub mod error;
+pub mod kernels;
+pub mod reference;
+pub mod registry;
+pub mod shaders;
+pub mod tensor;
+
+pub use context::{AdapterOptions, Gpu, WANTED_FEATURES};
+pub use dispatch::{grid_1d, Dispatch, Recorder};
+pub use error::{DeviceError, Result};
+pub use registry::{BindingKind, Kernel};
+pub use tensor::{DType, Tensor};

@@ -1,0 +1,247 @@
+//! Compiles each WGSL entry point into a compute pipeline once and caches it.
+//!
+//! Bind group layouts are derived from the shader itself with naga: an entry
+//! point gets exactly the bindings it uses, so forward and backward entry
+//! points can share one file's declarations. Where the adapter has
+//! PIPELINE_CACHE, driver-compiled pipelines are also kept on disk so that a
+//! second run starts fast.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use crate::error::{DeviceError, Result};
+use crate::shaders;
+
+/// How a kernel uses one binding.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BindingKind {
+    Uniform,
+    StorageRead,
+    StorageReadWrite,
+}
+
+/// A compiled entry point: its pipeline and the bindings it uses.
+#[derive(Debug)]
+pub struct Kernel {
+    pub(crate) name: String,
+    pub(crate) pipeline: wgpu::ComputePipeline,
+    pub(crate) layout: wgpu::BindGroupLayout,
+    pub(crate) bindings: Vec<(u32, BindingKind)>,
+}
+
+impl Kernel {
+    /// `file::entry`, for errors and profiles.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The bindings the entry point uses, in binding order.
+    pub fn bindings(&self) -> &[(u32, BindingKind)] {
+        &self.bindings
+    }
+}
+
+struct ShaderModule {
+    module: wgpu::ShaderModule,
+    naga: naga::Module,
+    info: naga::valid::ModuleInfo,
+}
+
+type KernelKey = (String, String, String);
+
+/// The cache of compiled shader modules and pipelines of one device.
+pub struct KernelRegistry {
+    device: wgpu::Device,
+    modules: Mutex<HashMap<String, Arc<ShaderModule>>>,
+    kernels: Mutex<HashMap<KernelKey, Arc<Kernel>>>,
+    cache: Option<(wgpu::PipelineCache, PathBuf)>,
+}
+
+impl KernelRegistry {
+    pub(crate) fn new(
+        device: &wgpu::Device,
+        info: &wgpu::AdapterInfo,
+        cache_dir: Option<PathBuf>,
+    ) -> Self {
+        let cache = cache_dir
+            .filter(|_| device.features().contains(wgpu::Features::PIPELINE_CACHE))
+            .and_then(|dir| Some(dir.join(wgpu::util::pipeline_cache_key(info)?)))
+            .map(|path| {
+                let data = std::fs::read(&path).ok();
+                // SAFETY: the data was written by `save_cache` from
+                // `PipelineCache::get_data` of an adapter with the same cache
+                // key; `fallback: true` makes wgpu ignore data it cannot use.
+                let cache = unsafe {
+                    device.create_pipeline_cache(&wgpu::PipelineCacheDescriptor {
+                        label: Some("unravel pipeline cache"),
+                        data: data.as_deref(),
+                        fallback: true,
+                    })
+                };
+                (cache, path)
+            });
+        KernelRegistry {
+            device: device.clone(),
+            modules: Mutex::new(HashMap::new()),
+            kernels: Mutex::new(HashMap::new()),
+            cache,
+        }
+    }
+
+    /// The pipeline for `entry` of shader `file`, compiled on first use.
+    /// `constants` set the shader's pipeline-overridable constants.
+    pub fn kernel(
+        &self,
+        file: &str,
+        entry: &str,
+        constants: &[(&str, f64)],
+    ) -> Result<Arc<Kernel>> {
+        let key = (
+            file.to_string(),
+            entry.to_string(),
+            format!("{constants:?}"),
+        );
+        if let Some(kernel) = self.kernels.lock().unwrap().get(&key) {
+            return Ok(kernel.clone());
+        }
+        let module = self.module(file)?;
+        let index = module
+            .naga
+            .entry_points
+            .iter()
+            .position(|e| e.name == entry)
+            .ok_or_else(|| DeviceError::UnknownEntryPoint {
+                file: file.to_string(),
+                entry: entry.to_string(),
+            })?;
+        let bindings = used_bindings(&module.naga, module.info.get_entry_point(index));
+        let entries: Vec<wgpu::BindGroupLayoutEntry> = bindings
+            .iter()
+            .map(|&(binding, kind)| wgpu::BindGroupLayoutEntry {
+                binding,
+                visibility: wgpu::ShaderStages::COMPUTE,
+                ty: wgpu::BindingType::Buffer {
+                    ty: match kind {
+                        BindingKind::Uniform => wgpu::BufferBindingType::Uniform,
+                        BindingKind::StorageRead => {
+                            wgpu::BufferBindingType::Storage { read_only: true }
+                        }
+                        BindingKind::StorageReadWrite => {
+                            wgpu::BufferBindingType::Storage { read_only: false }
+                        }
+                    },
+                    has_dynamic_offset: false,
+                    min_binding_size: None,
+                },
+                count: None,
+            })
+            .collect();
+        let name = format!("{file}::{entry}");
+        let layout = self
+            .device
+            .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+                label: Some(&name),
+                entries: &entries,
+            });
+        let pipeline_layout = self
+            .device
+            .create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                label: Some(&name),
+                bind_group_layouts: &[Some(&layout)],
+                immediate_size: 0,
+            });
+        let pipeline = self
+            .device
+            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(&name),
+                layout: Some(&pipeline_layout),
+                module: &module.module,
+                entry_point: Some(entry),
+                compilation_options: wgpu::PipelineCompilationOptions {
+                    constants,
+                    zero_initialize_workgroup_memory: false,
+                },
+                cache: self.cache.as_ref().map(|(c, _)| c),
+            });
+        let kernel = Arc::new(Kernel {
+            name,
+            pipeline,
+            layout,
+            bindings,
+        });
+        self.kernels.lock().unwrap().insert(key, kernel.clone());
+        Ok(kernel)
+    }
+
+    fn module(&self, file: &str) -> Result<Arc<ShaderModule>> {
+        if let Some(m) = self.modules.lock().unwrap().get(file) {
+            return Ok(m.clone());
+        }
+        let source = shaders::source(file).ok_or_else(|| DeviceError::Shader {
+            file: file.to_string(),
+            message: "no such shader file".into(),
+        })?;
+        let (naga, info) = shaders::parse_and_validate(file, source)?;
+        let module = self
+            .device
+            .create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(file),
+                source: wgpu::ShaderSource::Wgsl(source.into()),
+            });
+        let module = Arc::new(ShaderModule { module, naga, info });
+        self.modules
+            .lock()
+            .unwrap()
+            .insert(file.to_string(), module.clone());
+        Ok(module)
+    }
+
+    /// Writes the driver's pipeline cache to disk, atomically.
+    pub(crate) fn save_cache(&self) {
+        let Some((cache, path)) = &self.cache else {
+            return;
+        };
+        let Some(data) = cache.get_data() else {
+            return;
+        };
+        // A cache is an optimisation: failing to write it is not an error.
+        if let Some(dir) = path.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        if std::fs::write(&tmp, &data).is_ok() {
+            let _ = std::fs::rename(&tmp, path);
+        } else {
+            let _ = std::fs::remove_file(&tmp);
+        }
+    }
+}
+
+fn used_bindings(
+    module: &naga::Module,
+    info: &naga::valid::FunctionInfo,
+) -> Vec<(u32, BindingKind)> {
+    let mut out: Vec<(u32, BindingKind)> = module
+        .global_variables
+        .iter()
+        .filter(|(handle, _)| !info[*handle].is_empty())
+        .filter_map(|(_, var)| {
+            let binding = var.binding.as_ref()?;
+            let kind = match var.space {
+                naga::AddressSpace::Uniform => BindingKind::Uniform,
+                naga::AddressSpace::Storage { access } => {
+                    if access.contains(naga::StorageAccess::STORE) {
+                        BindingKind::StorageReadWrite
+                    } else {
+                        BindingKind::StorageRead
+                    }
+                }
+                _ => return None,
+            };
+            Some((binding.binding, kind))
+        })
+        .collect();
+    out.sort_by_key(|&(b, _)| b);
+    out
+}

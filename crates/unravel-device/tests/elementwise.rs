@@ -1,0 +1,231 @@
+//! Element-wise kernels against the CPU reference, forward and backward, on
+//! strided views (a channel slice of a larger NCHW buffer) as well as plain
+//! tensors; backward references against finite differences.
+
+mod common;
+
+use common::*;
+use unravel_device::kernels::elementwise as ew;
+use unravel_device::reference::elementwise as reference;
+
+// N=3, C=5, H=3, W=7: no dimension a multiple of 4.
+const SHAPE: [usize; 4] = [3, 5, 3, 7];
+
+fn numel() -> usize {
+    SHAPE.iter().product()
+}
+
+#[test]
+fn relu_forward_and_backward_match_reference() {
+    let g = gpu();
+    let x = random(numel(), 1);
+    let dy = random(numel(), 2);
+    let tx = g.upload(&x, &SHAPE).unwrap();
+    let ty = g.zeros(&SHAPE).unwrap();
+    let tdy = g.upload(&dy, &SHAPE).unwrap();
+    let tdx = g.zeros(&SHAPE).unwrap();
+    g.run(&[
+        ew::relu_forward(g, &tx, &ty).unwrap(),
+        ew::relu_backward(g, &ty, &tdy, &tdx).unwrap(),
+    ])
+    .unwrap();
+    let y = reference::relu_forward(&to_f64(&x));
+    assert_close("relu forward", &g.read(&ty).unwrap(), &y, 1e-6);
+    let dx = reference::relu_backward(&y, &to_f64(&dy));
+    assert_close("relu backward", &g.read(&tdx).unwrap(), &dx, 1e-6);
+}
+
+#[test]
+fn relu_in_place_on_a_channel_slice() {
+    let g = gpu();
+    // Channels 2..5 of an N=3, C=9 buffer; the rest must stay untouched.
+    let full: Vec<f32> = random(3 * 9 * 3 * 7, 3);
+    let buffer = g.upload(&full, &[3, 9, 3, 7]).unwrap();
+    let slice = buffer.channel_slice(2, 7).unwrap();
+    assert_eq!(slice.shape(), &SHAPE);
+    g.run(&[ew::relu_forward(g, &slice, &slice).unwrap()])
+        .unwrap();
+    let got = g.read(&buffer).unwrap();
+    let hw = 21;
+    for n in 0..3 {
+        for c in 0..9 {
+            for k in 0..hw {
+                let i = (n * 9 + c) * hw + k;
+                let want = if (2..7).contains(&c) {
+                    full[i].max(0.0)
+                } else {
+                    full[i]
+                };
+                assert_eq!(got[i], want, "n={n} c={c} k={k}");
+            }
+        }
+    }
+}
+
+#[test]
+fn add_scale_accumulate_match_reference() {
+    let g = gpu();
+    let a = random(numel(), 4);
+    let b = random(numel(), 5);
+    let ta = g.upload(&a, &SHAPE).unwrap();
+    let tb = g.upload(&b, &SHAPE).unwrap();
+    let sum = g.zeros(&SHAPE).unwrap();
+    let sum_relu = g.zeros(&SHAPE).unwrap();
+    let scaled = g.zeros(&SHAPE).unwrap();
+    let acc = g.upload(&a, &SHAPE).unwrap();
+    g.run(&[
+        ew::add_forward(g, &ta, &tb, &sum).unwrap(),
+        ew::add_relu_forward(g, &ta, &tb, &sum_relu).unwrap(),
+        ew::scale_forward(g, &ta, 0.625, &scaled).unwrap(),
+        ew::accumulate(g, &tb, &acc).unwrap(),
+    ])
+    .unwrap();
+    let (a64, b64) = (to_f64(&a), to_f64(&b));
+    let want = reference::add_forward(&a64, &b64);
+    assert_close("add", &g.read(&sum).unwrap(), &want, 1e-6);
+    assert_close("accumulate", &g.read(&acc).unwrap(), &want, 1e-6);
+    assert_close(
+        "add+relu",
+        &g.read(&sum_relu).unwrap(),
+        &reference::relu_forward(&want),
+        1e-6,
+    );
+    assert_close(
+        "scale",
+        &g.read(&scaled).unwrap(),
+        &reference::scale(&a64, 0.625),
+        1e-6,
+    );
+}
+
+#[test]
+fn scale_backward_matches_reference_and_finite_differences() {
+    let g = gpu();
+    let dy = random(numel(), 6);
+    let tdy = g.upload(&dy, &SHAPE).unwrap();
+    let tdx = g.zeros(&SHAPE).unwrap();
+    g.run(&[ew::scale_backward(g, &tdy, 0.3, &tdx).unwrap()])
+        .unwrap();
+    let dy64 = to_f64(&dy);
+    let dx = reference::scale(&dy64, 0.3);
+    assert_close("scale backward", &g.read(&tdx).unwrap(), &dx, 1e-6);
+    let x = to_f64(&random(numel(), 7));
+    let loss = |x: &[f64]| dot(&reference::scale(x, 0.3), &dy64);
+    assert_gradient_matches_fd("scale", &loss, &x, &dx, 1e-6);
+}
+
+#[test]
+fn sigmoid_forward_and_backward_match_reference_and_finite_differences() {
+    let g = gpu();
+    // Include large magnitudes: the kernel must neither overflow nor NaN.
+    let mut z: Vec<f32> = random(numel(), 8).iter().map(|v| v * 6.0).collect();
+    z[0] = 120.0;
+    z[1] = -120.0;
+    let dt = random(numel(), 9);
+    let tz = g.upload(&z, &SHAPE).unwrap();
+    let tt = g.zeros(&SHAPE).unwrap();
+    let tdt = g.upload(&dt, &SHAPE).unwrap();
+    let tdz = g.zeros(&SHAPE).unwrap();
+    g.run(&[
+        ew::sigmoid_forward(g, &tz, &tt).unwrap(),
+        ew::sigmoid_backward(g, &tt, &tdt, &tdz).unwrap(),
+    ])
+    .unwrap();
+    let z64 = to_f64(&z);
+    let t = reference::sigmoid_forward(&z64);
+    assert_close("sigmoid", &g.read(&tt).unwrap(), &t, 1e-6);
+    let dt64 = to_f64(&dt);
+    let dz = reference::sigmoid_backward(&t, &dt64);
+    assert_close("sigmoid backward", &g.read(&tdz).unwrap(), &dz, 1e-5);
+    let loss = |z: &[f64]| dot(&reference::sigmoid_forward(z), &dt64);
+    assert_gradient_matches_fd("sigmoid", &loss, &z64, &dz, 1e-6);
+}
+
+#[test]
+fn mul_forward_and_backward_match_reference_and_finite_differences() {
+    let g = gpu();
+    let (u, v, dy) = (
+        random(numel(), 10),
+        random(numel(), 11),
+        random(numel(), 12),
+    );
+    let (tu, tv, tdy) = (
+        g.upload(&u, &SHAPE).unwrap(),
+        g.upload(&v, &SHAPE).unwrap(),
+        g.upload(&dy, &SHAPE).unwrap(),
+    );
+    let (ty, tdu, tdv) = (
+        g.zeros(&SHAPE).unwrap(),
+        g.zeros(&SHAPE).unwrap(),
+        g.zeros(&SHAPE).unwrap(),
+    );
+    g.run(&[
+        ew::mul_forward(g, &tu, &tv, &ty).unwrap(),
+        ew::mul_backward(g, &tu, &tv, &tdy, &tdu, &tdv).unwrap(),
+    ])
+    .unwrap();
+    let (u64_, v64, dy64) = (to_f64(&u), to_f64(&v), to_f64(&dy));
+    assert_close(
+        "mul",
+        &g.read(&ty).unwrap(),
+        &reference::mul_forward(&u64_, &v64),
+        1e-6,
+    );
+    let (du, dv) = reference::mul_backward(&u64_, &v64, &dy64);
+    assert_close("mul du", &g.read(&tdu).unwrap(), &du, 1e-6);
+    assert_close("mul dv", &g.read(&tdv).unwrap(), &dv, 1e-6);
+    let loss_u = |u: &[f64]| dot(&reference::mul_forward(u, &v64), &dy64);
+    assert_gradient_matches_fd("mul du", &loss_u, &u64_, &du, 1e-6);
+    let loss_v = |v: &[f64]| dot(&reference::mul_forward(&u64_, v), &dy64);
+    assert_gradient_matches_fd("mul dv", &loss_v, &v64, &dv, 1e-6);
+}
+
+#[test]
+fn highway_gate_forward_and_backward_match_reference_and_finite_differences() {
+    let g = gpu();
+    let t: Vec<f32> = random(numel(), 13).iter().map(|v| 0.5 + 0.45 * v).collect();
+    let (h, x, dy) = (
+        random(numel(), 14),
+        random(numel(), 15),
+        random(numel(), 16),
+    );
+    let (tt, th, tx) = (
+        g.upload(&t, &SHAPE).unwrap(),
+        g.upload(&h, &SHAPE).unwrap(),
+        g.upload(&x, &SHAPE).unwrap(),
+    );
+    let ty = g.zeros(&SHAPE).unwrap();
+    let tgrad = g.upload(&dy, &SHAPE).unwrap();
+    let (tdt, tdh) = (g.zeros(&SHAPE).unwrap(), g.zeros(&SHAPE).unwrap());
+    g.run(&[
+        ew::highway_forward(g, &tt, &th, &tx, &ty).unwrap(),
+        ew::highway_backward(g, &tt, &th, &tx, &tgrad, &tdt, &tdh).unwrap(),
+    ])
+    .unwrap();
+    let (t64, h64, x64, dy64) = (to_f64(&t), to_f64(&h), to_f64(&x), to_f64(&dy));
+    assert_close(
+        "highway",
+        &g.read(&ty).unwrap(),
+        &reference::highway_forward(&t64, &h64, &x64),
+        1e-6,
+    );
+    let (dt, dh, dx) = reference::highway_backward(&t64, &h64, &x64, &dy64);
+    assert_close("highway dt", &g.read(&tdt).unwrap(), &dt, 1e-6);
+    assert_close("highway dh", &g.read(&tdh).unwrap(), &dh, 1e-6);
+    assert_close("highway dx", &g.read(&tgrad).unwrap(), &dx, 1e-6);
+    let lt = |t: &[f64]| dot(&reference::highway_forward(t, &h64, &x64), &dy64);
+    assert_gradient_matches_fd("highway dt", &lt, &t64, &dt, 1e-6);
+    let lh = |h: &[f64]| dot(&reference::highway_forward(&t64, h, &x64), &dy64);
+    assert_gradient_matches_fd("highway dh", &lh, &h64, &dh, 1e-6);
+    let lx = |x: &[f64]| dot(&reference::highway_forward(&t64, &h64, x), &dy64);
+    assert_gradient_matches_fd("highway dx", &lx, &x64, &dx, 1e-6);
+}
+
+#[test]
+fn mismatched_shapes_are_a_typed_error() {
+    let g = gpu();
+    let a = g.zeros(&[2, 3]).unwrap();
+    let b = g.zeros(&[3, 2]).unwrap();
+    let err = ew::add_forward(g, &a, &a, &b).unwrap_err();
+    assert!(err.to_string().contains("shapes differ"), "{err}");
+}

@@ -1,0 +1,1 @@
+pub use unravel_device as device;
