@@ -19,6 +19,11 @@ pub struct AdapterOptions {
     pub pipeline_cache_dir: Option<PathBuf>,
     /// Turn the on-disk pipeline cache off.
     pub no_pipeline_cache: bool,
+    /// Compile kernels without naga's runtime bounds checks. Faster (up to
+    /// 2x on lavapipe), and sound only because every host function validates
+    /// shapes, views and buffer sizes before it prepares a dispatch; off by
+    /// default, and the test suite runs the kernels both ways.
+    pub unchecked_shaders: bool,
 }
 
 /// The features Unravel asks for when the adapter has them; none is required.
@@ -86,7 +91,7 @@ impl Gpu {
                 .clone()
                 .or_else(default_pipeline_cache_dir)
         };
-        let registry = KernelRegistry::new(&device, &info, cache_dir);
+        let registry = KernelRegistry::new(&device, &info, cache_dir, options.unchecked_shaders);
         Ok(Gpu {
             adapter,
             device,
@@ -179,6 +184,11 @@ impl Gpu {
             })
             .map_err(|e| DeviceError::Poll(e.to_string()))?;
         self.take_uncaptured("waiting for the GPU")
+    }
+
+    /// Whether kernels run without runtime bounds checks.
+    pub fn unchecked_shaders(&self) -> bool {
+        self.registry.unchecked()
     }
 
     /// Writes the pipeline cache to disk so the next run starts fast.

@@ -14,10 +14,12 @@ pub mod kernels;
 pub mod reference;
 pub mod registry;
 pub mod shaders;
+pub mod summary;
 pub mod tensor;
 
 pub use context::{AdapterOptions, Gpu, WANTED_FEATURES};
 pub use dispatch::{grid_1d, Dispatch, Recorder};
 pub use error::{DeviceError, Result};
 pub use registry::{BindingKind, Kernel};
+pub use summary::AdapterSummary;
 pub use tensor::{DType, Tensor};

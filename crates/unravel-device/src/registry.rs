@@ -56,6 +56,7 @@ pub struct KernelRegistry {
     modules: Mutex<HashMap<String, Arc<ShaderModule>>>,
     kernels: Mutex<HashMap<KernelKey, Arc<Kernel>>>,
     cache: Option<(wgpu::PipelineCache, PathBuf)>,
+    unchecked: bool,
 }
 
 impl KernelRegistry {
@@ -63,6 +64,7 @@ impl KernelRegistry {
         device: &wgpu::Device,
         info: &wgpu::AdapterInfo,
         cache_dir: Option<PathBuf>,
+        unchecked: bool,
     ) -> Self {
         let cache = cache_dir
             .filter(|_| device.features().contains(wgpu::Features::PIPELINE_CACHE))
@@ -86,7 +88,13 @@ impl KernelRegistry {
             modules: Mutex::new(HashMap::new()),
             kernels: Mutex::new(HashMap::new()),
             cache,
+            unchecked,
         }
+    }
+
+    /// Whether kernels are compiled without runtime bounds checks.
+    pub fn unchecked(&self) -> bool {
+        self.unchecked
     }
 
     /// The pipeline for `entry` of shader `file`, compiled on first use.
@@ -183,12 +191,24 @@ impl KernelRegistry {
             message: "no such shader file".into(),
         })?;
         let (naga, info) = shaders::parse_and_validate(file, source)?;
-        let module = self
-            .device
-            .create_shader_module(wgpu::ShaderModuleDescriptor {
-                label: Some(file),
-                source: wgpu::ShaderSource::Wgsl(source.into()),
-            });
+        let descriptor = wgpu::ShaderModuleDescriptor {
+            label: Some(file),
+            source: wgpu::ShaderSource::Wgsl(source.into()),
+        };
+        let module = if self.unchecked {
+            // SAFETY: every host function in `kernels` validates shapes, views
+            // and buffer sizes before preparing a dispatch, so no index a
+            // kernel computes leaves its buffers (the tests run every kernel
+            // with and without checks). Opt-in via AdapterOptions.
+            unsafe {
+                self.device.create_shader_module_trusted(
+                    descriptor,
+                    wgpu::ShaderRuntimeChecks::unchecked(),
+                )
+            }
+        } else {
+            self.device.create_shader_module(descriptor)
+        };
         let module = Arc::new(ShaderModule { module, naga, info });
         self.modules
             .lock()

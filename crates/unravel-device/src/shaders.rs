@@ -18,6 +18,7 @@ shader_files!(
     "elementwise.wgsl",
     "linear.wgsl",
     "loss.wgsl",
+    "matmul.wgsl",
     "pool.wgsl",
     "sgd.wgsl",
     "shortcut.wgsl",

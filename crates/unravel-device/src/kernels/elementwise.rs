@@ -6,17 +6,18 @@
 //! all operands of one op have the same shape, and any may be a channel slice.
 
 use crate::context::Gpu;
-use crate::dispatch::{grid_1d, Dispatch};
+use crate::dispatch::Dispatch;
 use crate::error::{shape_error, Result};
 use crate::tensor::Tensor;
 
 const FILE: &str = "elementwise.wgsl";
 const GROUP: u32 = 256;
+const MAX_GROUPS_PER_ROW: usize = 1024;
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 struct Params {
-    total: u32,
+    rows: u32,
     per: u32,
     scale: f32,
     _pad: u32,
@@ -41,20 +42,28 @@ fn prepare(gpu: &Gpu, entry: &'static str, scale: f32, operands: &[&Tensor]) -> 
     for (slot, t) in views.iter_mut().zip(operands) {
         *slot = t.view_params();
     }
-    let total = first.numel();
-    let per = if first.shape().len() <= 1 {
-        total
-    } else {
-        first.sample_len()
+    let (rows, per) = match first.shape() {
+        [] => (1, 1),
+        [len] => (1, *len),
+        [n, ..] => (*n, first.sample_len()),
     };
     let params = Params {
-        total: total as u32,
-        per: per.max(1) as u32,
+        rows: rows as u32,
+        per: per as u32,
         scale,
         _pad: 0,
         views,
     };
-    gpu.dispatch(FILE, entry, &params, operands, grid_1d(total, GROUP))
+    // y: one row each; x: enough groups to keep every core busy, each
+    // invocation striding along its row.
+    let groups_x = per.div_ceil(GROUP as usize).clamp(1, MAX_GROUPS_PER_ROW);
+    gpu.dispatch(
+        FILE,
+        entry,
+        &params,
+        operands,
+        [groups_x as u32, rows as u32, 1],
+    )
 }
 
 /// y = max(x, 0); `y` may be `x` (in place).

@@ -7,6 +7,7 @@ pub mod copy;
 pub mod elementwise;
 pub mod linear;
 pub mod loss;
+pub mod matmul;
 pub mod pool;
 pub mod sgd;
 pub mod shortcut;

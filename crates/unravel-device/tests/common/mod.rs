@@ -5,12 +5,20 @@
 use std::sync::OnceLock;
 
 use rand::{Rng, SeedableRng};
-use unravel_device::Gpu;
+use unravel_device::{AdapterOptions, Gpu};
 
-/// The adapter every test in this binary uses (lavapipe in CI).
+/// The adapter every test in this binary uses (lavapipe in CI). With
+/// `UNRAVEL_UNCHECKED_SHADERS=1` the kernels are compiled without runtime
+/// bounds checks; `scripts/test` runs the kernel tests both ways.
 pub fn gpu() -> &'static Gpu {
     static GPU: OnceLock<Gpu> = OnceLock::new();
-    GPU.get_or_init(|| Gpu::default_adapter().expect("a GPU adapter (lavapipe in CI)"))
+    GPU.get_or_init(|| {
+        let options = AdapterOptions {
+            unchecked_shaders: std::env::var("UNRAVEL_UNCHECKED_SHADERS").is_ok_and(|v| v == "1"),
+            ..Default::default()
+        };
+        Gpu::new(&options).expect("a GPU adapter (lavapipe in CI)")
+    })
 }
 
 /// `len` values uniform in [-1, 1), reproducible from `seed`.

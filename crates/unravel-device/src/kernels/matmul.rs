@@ -1,0 +1,99 @@
+//! Dense matrix multiply (`shaders/matmul.wgsl`): the SGEMM ceiling the
+//! benchmark compares convolutions with.
+//!
+//! Shape legend: A is M x K, B is K x N, C is M x N, row-major.
+
+use crate::context::Gpu;
+use crate::dispatch::Dispatch;
+use crate::error::{shape_error, Result};
+use crate::tensor::Tensor;
+
+const FILE: &str = "matmul.wgsl";
+
+/// Which matmul kernel runs; [`MatmulAlgo::for_device`] picks one per adapter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MatmulAlgo {
+    /// Subgroup-broadcast register blocking (CPU adapters, 8-lane subgroups).
+    Subgroup8,
+    /// Workgroup-memory tiling (GPUs).
+    Tiled,
+}
+
+impl MatmulAlgo {
+    /// Subgroup8 where the adapter has exactly 8-lane subgroups and is a CPU
+    /// (loads are the bottleneck there), Tiled everywhere else.
+    pub fn for_device(gpu: &Gpu) -> MatmulAlgo {
+        let info = gpu.adapter_info();
+        let eight = info.subgroup_min_size == 8 && info.subgroup_max_size == 8;
+        if gpu.is_cpu() && eight && gpu.features().contains(wgpu::Features::SUBGROUP) {
+            MatmulAlgo::Subgroup8
+        } else {
+            MatmulAlgo::Tiled
+        }
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    m: u32,
+    n: u32,
+    k: u32,
+    _pad: u32,
+}
+
+/// C = A B with the device's preferred kernel.
+pub fn matmul(gpu: &Gpu, a: &Tensor, b: &Tensor, c: &Tensor) -> Result<Dispatch> {
+    matmul_with(gpu, MatmulAlgo::for_device(gpu), a, b, c)
+}
+
+/// C = A B with a chosen kernel (tests run both).
+pub fn matmul_with(
+    gpu: &Gpu,
+    algo: MatmulAlgo,
+    a: &Tensor,
+    b: &Tensor,
+    c: &Tensor,
+) -> Result<Dispatch> {
+    let (m, k, n) = match (a.shape(), b.shape(), c.shape()) {
+        ([m, k], [k2, n], [m2, n2]) if k == k2 && m == m2 && n == n2 => (*m, *k, *n),
+        (sa, sb, sc) => {
+            return Err(shape_error(
+                "matmul",
+                format!("A {sa:?} x B {sb:?} cannot give C {sc:?}"),
+            ))
+        }
+    };
+    if !(a.is_contiguous() && b.is_contiguous() && c.is_contiguous())
+        || a.offset() + b.offset() + c.offset() != 0
+    {
+        return Err(shape_error(
+            "matmul",
+            "operands must be whole contiguous tensors",
+        ));
+    }
+    let params = Params {
+        m: m as u32,
+        n: n as u32,
+        k: k as u32,
+        _pad: 0,
+    };
+    match algo {
+        MatmulAlgo::Subgroup8 => {
+            if m % 16 != 0 || n % 32 != 0 {
+                return Err(shape_error(
+                    "matmul",
+                    format!(
+                        "the subgroup kernel needs M % 16 == 0 and N % 32 == 0, got M={m} N={n}"
+                    ),
+                ));
+            }
+            let grid = [(n / 32) as u32, m.div_ceil(128) as u32, 1];
+            gpu.dispatch(FILE, "matmul_subgroup8", &params, &[a, b, c], grid)
+        }
+        MatmulAlgo::Tiled => {
+            let grid = [n.div_ceil(64) as u32, m.div_ceil(64) as u32, 1];
+            gpu.dispatch(FILE, "matmul_tiled", &params, &[a, b, c, b, c], grid)
+        }
+    }
+}
