@@ -1,0 +1,57 @@
+//! `unravel info` end to end: the adapter, its limits and features in text
+//! and JSON, and a clear error for an adapter that does not exist.
+
+use std::process::Command;
+
+fn unravel(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_unravel"))
+        .args(args)
+        .output()
+        .expect("run unravel")
+}
+
+#[test]
+fn info_prints_adapter_limits_and_features() {
+    let out = unravel(&["info"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for needle in [
+        "adapter",
+        "backend",
+        "device type",
+        "driver",
+        "max_storage_buffer_binding_size",
+        "SHADER_F16",
+        "SUBGROUP",
+        "TIMESTAMP_QUERY",
+        "PIPELINE_CACHE",
+    ] {
+        assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
+    }
+}
+
+#[test]
+fn info_json_is_one_parseable_object() {
+    let out = unravel(&["info", "--json"]);
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert!(v["name"].as_str().is_some_and(|s| !s.is_empty()));
+    assert!(v["limits"]["max_buffer_size"].as_u64().unwrap() > 0);
+    assert!(v["features"]["SUBGROUP"].is_boolean());
+}
+
+#[test]
+fn an_unknown_adapter_is_a_clear_error_not_a_panic() {
+    let out = unravel(&["--adapter", "no-such-gpu-xyz", "info"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no adapter matches \"no-such-gpu-xyz\""),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+}
