@@ -1,0 +1,159 @@
+//! The CIFAR ResNets of He et al. 2015 (6n+2 layers, basic blocks,
+//! 16/32/64 channels) and the pre-activation ResNets of He et al. 2016
+//! (BN-ReLU-conv units; 164 and 1001 with 4x bottlenecks, 9n+2 layers).
+
+use unravel_graph::{Graph, GraphBuilder, Merge, Result as GraphResult, ValueId};
+
+use super::{ModelConfig, ModelError, ShortcutKind};
+
+const WIDTHS: [usize; 3] = [16, 32, 64];
+
+/// Shortcut of a block from `x` to `c_out` channels at `stride`.
+pub(super) fn shortcut(
+    b: &mut GraphBuilder,
+    x: ValueId,
+    c_out: usize,
+    stride: usize,
+    kind: ShortcutKind,
+    projection_bn: bool,
+) -> GraphResult<ValueId> {
+    let s = b.shape(x);
+    if s.c == c_out && stride == 1 {
+        return Ok(x);
+    }
+    match kind {
+        ShortcutKind::A | ShortcutKind::Highway => b.shortcut_a(x, "shortcut", c_out, stride),
+        ShortcutKind::B => b.scoped("downsample", |b| {
+            let y = b.conv2d(x, "0", c_out, 1, stride, 0, 1, false)?;
+            if projection_bn {
+                b.batchnorm(y, "1", false)
+            } else {
+                Ok(y)
+            }
+        }),
+    }
+}
+
+pub(super) fn merge_of(kind: ShortcutKind, default: Merge) -> Merge {
+    match kind {
+        ShortcutKind::Highway => Merge::Highway { gate_bias: -1.0 },
+        _ => default,
+    }
+}
+
+/// `resnet{6n+2}` for CIFAR.
+pub fn resnet_cifar(depth: usize, config: &ModelConfig) -> Result<Graph, ModelError> {
+    if depth < 8 || !(depth - 2).is_multiple_of(6) {
+        return Err(ModelError::Config(format!(
+            "CIFAR ResNet depth must be 6n+2 (20, 32, 44, 56, 110, 1202), got {depth}"
+        )));
+    }
+    let n = (depth - 2) / 6;
+    Ok(resnet_cifar_blocks([n, n, n], config)?)
+}
+
+/// A CIFAR ResNet with `blocks[i]` basic blocks in stage i (tests use one).
+pub fn resnet_cifar_blocks(blocks: [usize; 3], config: &ModelConfig) -> GraphResult<Graph> {
+    let mut b = GraphBuilder::new(config.input);
+    let x = b.input();
+    let x = b.conv2d(x, "conv1", WIDTHS[0], 3, 1, 1, 1, false)?;
+    let mut x = b.batchnorm(x, "bn1", true)?;
+    let merge = merge_of(config.shortcut, Merge::AddRelu);
+    for (stage, (&width, &count)) in WIDTHS.iter().zip(&blocks).enumerate() {
+        for i in 0..count {
+            let stride = if stage > 0 && i == 0 { 2 } else { 1 };
+            x = b.scoped(&format!("layer{}", stage + 1), |b| {
+                b.scoped(&i.to_string(), |b| {
+                    let y = b.residual(
+                        x,
+                        stage + 1,
+                        merge,
+                        |b, x| shortcut(b, x, width, stride, config.shortcut, true),
+                        |b, x| {
+                            let h = b.conv2d(x, "conv1", width, 3, stride, 1, 1, false)?;
+                            let h = b.batchnorm(h, "bn1", true)?;
+                            let h = b.conv2d(h, "conv2", width, 3, 1, 1, 1, false)?;
+                            b.batchnorm(h, "bn2", false)
+                        },
+                    )?;
+                    // The highway merge has no ReLU of its own.
+                    if matches!(merge, Merge::Highway { .. }) {
+                        b.relu(y, "relu")
+                    } else {
+                        Ok(y)
+                    }
+                })
+            })?;
+        }
+    }
+    let x = b.global_avgpool(x, "avgpool")?;
+    let y = b.linear(x, "fc", config.classes)?;
+    Ok(b.finish(y))
+}
+
+/// `preact-resnet{depth}`: basic units for 6n+2 depths other than 164 and
+/// 1001, bottleneck units (4x expansion) for 9n+2 depths 164 and 1001.
+pub fn preact_resnet(depth: usize, config: &ModelConfig) -> Result<Graph, ModelError> {
+    let bottleneck = depth == 164 || depth == 1001;
+    let per_block = if bottleneck { 9 } else { 6 };
+    if depth < 8 || !(depth - 2).is_multiple_of(per_block) {
+        return Err(ModelError::Config(format!(
+            "pre-activation ResNet depth must be 6n+2 (basic) or 164/1001 (bottleneck), got {depth}"
+        )));
+    }
+    let n = (depth - 2) / per_block;
+    Ok(preact_blocks([n, n, n], bottleneck, config)?)
+}
+
+/// A pre-activation ResNet with `blocks[i]` units in stage i.
+pub fn preact_blocks(
+    blocks: [usize; 3],
+    bottleneck: bool,
+    config: &ModelConfig,
+) -> GraphResult<Graph> {
+    let expansion = if bottleneck { 4 } else { 1 };
+    // Pre-activation units keep the projection shortcut for shape changes
+    // (He et al. 2016), unless option A is asked for explicitly.
+    let kind = match config.shortcut {
+        ShortcutKind::A if bottleneck => ShortcutKind::B,
+        k => k,
+    };
+    let mut b = GraphBuilder::new(config.input);
+    let x = b.input();
+    let mut x = b.conv2d(x, "conv1", WIDTHS[0], 3, 1, 1, 1, false)?;
+    let merge = merge_of(kind, Merge::Add);
+    for (stage, (&width, &count)) in WIDTHS.iter().zip(&blocks).enumerate() {
+        for i in 0..count {
+            let stride = if stage > 0 && i == 0 { 2 } else { 1 };
+            let c_out = width * expansion;
+            x = b.scoped(&format!("layer{}", stage + 1), |b| {
+                b.scoped(&i.to_string(), |b| {
+                    b.residual(
+                        x,
+                        stage + 1,
+                        merge,
+                        |b, x| shortcut(b, x, c_out, stride, kind, false),
+                        |b, x| {
+                            let h = b.batchnorm(x, "bn1", true)?;
+                            if bottleneck {
+                                let h = b.conv2d(h, "conv1", width, 1, 1, 0, 1, false)?;
+                                let h = b.batchnorm(h, "bn2", true)?;
+                                let h = b.conv2d(h, "conv2", width, 3, stride, 1, 1, false)?;
+                                let h = b.batchnorm(h, "bn3", true)?;
+                                b.conv2d(h, "conv3", c_out, 1, 1, 0, 1, false)
+                            } else {
+                                let h = b.conv2d(h, "conv1", width, 3, stride, 1, 1, false)?;
+                                let h = b.batchnorm(h, "bn2", true)?;
+                                b.conv2d(h, "conv2", width, 3, 1, 1, 1, false)
+                            }
+                        },
+                    )
+                })
+            })?;
+        }
+    }
+    let x = b.batchnorm(x, "bn_final", true)?;
+    let x = b.global_avgpool(x, "avgpool")?;
+    let y = b.linear(x, "fc", config.classes)?;
+    Ok(b.finish(y))
+}

@@ -1,0 +1,73 @@
+//! ResNeXt-29 for CIFAR (Xie et al. 2017): a 3x3 stem of 64 channels, three
+//! stages of three bottleneck blocks; cardinality C through a grouped 3x3
+//! convolution of inner width C * W * 2^stage; outputs 256, 512, 1024.
+
+use unravel_graph::{Graph, GraphBuilder, Merge};
+
+use super::resnet_cifar::{merge_of, shortcut};
+use super::{ModelConfig, ModelError, ShortcutKind};
+
+pub fn resnext29(
+    cardinality: usize,
+    width: usize,
+    config: &ModelConfig,
+) -> Result<Graph, ModelError> {
+    if cardinality == 0 || width == 0 {
+        return Err(ModelError::Config(
+            "ResNeXt cardinality and width must be positive".into(),
+        ));
+    }
+    Ok(resnext_blocks(3, cardinality, width, config)?)
+}
+
+/// ResNeXt with `per_stage` blocks in each of the three stages.
+pub fn resnext_blocks(
+    per_stage: usize,
+    cardinality: usize,
+    width: usize,
+    config: &ModelConfig,
+) -> unravel_graph::Result<Graph> {
+    let kind = match config.shortcut {
+        ShortcutKind::A => ShortcutKind::B,
+        k => k,
+    };
+    let mut b = GraphBuilder::new(config.input);
+    let x = b.input();
+    let x = b.conv2d(x, "conv1", 64, 3, 1, 1, 1, false)?;
+    let mut x = b.batchnorm(x, "bn1", true)?;
+    let merge = merge_of(kind, Merge::AddRelu);
+    for stage in 0..3 {
+        let inner = (cardinality * width) << stage;
+        let c_out = 256 << stage;
+        for i in 0..per_stage {
+            let stride = if stage > 0 && i == 0 { 2 } else { 1 };
+            x = b.scoped(&format!("layer{}", stage + 1), |b| {
+                b.scoped(&i.to_string(), |b| {
+                    let y = b.residual(
+                        x,
+                        stage + 1,
+                        merge,
+                        |b, x| shortcut(b, x, c_out, stride, kind, true),
+                        |b, x| {
+                            let h = b.conv2d(x, "conv1", inner, 1, 1, 0, 1, false)?;
+                            let h = b.batchnorm(h, "bn1", true)?;
+                            let h =
+                                b.conv2d(h, "conv2", inner, 3, stride, 1, cardinality, false)?;
+                            let h = b.batchnorm(h, "bn2", true)?;
+                            let h = b.conv2d(h, "conv3", c_out, 1, 1, 0, 1, false)?;
+                            b.batchnorm(h, "bn3", false)
+                        },
+                    )?;
+                    if matches!(merge, Merge::Highway { .. }) {
+                        b.relu(y, "relu")
+                    } else {
+                        Ok(y)
+                    }
+                })
+            })?;
+        }
+    }
+    let x = b.global_avgpool(x, "avgpool")?;
+    let y = b.linear(x, "fc", config.classes)?;
+    Ok(b.finish(y))
+}
