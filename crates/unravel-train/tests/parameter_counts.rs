@@ -201,7 +201,7 @@ fn resnext_closed_form(card: usize, width: usize) -> usize {
     let mut total = conv(3, 64, 3) + bn(64);
     let mut c = 64;
     for s in 0..3 {
-        let d = card * width << s;
+        let d = (card * width) << s;
         let out = 256 << s;
         for i in 0..3 {
             total += conv(c, d, 1) + bn(d) + d * (d / card) * 9 + bn(d) + conv(d, out, 1) + bn(out);
