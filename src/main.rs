@@ -24,6 +24,10 @@ struct Cli {
 enum Command {
     /// Print the adapter, its limits and the features Unravel uses.
     Info(cmd::info::InfoArgs),
+    /// List every model name with its parameter count and forward cost.
+    Models,
+    /// Print a model's layers, parameter count and multiply-adds per image.
+    Summary(cmd::summary::SummaryArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -35,6 +39,8 @@ fn main() -> std::process::ExitCode {
     };
     let result = match cli.command {
         Command::Info(args) => cmd::info::run(&options, &args),
+        Command::Models => cmd::models::run(),
+        Command::Summary(args) => cmd::summary::run(&args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

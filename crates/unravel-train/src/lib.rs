@@ -1,6 +1,9 @@
 //! Unravel's training crate: the model zoo (and, to come, datasets,
 //! optimisers, the trainer, checkpoints and the ensemble analyses).
 
+pub mod dataset_kind;
 pub mod models;
+
+pub use dataset_kind::DatasetKind;
 
 pub use unravel_graph as graph;

@@ -56,6 +56,15 @@ pub struct ModelConfig {
 }
 
 impl ModelConfig {
+    /// The input and classes of `dataset`, with `shortcut`.
+    pub fn for_dataset(dataset: crate::DatasetKind, shortcut: ShortcutKind) -> ModelConfig {
+        ModelConfig {
+            input: dataset.input(),
+            classes: dataset.classes(),
+            shortcut,
+        }
+    }
+
     /// CIFAR-10: 3x32x32, 10 classes, option A shortcuts.
     pub fn cifar10() -> ModelConfig {
         ModelConfig {
