@@ -20,12 +20,19 @@ fn shape(c: usize) -> [usize; 4] {
 
 #[test]
 fn concat_forward_and_backward_match_reference_and_finite_differences() {
+    // 3x7 rows copy one element per invocation; 4x6 rows hold whole quads.
+    concat_roundtrip(H, W, false);
+    concat_roundtrip(4, 6, true);
+}
+
+fn concat_roundtrip(h: usize, w: usize, quads: bool) {
     let g = gpu();
+    let shape = |c: usize| [N, c, h, w];
     let c_out: usize = CHANNELS.iter().sum();
     let xs: Vec<Vec<f32>> = CHANNELS
         .iter()
         .enumerate()
-        .map(|(k, &c)| random(N * c * H * W, 10 + k as u64))
+        .map(|(k, &c)| random(N * c * h * w, 10 + k as u64))
         .collect();
     let txs: Vec<_> = xs
         .iter()
@@ -33,7 +40,7 @@ fn concat_forward_and_backward_match_reference_and_finite_differences() {
         .map(|(x, c)| g.upload(x, &shape(c)).unwrap())
         .collect();
     let out = g.zeros(&shape(c_out)).unwrap();
-    let dout_host = random(N * c_out * H * W, 20);
+    let dout_host = random(N * c_out * h * w, 20);
     let dout = g.upload(&dout_host, &shape(c_out)).unwrap();
     let grads: Vec<_> = CHANNELS
         .iter()
@@ -45,15 +52,18 @@ fn concat_forward_and_backward_match_reference_and_finite_differences() {
     let mut dispatches = copy::concat_forward(g, &refs, &out).unwrap();
     dispatches.extend(copy::concat_backward(g, &dout, &grad_refs).unwrap());
     assert_eq!(dispatches.len(), 6);
+    for d in &dispatches {
+        assert_eq!(d.kernel().name().ends_with("_vec4"), quads);
+    }
     g.run(&dispatches).unwrap();
 
     let x64: Vec<Vec<f64>> = xs.iter().map(|x| to_f64(x)).collect();
     let parts: Vec<(&[f64], usize)> = x64.iter().map(|x| x.as_slice()).zip(CHANNELS).collect();
-    let want = reference::concat_forward(&parts, N, H * W);
+    let want = reference::concat_forward(&parts, N, h * w);
     assert_close("concat", &g.read(&out).unwrap(), &want, 0.0);
 
     let dout64 = to_f64(&dout_host);
-    let want_grads = reference::concat_backward(&dout64, &CHANNELS, N, H * W);
+    let want_grads = reference::concat_backward(&dout64, &CHANNELS, N, h * w);
     for (k, (t, want)) in grads.iter().zip(&want_grads).enumerate() {
         assert_close(&format!("split {k}"), &g.read(t).unwrap(), want, 0.0);
         // d/dx_k of sum(concat(x) * dout), varying input k alone.
@@ -61,7 +71,7 @@ fn concat_forward_and_backward_match_reference_and_finite_differences() {
             let parts: Vec<(&[f64], usize)> = (0..3)
                 .map(|j| (if j == k { xk } else { x64[j].as_slice() }, CHANNELS[j]))
                 .collect();
-            dot(&reference::concat_forward(&parts, N, H * W), &dout64)
+            dot(&reference::concat_forward(&parts, N, h * w), &dout64)
         };
         assert_gradient_matches_fd(&format!("split {k}"), &loss, &x64[k], want, 1e-6);
     }

@@ -74,18 +74,46 @@ fn resnet_stage_transition_and_stride_1() {
 }
 
 #[test]
-fn channel_slices_of_larger_buffers() {
+fn four_wide_quads_with_stride_1_and_2() {
+    // W and WO multiples of 4: the vec4 entry points run.
+    check(2, 4, 4, 8, 6, 1, 23);
+    check(3, 3, 16, 16, 8, 2, 25);
+    check(1, 5, 6, 8, 5, 2, 27); // WO = 4
     let g = gpu();
-    let (n, ci, h, w, co) = (3, 3, 7, 9, 7);
+    let kernel = |x: &[usize], y: &[usize], s| {
+        let (x, y) = (g.zeros(x).unwrap(), g.zeros(y).unwrap());
+        let f = shortcut::shortcut_forward(g, &x, &y, s).unwrap();
+        let b = shortcut::shortcut_backward(g, &y, &x, s).unwrap();
+        [f, b].map(|d| d.kernel().name().ends_with("_vec4"))
+    };
+    assert_eq!(kernel(&[1, 5, 6, 8], &[1, 5, 3, 4], 2), [true; 2]);
+    assert_eq!(kernel(&[1, 4, 4, 8], &[1, 6, 4, 8], 1), [true; 2]);
+    // WO = 6 and W = 9 do not split into quads.
+    assert_eq!(kernel(&[1, 4, 4, 12], &[1, 6, 2, 6], 2), [false; 2]);
+    assert_eq!(kernel(&[1, 3, 7, 9], &[1, 7, 4, 5], 2), [false; 2]);
+}
+
+#[test]
+fn channel_slices_of_larger_buffers() {
+    // 7x9 takes the scalar entry points, 8x16 the vec4 ones.
+    slices(7, 9);
+    slices(8, 16);
+}
+
+fn slices(h: usize, w: usize) {
+    let g = gpu();
+    let (n, ci, co) = (3, 3, 7);
+    let (ho, wo) = (h.div_ceil(2), w.div_ceil(2));
+    let hwo = ho * wo;
     let xs = [n, ci, h, w];
     // x = channels 1..4 of 6, y = channels 2..9 of 10, dy = 0..7 of 8,
     // dx = channels 3..6 of 6.
     let xbig = g.upload(&random(n * 6 * h * w, 11), &[n, 6, h, w]).unwrap();
     let tx = xbig.channel_slice(1, 4).unwrap();
-    let ybig_host = random(n * 10 * 20, 12);
-    let ybig = g.upload(&ybig_host, &[n, 10, 4, 5]).unwrap();
+    let ybig_host = random(n * 10 * hwo, 12);
+    let ybig = g.upload(&ybig_host, &[n, 10, ho, wo]).unwrap();
     let ty = ybig.channel_slice(2, 9).unwrap();
-    let dybig = g.upload(&random(n * 8 * 20, 13), &[n, 8, 4, 5]).unwrap();
+    let dybig = g.upload(&random(n * 8 * hwo, 13), &[n, 8, ho, wo]).unwrap();
     let tdy = dybig.channel_slice(0, 7).unwrap();
     let dxbig = g.zeros(&[n, 6, h, w]).unwrap();
     let tdx = dxbig.channel_slice(3, 6).unwrap();
@@ -104,7 +132,7 @@ fn channel_slices_of_larger_buffers() {
     let ybig_now = g.read(&ybig).unwrap();
     for b in 0..n {
         for c in (0..2).chain(9..10) {
-            let r = (b * 10 + c) * 20..(b * 10 + c + 1) * 20;
+            let r = (b * 10 + c) * hwo..(b * 10 + c + 1) * hwo;
             assert_eq!(&ybig_now[r.clone()], &ybig_host[r], "y channel {c} changed");
         }
     }

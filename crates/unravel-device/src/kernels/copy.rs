@@ -48,20 +48,29 @@ pub fn copy_forward(gpu: &Gpu, src: &Tensor, dst: &Tensor) -> Result<Dispatch> {
     } else {
         src.sample_len()
     };
+    let (sv, dv) = (src.view_params(), dst.view_params());
+    // Quads apply when every row starts 16-byte aligned and holds whole quads.
+    let q = if [per as u32, sv[0], sv[1], dv[0], dv[1]]
+        .iter()
+        .all(|v| v % 4 == 0)
+    {
+        4
+    } else {
+        1
+    };
     let params = Params {
-        total: total as u32,
-        per: per.max(1) as u32,
-        src: src.view_params(),
-        dst: dst.view_params(),
+        total: (total / q) as u32,
+        per: (per / q).max(1) as u32,
+        src: [sv[0] / q as u32, sv[1] / q as u32],
+        dst: [dv[0] / q as u32, dv[1] / q as u32],
         _pad: [0; 2],
     };
-    gpu.dispatch(
-        FILE,
-        "copy_forward",
-        &params,
-        &[src, dst],
-        grid_1d(total, GROUP),
-    )
+    let entry = if q == 4 {
+        "copy_forward_vec4"
+    } else {
+        "copy_forward"
+    };
+    gpu.dispatch(FILE, entry, &params, &[src, dst], grid_1d(total / q, GROUP))
 }
 
 /// The channel slices of `out` that the `parts` (in order) occupy, after

@@ -75,33 +75,45 @@ fn params(op: &'static str, x: &[usize], y: &[usize], stride: usize) -> Result<P
     })
 }
 
+/// True when the vec4 entry points apply: every quad of four consecutive
+/// elements of x and y stays inside one image row and starts 16-byte aligned.
+fn quads_fit(p: &Params, x: &Tensor, y: &Tensor) -> bool {
+    let [xo, xs] = x.view_params();
+    let [yo, ys] = y.view_params();
+    p.stride <= 2 && [p.w, p.wo, xo, xs, yo, ys].iter().all(|v| v % 4 == 0)
+}
+
+/// Picks the vec4 entry point (a quarter of the invocations) where
+/// [`quads_fit`], the scalar one otherwise; `out` is the operand written.
+fn prepare(
+    gpu: &Gpu,
+    entry: &'static str,
+    mut p: Params,
+    [input, out]: [&Tensor; 2],
+    vec4: bool,
+) -> Result<Dispatch> {
+    p.a = input.view_params();
+    p.b = out.view_params();
+    let (entry, threads) = if vec4 {
+        (format!("{entry}_vec4"), out.numel() / 4)
+    } else {
+        (entry.to_string(), out.numel())
+    };
+    p.total = threads as u32;
+    gpu.dispatch(FILE, &entry, &p, &[input, out], grid_1d(threads, GROUP))
+}
+
 /// y = zero-pad-channels(x[:, :, ::stride, ::stride]).
 pub fn shortcut_forward(gpu: &Gpu, x: &Tensor, y: &Tensor, stride: usize) -> Result<Dispatch> {
-    let mut p = params("shortcut_forward", x.shape(), y.shape(), stride)?;
-    p.total = y.numel() as u32;
-    p.a = x.view_params();
-    p.b = y.view_params();
-    gpu.dispatch(
-        FILE,
-        "shortcut_forward",
-        &p,
-        &[x, y],
-        grid_1d(y.numel(), GROUP),
-    )
+    let p = params("shortcut_forward", x.shape(), y.shape(), stride)?;
+    let vec4 = quads_fit(&p, x, y);
+    prepare(gpu, "shortcut_forward", p, [x, y], vec4)
 }
 
 /// dx = dy's copied channels scattered back to the subsampled pixels, zeros
 /// elsewhere. Overwrites all of `dx` (no clear needed).
 pub fn shortcut_backward(gpu: &Gpu, dy: &Tensor, dx: &Tensor, stride: usize) -> Result<Dispatch> {
-    let mut p = params("shortcut_backward", dx.shape(), dy.shape(), stride)?;
-    p.total = dx.numel() as u32;
-    p.a = dy.view_params();
-    p.b = dx.view_params();
-    gpu.dispatch(
-        FILE,
-        "shortcut_backward",
-        &p,
-        &[dy, dx],
-        grid_1d(dx.numel(), GROUP),
-    )
+    let p = params("shortcut_backward", dx.shape(), dy.shape(), stride)?;
+    let vec4 = quads_fit(&p, dx, dy);
+    prepare(gpu, "shortcut_backward", p, [dy, dx], vec4)
 }
