@@ -10,8 +10,8 @@
 // Every pass walks one channel's N*HW elements as N planes of UNITS units
 // (a unit is a vec4 in the `*4` entry points, a scalar otherwise; offsets and
 // strides in p are in units). Workgroup (chunk, c) owns units
-// [chunk * PER_CHUNK, (chunk + 1) * PER_CHUNK) of channel c, thread t every
-// WG-th of them, so loads are coalesced and there is no per-element division.
+// [chunk * PER_CHUNK, (chunk + 1) * PER_CHUNK) of channel c (see `cursor`);
+// threads step through them without per-element division.
 //
 // Training forward = bn_stats (partial mean/M2 per chunk) + bn_apply_train
 // (each workgroup merges its channel's partials, then y = x * scale + shift).
@@ -48,18 +48,28 @@ struct Params {
 @group(0) @binding(12) var<storage, read_write> dbeta: array<f32>;
 
 const WG: u32 = 256u;
+// Threads that step through memory together (not a subgroup-size assumption:
+// any value is correct; 8 matches lavapipe's vector width).
+const LANES: u32 = 8u;
 
 var<workgroup> red: array<vec4<f32>, 256>;
 var<workgroup> coef: vec4<f32>;
 
 // Where a thread starts: (first unit, image n, unit within the plane k, end).
+// Each block of LANES threads owns LANES * iters consecutive units and walks
+// them LANES at a time: on a GPU every step is still one coalesced segment
+// per block, and on lavapipe, which runs each block's loop to the end before
+// the next block starts, every block streams through memory linearly.
 fn cursor(chunk: u32, lid: u32) -> vec4<u32> {
-    let j = chunk * p.per_chunk + lid;
-    let end = min(chunk * p.per_chunk + p.per_chunk, p.n * p.units);
+    let first = chunk * p.per_chunk;
+    let iters = p.per_chunk / WG;
+    let block = first + (lid / LANES) * LANES * iters;
+    let j = block + lid % LANES;
+    let end = min(min(first + p.per_chunk, block + LANES * iters), p.n * p.units);
     return vec4<u32>(j, j / p.units, j % p.units, end);
 }
 
-// Moves a cursor WG units on without dividing.
+// Moves a cursor LANES units on without dividing.
 fn advance(cur: vec4<u32>) -> vec4<u32> {
     var n = cur.y + p.step_n;
     var k = cur.z + p.step_k;
@@ -67,7 +77,7 @@ fn advance(cur: vec4<u32>) -> vec4<u32> {
         k -= p.units;
         n += 1u;
     }
-    return vec4<u32>(cur.x + WG, n, k, cur.w);
+    return vec4<u32>(cur.x + LANES, n, k, cur.w);
 }
 
 fn at(off: u32, stride: u32, c: u32, cur: vec4<u32>) -> u32 {

@@ -25,6 +25,8 @@ const GROUP: usize = 256;
 /// amortise the workgroup reduction, few enough to give both lavapipe cores
 /// (or a GPU's many) several workgroups per channel on large planes.
 const UNITS_PER_THREAD: usize = 16;
+/// Threads that step through memory together (`LANES` in the shader).
+const LANES: usize = 8;
 
 /// NCHW extent of a batch-norm operand.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -192,8 +194,8 @@ impl<'a> Operands<'a> {
             units: plan.units as u32,
             per_chunk: plan.per_chunk as u32,
             chunks: plan.chunks as u32,
-            step_n: (GROUP / plan.units) as u32,
-            step_k: (GROUP % plan.units) as u32,
+            step_n: (LANES / plan.units) as u32,
+            step_k: (LANES % plan.units) as u32,
             relu: cfg.relu as u32,
             count: (s.n * s.h * s.w) as f32,
             eps: cfg.eps,
