@@ -1,1 +1,368 @@
-// placeholder: filled in by the batchnorm kernel work.
+// Batch normalisation over (N, H, W) per channel, as PyTorch's BatchNorm2d,
+// with an optional fused ReLU.
+//
+// Shape legend: x, y, dy, dx are NCHW views (N images, C channels, HW = H*W
+// pixels per plane); image n of view t starts at t_off + n * t_stride.
+// gamma, beta, running_mean, running_var, dgamma, dbeta: [C] at their offset;
+// saved: [2, C] = (batch mean, 1 / sqrt(biased var + eps)).
+// part: [C, CHUNKS, 4] per-workgroup partial statistics.
+//
+// Every pass walks one channel's N*HW elements as N planes of UNITS units
+// (a unit is a vec4 in the `*4` entry points, a scalar otherwise; offsets and
+// strides in p are in units). Workgroup (chunk, c) owns units
+// [chunk * PER_CHUNK, (chunk + 1) * PER_CHUNK) of channel c (see `cursor`);
+// threads step through them without per-element division.
+//
+// Training forward = bn_stats (partial mean/M2 per chunk) + bn_apply_train
+// (each workgroup merges its channel's partials, then y = x * scale + shift).
+// Backward = bn_grad_stats (partial sums of dy and dy * (x - mean)) +
+// bn_grad_apply. Two passes over the data each way; the tiny per-channel
+// finalisation is folded into the second pass to save a dispatch.
+
+struct Params {
+    n: u32, c: u32, units: u32, per_chunk: u32,
+    chunks: u32, step_n: u32, step_k: u32, relu: u32,
+    count: f32, eps: f32, momentum: f32, _pad0: u32,
+    x_off: u32, x_stride: u32, y_off: u32, y_stride: u32,
+    dy_off: u32, dy_stride: u32, dx_off: u32, dx_stride: u32,
+    g_off: u32, b_off: u32, rm_off: u32, rv_off: u32,
+    s_off: u32, dg_off: u32, db_off: u32, _pad1: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read_write> x: array<f32>;
+@group(0) @binding(1) var<storage, read_write> x4: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read_write> y: array<f32>;
+@group(0) @binding(2) var<storage, read_write> y4: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read_write> dy: array<f32>;
+@group(0) @binding(3) var<storage, read_write> dy4: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read_write> dx: array<f32>;
+@group(0) @binding(4) var<storage, read_write> dx4: array<vec4<f32>>;
+@group(0) @binding(5) var<storage, read_write> gamma: array<f32>;
+@group(0) @binding(6) var<storage, read_write> beta: array<f32>;
+@group(0) @binding(7) var<storage, read_write> running_mean: array<f32>;
+@group(0) @binding(8) var<storage, read_write> running_var: array<f32>;
+@group(0) @binding(9) var<storage, read_write> saved: array<f32>;
+@group(0) @binding(10) var<storage, read_write> part: array<vec4<f32>>;
+@group(0) @binding(11) var<storage, read_write> dgamma: array<f32>;
+@group(0) @binding(12) var<storage, read_write> dbeta: array<f32>;
+
+const WG: u32 = 256u;
+// Threads that step through memory together (not a subgroup-size assumption:
+// any value is correct; 8 matches lavapipe's vector width).
+const LANES: u32 = 8u;
+
+var<workgroup> red: array<vec4<f32>, 256>;
+var<workgroup> coef: vec4<f32>;
+
+// Where a thread starts: (first unit, image n, unit within the plane k, end).
+// Each block of LANES threads owns LANES * iters consecutive units and walks
+// them LANES at a time: on a GPU every step is still one coalesced segment
+// per block, and on lavapipe, which runs each block's loop to the end before
+// the next block starts, every block streams through memory linearly.
+fn cursor(chunk: u32, lid: u32) -> vec4<u32> {
+    let first = chunk * p.per_chunk;
+    let iters = p.per_chunk / WG;
+    let block = first + (lid / LANES) * LANES * iters;
+    let j = block + lid % LANES;
+    let end = min(min(first + p.per_chunk, block + LANES * iters), p.n * p.units);
+    return vec4<u32>(j, j / p.units, j % p.units, end);
+}
+
+// Moves a cursor LANES units on without dividing.
+fn advance(cur: vec4<u32>) -> vec4<u32> {
+    var n = cur.y + p.step_n;
+    var k = cur.z + p.step_k;
+    if (k >= p.units) {
+        k -= p.units;
+        n += 1u;
+    }
+    return vec4<u32>(cur.x + LANES, n, k, cur.w);
+}
+
+fn at(off: u32, stride: u32, c: u32, cur: vec4<u32>) -> u32 {
+    return off + cur.y * stride + c * p.units + cur.z;
+}
+
+// Chan et al.'s merge of (count, mean, M2) summaries: stable in f32 where
+// E[x^2] - E[x]^2 is not.
+fn merge(a: vec4<f32>, b: vec4<f32>) -> vec4<f32> {
+    let n = a.x + b.x;
+    if (n == 0.0) {
+        return vec4<f32>(0.0);
+    }
+    let d = b.y - a.y;
+    let f = b.x / n;
+    return vec4<f32>(n, a.y + d * f, a.z + b.z + d * d * a.x * f, 0.0);
+}
+
+// Merges the workgroup's per-thread summaries into red[0].
+fn reduce_moments(lid: u32, mine: vec4<f32>) {
+    red[lid] = mine;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s >>= 1u) {
+        if (lid < s) {
+            red[lid] = merge(red[lid], red[lid + s]);
+        }
+        workgroupBarrier();
+    }
+}
+
+// Sums the workgroup's per-thread vectors into red[0].
+fn reduce_sums(lid: u32, mine: vec4<f32>) {
+    red[lid] = mine;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s >>= 1u) {
+        if (lid < s) {
+            red[lid] = red[lid] + red[lid + s];
+        }
+        workgroupBarrier();
+    }
+}
+
+// A thread's (count, mean, M2) from sums shifted by its own first value,
+// which keeps the cancellation in M2 small whatever the channel's mean.
+fn moments(cnt: f32, shift: f32, s1: f32, s2: f32) -> vec4<f32> {
+    if (cnt == 0.0) {
+        return vec4<f32>(0.0);
+    }
+    return vec4<f32>(cnt, shift + s1 / cnt, max(s2 - s1 * s1 / cnt, 0.0), 0.0);
+}
+
+fn write_partial(lid: u32, chunk: u32, c: u32) {
+    if (lid == 0u) {
+        part[c * p.chunks + chunk] = red[0];
+    }
+}
+
+// ---- training forward -----------------------------------------------------
+
+@compute @workgroup_size(256)
+fn bn_stats4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    var cur = cursor(wg.x, lid);
+    var shift = 0.0;
+    if (cur.x < cur.w) {
+        shift = x4[at(p.x_off, p.x_stride, wg.y, cur)].x;
+    }
+    var s1 = vec4<f32>(0.0);
+    var s2 = vec4<f32>(0.0);
+    var cnt = 0u;
+    while (cur.x < cur.w) {
+        let v = x4[at(p.x_off, p.x_stride, wg.y, cur)] - shift;
+        s1 += v;
+        s2 += v * v;
+        cnt += 4u;
+        cur = advance(cur);
+    }
+    let one = vec4<f32>(1.0);
+    reduce_moments(lid, moments(f32(cnt), shift, dot(s1, one), dot(s2, one)));
+    write_partial(lid, wg.x, wg.y);
+}
+
+@compute @workgroup_size(256)
+fn bn_stats(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    var cur = cursor(wg.x, lid);
+    var shift = 0.0;
+    if (cur.x < cur.w) {
+        shift = x[at(p.x_off, p.x_stride, wg.y, cur)];
+    }
+    var s1 = 0.0;
+    var s2 = 0.0;
+    var cnt = 0u;
+    while (cur.x < cur.w) {
+        let v = x[at(p.x_off, p.x_stride, wg.y, cur)] - shift;
+        s1 += v;
+        s2 += v * v;
+        cnt += 1u;
+        cur = advance(cur);
+    }
+    reduce_moments(lid, moments(f32(cnt), shift, s1, s2));
+    write_partial(lid, wg.x, wg.y);
+}
+
+// Merges channel c's partials into (scale, shift) in `coef`; the chunk-0
+// workgroup also saves (mean, invstd) and updates the running statistics
+// (running_var with the unbiased variance, as PyTorch).
+fn train_coefficients(lid: u32, chunk: u32, c: u32) {
+    if (lid == 0u) {
+        var m = vec4<f32>(0.0);
+        for (var i = 0u; i < p.chunks; i++) {
+            m = merge(m, part[c * p.chunks + i]);
+        }
+        let var_b = m.z / m.x;
+        let invstd = inverseSqrt(var_b + p.eps);
+        let scale = gamma[p.g_off + c] * invstd;
+        coef = vec4<f32>(scale, beta[p.b_off + c] - m.y * scale, 0.0, 0.0);
+        if (chunk == 0u) {
+            saved[p.s_off + c] = m.y;
+            saved[p.s_off + p.c + c] = invstd;
+            let mo = p.momentum;
+            let rm = p.rm_off + c;
+            let rv = p.rv_off + c;
+            running_mean[rm] = (1.0 - mo) * running_mean[rm] + mo * m.y;
+            running_var[rv] = (1.0 - mo) * running_var[rv] + mo * (m.z / (m.x - 1.0));
+        }
+    }
+    workgroupBarrier();
+}
+
+fn eval_coefficients(lid: u32, c: u32) {
+    if (lid == 0u) {
+        let scale = gamma[p.g_off + c] * inverseSqrt(running_var[p.rv_off + c] + p.eps);
+        coef = vec4<f32>(scale, beta[p.b_off + c] - running_mean[p.rm_off + c] * scale, 0.0, 0.0);
+    }
+    workgroupBarrier();
+}
+
+fn apply4(lid: u32, chunk: u32, c: u32) {
+    let k = workgroupUniformLoad(&coef);
+    var cur = cursor(chunk, lid);
+    while (cur.x < cur.w) {
+        var v = x4[at(p.x_off, p.x_stride, c, cur)] * k.x + k.y;
+        if (p.relu != 0u) {
+            v = max(v, vec4<f32>(0.0));
+        }
+        y4[at(p.y_off, p.y_stride, c, cur)] = v;
+        cur = advance(cur);
+    }
+}
+
+fn apply1(lid: u32, chunk: u32, c: u32) {
+    let k = workgroupUniformLoad(&coef);
+    var cur = cursor(chunk, lid);
+    while (cur.x < cur.w) {
+        var v = x[at(p.x_off, p.x_stride, c, cur)] * k.x + k.y;
+        if (p.relu != 0u) {
+            v = max(v, 0.0);
+        }
+        y[at(p.y_off, p.y_stride, c, cur)] = v;
+        cur = advance(cur);
+    }
+}
+
+@compute @workgroup_size(256)
+fn bn_apply_train4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    train_coefficients(lid, wg.x, wg.y);
+    apply4(lid, wg.x, wg.y);
+}
+
+@compute @workgroup_size(256)
+fn bn_apply_train(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    train_coefficients(lid, wg.x, wg.y);
+    apply1(lid, wg.x, wg.y);
+}
+
+// ---- eval forward (running statistics) ------------------------------------
+
+@compute @workgroup_size(256)
+fn bn_apply_eval4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    eval_coefficients(lid, wg.y);
+    apply4(lid, wg.x, wg.y);
+}
+
+@compute @workgroup_size(256)
+fn bn_apply_eval(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    eval_coefficients(lid, wg.y);
+    apply1(lid, wg.x, wg.y);
+}
+
+// ---- backward ---------------------------------------------------------------
+// With the fused ReLU, dy is first masked by y > 0 (y = the forward output).
+// Partials: (sum dy, sum dy * (x - mean)).
+
+@compute @workgroup_size(256)
+fn bn_grad_stats4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let c = wg.y;
+    let mean = saved[p.s_off + c];
+    var cur = cursor(wg.x, lid);
+    var sg = vec4<f32>(0.0);
+    var sgx = vec4<f32>(0.0);
+    while (cur.x < cur.w) {
+        var g = dy4[at(p.dy_off, p.dy_stride, c, cur)];
+        if (p.relu != 0u) {
+            g = select(vec4<f32>(0.0), g, y4[at(p.y_off, p.y_stride, c, cur)] > vec4<f32>(0.0));
+        }
+        sg += g;
+        sgx += g * (x4[at(p.x_off, p.x_stride, c, cur)] - mean);
+        cur = advance(cur);
+    }
+    let one = vec4<f32>(1.0);
+    reduce_sums(lid, vec4<f32>(dot(sg, one), dot(sgx, one), 0.0, 0.0));
+    write_partial(lid, wg.x, c);
+}
+
+@compute @workgroup_size(256)
+fn bn_grad_stats(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let c = wg.y;
+    let mean = saved[p.s_off + c];
+    var cur = cursor(wg.x, lid);
+    var sg = 0.0;
+    var sgx = 0.0;
+    while (cur.x < cur.w) {
+        var g = dy[at(p.dy_off, p.dy_stride, c, cur)];
+        if (p.relu != 0u) {
+            g = select(0.0, g, y[at(p.y_off, p.y_stride, c, cur)] > 0.0);
+        }
+        sg += g;
+        sgx += g * (x[at(p.x_off, p.x_stride, c, cur)] - mean);
+        cur = advance(cur);
+    }
+    reduce_sums(lid, vec4<f32>(sg, sgx, 0.0, 0.0));
+    write_partial(lid, wg.x, c);
+}
+
+// dx = a * dy + b * (x - mean) + d, with a = gamma * invstd,
+// b = -a * invstd^2 * sum(dy (x - mean)) / M, d = -a * sum(dy) / M;
+// the chunk-0 workgroup writes dgamma = invstd * sum(dy (x - mean)) and
+// dbeta = sum(dy). Coefficients go to `coef` as (a, b, d, mean).
+fn grad_coefficients(lid: u32, chunk: u32, c: u32) {
+    if (lid == 0u) {
+        var s = vec4<f32>(0.0);
+        for (var i = 0u; i < p.chunks; i++) {
+            s += part[c * p.chunks + i];
+        }
+        let invstd = saved[p.s_off + p.c + c];
+        let a = gamma[p.g_off + c] * invstd;
+        let b = -a * invstd * invstd * s.y / p.count;
+        coef = vec4<f32>(a, b, -a * s.x / p.count, saved[p.s_off + c]);
+        if (chunk == 0u) {
+            dgamma[p.dg_off + c] = s.y * invstd;
+            dbeta[p.db_off + c] = s.x;
+        }
+    }
+    workgroupBarrier();
+}
+
+@compute @workgroup_size(256)
+fn bn_grad_apply4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let c = wg.y;
+    grad_coefficients(lid, wg.x, c);
+    let k = workgroupUniformLoad(&coef);
+    var cur = cursor(wg.x, lid);
+    while (cur.x < cur.w) {
+        var g = dy4[at(p.dy_off, p.dy_stride, c, cur)];
+        if (p.relu != 0u) {
+            g = select(vec4<f32>(0.0), g, y4[at(p.y_off, p.y_stride, c, cur)] > vec4<f32>(0.0));
+        }
+        let xv = x4[at(p.x_off, p.x_stride, c, cur)];
+        dx4[at(p.dx_off, p.dx_stride, c, cur)] = k.x * g + k.y * (xv - k.w) + k.z;
+        cur = advance(cur);
+    }
+}
+
+@compute @workgroup_size(256)
+fn bn_grad_apply(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let c = wg.y;
+    grad_coefficients(lid, wg.x, c);
+    let k = workgroupUniformLoad(&coef);
+    var cur = cursor(wg.x, lid);
+    while (cur.x < cur.w) {
+        var g = dy[at(p.dy_off, p.dy_stride, c, cur)];
+        if (p.relu != 0u) {
+            g = select(0.0, g, y[at(p.y_off, p.y_stride, c, cur)] > 0.0);
+        }
+        let xv = x[at(p.x_off, p.x_stride, c, cur)];
+        dx[at(p.dx_off, p.dx_stride, c, cur)] = k.x * g + k.y * (xv - k.w) + k.z;
+        cur = advance(cur);
+    }
+}

@@ -1,1 +1,446 @@
-//! placeholder: filled in by the batchnorm kernel work.
+//! Batch normalisation (`shaders/batchnorm.wgsl`) with PyTorch BatchNorm2d
+//! semantics and an optional fused ReLU: training forward, eval forward and
+//! the training backward.
+//!
+//! Shape legend: x, y, dy, dx are NCHW views [N, C, H, W] (any may be a
+//! channel slice of a larger buffer, e.g. the prefix of a DenseNet
+//! concatenation); gamma, beta, running_mean, running_var, dgamma, dbeta are
+//! [C]; saved is [2, C] = (batch mean, 1 / sqrt(biased var + eps)).
+//!
+//! Each direction is two passes over the data: a reduction with several
+//! workgroups per channel writing partial statistics to a scratch buffer,
+//! then an element-wise pass whose workgroups each merge their channel's
+//! partials first (the per-channel finalisation costs no extra dispatch).
+//! When H*W and every view's offset and stride are multiples of 4 the
+//! kernels move vec4s, which lavapipe loads four times faster than scalars.
+
+use crate::context::Gpu;
+use crate::dispatch::Dispatch;
+use crate::error::{shape_error, Result};
+use crate::tensor::{DType, Tensor};
+
+const FILE: &str = "batchnorm.wgsl";
+const GROUP: usize = 256;
+/// Units (vec4s or scalars) each thread handles per pass, at most: enough to
+/// amortise the workgroup reduction, few enough to give both lavapipe cores
+/// (or a GPU's many) several workgroups per channel on large planes.
+const UNITS_PER_THREAD: usize = 16;
+/// Threads that step through memory together (`LANES` in the shader).
+const LANES: usize = 8;
+
+/// NCHW extent of a batch-norm operand.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BatchNormShape {
+    pub n: usize,
+    pub c: usize,
+    pub h: usize,
+    pub w: usize,
+}
+
+impl BatchNormShape {
+    fn dims(&self) -> [usize; 4] {
+        [self.n, self.c, self.h, self.w]
+    }
+}
+
+/// Hyper-parameters, PyTorch's defaults by [`Default`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BatchNormConfig {
+    pub eps: f32,
+    /// r = (1 - momentum) * r + momentum * batch statistic.
+    pub momentum: f32,
+    /// Apply ReLU to the output (the backward then needs the output y).
+    pub relu: bool,
+}
+
+impl Default for BatchNormConfig {
+    fn default() -> Self {
+        BatchNormConfig {
+            eps: 1e-5,
+            momentum: 0.1,
+            relu: false,
+        }
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    n: u32,
+    c: u32,
+    units: u32,
+    per_chunk: u32,
+    chunks: u32,
+    step_n: u32,
+    step_k: u32,
+    relu: u32,
+    count: f32,
+    eps: f32,
+    momentum: f32,
+    _pad0: u32,
+    /// (offset, batch stride) in units of x, y, dy, dx.
+    views: [[u32; 2]; 4],
+    /// Offsets of gamma, beta, running_mean, running_var, saved, dgamma, dbeta.
+    vec_offs: [u32; 7],
+    _pad1: u32,
+}
+
+/// How one channel's elements are split among workgroups.
+struct Plan {
+    /// Elements per unit: 4 (vec4 entry points) or 1.
+    vec: usize,
+    units: usize,
+    chunks: usize,
+    per_chunk: usize,
+}
+
+impl Plan {
+    fn new(s: &BatchNormShape, views: &[&Tensor]) -> Plan {
+        let hw = s.h * s.w;
+        let aligned = hw % 4 == 0
+            && views
+                .iter()
+                .all(|t| t.offset() % 4 == 0 && t.batch_stride() % 4 == 0);
+        let vec = if aligned { 4 } else { 1 };
+        let units = hw / vec;
+        let per_channel = s.n * units;
+        let chunks = per_channel.div_ceil(GROUP * UNITS_PER_THREAD).max(1);
+        let per_chunk = per_channel.div_ceil(chunks).div_ceil(GROUP) * GROUP;
+        Plan {
+            vec,
+            units,
+            chunks,
+            per_chunk,
+        }
+    }
+
+    fn entry(&self, name: &'static str, name4: &'static str) -> &'static str {
+        if self.vec == 4 {
+            name4
+        } else {
+            name
+        }
+    }
+
+    fn grid(&self, s: &BatchNormShape) -> [u32; 3] {
+        [self.chunks as u32, s.c as u32, 1]
+    }
+}
+
+/// The tensors one dispatch binds, in binding order (x, y, dy, dx, gamma,
+/// beta, running_mean, running_var, saved, part, dgamma, dbeta); operands an
+/// entry point does not use are filled with `x`.
+#[derive(Clone, Copy)]
+struct Operands<'a> {
+    x: &'a Tensor,
+    y: Option<&'a Tensor>,
+    dy: Option<&'a Tensor>,
+    dx: Option<&'a Tensor>,
+    gamma: &'a Tensor,
+    beta: Option<&'a Tensor>,
+    running_mean: Option<&'a Tensor>,
+    running_var: Option<&'a Tensor>,
+    saved: Option<&'a Tensor>,
+    part: Option<&'a Tensor>,
+    dgamma: Option<&'a Tensor>,
+    dbeta: Option<&'a Tensor>,
+}
+
+impl<'a> Operands<'a> {
+    fn new(x: &'a Tensor, gamma: &'a Tensor) -> Self {
+        Operands {
+            x,
+            y: None,
+            dy: None,
+            dx: None,
+            gamma,
+            beta: None,
+            running_mean: None,
+            running_var: None,
+            saved: None,
+            part: None,
+            dgamma: None,
+            dbeta: None,
+        }
+    }
+
+    fn list(&self) -> [&'a Tensor; 12] {
+        let x = self.x;
+        [
+            x,
+            self.y.unwrap_or(x),
+            self.dy.unwrap_or(x),
+            self.dx.unwrap_or(x),
+            self.gamma,
+            self.beta.unwrap_or(x),
+            self.running_mean.unwrap_or(x),
+            self.running_var.unwrap_or(x),
+            self.saved.unwrap_or(x),
+            self.part.unwrap_or(x),
+            self.dgamma.unwrap_or(x),
+            self.dbeta.unwrap_or(x),
+        ]
+    }
+
+    fn params(&self, s: &BatchNormShape, cfg: &BatchNormConfig, plan: &Plan) -> Params {
+        let unit_view = |t: Option<&Tensor>| {
+            let [off, stride] = t.unwrap_or(self.x).view_params();
+            [off / plan.vec as u32, stride / plan.vec as u32]
+        };
+        let off = |t: Option<&Tensor>| t.map_or(0, |t| t.offset() as u32);
+        Params {
+            n: s.n as u32,
+            c: s.c as u32,
+            units: plan.units as u32,
+            per_chunk: plan.per_chunk as u32,
+            chunks: plan.chunks as u32,
+            step_n: (LANES / plan.units) as u32,
+            step_k: (LANES % plan.units) as u32,
+            relu: cfg.relu as u32,
+            count: (s.n * s.h * s.w) as f32,
+            eps: cfg.eps,
+            momentum: cfg.momentum,
+            _pad0: 0,
+            views: [
+                unit_view(Some(self.x)),
+                unit_view(self.y),
+                unit_view(self.dy),
+                unit_view(self.dx),
+            ],
+            vec_offs: [
+                off(Some(self.gamma)),
+                off(self.beta),
+                off(self.running_mean),
+                off(self.running_var),
+                off(self.saved),
+                off(self.dgamma),
+                off(self.dbeta),
+            ],
+            _pad1: 0,
+        }
+    }
+
+    fn dispatch(
+        &self,
+        gpu: &Gpu,
+        entry: &'static str,
+        s: &BatchNormShape,
+        cfg: &BatchNormConfig,
+        plan: &Plan,
+    ) -> Result<Dispatch> {
+        let params = self.params(s, cfg, plan);
+        gpu.dispatch(FILE, entry, &params, &self.list(), plan.grid(s))
+    }
+}
+
+fn check_f32(op: &'static str, what: &str, t: &Tensor) -> Result<()> {
+    if t.dtype() != DType::F32 {
+        return Err(shape_error(op, format!("{what} must be f32")));
+    }
+    Ok(())
+}
+
+fn check_nchw(op: &'static str, what: &str, t: &Tensor, s: &BatchNormShape) -> Result<()> {
+    check_f32(op, what, t)?;
+    if t.shape() != s.dims() {
+        return Err(shape_error(
+            op,
+            format!("{what} has shape {:?}, expected {:?}", t.shape(), s.dims()),
+        ));
+    }
+    Ok(())
+}
+
+fn check_vector(op: &'static str, what: &str, t: &Tensor, shape: &[usize]) -> Result<()> {
+    check_f32(op, what, t)?;
+    if t.shape() != shape || !t.is_contiguous() {
+        return Err(shape_error(
+            op,
+            format!(
+                "{what} has shape {:?}, expected a contiguous {shape:?}",
+                t.shape()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn check_shape(op: &'static str, s: &BatchNormShape) -> Result<()> {
+    if s.n == 0 || s.c == 0 || s.h == 0 || s.w == 0 {
+        return Err(shape_error(op, format!("empty shape {:?}", s.dims())));
+    }
+    if s.c > 65535 {
+        return Err(shape_error(op, format!("{} channels exceed 65535", s.c)));
+    }
+    Ok(())
+}
+
+/// Training-mode forward: normalises x with its batch statistics into y
+/// (y may be x), updates running_mean/running_var in place (running_var
+/// with the unbiased variance) and writes (mean, invstd) to `saved` [2, C]
+/// for [`batchnorm_backward`]. Two dispatches.
+#[allow(clippy::too_many_arguments)]
+pub fn batchnorm_train_forward(
+    gpu: &Gpu,
+    s: &BatchNormShape,
+    cfg: &BatchNormConfig,
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    running_mean: &Tensor,
+    running_var: &Tensor,
+    saved: &Tensor,
+    y: &Tensor,
+) -> Result<Vec<Dispatch>> {
+    const OP: &str = "batchnorm_train_forward";
+    check_shape(OP, s)?;
+    if s.n * s.h * s.w < 2 {
+        // PyTorch refuses too: the unbiased variance of one value is undefined.
+        return Err(shape_error(
+            OP,
+            "training needs more than 1 value per channel",
+        ));
+    }
+    check_nchw(OP, "x", x, s)?;
+    check_nchw(OP, "y", y, s)?;
+    for (what, t) in [
+        ("gamma", gamma),
+        ("beta", beta),
+        ("running_mean", running_mean),
+        ("running_var", running_var),
+    ] {
+        check_vector(OP, what, t, &[s.c])?;
+    }
+    check_vector(OP, "saved", saved, &[2, s.c])?;
+    let plan = Plan::new(s, &[x, y]);
+    let part = gpu.zeros(&[s.c * plan.chunks * 4])?;
+    let ops = Operands {
+        y: Some(y),
+        beta: Some(beta),
+        running_mean: Some(running_mean),
+        running_var: Some(running_var),
+        saved: Some(saved),
+        part: Some(&part),
+        ..Operands::new(x, gamma)
+    };
+    Ok(vec![
+        ops.dispatch(gpu, plan.entry("bn_stats", "bn_stats4"), s, cfg, &plan)?,
+        ops.dispatch(
+            gpu,
+            plan.entry("bn_apply_train", "bn_apply_train4"),
+            s,
+            cfg,
+            &plan,
+        )?,
+    ])
+}
+
+/// Eval-mode forward with the running statistics (y may be x). One dispatch.
+#[allow(clippy::too_many_arguments)]
+pub fn batchnorm_eval_forward(
+    gpu: &Gpu,
+    s: &BatchNormShape,
+    cfg: &BatchNormConfig,
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    running_mean: &Tensor,
+    running_var: &Tensor,
+    y: &Tensor,
+) -> Result<Vec<Dispatch>> {
+    const OP: &str = "batchnorm_eval_forward";
+    check_shape(OP, s)?;
+    check_nchw(OP, "x", x, s)?;
+    check_nchw(OP, "y", y, s)?;
+    for (what, t) in [
+        ("gamma", gamma),
+        ("beta", beta),
+        ("running_mean", running_mean),
+        ("running_var", running_var),
+    ] {
+        check_vector(OP, what, t, &[s.c])?;
+    }
+    let plan = Plan::new(s, &[x, y]);
+    let ops = Operands {
+        y: Some(y),
+        beta: Some(beta),
+        running_mean: Some(running_mean),
+        running_var: Some(running_var),
+        ..Operands::new(x, gamma)
+    };
+    Ok(vec![ops.dispatch(
+        gpu,
+        plan.entry("bn_apply_eval", "bn_apply_eval4"),
+        s,
+        cfg,
+        &plan,
+    )?])
+}
+
+/// Backward of [`batchnorm_train_forward`] (batch statistics depend on x):
+/// writes dx (which may be dy), dgamma and dbeta (overwritten, not
+/// accumulated). `x` is the forward input and `saved` its (mean, invstd);
+/// with `cfg.relu` the forward output `y` is required and dy is masked by
+/// y > 0. Two dispatches.
+#[allow(clippy::too_many_arguments)]
+pub fn batchnorm_backward(
+    gpu: &Gpu,
+    s: &BatchNormShape,
+    cfg: &BatchNormConfig,
+    x: &Tensor,
+    y: Option<&Tensor>,
+    dy: &Tensor,
+    gamma: &Tensor,
+    saved: &Tensor,
+    dx: &Tensor,
+    dgamma: &Tensor,
+    dbeta: &Tensor,
+) -> Result<Vec<Dispatch>> {
+    const OP: &str = "batchnorm_backward";
+    check_shape(OP, s)?;
+    check_nchw(OP, "x", x, s)?;
+    check_nchw(OP, "dy", dy, s)?;
+    check_nchw(OP, "dx", dx, s)?;
+    let y = match (cfg.relu, y) {
+        (true, None) => return Err(shape_error(OP, "the fused ReLU needs the output y")),
+        (true, Some(y)) => {
+            check_nchw(OP, "y", y, s)?;
+            Some(y)
+        }
+        (false, _) => None,
+    };
+    for (what, t) in [("gamma", gamma), ("dgamma", dgamma), ("dbeta", dbeta)] {
+        check_vector(OP, what, t, &[s.c])?;
+    }
+    check_vector(OP, "saved", saved, &[2, s.c])?;
+    let mut views = vec![x, dy, dx];
+    views.extend(y);
+    let plan = Plan::new(s, &views);
+    let part = gpu.zeros(&[s.c * plan.chunks * 4])?;
+    let ops = Operands {
+        y,
+        dy: Some(dy),
+        dx: Some(dx),
+        saved: Some(saved),
+        part: Some(&part),
+        dgamma: Some(dgamma),
+        dbeta: Some(dbeta),
+        ..Operands::new(x, gamma)
+    };
+    Ok(vec![
+        ops.dispatch(
+            gpu,
+            plan.entry("bn_grad_stats", "bn_grad_stats4"),
+            s,
+            cfg,
+            &plan,
+        )?,
+        ops.dispatch(
+            gpu,
+            plan.entry("bn_grad_apply", "bn_grad_apply4"),
+            s,
+            cfg,
+            &plan,
+        )?,
+    ])
+}
