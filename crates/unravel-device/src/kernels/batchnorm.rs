@@ -99,10 +99,10 @@ struct Plan {
 impl Plan {
     fn new(gpu: &Gpu, s: &BatchNormShape, views: &[&Tensor]) -> Plan {
         let hw = s.h * s.w;
-        let aligned = hw % 4 == 0
+        let aligned = hw.is_multiple_of(4)
             && views
                 .iter()
-                .all(|t| t.offset() % 4 == 0 && t.batch_stride() % 4 == 0);
+                .all(|t| t.offset().is_multiple_of(4) && t.batch_stride().is_multiple_of(4));
         let vec = if aligned { 4 } else { 1 };
         let units = hw / vec;
         let per_channel = s.n * units;
