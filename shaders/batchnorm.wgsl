@@ -48,11 +48,13 @@ struct Params {
 @group(0) @binding(12) var<storage, read_write> dbeta: array<f32>;
 
 const WG: u32 = 256u;
+// sqrt(WG): the fan-in of each level of the workgroup reductions.
+const FAN: u32 = 16u;
 // Threads that step through memory together (not a subgroup-size assumption:
 // any value is correct; 8 matches lavapipe's vector width).
 const LANES: u32 = 8u;
 
-var<workgroup> red: array<vec4<f32>, 256>;
+var<workgroup> red: array<vec4<f32>, WG>;
 var<workgroup> coef: vec4<f32>;
 
 // Where a thread starts: (first unit, image n, unit within the plane k, end).
@@ -96,27 +98,48 @@ fn merge(a: vec4<f32>, b: vec4<f32>) -> vec4<f32> {
     return vec4<f32>(n, a.y + d * f, a.z + b.z + d * d * a.x * f, 0.0);
 }
 
-// Merges the workgroup's per-thread summaries into red[0].
+// Workgroup reductions in two levels (FAN threads merge FAN entries each,
+// then thread 0 merges those FAN) rather than a log2(WG)-step tree: lavapipe
+// pays for every barrier by switching through all of the workgroup's
+// invocation blocks, and that fixed cost dominated small channels.
+// The result is in red[0], visible to thread 0.
 fn reduce_moments(lid: u32, mine: vec4<f32>) {
     red[lid] = mine;
     workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s >>= 1u) {
-        if (lid < s) {
-            red[lid] = merge(red[lid], red[lid + s]);
+    if (lid < FAN) {
+        var m = red[lid * FAN];
+        for (var i = 1u; i < FAN; i++) {
+            m = merge(m, red[lid * FAN + i]);
         }
-        workgroupBarrier();
+        red[lid * FAN] = m;
+    }
+    workgroupBarrier();
+    if (lid == 0u) {
+        var m = red[0];
+        for (var i = 1u; i < FAN; i++) {
+            m = merge(m, red[i * FAN]);
+        }
+        red[0] = m;
     }
 }
 
-// Sums the workgroup's per-thread vectors into red[0].
 fn reduce_sums(lid: u32, mine: vec4<f32>) {
     red[lid] = mine;
     workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s >>= 1u) {
-        if (lid < s) {
-            red[lid] = red[lid] + red[lid + s];
+    if (lid < FAN) {
+        var m = red[lid * FAN];
+        for (var i = 1u; i < FAN; i++) {
+            m += red[lid * FAN + i];
         }
-        workgroupBarrier();
+        red[lid * FAN] = m;
+    }
+    workgroupBarrier();
+    if (lid == 0u) {
+        var m = red[0];
+        for (var i = 1u; i < FAN; i++) {
+            m += red[i * FAN];
+        }
+        red[0] = m;
     }
 }
 
@@ -137,7 +160,7 @@ fn write_partial(lid: u32, chunk: u32, c: u32) {
 
 // ---- training forward -----------------------------------------------------
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn bn_stats4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     var cur = cursor(wg.x, lid);
     var shift = 0.0;
@@ -159,7 +182,7 @@ fn bn_stats4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_ind
     write_partial(lid, wg.x, wg.y);
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn bn_stats(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     var cur = cursor(wg.x, lid);
     var shift = 0.0;
@@ -180,7 +203,8 @@ fn bn_stats(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_inde
     write_partial(lid, wg.x, wg.y);
 }
 
-// Merges channel c's partials into (scale, shift) in `coef`; the chunk-0
+// Thread 0 merges channel c's partials into (scale, shift) in `coef` (read
+// back with workgroupUniformLoad, which is the barrier); the chunk-0
 // workgroup also saves (mean, invstd) and updates the running statistics
 // (running_var with the unbiased variance, as PyTorch).
 fn train_coefficients(lid: u32, chunk: u32, c: u32) {
@@ -203,7 +227,6 @@ fn train_coefficients(lid: u32, chunk: u32, c: u32) {
             running_var[rv] = (1.0 - mo) * running_var[rv] + mo * (m.z / (m.x - 1.0));
         }
     }
-    workgroupBarrier();
 }
 
 fn eval_coefficients(lid: u32, c: u32) {
@@ -211,7 +234,6 @@ fn eval_coefficients(lid: u32, c: u32) {
         let scale = gamma[p.g_off + c] * inverseSqrt(running_var[p.rv_off + c] + p.eps);
         coef = vec4<f32>(scale, beta[p.b_off + c] - running_mean[p.rm_off + c] * scale, 0.0, 0.0);
     }
-    workgroupBarrier();
 }
 
 fn apply4(lid: u32, chunk: u32, c: u32) {
@@ -240,13 +262,13 @@ fn apply1(lid: u32, chunk: u32, c: u32) {
     }
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn bn_apply_train4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     train_coefficients(lid, wg.x, wg.y);
     apply4(lid, wg.x, wg.y);
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn bn_apply_train(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     train_coefficients(lid, wg.x, wg.y);
     apply1(lid, wg.x, wg.y);
@@ -254,13 +276,13 @@ fn bn_apply_train(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocatio
 
 // ---- eval forward (running statistics) ------------------------------------
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn bn_apply_eval4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     eval_coefficients(lid, wg.y);
     apply4(lid, wg.x, wg.y);
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn bn_apply_eval(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     eval_coefficients(lid, wg.y);
     apply1(lid, wg.x, wg.y);
@@ -270,7 +292,7 @@ fn bn_apply_eval(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation
 // With the fused ReLU, dy is first masked by y > 0 (y = the forward output).
 // Partials: (sum dy, sum dy * (x - mean)).
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn bn_grad_stats4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let c = wg.y;
     let mean = saved[p.s_off + c];
@@ -291,7 +313,7 @@ fn bn_grad_stats4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocatio
     write_partial(lid, wg.x, c);
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn bn_grad_stats(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let c = wg.y;
     let mean = saved[p.s_off + c];
@@ -330,10 +352,9 @@ fn grad_coefficients(lid: u32, chunk: u32, c: u32) {
             dbeta[p.db_off + c] = s.x;
         }
     }
-    workgroupBarrier();
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn bn_grad_apply4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let c = wg.y;
     grad_coefficients(lid, wg.x, c);
@@ -350,7 +371,7 @@ fn bn_grad_apply4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocatio
     }
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn bn_grad_apply(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let c = wg.y;
     grad_coefficients(lid, wg.x, c);

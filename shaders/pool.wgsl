@@ -1,1 +1,163 @@
-// placeholder: filled in by the pool kernel work.
+// Pooling: 2x2 average (stride 2, DenseNet transitions), 3x3 max with
+// stride 2 and padding 1 (ImageNet stem), global average; forward and
+// backward of each side by side. PyTorch semantics throughout.
+//
+// Shape legend: `full` is the NCHW side [N, C, H, W] (x forward, dx
+// backward); `pooled` is [N, C, HO, WO] (y forward, dy backward; [N, C] for
+// the global pool, HO = WO = 1). Both are views: image n starts at
+// off + n * stride. argmax: [N, C, HO, WO] contiguous u32, h * W + w of the
+// chosen input pixel within its plane.
+//
+// Every backward writes each dx element exactly once by gathering from the
+// outputs whose windows contain it, so overlapping windows need no atomics.
+
+struct Params {
+    n: u32, c: u32, h: u32, w: u32,
+    ho: u32, wo: u32, total: u32, _pad: u32,
+    full_off: u32, full_stride: u32,
+    pooled_off: u32, pooled_stride: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read_write> full: array<f32>;
+@group(0) @binding(2) var<storage, read_write> pooled: array<f32>;
+@group(0) @binding(3) var<storage, read_write> argmax: array<u32>;
+
+const WG: u32 = 256u;
+
+fn linear_index(wg: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
+    return (wg.y * nwg.x + wg.x) * WG + lid;
+}
+
+// (n, c, row, col) of element i of an [N, C, rows, cols] tensor.
+fn split(i: u32, rows: u32, cols: u32) -> vec4<u32> {
+    let col = i % cols;
+    let t = i / cols;
+    let row = t % rows;
+    let nc = t / rows;
+    return vec4<u32>(nc / p.c, nc % p.c, row, col);
+}
+
+// Start of plane (n, c) in `full`.
+fn full_plane(q: vec4<u32>) -> u32 {
+    return p.full_off + q.x * p.full_stride + q.y * p.h * p.w;
+}
+
+fn pooled_at(q: vec4<u32>, oh: u32, ow: u32) -> u32 {
+    return p.pooled_off + q.x * p.pooled_stride + (q.y * p.ho + oh) * p.wo + ow;
+}
+
+// ---- 2x2 average, stride 2 (HO = H / 2, WO = W / 2, floor) ----------------
+
+// One invocation per output.
+@compute @workgroup_size(256)
+fn avg_pool2x2_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                       @builtin(local_invocation_index) lid: u32) {
+    let i = linear_index(wg, nwg, lid);
+    if (i >= p.total) { return; }
+    let q = split(i, p.ho, p.wo);
+    let a = full_plane(q) + 2u * q.z * p.w + 2u * q.w;
+    let s = full[a] + full[a + 1u] + full[a + p.w] + full[a + p.w + 1u];
+    pooled[pooled_at(q, q.z, q.w)] = 0.25 * s;
+}
+
+// One invocation per input pixel; rows/columns that floor dropped get 0.
+@compute @workgroup_size(256)
+fn avg_pool2x2_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                        @builtin(local_invocation_index) lid: u32) {
+    let i = linear_index(wg, nwg, lid);
+    if (i >= p.total) { return; }
+    let q = split(i, p.h, p.w);
+    let oh = q.z / 2u;
+    let ow = q.w / 2u;
+    var g = 0.0;
+    if (oh < p.ho && ow < p.wo) {
+        g = 0.25 * pooled[pooled_at(q, oh, ow)];
+    }
+    full[full_plane(q) + q.z * p.w + q.w] = g;
+}
+
+// ---- 3x3 max, stride 2, padding 1 (HO = (H - 1) / 2 + 1) -------------------
+
+// One invocation per output. Padding is -inf, so only in-image pixels
+// compete; ties keep the first in row-major order and NaN wins, as PyTorch.
+@compute @workgroup_size(256)
+fn max_pool3x3s2_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                         @builtin(local_invocation_index) lid: u32) {
+    let i = linear_index(wg, nwg, lid);
+    if (i >= p.total) { return; }
+    let q = split(i, p.ho, p.wo);
+    let plane = full_plane(q);
+    // Window rows 2*oh-1 ..= 2*oh+1 clipped to the image (never empty).
+    let h0 = max(2u * q.z, 1u) - 1u;
+    let h1 = min(2u * q.z + 2u, p.h);
+    let w0 = max(2u * q.w, 1u) - 1u;
+    let w1 = min(2u * q.w + 2u, p.w);
+    var best = full[plane + h0 * p.w + w0];
+    var at = h0 * p.w + w0;
+    for (var hh = h0; hh < h1; hh++) {
+        for (var ww = w0; ww < w1; ww++) {
+            let v = full[plane + hh * p.w + ww];
+            if (v > best || v != v) {
+                best = v;
+                at = hh * p.w + ww;
+            }
+        }
+    }
+    pooled[pooled_at(q, q.z, q.w)] = best;
+    argmax[i] = at;
+}
+
+// One invocation per input pixel: sums dy of the (at most 2x2) windows that
+// contain it and chose it.
+@compute @workgroup_size(256)
+fn max_pool3x3s2_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                          @builtin(local_invocation_index) lid: u32) {
+    let i = linear_index(wg, nwg, lid);
+    if (i >= p.total) { return; }
+    let q = split(i, p.h, p.w);
+    let me = q.z * p.w + q.w;
+    // Windows oh with 2*oh-1 <= h <= 2*oh+1: oh in [h/2, (h+1)/2] below HO.
+    let oh0 = q.z / 2u;
+    let oh1 = min((q.z + 1u) / 2u, p.ho - 1u);
+    let ow0 = q.w / 2u;
+    let ow1 = min((q.w + 1u) / 2u, p.wo - 1u);
+    let nc = q.x * p.c + q.y;
+    var g = 0.0;
+    for (var oh = oh0; oh <= oh1; oh++) {
+        for (var ow = ow0; ow <= ow1; ow++) {
+            if (argmax[(nc * p.ho + oh) * p.wo + ow] == me) {
+                g += pooled[pooled_at(q, oh, ow)];
+            }
+        }
+    }
+    full[full_plane(q) + me] = g;
+}
+
+// ---- global average: [N, C, H, W] -> [N, C] --------------------------------
+
+// One invocation per (n, c).
+@compute @workgroup_size(256)
+fn global_avg_pool_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                           @builtin(local_invocation_index) lid: u32) {
+    let i = linear_index(wg, nwg, lid);
+    if (i >= p.total) { return; }
+    let q = split(i, 1u, 1u);
+    let plane = full_plane(q);
+    let hw = p.h * p.w;
+    var s = 0.0;
+    for (var k = 0u; k < hw; k++) {
+        s += full[plane + k];
+    }
+    pooled[pooled_at(q, 0u, 0u)] = s / f32(hw);
+}
+
+// One invocation per input element: dx = dy / (H * W).
+@compute @workgroup_size(256)
+fn global_avg_pool_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                            @builtin(local_invocation_index) lid: u32) {
+    let i = linear_index(wg, nwg, lid);
+    if (i >= p.total) { return; }
+    let q = split(i, p.h, p.w);
+    full[full_plane(q) + q.z * p.w + q.w] = pooled[pooled_at(q, 0u, 0u)] / f32(p.h * p.w);
+}

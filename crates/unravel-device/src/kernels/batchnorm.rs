@@ -21,10 +21,12 @@ use crate::tensor::{DType, Tensor};
 
 const FILE: &str = "batchnorm.wgsl";
 const GROUP: usize = 256;
-/// Units (vec4s or scalars) each thread handles per pass, at most: enough to
-/// amortise the workgroup reduction, few enough to give both lavapipe cores
-/// (or a GPU's many) several workgroups per channel on large planes.
-const UNITS_PER_THREAD: usize = 16;
+/// Units (vec4s or scalars) each thread handles per pass, at most. On CPU
+/// adapters every workgroup has a fixed cost (lavapipe switches through its
+/// invocation blocks at each barrier) and two cores need few workgroups, so
+/// chunks are long; a GPU needs many workgroups in flight.
+const UNITS_PER_THREAD_CPU: usize = 64;
+const UNITS_PER_THREAD_GPU: usize = 8;
 /// Threads that step through memory together (`LANES` in the shader).
 const LANES: usize = 8;
 
@@ -95,16 +97,21 @@ struct Plan {
 }
 
 impl Plan {
-    fn new(s: &BatchNormShape, views: &[&Tensor]) -> Plan {
+    fn new(gpu: &Gpu, s: &BatchNormShape, views: &[&Tensor]) -> Plan {
         let hw = s.h * s.w;
-        let aligned = hw % 4 == 0
+        let aligned = hw.is_multiple_of(4)
             && views
                 .iter()
-                .all(|t| t.offset() % 4 == 0 && t.batch_stride() % 4 == 0);
+                .all(|t| t.offset().is_multiple_of(4) && t.batch_stride().is_multiple_of(4));
         let vec = if aligned { 4 } else { 1 };
         let units = hw / vec;
         let per_channel = s.n * units;
-        let chunks = per_channel.div_ceil(GROUP * UNITS_PER_THREAD).max(1);
+        let per_thread = if gpu.is_cpu() {
+            UNITS_PER_THREAD_CPU
+        } else {
+            UNITS_PER_THREAD_GPU
+        };
+        let chunks = per_channel.div_ceil(GROUP * per_thread).max(1);
         let per_chunk = per_channel.div_ceil(chunks).div_ceil(GROUP) * GROUP;
         Plan {
             vec,
@@ -312,7 +319,7 @@ pub fn batchnorm_train_forward(
         check_vector(OP, what, t, &[s.c])?;
     }
     check_vector(OP, "saved", saved, &[2, s.c])?;
-    let plan = Plan::new(s, &[x, y]);
+    let plan = Plan::new(gpu, s, &[x, y]);
     let part = gpu.zeros(&[s.c * plan.chunks * 4])?;
     let ops = Operands {
         y: Some(y),
@@ -360,7 +367,7 @@ pub fn batchnorm_eval_forward(
     ] {
         check_vector(OP, what, t, &[s.c])?;
     }
-    let plan = Plan::new(s, &[x, y]);
+    let plan = Plan::new(gpu, s, &[x, y]);
     let ops = Operands {
         y: Some(y),
         beta: Some(beta),
@@ -415,7 +422,7 @@ pub fn batchnorm_backward(
     check_vector(OP, "saved", saved, &[2, s.c])?;
     let mut views = vec![x, dy, dx];
     views.extend(y);
-    let plan = Plan::new(s, &views);
+    let plan = Plan::new(gpu, s, &views);
     let part = gpu.zeros(&[s.c * plan.chunks * 4])?;
     let ops = Operands {
         y,

@@ -1,1 +1,243 @@
-//! placeholder: filled in by the pool kernel work.
+//! Pooling kernels (`shaders/pool.wgsl`), PyTorch semantics: 2x2 average
+//! with stride 2 (DenseNet transitions), 3x3 max with stride 2 and padding 1
+//! (ImageNet stem) and global average, each forward next to its backward.
+//!
+//! Shape legend: x and dx are NCHW views [N, C, H, W]; y and dy are NCHW
+//! views [N, C, HO, WO] ([N, C] views for the global pool); argmax is a
+//! contiguous u32 [N, C, HO, WO] tensor. Any NCHW operand may be a channel
+//! slice of a larger buffer. Backwards overwrite dx (they do not accumulate).
+
+use crate::context::Gpu;
+use crate::dispatch::{grid_1d, Dispatch};
+use crate::error::{shape_error, Result};
+use crate::tensor::{DType, Tensor};
+
+const FILE: &str = "pool.wgsl";
+const GROUP: u32 = 256;
+
+/// NCHW extent of a pooling input.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PoolShape {
+    pub n: usize,
+    pub c: usize,
+    pub h: usize,
+    pub w: usize,
+}
+
+impl PoolShape {
+    fn dims(&self) -> [usize; 4] {
+        [self.n, self.c, self.h, self.w]
+    }
+
+    /// Output extent of the 2x2 / stride 2 average pool (floor, as PyTorch).
+    pub fn avg2x2_out(&self) -> [usize; 4] {
+        [self.n, self.c, self.h / 2, self.w / 2]
+    }
+
+    /// Output extent of the 3x3 / stride 2 / padding 1 max pool:
+    /// floor((H + 2 - 3) / 2) + 1.
+    pub fn max3x3s2_out(&self) -> [usize; 4] {
+        [self.n, self.c, (self.h - 1) / 2 + 1, (self.w - 1) / 2 + 1]
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    n: u32,
+    c: u32,
+    h: u32,
+    w: u32,
+    ho: u32,
+    wo: u32,
+    total: u32,
+    _pad: u32,
+    full: [u32; 2],
+    pooled: [u32; 2],
+}
+
+fn check(op: &'static str, what: &str, t: &Tensor, dtype: DType, shape: &[usize]) -> Result<()> {
+    if t.dtype() != dtype {
+        return Err(shape_error(op, format!("{what} must be {dtype:?}")));
+    }
+    if t.shape() != shape {
+        return Err(shape_error(
+            op,
+            format!("{what} has shape {:?}, expected {shape:?}", t.shape()),
+        ));
+    }
+    Ok(())
+}
+
+fn check_input(op: &'static str, s: &PoolShape, min_hw: usize) -> Result<()> {
+    if s.n == 0 || s.c == 0 || s.h < min_hw || s.w < min_hw {
+        return Err(shape_error(
+            op,
+            format!(
+                "input {:?} is empty or smaller than {min_hw}x{min_hw}",
+                s.dims()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Prepares `entry` with `full` (x or dx), `pooled` (y or dy) and an
+/// optional argmax; `out` is the pooled extent and `threads` the grid size.
+#[allow(clippy::too_many_arguments)]
+fn prepare(
+    gpu: &Gpu,
+    entry: &'static str,
+    s: &PoolShape,
+    out: [usize; 2],
+    full: &Tensor,
+    pooled: &Tensor,
+    argmax: Option<&Tensor>,
+    threads: usize,
+) -> Result<Dispatch> {
+    let params = Params {
+        n: s.n as u32,
+        c: s.c as u32,
+        h: s.h as u32,
+        w: s.w as u32,
+        ho: out[0] as u32,
+        wo: out[1] as u32,
+        total: threads as u32,
+        _pad: 0,
+        full: full.view_params(),
+        pooled: pooled.view_params(),
+    };
+    let mut tensors = vec![full, pooled];
+    tensors.extend(argmax);
+    gpu.dispatch(FILE, entry, &params, &tensors, grid_1d(threads, GROUP))
+}
+
+/// y = mean of each 2x2 block of x (stride 2; an odd last row/column is
+/// dropped, as PyTorch's floor mode).
+pub fn avg_pool2x2_forward(gpu: &Gpu, s: &PoolShape, x: &Tensor, y: &Tensor) -> Result<Dispatch> {
+    const OP: &str = "avg_pool2x2_forward";
+    check_input(OP, s, 2)?;
+    let out = s.avg2x2_out();
+    check(OP, "x", x, DType::F32, &s.dims())?;
+    check(OP, "y", y, DType::F32, &out)?;
+    let threads = out.iter().product();
+    prepare(gpu, OP, s, [out[2], out[3]], x, y, None, threads)
+}
+
+/// dx = dy / 4 spread over each block (0 on dropped rows/columns).
+pub fn avg_pool2x2_backward(
+    gpu: &Gpu,
+    s: &PoolShape,
+    dy: &Tensor,
+    dx: &Tensor,
+) -> Result<Dispatch> {
+    const OP: &str = "avg_pool2x2_backward";
+    check_input(OP, s, 2)?;
+    let out = s.avg2x2_out();
+    check(OP, "dy", dy, DType::F32, &out)?;
+    check(OP, "dx", dx, DType::F32, &s.dims())?;
+    prepare(gpu, OP, s, [out[2], out[3]], dx, dy, None, dx.numel())
+}
+
+fn check_argmax(op: &'static str, argmax: &Tensor, out: &[usize; 4]) -> Result<()> {
+    check(op, "argmax", argmax, DType::U32, out)?;
+    if !argmax.is_contiguous() || argmax.offset() != 0 {
+        return Err(shape_error(op, "argmax must be a whole contiguous tensor"));
+    }
+    Ok(())
+}
+
+/// 3x3 max pool, stride 2, padding 1: y and the in-plane index (h * W + w)
+/// of each maximum in `argmax` (u32), first maximum on ties.
+pub fn max_pool3x3s2_forward(
+    gpu: &Gpu,
+    s: &PoolShape,
+    x: &Tensor,
+    y: &Tensor,
+    argmax: &Tensor,
+) -> Result<Dispatch> {
+    const OP: &str = "max_pool3x3s2_forward";
+    check_input(OP, s, 1)?;
+    let out = s.max3x3s2_out();
+    check(OP, "x", x, DType::F32, &s.dims())?;
+    check(OP, "y", y, DType::F32, &out)?;
+    check_argmax(OP, argmax, &out)?;
+    let threads = out.iter().product();
+    prepare(gpu, OP, s, [out[2], out[3]], x, y, Some(argmax), threads)
+}
+
+/// Routes dy to the forward's argmax pixels; a pixel that is the maximum of
+/// several overlapping windows receives the sum of their gradients.
+pub fn max_pool3x3s2_backward(
+    gpu: &Gpu,
+    s: &PoolShape,
+    dy: &Tensor,
+    argmax: &Tensor,
+    dx: &Tensor,
+) -> Result<Dispatch> {
+    const OP: &str = "max_pool3x3s2_backward";
+    check_input(OP, s, 1)?;
+    let out = s.max3x3s2_out();
+    check(OP, "dy", dy, DType::F32, &out)?;
+    check_argmax(OP, argmax, &out)?;
+    check(OP, "dx", dx, DType::F32, &s.dims())?;
+    prepare(
+        gpu,
+        OP,
+        s,
+        [out[2], out[3]],
+        dx,
+        dy,
+        Some(argmax),
+        dx.numel(),
+    )
+}
+
+/// y[n, c] = mean over H, W of x[n, c]; y is an [N, C] or [N, C, 1, 1]
+/// view (the latter can be a channel slice).
+pub fn global_avg_pool_forward(
+    gpu: &Gpu,
+    s: &PoolShape,
+    x: &Tensor,
+    y: &Tensor,
+) -> Result<Dispatch> {
+    const OP: &str = "global_avg_pool_forward";
+    check_input(OP, s, 1)?;
+    check(OP, "x", x, DType::F32, &s.dims())?;
+    check_global(OP, "y", y, s)?;
+    prepare(gpu, OP, s, [1, 1], x, y, None, s.n * s.c)
+}
+
+/// The pooled operand of the global pool: [N, C] or [N, C, 1, 1].
+fn check_global(op: &'static str, what: &str, t: &Tensor, s: &PoolShape) -> Result<()> {
+    if t.shape() == [s.n, s.c, 1, 1] {
+        return check(op, what, t, DType::F32, &[s.n, s.c, 1, 1]);
+    }
+    check(op, what, t, DType::F32, &[s.n, s.c]).map_err(|_| {
+        shape_error(
+            op,
+            format!(
+                "{what} has shape {:?}, expected f32 [{}, {}] or [{}, {}, 1, 1]",
+                t.shape(),
+                s.n,
+                s.c,
+                s.n,
+                s.c
+            ),
+        )
+    })
+}
+
+/// dx[n, c, h, w] = dy[n, c] / (H * W); dy is [N, C] or [N, C, 1, 1].
+pub fn global_avg_pool_backward(
+    gpu: &Gpu,
+    s: &PoolShape,
+    dy: &Tensor,
+    dx: &Tensor,
+) -> Result<Dispatch> {
+    const OP: &str = "global_avg_pool_backward";
+    check_input(OP, s, 1)?;
+    check_global(OP, "dy", dy, s)?;
+    check(OP, "dx", dx, DType::F32, &s.dims())?;
+    prepare(gpu, OP, s, [1, 1], dx, dy, None, dx.numel())
+}
