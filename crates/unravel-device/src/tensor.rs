@@ -81,6 +81,28 @@ impl Tensor {
         })
     }
 
+    /// Elements `start..start + numel(shape)` of a contiguous tensor, as a
+    /// contiguous tensor of `shape` (a parameter's share of an arena).
+    pub fn sub_tensor(&self, start: usize, shape: &[usize]) -> Result<Tensor> {
+        let numel: usize = shape.iter().product();
+        if !self.is_contiguous() || start + numel > self.numel() {
+            return Err(shape_error(
+                "sub_tensor",
+                format!(
+                    "elements {start}..{} of a tensor of shape {:?}",
+                    start + numel,
+                    self.shape
+                ),
+            ));
+        }
+        Ok(Tensor {
+            shape: shape.to_vec(),
+            offset: self.offset + start,
+            batch_stride: numel / shape.first().copied().unwrap_or(1).max(1),
+            ..self.clone()
+        })
+    }
+
     /// Channels `c0..c1` of an NCHW tensor, as a view into the same buffer.
     pub fn channel_slice(&self, c0: usize, c1: usize) -> Result<Tensor> {
         if self.shape.len() != 4 || c0 >= c1 || c1 > self.shape[1] {

@@ -15,6 +15,8 @@ pub enum GraphError {
     DuplicateName(String),
     #[error("{0}")]
     Invalid(String),
+    #[error(transparent)]
+    Device(#[from] unravel_device::DeviceError),
 }
 
 pub type Result<T, E = GraphError> = std::result::Result<T, E>;

@@ -6,10 +6,18 @@
 //! when a plan is compiled.
 
 pub mod builder;
+pub mod cpu;
 pub mod error;
 pub mod ir;
+pub mod plan;
+mod pooling;
+pub mod state;
+pub mod step;
 
 pub use builder::{GraphBuilder, Merge};
 pub use error::{GraphError, Result};
 pub use ir::*;
+pub use plan::{Mode, Plan};
+pub use state::ModelState;
+pub use step::{Optimizer, StepStats};
 pub use unravel_device as device;

@@ -25,6 +25,11 @@ struct Params {
 }
 
 fn prepare(gpu: &Gpu, entry: &'static str, scale: f32, operands: &[&Tensor]) -> Result<Dispatch> {
+    let (params, grid) = params_of(entry, scale, operands)?;
+    gpu.dispatch(FILE, entry, &params, operands, grid)
+}
+
+fn params_of(entry: &'static str, scale: f32, operands: &[&Tensor]) -> Result<(Params, [u32; 3])> {
     let first = operands[0];
     for t in &operands[1..] {
         if t.shape() != first.shape() {
@@ -57,13 +62,7 @@ fn prepare(gpu: &Gpu, entry: &'static str, scale: f32, operands: &[&Tensor]) -> 
     // y: one row each; x: enough groups to keep every core busy, each
     // invocation striding along its row.
     let groups_x = per.div_ceil(GROUP as usize).clamp(1, MAX_GROUPS_PER_ROW);
-    gpu.dispatch(
-        FILE,
-        entry,
-        &params,
-        operands,
-        [groups_x as u32, rows as u32, 1],
-    )
+    Ok((params, [groups_x as u32, rows as u32, 1]))
 }
 
 /// y = max(x, 0); `y` may be `x` (in place).
@@ -95,6 +94,14 @@ pub fn accumulate(gpu: &Gpu, x: &Tensor, y: &Tensor) -> Result<Dispatch> {
 /// y = scale * x (stochastic depth's test-time scaling of a branch).
 pub fn scale_forward(gpu: &Gpu, x: &Tensor, scale: f32, y: &Tensor) -> Result<Dispatch> {
     prepare(gpu, "scale_forward", scale, &[x, y])
+}
+
+/// Changes the factor of a prepared [`scale_forward`] (a per-step setting:
+/// stochastic depth's test-time scale) without rebuilding it.
+pub fn set_scale(gpu: &Gpu, dispatch: &Dispatch, x: &Tensor, scale: f32, y: &Tensor) -> Result<()> {
+    let (params, _) = params_of("scale_forward", scale, &[x, y])?;
+    dispatch.update_params(gpu, &params);
+    Ok(())
 }
 
 /// dx = scale * dy.

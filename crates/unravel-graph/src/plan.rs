@@ -1,0 +1,618 @@
+//! A graph compiled for one batch size and mode: every buffer allocated and
+//! every dispatch (forward, backward, loss, optimiser) prepared once, so a
+//! step only records them into one command buffer.
+//!
+//! Backward is derived from the forward graph here, statically: each node
+//! contributes gradients to its inputs. A value used more than once (every
+//! shortcut) receives several contributions; the first one a step executes
+//! writes the gradient buffer, later ones write a scratch buffer and add it
+//! in. Which one is first depends on the blocks switched off in that step,
+//! so each contribution is prepared both ways and chosen when recording.
+//!
+//! Shape legend: N batch, C channels, H x W plane; values are N x C x H x W.
+
+use std::collections::HashMap;
+
+use unravel_device::kernels::batchnorm::{self as bn, BatchNormConfig, BatchNormShape};
+use unravel_device::kernels::conv2d::{self, Conv2dShape};
+use unravel_device::kernels::{copy, elementwise as ew, linear, loss, shortcut};
+use unravel_device::{Dispatch, Gpu, Tensor};
+
+use crate::error::{GraphError, Result};
+use crate::ir::*;
+use crate::state::ModelState;
+
+/// Training (batch statistics, backward) or evaluation (running statistics).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Train,
+    Eval,
+}
+
+/// A gradient contribution to `value`, prepared writing the gradient
+/// buffer directly and writing scratch + accumulating; or (value `None`)
+/// work that always runs, such as parameter gradients.
+pub(crate) struct Part {
+    pub value: Option<ValueId>,
+    pub direct: Vec<Dispatch>,
+    pub via_scratch: Vec<Dispatch>,
+}
+
+pub(crate) struct NodePlan {
+    pub forward: Vec<Dispatch>,
+    pub backward: Vec<Part>,
+}
+
+/// A residual block's alternatives: switched off (identity path only) and
+/// its branch scaled (stochastic depth at test time).
+pub(crate) struct BlockPlan {
+    pub merge: NodeId,
+    pub member: Vec<bool>,
+    pub forward_dropped: Vec<Dispatch>,
+    pub backward_dropped: Vec<Part>,
+    pub scale: Dispatch,
+    pub scale_value: f32,
+    pub branch_output: ValueId,
+}
+
+pub struct Plan {
+    pub(crate) graph: Graph,
+    pub(crate) batch: usize,
+    pub(crate) mode: Mode,
+    pub(crate) input: Tensor,
+    pub(crate) labels: Tensor,
+    pub(crate) values: Vec<Tensor>,
+    pub(crate) grads: Vec<Option<Tensor>>,
+    /// Root value of each value (itself unless a channel view).
+    pub(crate) root: Vec<ValueId>,
+    /// Concatenation buffers: their gradients are cleared each step and
+    /// only ever accumulated into.
+    pub(crate) dense_roots: Vec<ValueId>,
+    pub(crate) nodes: Vec<NodePlan>,
+    pub(crate) blocks: HashMap<BlockId, BlockPlan>,
+    pub(crate) loss: Tensor,
+    pub(crate) correct: Tensor,
+    pub(crate) loss_dispatch: Dispatch,
+    pub(crate) grads_arena: Tensor,
+}
+
+fn dims(batch: usize, s: Shape) -> [usize; 4] {
+    [batch, s.c, s.h, s.w]
+}
+
+struct Compiler<'a> {
+    gpu: &'a Gpu,
+    graph: &'a Graph,
+    state: &'a ModelState,
+    batch: usize,
+    mode: Mode,
+    values: Vec<Tensor>,
+    grads: Vec<Option<Tensor>>,
+    scratch: HashMap<([usize; 4], usize), Tensor>,
+    saved: HashMap<NodeId, Tensor>,
+}
+
+impl Compiler<'_> {
+    fn shape(&self, v: ValueId) -> [usize; 4] {
+        dims(self.batch, self.graph.shape(v))
+    }
+
+    fn param(&self, id: ParamId) -> Result<Tensor> {
+        self.state.param(id)
+    }
+
+    /// Scratch buffer `slot` of `shape` (shared by every node: dispatches
+    /// run in order, and each use is consumed right after it is written).
+    fn scratch(&mut self, shape: [usize; 4], slot: usize) -> Result<Tensor> {
+        if let Some(t) = self.scratch.get(&(shape, slot)) {
+            return Ok(t.clone());
+        }
+        let t = self.gpu.zeros(&shape)?;
+        self.scratch.insert((shape, slot), t.clone());
+        Ok(t)
+    }
+
+    fn grad(&self, v: ValueId) -> Result<Tensor> {
+        self.grads[v.0]
+            .clone()
+            .ok_or_else(|| GraphError::Invalid(format!("value {} has no gradient", v.0)))
+    }
+
+    /// A contribution to `v` from `make(dest)`, prepared both ways.
+    fn part(
+        &mut self,
+        v: ValueId,
+        make: impl Fn(&Tensor) -> Result<Vec<Dispatch>>,
+    ) -> Result<Part> {
+        let g = self.grad(v)?;
+        let direct = make(&g)?;
+        let tmp = self.scratch(self.shape(v), 0)?;
+        let mut via_scratch = make(&tmp)?;
+        via_scratch.push(ew::accumulate(self.gpu, &tmp, &g)?);
+        Ok(Part {
+            value: Some(v),
+            direct,
+            via_scratch,
+        })
+    }
+
+    /// A contribution of a finished tensor `src` to `v`: copy or add.
+    fn part_from(&mut self, v: ValueId, src: &Tensor) -> Result<Part> {
+        let g = self.grad(v)?;
+        Ok(Part {
+            value: Some(v),
+            direct: vec![copy::copy_forward(self.gpu, src, &g)?],
+            via_scratch: vec![ew::accumulate(self.gpu, src, &g)?],
+        })
+    }
+
+    fn conv_shape(
+        &self,
+        node: &Node,
+        kernel: usize,
+        stride: usize,
+        pad: usize,
+        groups: usize,
+    ) -> Conv2dShape {
+        let [n, c_in, h, w] = self.shape(node.inputs[0]);
+        Conv2dShape {
+            n,
+            c_in,
+            h,
+            w,
+            c_out: self.graph.shape(node.output).c,
+            kh: kernel,
+            kw: kernel,
+            stride,
+            pad,
+            groups,
+        }
+    }
+
+    fn bn_config(relu: bool) -> BatchNormConfig {
+        BatchNormConfig {
+            relu,
+            ..BatchNormConfig::default()
+        }
+    }
+
+    fn forward(&mut self, id: NodeId) -> Result<Vec<Dispatch>> {
+        let gpu = self.gpu;
+        let node = &self.graph.nodes[id.0];
+        let x = self.values[node.inputs[0].0].clone();
+        let y = self.values[node.output.0].clone();
+        Ok(match &node.op {
+            Op::Conv2d {
+                weight,
+                bias,
+                kernel,
+                stride,
+                pad,
+                groups,
+            } => {
+                let s = self.conv_shape(node, *kernel, *stride, *pad, *groups);
+                let b = bias.map(|b| self.param(b)).transpose()?;
+                conv2d::conv2d_forward(gpu, &s, &x, &self.param(*weight)?, b.as_ref(), &y)?
+            }
+            Op::BatchNorm {
+                weight,
+                bias,
+                state,
+                relu,
+            } => {
+                let [n, c, h, w] = self.shape(node.inputs[0]);
+                let s = BatchNormShape { n, c, h, w };
+                let (rm, rv) = &self.state.bn_running[*state];
+                let (g, b) = (self.param(*weight)?, self.param(*bias)?);
+                let cfg = Self::bn_config(*relu);
+                match self.mode {
+                    Mode::Train => {
+                        let saved = gpu.zeros(&[2, c])?;
+                        self.saved.insert(id, saved.clone());
+                        bn::batchnorm_train_forward(gpu, &s, &cfg, &x, &g, &b, rm, rv, &saved, &y)?
+                    }
+                    Mode::Eval => {
+                        bn::batchnorm_eval_forward(gpu, &s, &cfg, &x, &g, &b, rm, rv, &y)?
+                    }
+                }
+            }
+            Op::Relu => vec![ew::relu_forward(gpu, &x, &y)?],
+            Op::Add { relu } => {
+                let b = &self.values[node.inputs[1].0];
+                if *relu {
+                    vec![ew::add_relu_forward(gpu, &x, b, &y)?]
+                } else {
+                    vec![ew::add_forward(gpu, &x, b, &y)?]
+                }
+            }
+            Op::Sigmoid => vec![ew::sigmoid_forward(gpu, &x, &y)?],
+            Op::Highway => {
+                let h = &self.values[node.inputs[1].0];
+                let s = &self.values[node.inputs[2].0];
+                vec![ew::highway_forward(gpu, &x, h, s, &y)?]
+            }
+            Op::ShortcutA { stride } => vec![shortcut::shortcut_forward(gpu, &x, &y, *stride)?],
+            Op::Copy => vec![copy::copy_forward(gpu, &x, &y)?],
+            Op::AvgPool2x2 | Op::MaxPool3x3s2 | Op::GlobalAvgPool => {
+                crate::pooling::forward(gpu, &node.op, &x, &y, &mut self.saved, id)?
+            }
+            Op::Linear { weight, bias } => {
+                let x2 = flat(&x)?;
+                let y2 = flat(&y)?;
+                vec![linear::linear_forward(
+                    gpu,
+                    &x2,
+                    &self.param(*weight)?,
+                    Some(&self.param(*bias)?),
+                    &y2,
+                )?]
+            }
+        })
+    }
+
+    fn backward(&mut self, id: NodeId) -> Result<Vec<Part>> {
+        let gpu = self.gpu;
+        let node = self.graph.nodes[id.0].clone();
+        let needs = |v: ValueId| v != self.graph.input;
+        let x_id = node.inputs[0];
+        let x = self.values[x_id.0].clone();
+        let y = self.values[node.output.0].clone();
+        let dy = self.grad(node.output)?;
+        let mut parts = Vec::new();
+        match &node.op {
+            Op::Conv2d {
+                weight,
+                bias,
+                kernel,
+                stride,
+                pad,
+                groups,
+            } => {
+                let s = self.conv_shape(&node, *kernel, *stride, *pad, *groups);
+                let db = bias.map(|b| self.state.grad(b)).transpose()?;
+                parts.push(Part {
+                    value: None,
+                    direct: conv2d::conv2d_backward_weight(
+                        gpu,
+                        &s,
+                        &x,
+                        &dy,
+                        &self.state.grad(*weight)?,
+                        db.as_ref(),
+                    )?,
+                    via_scratch: Vec::new(),
+                });
+                if needs(x_id) {
+                    let w = self.param(*weight)?;
+                    parts.push(self.part(x_id, |dest| {
+                        Ok(conv2d::conv2d_backward_input(gpu, &s, &dy, &w, dest)?)
+                    })?);
+                }
+            }
+            Op::BatchNorm {
+                weight, bias, relu, ..
+            } => {
+                let [n, c, h, w] = self.shape(x_id);
+                let s = BatchNormShape { n, c, h, w };
+                let cfg = Self::bn_config(*relu);
+                let saved = self.saved[&id].clone();
+                let gamma = self.param(*weight)?;
+                let (dg, dbeta) = (self.state.grad(*weight)?, self.state.grad(*bias)?);
+                let y_used = relu.then_some(y.clone());
+                parts.push(self.part(x_id, |dest| {
+                    Ok(bn::batchnorm_backward(
+                        gpu,
+                        &s,
+                        &cfg,
+                        &x,
+                        y_used.as_ref(),
+                        &dy,
+                        &gamma,
+                        &saved,
+                        dest,
+                        &dg,
+                        &dbeta,
+                    )?)
+                })?);
+            }
+            Op::Relu => parts.push(self.part(x_id, |dest| {
+                Ok(vec![ew::relu_backward(gpu, &y, &dy, dest)?])
+            })?),
+            Op::Add { relu } => {
+                for &v in &node.inputs {
+                    if *relu {
+                        parts.push(
+                            self.part(v, |dest| Ok(vec![ew::relu_backward(gpu, &y, &dy, dest)?]))?,
+                        );
+                    } else {
+                        parts.push(self.part_from(v, &dy)?);
+                    }
+                }
+            }
+            Op::Sigmoid => parts.push(self.part(x_id, |dest| {
+                Ok(vec![ew::sigmoid_backward(gpu, &y, &dy, dest)?])
+            })?),
+            Op::Highway => {
+                let shape = self.shape(node.output);
+                let (t, h, s) = (
+                    &x,
+                    &self.values[node.inputs[1].0].clone(),
+                    &self.values[node.inputs[2].0].clone(),
+                );
+                let (dt, dh, ds) = (
+                    self.scratch(shape, 1)?,
+                    self.scratch(shape, 2)?,
+                    self.scratch(shape, 3)?,
+                );
+                parts.push(Part {
+                    value: None,
+                    direct: vec![
+                        copy::copy_forward(gpu, &dy, &ds)?,
+                        ew::highway_backward(gpu, t, h, s, &ds, &dt, &dh)?,
+                    ],
+                    via_scratch: Vec::new(),
+                });
+                for (v, src) in node.inputs.iter().zip([&dt, &dh, &ds]) {
+                    parts.push(self.part_from(*v, src)?);
+                }
+            }
+            Op::ShortcutA { stride } => parts.push(self.part(x_id, |dest| {
+                Ok(vec![shortcut::shortcut_backward(gpu, &dy, dest, *stride)?])
+            })?),
+            Op::Copy => parts.push(self.part_from(x_id, &dy)?),
+            Op::AvgPool2x2 | Op::MaxPool3x3s2 | Op::GlobalAvgPool => {
+                let saved = self.saved.get(&id).cloned();
+                parts.push(self.part(x_id, |dest| {
+                    crate::pooling::backward(gpu, &node.op, &x, &dy, dest, saved.as_ref())
+                })?);
+            }
+            Op::Linear { weight, bias } => {
+                let (x2, dy2) = (flat(&x)?, flat(&dy)?);
+                parts.push(Part {
+                    value: None,
+                    direct: vec![linear::linear_backward_weight(
+                        gpu,
+                        &x2,
+                        &dy2,
+                        &self.state.grad(*weight)?,
+                        Some(&self.state.grad(*bias)?),
+                    )?],
+                    via_scratch: Vec::new(),
+                });
+                if needs(x_id) {
+                    let w = self.param(*weight)?;
+                    parts.push(self.part(x_id, |dest| {
+                        Ok(vec![linear::linear_backward_input(
+                            gpu,
+                            &dy2,
+                            &w,
+                            &flat(dest)?,
+                        )?])
+                    })?);
+                }
+            }
+        }
+        Ok(parts)
+    }
+
+    /// The merge of a switched-off block: y from the shortcut alone.
+    fn dropped_merge(
+        &mut self,
+        merge: NodeId,
+        shortcut: ValueId,
+    ) -> Result<(Vec<Dispatch>, Vec<Part>)> {
+        let gpu = self.gpu;
+        let node = self.graph.nodes[merge.0].clone();
+        let s = self.values[shortcut.0].clone();
+        let y = self.values[node.output.0].clone();
+        let relu = node.op == Op::Add { relu: true };
+        let forward = if relu {
+            vec![ew::relu_forward(gpu, &s, &y)?]
+        } else {
+            vec![copy::copy_forward(gpu, &s, &y)?]
+        };
+        let mut backward = Vec::new();
+        if self.mode == Mode::Train {
+            let dy = self.grad(node.output)?;
+            backward.push(if relu {
+                self.part(shortcut, |dest| {
+                    Ok(vec![ew::relu_backward(gpu, &y, &dy, dest)?])
+                })?
+            } else {
+                self.part_from(shortcut, &dy)?
+            });
+        }
+        Ok((forward, backward))
+    }
+}
+
+/// An N x C x H x W value seen as N rows of C*H*W features.
+fn flat(t: &Tensor) -> Result<Tensor> {
+    let n = t.shape()[0];
+    let per = t.sample_len();
+    if t.is_contiguous() {
+        Ok(t.reshape(&[n, per])?)
+    } else {
+        Err(GraphError::Invalid(
+            "a linear layer's operand must be contiguous".into(),
+        ))
+    }
+}
+
+impl Plan {
+    /// Compiles `graph` for batches of `batch` samples in `mode`, over the
+    /// parameters and statistics of `state`.
+    pub fn compile(
+        gpu: &Gpu,
+        graph: &Graph,
+        state: &ModelState,
+        batch: usize,
+        mode: Mode,
+    ) -> Result<Plan> {
+        if batch == 0 {
+            return Err(GraphError::Invalid("batch size must be positive".into()));
+        }
+        let out = graph.shape(graph.output);
+        if out.h != 1 || out.w != 1 {
+            return Err(GraphError::Invalid(format!(
+                "the graph must end in class scores, not {out}"
+            )));
+        }
+        // Values: own buffers, or views into their parent's.
+        let input = gpu.zeros(&dims(batch, graph.shape(graph.input)))?;
+        let mut values: Vec<Tensor> = Vec::with_capacity(graph.values.len());
+        let mut root: Vec<ValueId> = Vec::with_capacity(graph.values.len());
+        let mut dense_roots = Vec::new();
+        for (i, v) in graph.values.iter().enumerate() {
+            let (t, r) = match v.storage {
+                _ if i == graph.input.0 => (input.clone(), ValueId(i)),
+                Storage::Own => (gpu.zeros(&dims(batch, v.shape))?, ValueId(i)),
+                Storage::ChannelsOf { parent, c0 } => {
+                    let r = root[parent.0];
+                    if !dense_roots.contains(&r) {
+                        dense_roots.push(r);
+                    }
+                    (values[parent.0].channel_slice(c0, c0 + v.shape.c)?, r)
+                }
+            };
+            values.push(t);
+            root.push(r);
+        }
+        let mut grads: Vec<Option<Tensor>> = vec![None; graph.values.len()];
+        if mode == Mode::Train {
+            for (i, v) in graph.values.iter().enumerate() {
+                if i == graph.input.0 {
+                    continue;
+                }
+                grads[i] = Some(match v.storage {
+                    Storage::Own => gpu.zeros(&dims(batch, v.shape))?,
+                    Storage::ChannelsOf { parent, c0 } => grads[parent.0]
+                        .as_ref()
+                        .expect("parents precede their views")
+                        .channel_slice(c0, c0 + v.shape.c)?,
+                });
+            }
+        }
+        let mut c = Compiler {
+            gpu,
+            graph,
+            state,
+            batch,
+            mode,
+            values,
+            grads,
+            scratch: HashMap::new(),
+            saved: HashMap::new(),
+        };
+        let mut nodes = Vec::with_capacity(graph.nodes.len());
+        for i in 0..graph.nodes.len() {
+            let forward = c.forward(NodeId(i))?;
+            nodes.push(NodePlan {
+                forward,
+                backward: Vec::new(),
+            });
+        }
+        if mode == Mode::Train {
+            for (i, node) in nodes.iter_mut().enumerate() {
+                node.backward = c.backward(NodeId(i))?;
+            }
+        }
+        let mut blocks = HashMap::new();
+        for (id, block) in graph.residual_blocks() {
+            let BlockKind::Residual {
+                merge,
+                branch_output,
+                shortcut,
+                ..
+            } = block.kind
+            else {
+                continue;
+            };
+            let mut member = vec![false; graph.nodes.len()];
+            for n in &block.nodes {
+                member[n.0] = true;
+            }
+            let (forward_dropped, backward_dropped) = c.dropped_merge(merge, shortcut)?;
+            let h = c.values[branch_output.0].clone();
+            let scale = ew::scale_forward(gpu, &h, 1.0, &h)?;
+            blocks.insert(
+                id,
+                BlockPlan {
+                    merge,
+                    member,
+                    forward_dropped,
+                    backward_dropped,
+                    scale,
+                    scale_value: 1.0,
+                    branch_output,
+                },
+            );
+        }
+        let classes = out.c;
+        let logits = c.values[graph.output.0].reshape(&[batch, classes])?;
+        let labels = gpu.zeros_u32(&[batch])?;
+        let loss = gpu.zeros(&[1])?;
+        let correct = gpu.zeros_u32(&[1])?;
+        let loss_dispatch = match mode {
+            Mode::Train => {
+                let dlogits = c.grad(graph.output)?.reshape(&[batch, classes])?;
+                loss::softmax_cross_entropy(gpu, &logits, &labels, &loss, &correct, &dlogits)?
+            }
+            Mode::Eval => loss::softmax_cross_entropy_eval(gpu, &logits, &labels, &loss, &correct)?,
+        };
+        Ok(Plan {
+            graph: graph.clone(),
+            batch,
+            mode,
+            input,
+            labels,
+            values: c.values,
+            grads: c.grads,
+            root,
+            dense_roots,
+            nodes,
+            blocks,
+            loss,
+            correct,
+            loss_dispatch,
+            grads_arena: state.grads.clone(),
+        })
+    }
+
+    pub fn batch(&self) -> usize {
+        self.batch
+    }
+
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    pub fn graph(&self) -> &Graph {
+        &self.graph
+    }
+
+    /// Reads a value of the last step back (tests and analyses).
+    pub fn read_value(&self, gpu: &Gpu, v: ValueId) -> Result<Vec<f32>> {
+        Ok(gpu.read(&self.values[v.0])?)
+    }
+
+    /// Reads the gradient of a value from the last training step.
+    pub fn read_value_grad(&self, gpu: &Gpu, v: ValueId) -> Result<Vec<f32>> {
+        let g = self.grads[v.0]
+            .as_ref()
+            .ok_or_else(|| GraphError::Invalid("no gradient for this value in this plan".into()))?;
+        Ok(gpu.read(g)?)
+    }
+
+    /// Scales residual block `block`'s branch by `scale` in later eval steps
+    /// (stochastic depth's test-time rule); 1 turns scaling off.
+    pub fn set_block_scale(&mut self, gpu: &Gpu, block: BlockId, scale: f32) -> Result<()> {
+        let plan = self.blocks.get_mut(&block).ok_or_else(|| {
+            GraphError::Invalid(format!("block {} is not a residual block", block.0))
+        })?;
+        let h = &self.values[plan.branch_output.0];
+        ew::set_scale(gpu, &plan.scale, h, scale, h)?;
+        plan.scale_value = scale;
+        Ok(())
+    }
+}

@@ -1,0 +1,231 @@
+//! Running a compiled plan: one training step (forward, loss, backward and
+//! the optimiser update) or one evaluation step, each ONE command buffer.
+//! Switched-off residual blocks are skipped: their branch's kernels are not
+//! recorded at all, and the merge passes the shortcut through.
+
+use unravel_device::kernels::sgd;
+use unravel_device::{Dispatch, Gpu, Recorder};
+
+use crate::error::{GraphError, Result};
+use crate::ir::{BlockId, NodeId};
+use crate::plan::{Mode, Part, Plan};
+use crate::state::ModelState;
+
+/// What one step measured, read back from the GPU.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct StepStats {
+    /// Mean cross-entropy over the batch.
+    pub loss: f32,
+    /// Samples whose highest score is their label.
+    pub correct: u32,
+    /// Dispatches recorded into the step's command buffer.
+    pub dispatches: usize,
+}
+
+/// The optimiser of a plan: one dispatch over the whole parameter arena.
+pub struct Optimizer {
+    dispatch: Dispatch,
+    config: sgd::SgdConfig,
+}
+
+impl Optimizer {
+    pub fn new(gpu: &Gpu, state: &ModelState, config: sgd::SgdConfig) -> Result<Optimizer> {
+        let (p, g, m) = state.arenas();
+        let dispatch = sgd::sgd_update(gpu, &config, p, g, m, state.decay_len())?;
+        Ok(Optimizer { dispatch, config })
+    }
+
+    pub fn config(&self) -> sgd::SgdConfig {
+        self.config
+    }
+
+    /// Changes the hyper-parameters (a new learning rate each step, say)
+    /// without rebuilding anything.
+    pub fn set_config(
+        &mut self,
+        gpu: &Gpu,
+        state: &ModelState,
+        config: sgd::SgdConfig,
+    ) -> Result<()> {
+        if config != self.config {
+            let (p, g, m) = state.arenas();
+            sgd::sgd_set_config(gpu, &self.dispatch, &config, p, g, m, state.decay_len())?;
+            self.config = config;
+        }
+        Ok(())
+    }
+}
+
+impl Plan {
+    fn check_batch(&self, images: &[f32], labels: &[u32]) -> Result<()> {
+        let want = self.input.numel();
+        if images.len() != want || labels.len() != self.batch {
+            return Err(GraphError::Invalid(format!(
+                "a batch for this plan is {} images of {:?} ({want} values) and {} labels; got {} values and {} labels",
+                self.batch,
+                &self.input.shape()[1..],
+                self.batch,
+                images.len(),
+                labels.len()
+            )));
+        }
+        Ok(())
+    }
+
+    fn dropped_flags(&self, dropped: &[BlockId]) -> Result<Vec<bool>> {
+        let mut skip = vec![false; self.graph.nodes.len()];
+        for b in dropped {
+            let plan = self.blocks.get(b).ok_or_else(|| {
+                GraphError::Invalid(format!("block {} is not a residual block", b.0))
+            })?;
+            for (s, m) in skip.iter_mut().zip(&plan.member) {
+                *s |= *m;
+            }
+        }
+        Ok(skip)
+    }
+
+    fn record_forward(&self, rec: &mut Recorder, dropped: &[BlockId], skip: &[bool]) {
+        for (i, node) in self.nodes.iter().enumerate() {
+            if skip[i] {
+                continue;
+            }
+            let dropped_merge = dropped
+                .iter()
+                .map(|b| &self.blocks[b])
+                .find(|p| p.merge == NodeId(i));
+            match dropped_merge {
+                Some(p) => rec.record_all(&p.forward_dropped),
+                None => {
+                    if self.mode == Mode::Eval {
+                        // A scaled branch is scaled just before its merge.
+                        if let Some(p) = self.blocks.values().find(|p| p.merge == NodeId(i)) {
+                            if p.scale_value != 1.0 {
+                                rec.record(&p.scale);
+                            }
+                        }
+                    }
+                    rec.record_all(&node.forward)
+                }
+            }
+        }
+        rec.record(&self.loss_dispatch);
+    }
+
+    fn record_backward(&self, rec: &mut Recorder, dropped: &[BlockId], skip: &[bool]) {
+        let mut written = vec![false; self.graph.values.len()];
+        written[self.graph.output.0] = true;
+        for r in &self.dense_roots {
+            rec.clear(
+                self.grads[r.0]
+                    .as_ref()
+                    .expect("train plans have gradients"),
+            );
+            written[r.0] = true;
+        }
+        for i in (0..self.nodes.len()).rev() {
+            if skip[i] {
+                continue;
+            }
+            let parts: &[Part] = match dropped
+                .iter()
+                .map(|b| &self.blocks[b])
+                .find(|p| p.merge == NodeId(i))
+            {
+                Some(p) => &p.backward_dropped,
+                None => &self.nodes[i].backward,
+            };
+            for part in parts {
+                match part.value {
+                    None => rec.record_all(&part.direct),
+                    Some(v) => {
+                        let r = self.root[v.0].0;
+                        if written[r] {
+                            rec.record_all(&part.via_scratch);
+                        } else {
+                            rec.record_all(&part.direct);
+                            written[r] = true;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn finish(&self, gpu: &Gpu, rec: Recorder) -> Result<StepStats> {
+        let dispatches = rec.dispatch_count();
+        rec.submit()?;
+        let loss = gpu.read(&self.loss)?[0];
+        let correct = gpu.read_u32(&self.correct)?[0];
+        Ok(StepStats {
+            loss,
+            correct,
+            dispatches,
+        })
+    }
+
+    fn upload(&self, gpu: &Gpu, images: &[f32], labels: &[u32]) -> Result<()> {
+        self.check_batch(images, labels)?;
+        gpu.write(&self.input, images)?;
+        gpu.queue()
+            .write_buffer(self.labels.buffer(), 0, bytemuck::cast_slice(labels));
+        Ok(())
+    }
+
+    /// Forward, loss and backward: leaves the gradients of every parameter in
+    /// the state's gradient arena (zero for switched-off blocks).
+    pub fn gradients(
+        &self,
+        gpu: &Gpu,
+        images: &[f32],
+        labels: &[u32],
+        dropped: &[BlockId],
+    ) -> Result<StepStats> {
+        self.train_step(gpu, images, labels, dropped, None)
+    }
+
+    /// One training step: forward, loss, backward and, with an optimiser, the
+    /// parameter update, all in one submission. `dropped` residual blocks are
+    /// switched off for this step (stochastic depth).
+    pub fn train_step(
+        &self,
+        gpu: &Gpu,
+        images: &[f32],
+        labels: &[u32],
+        dropped: &[BlockId],
+        optimizer: Option<&Optimizer>,
+    ) -> Result<StepStats> {
+        if self.mode != Mode::Train {
+            return Err(GraphError::Invalid(
+                "train_step needs a plan compiled in train mode".into(),
+            ));
+        }
+        self.upload(gpu, images, labels)?;
+        let skip = self.dropped_flags(dropped)?;
+        let mut rec = gpu.recorder();
+        rec.clear(&self.grads_arena);
+        self.record_forward(&mut rec, dropped, &skip);
+        self.record_backward(&mut rec, dropped, &skip);
+        if let Some(opt) = optimizer {
+            rec.record(&opt.dispatch);
+        }
+        self.finish(gpu, rec)
+    }
+
+    /// One evaluation step (loss and correct count) with `dropped` blocks
+    /// switched off (a lesion) and any branch scales set by
+    /// [`Plan::set_block_scale`]. Works on train plans too (batch statistics).
+    pub fn eval_step(
+        &self,
+        gpu: &Gpu,
+        images: &[f32],
+        labels: &[u32],
+        dropped: &[BlockId],
+    ) -> Result<StepStats> {
+        self.upload(gpu, images, labels)?;
+        let skip = self.dropped_flags(dropped)?;
+        let mut rec = gpu.recorder();
+        self.record_forward(&mut rec, dropped, &skip);
+        self.finish(gpu, rec)
+    }
+}

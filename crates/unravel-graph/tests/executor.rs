@@ -1,0 +1,242 @@
+//! The executor against the CPU reference interpreter: forward values,
+//! whole-model gradients against finite differences, switched-off blocks
+//! (no dispatches, shortcut only) and test-time branch scaling.
+
+use std::sync::OnceLock;
+
+use rand::{Rng, SeedableRng};
+use unravel_device::Gpu;
+use unravel_graph::cpu::{self, CpuModel, CpuStep};
+use unravel_graph::*;
+
+fn gpu() -> &'static Gpu {
+    static GPU: OnceLock<Gpu> = OnceLock::new();
+    GPU.get_or_init(|| Gpu::default_adapter().expect("a GPU adapter (lavapipe in CI)"))
+}
+
+fn random(len: usize, seed: u64) -> Vec<f32> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    (0..len).map(|_| rng.random_range(-1.0f32..1.0)).collect()
+}
+
+/// conv -> bn+relu -> [option-A downsampling block] -> [identity block] ->
+/// [highway block] -> linear: every residual feature without pooling.
+fn tiny_residual_net() -> Graph {
+    let mut b = GraphBuilder::new(Shape::new(2, 6, 5));
+    let x = b.input();
+    let x = b.conv2d(x, "conv1", 3, 3, 1, 1, 1, false).unwrap();
+    let x = b.batchnorm(x, "bn1", true).unwrap();
+    let basic = |b: &mut GraphBuilder, x, c, stride| {
+        let h = b.conv2d(x, "conv1", c, 3, stride, 1, 1, false)?;
+        let h = b.batchnorm(h, "bn1", true)?;
+        let h = b.conv2d(h, "conv2", c, 3, 1, 1, 1, false)?;
+        b.batchnorm(h, "bn2", false)
+    };
+    let x = b
+        .scoped("block0", |b| {
+            b.residual(
+                x,
+                1,
+                Merge::AddRelu,
+                |b, x| b.shortcut_a(x, "sc", 5, 2),
+                |b, x| basic(b, x, 5, 2),
+            )
+        })
+        .unwrap();
+    let x = b
+        .scoped("block1", |b| {
+            b.residual(x, 1, Merge::AddRelu, |_, x| Ok(x), |b, x| basic(b, x, 5, 1))
+        })
+        .unwrap();
+    let x = b
+        .scoped("block2", |b| {
+            b.residual(
+                x,
+                1,
+                Merge::Highway { gate_bias: -1.0 },
+                |_, x| Ok(x),
+                |b, x| basic(b, x, 5, 1),
+            )
+        })
+        .unwrap();
+    let y = b.linear(x, "fc", 3).unwrap();
+    b.finish(y)
+}
+
+fn cpu_model(g: &Gpu, graph: &Graph, state: &ModelState) -> CpuModel {
+    let params = state
+        .read_params(g)
+        .unwrap()
+        .into_iter()
+        .map(|(_, _, v)| v.iter().map(|&x| x as f64).collect())
+        .collect();
+    let bn = (0..graph.bn_states.len())
+        .map(|i| {
+            let (_, m, v) = state.read_bn(g, i).unwrap();
+            (
+                m.iter().map(|&x| x as f64).collect(),
+                v.iter().map(|&x| x as f64).collect(),
+            )
+        })
+        .collect();
+    CpuModel { params, bn }
+}
+
+fn max_rel(got: &[f32], want: &[f64]) -> f64 {
+    let scale = want.iter().fold(1e-3f64, |m, w| m.max(w.abs()));
+    got.iter()
+        .zip(want)
+        .map(|(g, w)| (*g as f64 - w).abs() / scale)
+        .fold(0.0, f64::max)
+}
+
+const N: usize = 3;
+
+fn batch(graph: &Graph) -> (Vec<f32>, Vec<u32>) {
+    let images = random(N * graph.shape(graph.input).numel(), 7);
+    (images, vec![0, 2, 1])
+}
+
+#[test]
+fn forward_matches_the_cpu_reference_in_both_modes() {
+    let g = gpu();
+    let graph = tiny_residual_net();
+    let state = ModelState::new(g, &graph, 1).unwrap();
+    let (images, labels) = batch(&graph);
+    let input: Vec<f64> = images.iter().map(|&v| v as f64).collect();
+    for mode in [Mode::Train, Mode::Eval] {
+        // The train pass updates the running statistics the eval pass uses.
+        let model = cpu_model(g, &graph, &state);
+        let plan = Plan::compile(g, &graph, &state, N, mode).unwrap();
+        let stats = plan.eval_step(g, &images, &labels, &[]).unwrap();
+        let (want, _) = cpu::forward(&graph, &model, &input, N, mode, &CpuStep::default()).unwrap();
+        let logits = plan.read_value(g, graph.output).unwrap();
+        let err = max_rel(&logits, &want[graph.output.0]);
+        assert!(err < 1e-4, "{mode:?}: logits relative error {err:.2e}");
+        let loss = cpu::loss(&graph, &model, &input, &labels, mode, &CpuStep::default()).unwrap();
+        assert!(
+            (stats.loss as f64 - loss).abs() < 1e-4 * loss.max(1.0),
+            "{} vs {loss}",
+            stats.loss
+        );
+    }
+}
+
+#[test]
+fn whole_model_gradients_match_finite_differences() {
+    let g = gpu();
+    let graph = tiny_residual_net();
+    let state = ModelState::new(g, &graph, 2).unwrap();
+    let model = cpu_model(g, &graph, &state);
+    let (images, labels) = batch(&graph);
+    let input: Vec<f64> = images.iter().map(|&v| v as f64).collect();
+    let plan = Plan::compile(g, &graph, &state, N, Mode::Train).unwrap();
+    plan.gradients(g, &images, &labels, &[]).unwrap();
+    let step = CpuStep::default();
+    let mut checked = 0;
+    for (pi, param) in graph.params.iter().enumerate() {
+        let grad = state.read_grad(g, ParamId(pi)).unwrap();
+        let scale = grad.iter().fold(1e-4f32, |m, v| m.max(v.abs())) as f64;
+        for i in [0, param.numel() / 2, param.numel() - 1] {
+            let mut probe = model.clone();
+            let eps = 1e-5;
+            probe.params[pi][i] += eps;
+            let up = cpu::loss(&graph, &probe, &input, &labels, Mode::Train, &step).unwrap();
+            probe.params[pi][i] -= 2.0 * eps;
+            let down = cpu::loss(&graph, &probe, &input, &labels, Mode::Train, &step).unwrap();
+            let fd = (up - down) / (2.0 * eps);
+            let err = (grad[i] as f64 - fd).abs() / scale;
+            assert!(
+                err < 2e-3,
+                "{}[{i}]: GPU {} vs finite difference {fd} (rel {err:.2e})",
+                param.name,
+                grad[i]
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked > 30);
+}
+
+#[test]
+fn a_switched_off_block_dispatches_nothing_and_keeps_the_shortcut() {
+    let g = gpu();
+    let graph = tiny_residual_net();
+    let state = ModelState::new(g, &graph, 3).unwrap();
+    let model = cpu_model(g, &graph, &state);
+    let (images, labels) = batch(&graph);
+    let input: Vec<f64> = images.iter().map(|&v| v as f64).collect();
+    let plan = Plan::compile(g, &graph, &state, N, Mode::Train).unwrap();
+    let block = graph.block_by_name("block1").unwrap();
+    let full = plan.gradients(g, &images, &labels, &[]).unwrap();
+    let dropped = plan.gradients(g, &images, &labels, &[block]).unwrap();
+    // Two conv + two BN forward and backward are gone; the merge remains.
+    assert!(
+        dropped.dispatches < full.dispatches,
+        "{} vs {}",
+        dropped.dispatches,
+        full.dispatches
+    );
+    let step = CpuStep {
+        dropped: vec![block],
+        ..Default::default()
+    };
+    let (want, _) = cpu::forward(&graph, &model, &input, N, Mode::Train, &step).unwrap();
+    let logits = plan.read_value(g, graph.output).unwrap();
+    assert!(max_rel(&logits, &want[graph.output.0]) < 1e-4);
+    // The dropped branch's parameters get no gradient; the others match FD.
+    let conv = state.param_id("block1.conv1.weight").unwrap();
+    assert!(state.read_grad(g, conv).unwrap().iter().all(|&v| v == 0.0));
+    let fc = state.param_id("fc.weight").unwrap();
+    let grad = state.read_grad(g, fc).unwrap();
+    let mut probe = model.clone();
+    let eps = 1e-5;
+    probe.params[fc.0][4] += eps;
+    let up = cpu::loss(&graph, &probe, &input, &labels, Mode::Train, &step).unwrap();
+    probe.params[fc.0][4] -= 2.0 * eps;
+    let down = cpu::loss(&graph, &probe, &input, &labels, Mode::Train, &step).unwrap();
+    let fd = (up - down) / (2.0 * eps);
+    assert!(
+        (grad[4] as f64 - fd).abs() < 1e-3 * fd.abs().max(1e-2),
+        "{} vs {fd}",
+        grad[4]
+    );
+}
+
+#[test]
+fn eval_scales_a_branch_by_its_survival_probability() {
+    let g = gpu();
+    let graph = tiny_residual_net();
+    let state = ModelState::new(g, &graph, 4).unwrap();
+    let model = cpu_model(g, &graph, &state);
+    let (images, labels) = batch(&graph);
+    let input: Vec<f64> = images.iter().map(|&v| v as f64).collect();
+    let mut plan = Plan::compile(g, &graph, &state, N, Mode::Eval).unwrap();
+    let block = graph.block_by_name("block1").unwrap();
+    plan.set_block_scale(g, block, 0.7).unwrap();
+    plan.eval_step(g, &images, &labels, &[]).unwrap();
+    let mut step = CpuStep::default();
+    step.scales.insert(block, 0.7);
+    let (want, _) = cpu::forward(&graph, &model, &input, N, Mode::Eval, &step).unwrap();
+    let logits = plan.read_value(g, graph.output).unwrap();
+    assert!(max_rel(&logits, &want[graph.output.0]) < 1e-4);
+    let (unscaled, _) =
+        cpu::forward(&graph, &model, &input, N, Mode::Eval, &CpuStep::default()).unwrap();
+    assert!(
+        max_rel(&logits, &unscaled[graph.output.0]) > 1e-3,
+        "the scale changed nothing"
+    );
+}
+
+#[test]
+fn a_batch_of_the_wrong_size_is_a_clear_error() {
+    let g = gpu();
+    let graph = tiny_residual_net();
+    let state = ModelState::new(g, &graph, 5).unwrap();
+    let plan = Plan::compile(g, &graph, &state, N, Mode::Train).unwrap();
+    let err = plan
+        .gradients(g, &[0.0; 10], &[0, 1, 2], &[])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("3 images"), "{err}");
+}
