@@ -12,10 +12,10 @@ mod resnext;
 use thiserror::Error;
 use unravel_graph::{Graph, GraphError, Shape};
 
-pub use densenet::densenet;
-pub use resnet_cifar::{preact_resnet, resnet_cifar};
+pub use densenet::{densenet, densenet_layers};
+pub use resnet_cifar::{preact_blocks, preact_resnet, resnet_cifar, resnet_cifar_blocks};
 pub use resnet_imagenet::resnet_imagenet;
-pub use resnext::resnext29;
+pub use resnext::{resnext29, resnext_blocks};
 
 /// How residual blocks that change shape build their shortcut, and how
 /// blocks merge.

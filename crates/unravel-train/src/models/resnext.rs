@@ -17,14 +17,17 @@ pub fn resnext29(
             "ResNeXt cardinality and width must be positive".into(),
         ));
     }
-    Ok(resnext_blocks(3, cardinality, width, config)?)
+    Ok(resnext_blocks(3, cardinality, width, 64, config)?)
 }
 
-/// ResNeXt with `per_stage` blocks in each of the three stages.
+/// ResNeXt with `per_stage` blocks in each of the three stages, a stem of
+/// `stem` channels and stage outputs 4 * stem * 2^stage (64 gives the
+/// paper's 256, 512, 1024; tests use smaller).
 pub fn resnext_blocks(
     per_stage: usize,
     cardinality: usize,
     width: usize,
+    stem: usize,
     config: &ModelConfig,
 ) -> unravel_graph::Result<Graph> {
     let kind = match config.shortcut {
@@ -33,12 +36,12 @@ pub fn resnext_blocks(
     };
     let mut b = GraphBuilder::new(config.input);
     let x = b.input();
-    let x = b.conv2d(x, "conv1", 64, 3, 1, 1, 1, false)?;
+    let x = b.conv2d(x, "conv1", stem, 3, 1, 1, 1, false)?;
     let mut x = b.batchnorm(x, "bn1", true)?;
     let merge = merge_of(kind, Merge::AddRelu);
     for stage in 0..3 {
         let inner = (cardinality * width) << stage;
-        let c_out = 256 << stage;
+        let c_out = (4 * stem) << stage;
         for i in 0..per_stage {
             let stride = if stage > 0 && i == 0 { 2 } else { 1 };
             x = b.scoped(&format!("layer{}", stage + 1), |b| {
