@@ -57,6 +57,12 @@ impl Optimizer {
 }
 
 impl Plan {
+    /// Dispatches a node's forward records when it runs (0 for a node a
+    /// switched-off block skips); tests count them.
+    pub fn forward_dispatches(&self, node: NodeId) -> usize {
+        self.nodes[node.0].forward.len()
+    }
+
     fn check_batch(&self, images: &[f32], labels: &[u32]) -> Result<()> {
         let want = self.input.numel();
         if images.len() != want || labels.len() != self.batch {

@@ -3,6 +3,7 @@
 
 pub mod dataset_kind;
 pub mod models;
+pub mod stochastic_depth;
 
 pub use dataset_kind::DatasetKind;
 
