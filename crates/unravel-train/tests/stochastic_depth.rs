@@ -35,7 +35,7 @@ fn sampling_drops_each_block_with_its_probability() {
     let sd = StochasticDepth::new(&graph, 0.5);
     let mut rng = rand::rngs::StdRng::seed_from_u64(9);
     let draws = 20_000;
-    let mut dropped = vec![0usize; 9];
+    let mut dropped = [0usize; 9];
     for _ in 0..draws {
         for b in sd.sample_dropped(&mut rng) {
             let i = sd
