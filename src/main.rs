@@ -28,6 +28,8 @@ enum Command {
     Models,
     /// Print a model's layers, parameter count and multiply-adds per image.
     Summary(cmd::summary::SummaryArgs),
+    /// Measure training and inference throughput on random data.
+    Bench(cmd::bench::BenchArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -41,6 +43,7 @@ fn main() -> std::process::ExitCode {
         Command::Info(args) => cmd::info::run(&options, &args),
         Command::Models => cmd::models::run(),
         Command::Summary(args) => cmd::summary::run(&args),
+        Command::Bench(args) => cmd::bench::run(&options, &args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

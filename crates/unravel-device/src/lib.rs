@@ -23,3 +23,4 @@ pub use error::{DeviceError, Result};
 pub use registry::{BindingKind, Kernel};
 pub use summary::AdapterSummary;
 pub use tensor::{DType, Tensor};
+pub use wgpu;

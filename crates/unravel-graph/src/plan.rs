@@ -74,6 +74,8 @@ pub struct Plan {
     pub(crate) correct: Tensor,
     pub(crate) loss_dispatch: Dispatch,
     pub(crate) grads_arena: Tensor,
+    /// Bytes of activations, gradients and scratch this plan allocated.
+    pub(crate) activation_bytes: u64,
 }
 
 fn dims(batch: usize, s: Shape) -> [usize; 4] {
@@ -90,6 +92,19 @@ struct Compiler<'a> {
     grads: Vec<Option<Tensor>>,
     scratch: HashMap<([usize; 4], usize), Tensor>,
     saved: HashMap<NodeId, Tensor>,
+}
+
+/// Bytes of the distinct buffers behind `tensors` (views share theirs).
+fn distinct_bytes<'t>(tensors: impl Iterator<Item = &'t Tensor>) -> u64 {
+    let mut seen: Vec<&unravel_device::wgpu::Buffer> = Vec::new();
+    let mut bytes = 0;
+    for t in tensors {
+        if !seen.iter().any(|b| *b == t.buffer()) {
+            seen.push(t.buffer());
+            bytes += t.buffer().size();
+        }
+    }
+    bytes
 }
 
 impl Compiler<'_> {
@@ -548,6 +563,13 @@ impl Plan {
                 },
             );
         }
+        let activation_bytes = distinct_bytes(
+            c.values
+                .iter()
+                .chain(c.grads.iter().flatten())
+                .chain(c.scratch.values())
+                .chain(c.saved.values()),
+        );
         let classes = out.c;
         let logits = c.values[graph.output.0].reshape(&[batch, classes])?;
         let labels = gpu.zeros_u32(&[batch])?;
@@ -576,7 +598,14 @@ impl Plan {
             correct,
             loss_dispatch,
             grads_arena: state.grads.clone(),
+            activation_bytes,
         })
+    }
+
+    /// Bytes this plan allocated for activations, their gradients and
+    /// scratch (the model's parameters and statistics are not included).
+    pub fn activation_bytes(&self) -> u64 {
+        self.activation_bytes
     }
 
     pub fn batch(&self) -> usize {

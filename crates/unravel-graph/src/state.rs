@@ -91,6 +91,18 @@ impl ModelState {
         })
     }
 
+    /// Bytes of the parameter, gradient and momentum arenas and the
+    /// batch-norm statistics.
+    pub fn bytes(&self) -> u64 {
+        let arenas = 3 * self.params.buffer().size();
+        let bn: u64 = self
+            .bn_running
+            .iter()
+            .map(|(m, v)| m.buffer().size() + v.buffer().size())
+            .sum();
+        arenas + bn
+    }
+
     /// Elements of the arena that get weight decay (a prefix).
     pub fn decay_len(&self) -> usize {
         self.decay_len

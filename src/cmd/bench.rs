@@ -1,0 +1,131 @@
+//! `unravel bench`: training and inference throughput of a model on random
+//! data, the time to the first finished step, and the memory planned.
+
+use std::time::Instant;
+
+use anyhow::Context;
+use rand::{Rng, SeedableRng};
+use unravel_device::kernels::sgd::SgdConfig;
+use unravel_device::{AdapterOptions, Gpu};
+use unravel_graph::{Mode, ModelState, Optimizer, Plan};
+use unravel_train::models::{build, ModelConfig, ShortcutKind};
+use unravel_train::DatasetKind;
+
+#[derive(clap::Args)]
+pub struct BenchArgs {
+    /// Model name (see `unravel models`).
+    #[arg(long, default_value = "resnet20")]
+    model: String,
+    #[arg(long, default_value_t = 64)]
+    batch_size: usize,
+    /// Dataset whose input shape and class count the model takes.
+    #[arg(long, default_value = "cifar10")]
+    dataset: DatasetKind,
+    #[arg(long, default_value = "a")]
+    shortcut: ShortcutKind,
+    /// Untimed steps before measuring.
+    #[arg(long, default_value_t = 2)]
+    warmup: usize,
+    /// Timed steps (the median is reported).
+    #[arg(long, default_value_t = 10)]
+    steps: usize,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+pub fn run(options: &AdapterOptions, args: &BenchArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.batch_size > 0 && args.steps > 0,
+        "--batch-size and --steps must be positive"
+    );
+    let start = Instant::now();
+    let gpu = Gpu::new(options).context("opening the GPU adapter")?;
+    let config = ModelConfig::for_dataset(args.dataset, args.shortcut);
+    let graph = build(&args.model, &config)?;
+    let state = ModelState::new(&gpu, &graph, 0)?;
+    let n = args.batch_size;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+    let images: Vec<f32> = (0..n * config.input.numel())
+        .map(|_| rng.random_range(-1.0..1.0))
+        .collect();
+    let labels: Vec<u32> = (0..n)
+        .map(|_| rng.random_range(0..config.classes as u32))
+        .collect();
+
+    let train = Plan::compile(&gpu, &graph, &state, n, Mode::Train)?;
+    let sgd = SgdConfig {
+        lr: 0.01,
+        momentum: 0.9,
+        weight_decay: 5e-4,
+        nesterov: false,
+    };
+    let optimizer = Optimizer::new(&gpu, &state, sgd)?;
+    let first = train.train_step(&gpu, &images, &labels, &[], Some(&optimizer))?;
+    let first_step_s = start.elapsed().as_secs_f64();
+    for _ in 0..args.warmup {
+        train.train_step(&gpu, &images, &labels, &[], Some(&optimizer))?;
+    }
+    let mut times = Vec::new();
+    for _ in 0..args.steps {
+        let t = Instant::now();
+        train.train_step(&gpu, &images, &labels, &[], Some(&optimizer))?;
+        times.push(t.elapsed().as_secs_f64());
+    }
+    let train_step_s = median(times);
+
+    let eval = Plan::compile(&gpu, &graph, &state, n, Mode::Eval)?;
+    for _ in 0..args.warmup.max(1) {
+        eval.eval_step(&gpu, &images, &labels, &[])?;
+    }
+    let mut times = Vec::new();
+    for _ in 0..args.steps {
+        let t = Instant::now();
+        eval.eval_step(&gpu, &images, &labels, &[])?;
+        times.push(t.elapsed().as_secs_f64());
+    }
+    let eval_step_s = median(times);
+    gpu.save_pipeline_cache();
+
+    let train_ips = n as f64 / train_step_s;
+    let eval_ips = n as f64 / eval_step_s;
+    let memory = state.bytes() + train.activation_bytes() + eval.activation_bytes();
+    let info = gpu.adapter_info();
+    println!(
+        "{} on {} ({:?}), batch {n}",
+        args.model, info.name, info.backend
+    );
+    println!(
+        "  first step      {first_step_s:.2} s (loss {:.3})",
+        first.loss
+    );
+    println!(
+        "  train           {train_ips:.1} images/s ({:.1} ms/step, {} dispatches)",
+        train_step_s * 1e3,
+        first.dispatches
+    );
+    println!(
+        "  inference       {eval_ips:.1} images/s ({:.1} ms/step)",
+        eval_step_s * 1e3
+    );
+    println!(
+        "  planned memory  {:.1} MiB",
+        memory as f64 / (1 << 20) as f64
+    );
+    println!(
+        "{}",
+        serde_json::json!({
+            "model": args.model,
+            "batch_size": n,
+            "adapter": info.name,
+            "train_images_per_s": train_ips,
+            "inference_images_per_s": eval_ips,
+            "first_step_s": first_step_s,
+            "peak_memory_bytes": memory,
+            "train_dispatches": first.dispatches,
+        })
+    );
+    Ok(())
+}
