@@ -29,6 +29,9 @@ pub struct BenchArgs {
     /// Timed steps (the median is reported).
     #[arg(long, default_value_t = 10)]
     steps: usize,
+    /// Also time every node on its own and print the time per op kind.
+    #[arg(long)]
+    profile: bool,
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -75,6 +78,9 @@ pub fn run(options: &AdapterOptions, args: &BenchArgs) -> anyhow::Result<()> {
         times.push(t.elapsed().as_secs_f64());
     }
     let train_step_s = median(times);
+    if args.profile {
+        print_profile(&train.profile(&gpu, 3)?);
+    }
 
     let eval = Plan::compile(&gpu, &graph, &state, n, Mode::Eval)?;
     for _ in 0..args.warmup.max(1) {
@@ -128,4 +134,27 @@ pub fn run(options: &AdapterOptions, args: &BenchArgs) -> anyhow::Result<()> {
         })
     );
     Ok(())
+}
+
+/// Forward and backward seconds summed per op kind, largest first.
+fn print_profile(timings: &[unravel_graph::NodeTiming]) {
+    let mut kinds: Vec<(&str, f64, f64, usize)> = Vec::new();
+    for t in timings {
+        match kinds.iter_mut().find(|k| k.0 == t.op) {
+            Some(k) => {
+                k.1 += t.forward_s;
+                k.2 += t.backward_s;
+                k.3 += 1;
+            }
+            None => kinds.push((t.op, t.forward_s, t.backward_s, 1)),
+        }
+    }
+    kinds.sort_by(|a, b| (b.1 + b.2).total_cmp(&(a.1 + a.2)));
+    println!(
+        "  {:<16} {:>6} {:>12} {:>12}",
+        "op", "nodes", "forward ms", "backward ms"
+    );
+    for (op, f, b, count) in kinds {
+        println!("  {op:<16} {count:>6} {:>12.2} {:>12.2}", f * 1e3, b * 1e3);
+    }
 }

@@ -454,6 +454,15 @@ fn flat(t: &Tensor) -> Result<Tensor> {
     }
 }
 
+/// Options of [`Plan::compile_with`].
+#[derive(Clone, Debug, Default)]
+pub struct PlanOptions {
+    /// Values (and their gradients) that keep buffers of their own, so
+    /// [`Plan::read_value`] and [`Plan::read_value_grad`] see them after a
+    /// step; every other buffer is shared by liveness and may be reused.
+    pub keep: Vec<ValueId>,
+}
+
 impl Plan {
     /// Compiles `graph` for batches of `batch` samples in `mode`, over the
     /// parameters and statistics of `state`.
@@ -464,6 +473,18 @@ impl Plan {
         batch: usize,
         mode: Mode,
     ) -> Result<Plan> {
+        Plan::compile_with(gpu, graph, state, batch, mode, &PlanOptions::default())
+    }
+
+    /// [`Plan::compile`] with options.
+    pub fn compile_with(
+        gpu: &Gpu,
+        graph: &Graph,
+        state: &ModelState,
+        batch: usize,
+        mode: Mode,
+        options: &PlanOptions,
+    ) -> Result<Plan> {
         if batch == 0 {
             return Err(GraphError::Invalid("batch size must be positive".into()));
         }
@@ -473,25 +494,45 @@ impl Plan {
                 "the graph must end in class scores, not {out}"
             )));
         }
-        // Values: own buffers, or views into their parent's.
-        let input = gpu.zeros(&dims(batch, graph.shape(graph.input)))?;
-        let mut values: Vec<Tensor> = Vec::with_capacity(graph.values.len());
+        // Roots: a channel view lives in its concatenation buffer.
         let mut root: Vec<ValueId> = Vec::with_capacity(graph.values.len());
         let mut dense_roots = Vec::new();
         for (i, v) in graph.values.iter().enumerate() {
-            let (t, r) = match v.storage {
-                _ if i == graph.input.0 => (input.clone(), ValueId(i)),
-                Storage::Own => (gpu.zeros(&dims(batch, v.shape))?, ValueId(i)),
-                Storage::ChannelsOf { parent, c0 } => {
+            root.push(match v.storage {
+                Storage::ChannelsOf { parent, .. } => {
                     let r = root[parent.0];
                     if !dense_roots.contains(&r) {
                         dense_roots.push(r);
                     }
-                    (values[parent.0].channel_slice(c0, c0 + v.shape.c)?, r)
+                    r
                 }
-            };
-            values.push(t);
-            root.push(r);
+                Storage::Own => ValueId(i),
+            });
+        }
+        // Buffers shared by liveness (see memory.rs).
+        let assignment = crate::memory::plan(graph, batch, mode, &root, &options.keep);
+        let slots: Vec<Tensor> = assignment
+            .slot_bytes
+            .iter()
+            .map(|&b| gpu.zeros(&[(b / 4) as usize]))
+            .collect::<std::result::Result<_, _>>()?;
+        let in_slot = |slot: Option<usize>, shape: [usize; 4]| -> Result<Tensor> {
+            match slot {
+                Some(s) => Ok(slots[s].sub_tensor(0, &shape)?),
+                // Never written or read (a value no node touches).
+                None => Ok(gpu.zeros(&shape)?),
+            }
+        };
+        let input = gpu.zeros(&dims(batch, graph.shape(graph.input)))?;
+        let mut values: Vec<Tensor> = Vec::with_capacity(graph.values.len());
+        for (i, v) in graph.values.iter().enumerate() {
+            values.push(match v.storage {
+                _ if i == graph.input.0 => input.clone(),
+                Storage::Own => in_slot(assignment.value_slot[i], dims(batch, v.shape))?,
+                Storage::ChannelsOf { parent, c0 } => {
+                    values[parent.0].channel_slice(c0, c0 + v.shape.c)?
+                }
+            });
         }
         let mut grads: Vec<Option<Tensor>> = vec![None; graph.values.len()];
         if mode == Mode::Train {
@@ -500,7 +541,7 @@ impl Plan {
                     continue;
                 }
                 grads[i] = Some(match v.storage {
-                    Storage::Own => gpu.zeros(&dims(batch, v.shape))?,
+                    Storage::Own => in_slot(assignment.grad_slot[i], dims(batch, v.shape))?,
                     Storage::ChannelsOf { parent, c0 } => grads[parent.0]
                         .as_ref()
                         .expect("parents precede their views")
@@ -620,12 +661,13 @@ impl Plan {
         &self.graph
     }
 
-    /// Reads a value of the last step back (tests and analyses).
+    /// Reads a value of the last step back: the graph's output, or a value
+    /// the plan was compiled to keep (other buffers are reused).
     pub fn read_value(&self, gpu: &Gpu, v: ValueId) -> Result<Vec<f32>> {
         Ok(gpu.read(&self.values[v.0])?)
     }
 
-    /// Reads the gradient of a value from the last training step.
+    /// Reads the gradient of a kept value from the last training step.
     pub fn read_value_grad(&self, gpu: &Gpu, v: ValueId) -> Result<Vec<f32>> {
         let g = self.grads[v.0]
             .as_ref()
