@@ -186,6 +186,158 @@ fn conv2d_backward_weight_direct(@builtin(workgroup_id) wg: vec3<u32>, @builtin(
 
 // ---------------------------------------------------------------- subgroup
 
+// Per-invocation state of the `_sg` kernels, private so that the unrolled
+// steps below can share small helpers.
+var<private> acc0: vec4<f32>;
+var<private> acc1: vec4<f32>;
+var<private> acc2: vec4<f32>;
+var<private> acc3: vec4<f32>;
+// This lane's entry of the current chunk of B, 4*NV columns.
+var<private> bw0: vec4<f32>;
+var<private> bw1: vec4<f32>;
+var<private> bw2: vec4<f32>;
+var<private> bw3: vec4<f32>;
+// Reduction counters (outer, middle, inner) of the next step, and steps
+// left in the chunk (0 masks the unrolled steps past the end of k).
+var<private> k_outer: u32;
+var<private> k_mid: u32;
+var<private> k_inner: u32;
+var<private> k_left: u32;
+// Where this lane reads A: a base index, a 2-D origin, and whether it has a row.
+var<private> a_base: u32;
+var<private> a_y0: i32;
+var<private> a_x0: i32;
+var<private> live: bool;
+
+// Lanes 0..CHUNK-1 share their chunk of B with constant-index broadcasts,
+// which lavapipe turns into a register extract + splat (a dynamic-index
+// shuffle becomes a loop over the lanes). Subgroups smaller than CHUNK
+// take the shuffle loop instead.
+const CHUNK: u32 = 8u;
+
+// Caps the chunk; below CHUNK it forces the shuffle loop (for tests).
+override MAX_CHUNK: u32 = 8u;
+
+fn chunk_len(sgs: u32) -> u32 {
+    return min(sgs, min(MAX_CHUNK, CHUNK));
+}
+
+// acc += a * (column values of lane j's B entry), j dynamic.
+fn step_shuffle(a_val: f32, j: u32) {
+    acc0 += a_val * subgroupShuffle(bw0, j);
+    if (NV > 1u) { acc1 += a_val * subgroupShuffle(bw1, j); }
+    if (NV > 2u) { acc2 += a_val * subgroupShuffle(bw2, j); }
+    if (NV > 3u) { acc3 += a_val * subgroupShuffle(bw3, j); }
+}
+
+fn step0(a_val: f32) {
+    acc0 += a_val * subgroupBroadcast(bw0, 0u);
+    if (NV > 1u) { acc1 += a_val * subgroupBroadcast(bw1, 0u); }
+    if (NV > 2u) { acc2 += a_val * subgroupBroadcast(bw2, 0u); }
+    if (NV > 3u) { acc3 += a_val * subgroupBroadcast(bw3, 0u); }
+}
+fn step1(a_val: f32) {
+    acc0 += a_val * subgroupBroadcast(bw0, 1u);
+    if (NV > 1u) { acc1 += a_val * subgroupBroadcast(bw1, 1u); }
+    if (NV > 2u) { acc2 += a_val * subgroupBroadcast(bw2, 1u); }
+    if (NV > 3u) { acc3 += a_val * subgroupBroadcast(bw3, 1u); }
+}
+fn step2(a_val: f32) {
+    acc0 += a_val * subgroupBroadcast(bw0, 2u);
+    if (NV > 1u) { acc1 += a_val * subgroupBroadcast(bw1, 2u); }
+    if (NV > 2u) { acc2 += a_val * subgroupBroadcast(bw2, 2u); }
+    if (NV > 3u) { acc3 += a_val * subgroupBroadcast(bw3, 2u); }
+}
+fn step3(a_val: f32) {
+    acc0 += a_val * subgroupBroadcast(bw0, 3u);
+    if (NV > 1u) { acc1 += a_val * subgroupBroadcast(bw1, 3u); }
+    if (NV > 2u) { acc2 += a_val * subgroupBroadcast(bw2, 3u); }
+    if (NV > 3u) { acc3 += a_val * subgroupBroadcast(bw3, 3u); }
+}
+fn step4(a_val: f32) {
+    acc0 += a_val * subgroupBroadcast(bw0, 4u);
+    if (NV > 1u) { acc1 += a_val * subgroupBroadcast(bw1, 4u); }
+    if (NV > 2u) { acc2 += a_val * subgroupBroadcast(bw2, 4u); }
+    if (NV > 3u) { acc3 += a_val * subgroupBroadcast(bw3, 4u); }
+}
+fn step5(a_val: f32) {
+    acc0 += a_val * subgroupBroadcast(bw0, 5u);
+    if (NV > 1u) { acc1 += a_val * subgroupBroadcast(bw1, 5u); }
+    if (NV > 2u) { acc2 += a_val * subgroupBroadcast(bw2, 5u); }
+    if (NV > 3u) { acc3 += a_val * subgroupBroadcast(bw3, 5u); }
+}
+fn step6(a_val: f32) {
+    acc0 += a_val * subgroupBroadcast(bw0, 6u);
+    if (NV > 1u) { acc1 += a_val * subgroupBroadcast(bw1, 6u); }
+    if (NV > 2u) { acc2 += a_val * subgroupBroadcast(bw2, 6u); }
+    if (NV > 3u) { acc3 += a_val * subgroupBroadcast(bw3, 6u); }
+}
+fn step7(a_val: f32) {
+    acc0 += a_val * subgroupBroadcast(bw0, 7u);
+    if (NV > 1u) { acc1 += a_val * subgroupBroadcast(bw1, 7u); }
+    if (NV > 2u) { acc2 += a_val * subgroupBroadcast(bw2, 7u); }
+    if (NV > 3u) { acc3 += a_val * subgroupBroadcast(bw3, 7u); }
+}
+
+// Loads this lane's chunk entry of B: columns c at base + c*step, the first
+// `left0..3` of each vec4 block existing, all zero where !ok.
+fn load_chunk(base: u32, step: u32, ok: bool, c0: u32, cols: u32) {
+    bw0 = load_b4(base, step, ok, cols_left(c0, 0u, cols));
+    if (NV > 1u) { bw1 = load_b4(base + 4u * step, step, ok, cols_left(c0, 1u, cols)); }
+    if (NV > 2u) { bw2 = load_b4(base + 8u * step, step, ok, cols_left(c0, 2u, cols)); }
+    if (NV > 3u) { bw3 = load_b4(base + 12u * step, step, ok, cols_left(c0, 3u, cols)); }
+}
+
+// Sets the counters to reduction index k = (outer, mid, inner) with sizes
+// (_, mid_n, inner_n), and the chunk's step count.
+fn start_chunk(k: u32, mid_n: u32, inner_n: u32, steps: u32) {
+    k_outer = k / (mid_n * inner_n);
+    k_mid = (k / inner_n) % mid_n;
+    k_inner = k % inner_n;
+    k_left = steps;
+}
+
+// Moves the counters one step on; returns whether the step was in range.
+fn advance(mid_n: u32, inner_n: u32) -> bool {
+    let in_range = k_left > 0u;
+    k_left = select(0u, k_left - 1u, in_range);
+    k_inner += 1u;
+    let wrap = k_inner == inner_n;
+    k_inner = select(k_inner, 0u, wrap);
+    k_mid = select(k_mid, k_mid + 1u, wrap);
+    let wrap2 = k_mid == mid_n;
+    k_mid = select(k_mid, 0u, wrap2);
+    k_outer = select(k_outer, k_outer + 1u, wrap2);
+    return in_range;
+}
+
+// out[base + c*step] = acc[c] (+ bias[bias_at + c]) for the first `left` c.
+fn store_cols(acc: vec4<f32>, base: u32, step: u32, left: u32, bias: bool, bias_at: u32) {
+    for (var c = 0u; c < min(left, 4u); c++) {
+        var val = acc[c];
+        if (bias) { val += v[bias_at + c]; }
+        out[base + c * step] = val;
+    }
+}
+
+// Stores the accumulators of columns c0.. (of `cols`) at base + c*step.
+fn store_all(base: u32, step: u32, c0: u32, cols: u32, bias: bool, bias_at: u32) {
+    store_cols(acc0, base, step, cols_left(c0, 0u, cols), bias, bias_at);
+    if (NV > 1u) { store_cols(acc1, base + 4u * step, step, cols_left(c0, 1u, cols), bias, bias_at + 4u); }
+    if (NV > 2u) { store_cols(acc2, base + 8u * step, step, cols_left(c0, 2u, cols), bias, bias_at + 8u); }
+    if (NV > 3u) { store_cols(acc3, base + 12u * step, step, cols_left(c0, 3u, cols), bias, bias_at + 12u); }
+}
+
+// A of the forward: x at the lane's pixel for k = (ci, ky, kx).
+fn forward_a() -> f32 {
+    let iy = a_y0 + i32(k_mid);
+    let ix = a_x0 + i32(k_inner);
+    let at = a_base + (k_outer * p.h + u32(iy)) * p.w + u32(ix);
+    let ok = live && u32(iy) < p.h && u32(ix) < p.w;
+    let in_range = advance(p.kh, p.kw);
+    return load_a(at, ok && in_range);
+}
+
 // Rows: output pixels (n, oy, ox) of the grid's x/y; columns: channels
 // g*KG + c0 .. + 4*NV of block wg.z = g * blocks + block; k: (ci, ky, kx).
 @compute @workgroup_size(64)
@@ -195,74 +347,44 @@ fn conv2d_forward_sg(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgrou
     let ohw = p.oh * p.ow;
     let total = p.n * ohw;
     let i = linear_index(vec3<u32>(wg.x, wg.y, 0u), nwg, lid);
-    let live = i < total;
+    live = i < total;
     let pix = min(i, total - 1u);
     let n = pix / ohw;
     let q = pix % ohw;
-    let iy0 = i32((q / p.ow) * p.stride) - i32(p.pad);
-    let ix0 = i32((q % p.ow) * p.stride) - i32(p.pad);
+    a_y0 = i32((q / p.ow) * p.stride) - i32(p.pad);
+    a_x0 = i32((q % p.ow) * p.stride) - i32(p.pad);
     let g = wg.z / p.blocks;
     let c0 = (wg.z % p.blocks) * 4u * NV;
-    let hw = p.h * p.w;
-    let khw = p.kh * p.kw;
-    let r_len = p.cin_g * khw;
-    let xbase = p.a_off + n * p.a_stride + g * p.cin_g * hw;
+    let r_len = p.cin_g * p.kh * p.kw;
+    a_base = p.a_off + n * p.a_stride + g * p.cin_g * p.h * p.w;
     let wrow = p.b_off + (g * p.cout_g + c0) * r_len;
-    let left0 = cols_left(c0, 0u, p.cout_g);
-    let left1 = cols_left(c0, 1u, p.cout_g);
-    let left2 = cols_left(c0, 2u, p.cout_g);
-    let left3 = cols_left(c0, 3u, p.cout_g);
-    var acc0 = vec4<f32>(0.0);
-    var acc1 = vec4<f32>(0.0);
-    var acc2 = vec4<f32>(0.0);
-    var acc3 = vec4<f32>(0.0);
-    for (var k0 = 0u; k0 < r_len; k0 += sgs) {
+    let ch = chunk_len(sgs);
+    for (var k0 = 0u; k0 < r_len; k0 += ch) {
         let kl = k0 + lane;
-        let kin = kl < r_len;
-        let w0 = load_b4(wrow + kl, r_len, kin, left0);
-        var w1 = vec4<f32>(0.0);
-        var w2 = vec4<f32>(0.0);
-        var w3 = vec4<f32>(0.0);
-        if (NV > 1u) { w1 = load_b4(wrow + 4u * r_len + kl, r_len, kin, left1); }
-        if (NV > 2u) { w2 = load_b4(wrow + 8u * r_len + kl, r_len, kin, left2); }
-        if (NV > 3u) { w3 = load_b4(wrow + 12u * r_len + kl, r_len, kin, left3); }
-        let count = min(sgs, r_len - k0);
-        var ci = k0 / khw;
-        var ky = (k0 % khw) / p.kw;
-        var kx = k0 % p.kw;
-        for (var j = 0u; j < count; j++) {
-            let iy = iy0 + i32(ky);
-            let ix = ix0 + i32(kx);
-            let ok = live && u32(iy) < p.h && u32(ix) < p.w;
-            let xv = load_a(xbase + ci * hw + u32(iy) * p.w + u32(ix), ok);
-            acc0 += xv * subgroupShuffle(w0, j);
-            if (NV > 1u) { acc1 += xv * subgroupShuffle(w1, j); }
-            if (NV > 2u) { acc2 += xv * subgroupShuffle(w2, j); }
-            if (NV > 3u) { acc3 += xv * subgroupShuffle(w3, j); }
-            kx += 1u;
-            if (kx == p.kw) {
-                kx = 0u;
-                ky += 1u;
-                if (ky == p.kh) { ky = 0u; ci += 1u; }
-            }
+        load_chunk(wrow + kl, r_len, lane < ch && kl < r_len, c0, p.cout_g);
+        start_chunk(k0, p.kh, p.kw, min(ch, r_len - k0));
+        if (ch == CHUNK) {
+            step0(forward_a()); step1(forward_a()); step2(forward_a()); step3(forward_a());
+            step4(forward_a()); step5(forward_a()); step6(forward_a()); step7(forward_a());
+        } else {
+            for (var j = 0u; j < ch; j++) { step_shuffle(forward_a(), j); }
         }
     }
     if (!live) { return; }
     let ybase = p.o_off + n * p.o_stride + (g * p.cout_g + c0) * ohw + q;
-    let bbase = p.v_off + g * p.cout_g + c0;
-    store_cols(acc0, ybase, ohw, left0, bbase);
-    if (NV > 1u) { store_cols(acc1, ybase + 4u * ohw, ohw, left1, bbase + 4u); }
-    if (NV > 2u) { store_cols(acc2, ybase + 8u * ohw, ohw, left2, bbase + 8u); }
-    if (NV > 3u) { store_cols(acc3, ybase + 12u * ohw, ohw, left3, bbase + 12u); }
+    store_all(ybase, ohw, c0, p.cout_g, p.has_bias != 0u, p.v_off + g * p.cout_g + c0);
 }
 
-// out[base + c*step] = acc[c] (+ bias[bias_at + c]) for the first `left` c.
-fn store_cols(acc: vec4<f32>, base: u32, step: u32, left: u32, bias_at: u32) {
-    for (var c = 0u; c < min(left, 4u); c++) {
-        var val = acc[c];
-        if (p.has_bias != 0u) { val += v[bias_at + c]; }
-        out[base + c * step] = val;
-    }
+// A of the input gradient: dy at output pixel (oy0 - my, ox0 - mx) of
+// channel kg, for k = (kg, my, mx); the taps of the phase have size
+// (nty, ntx) = (p.kh - phy) / S, (p.kw - phx) / S rounded up.
+fn backward_input_a(nty: u32, ntx: u32) -> f32 {
+    let oy = a_y0 - i32(k_mid);
+    let ox = a_x0 - i32(k_inner);
+    let at = a_base + (k_outer * p.oh + u32(oy)) * p.ow + u32(ox);
+    let ok = live && u32(oy) < p.oh && u32(ox) < p.ow;
+    let in_range = advance(nty, ntx);
+    return load_a(at, ok && in_range);
 }
 
 // The input gradient is a convolution of dy with the flipped kernel. With
@@ -295,76 +417,51 @@ fn conv2d_backward_input_sg(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_w
     let tx = pix % tw;
     let iy = iy_first + s * ty;
     let ix = ix_first + s * tx;
-    let live = i < total && iy < p.h && ix < p.w;
+    live = i < total && iy < p.h && ix < p.w;
     // Output row of tap m: oy = oy0 - m.
-    let oy0 = i32((iy_first + p.pad - phy) / s + ty);
-    let ox0 = i32((ix_first + p.pad - phx) / s + tx);
+    a_y0 = i32((iy_first + p.pad - phy) / s + ty);
+    a_x0 = i32((ix_first + p.pad - phx) / s + tx);
     let nty = select(0u, (p.kh - phy + s - 1u) / s, phy < p.kh);
     let ntx = select(0u, (p.kw - phx + s - 1u) / s, phx < p.kw);
     let taps = nty * ntx;
     let r_len = p.cout_g * taps;
-    let ohw = p.oh * p.ow;
     let khw = p.kh * p.kw;
-    let dybase = p.a_off + n * p.a_stride + g * p.cout_g * ohw;
-    let left0 = cols_left(c0, 0u, p.cin_g);
-    let left1 = cols_left(c0, 1u, p.cin_g);
-    let left2 = cols_left(c0, 2u, p.cin_g);
-    let left3 = cols_left(c0, 3u, p.cin_g);
-    let wstep = khw;
-    var acc0 = vec4<f32>(0.0);
-    var acc1 = vec4<f32>(0.0);
-    var acc2 = vec4<f32>(0.0);
-    var acc3 = vec4<f32>(0.0);
-    for (var k0 = 0u; k0 < r_len; k0 += sgs) {
+    a_base = p.a_off + n * p.a_stride + g * p.cout_g * p.oh * p.ow;
+    let ch = chunk_len(sgs);
+    for (var k0 = 0u; k0 < r_len; k0 += ch) {
         // This lane's k: weight w[g*KG + kg, c0 + c, phy + S*my, phx + S*mx].
         let kl = min(k0 + lane, r_len - 1u);
-        let kin = k0 + lane < r_len;
         let lkg = kl / taps;
         let lmy = (kl % taps) / ntx;
         let lmx = kl % ntx;
         let wat = p.b_off + ((g * p.cout_g + lkg) * p.cin_g + c0) * khw
             + (phy + s * lmy) * p.kw + phx + s * lmx;
-        let w0 = load_b4(wat, wstep, kin, left0);
-        var w1 = vec4<f32>(0.0);
-        var w2 = vec4<f32>(0.0);
-        var w3 = vec4<f32>(0.0);
-        if (NV > 1u) { w1 = load_b4(wat + 4u * wstep, wstep, kin, left1); }
-        if (NV > 2u) { w2 = load_b4(wat + 8u * wstep, wstep, kin, left2); }
-        if (NV > 3u) { w3 = load_b4(wat + 12u * wstep, wstep, kin, left3); }
-        let count = min(sgs, r_len - k0);
-        var kg = k0 / taps;
-        var my = (k0 % taps) / ntx;
-        var mx = k0 % ntx;
-        for (var j = 0u; j < count; j++) {
-            let oy = oy0 - i32(my);
-            let ox = ox0 - i32(mx);
-            let ok = live && u32(oy) < p.oh && u32(ox) < p.ow;
-            let gv = load_a(dybase + kg * ohw + u32(oy) * p.ow + u32(ox), ok);
-            acc0 += gv * subgroupShuffle(w0, j);
-            if (NV > 1u) { acc1 += gv * subgroupShuffle(w1, j); }
-            if (NV > 2u) { acc2 += gv * subgroupShuffle(w2, j); }
-            if (NV > 3u) { acc3 += gv * subgroupShuffle(w3, j); }
-            mx += 1u;
-            if (mx == ntx) {
-                mx = 0u;
-                my += 1u;
-                if (my == nty) { my = 0u; kg += 1u; }
-            }
+        load_chunk(wat, khw, lane < ch && k0 + lane < r_len, c0, p.cin_g);
+        start_chunk(k0, nty, ntx, min(ch, r_len - k0));
+        if (ch == CHUNK) {
+            step0(backward_input_a(nty, ntx)); step1(backward_input_a(nty, ntx));
+            step2(backward_input_a(nty, ntx)); step3(backward_input_a(nty, ntx));
+            step4(backward_input_a(nty, ntx)); step5(backward_input_a(nty, ntx));
+            step6(backward_input_a(nty, ntx)); step7(backward_input_a(nty, ntx));
+        } else {
+            for (var j = 0u; j < ch; j++) { step_shuffle(backward_input_a(nty, ntx), j); }
         }
     }
     if (!live) { return; }
     let hw = p.h * p.w;
     let xbase = p.o_off + n * p.o_stride + (g * p.cin_g + c0) * hw + iy * p.w + ix;
-    store_plain(acc0, xbase, hw, left0);
-    if (NV > 1u) { store_plain(acc1, xbase + 4u * hw, hw, left1); }
-    if (NV > 2u) { store_plain(acc2, xbase + 8u * hw, hw, left2); }
-    if (NV > 3u) { store_plain(acc3, xbase + 12u * hw, hw, left3); }
+    store_all(xbase, hw, c0, p.cin_g, false, 0u);
 }
 
-fn store_plain(acc: vec4<f32>, base: u32, step: u32, left: u32) {
-    for (var c = 0u; c < min(left, 4u); c++) {
-        out[base + c * step] = acc[c];
-    }
+// A of the weight gradient: x at the lane's (ci, ky, kx) for output pixel
+// k = (n, oy, ox); 1 on the bias row.
+fn backward_weight_a(is_bias: bool) -> f32 {
+    let iy = i32(k_mid * p.stride) + a_y0;
+    let ix = i32(k_inner * p.stride) + a_x0;
+    let at = a_base + k_outer * p.a_stride + u32(iy) * p.w + u32(ix);
+    let ok = live && !is_bias && u32(iy) < p.h && u32(ix) < p.w;
+    let in_range = advance(p.oh, p.ow);
+    return select(load_a(at, ok && in_range), 1.0, is_bias && in_range);
 }
 
 // Pass 1 of the weight gradient. Rows: weight columns r = (ci, ky, kx) of
@@ -380,70 +477,38 @@ fn conv2d_backward_weight_sg(@builtin(workgroup_id) wg: vec3<u32>,
     let r_len = p.cin_g * khw;
     let r1 = r_len + p.has_bias;
     let r = wg.x * WG + lid;
-    let live = r < r1;
+    live = r < r1;
     let is_bias = r == r_len;
     let rr = min(r, r_len - 1u);
     let ci = rr / khw;
-    let ky = (rr % khw) / p.kw;
-    let kx = rr % p.kw;
+    a_y0 = i32((rr % khw) / p.kw) - i32(p.pad);
+    a_x0 = i32(rr % p.kw) - i32(p.pad);
     let g = wg.y / p.blocks;
     let c0 = (wg.y % p.blocks) * 4u * NV;
-    let hw = p.h * p.w;
     let ohw = p.oh * p.ow;
-    let pixels = p.n * ohw;
     let first = wg.z * p.chunk;
-    let end = min(pixels, first + p.chunk);
-    let xplane = p.a_off + (g * p.cin_g + ci) * hw;
-    let kyp = i32(ky) - i32(p.pad);
-    let kxp = i32(kx) - i32(p.pad);
-    let left0 = cols_left(c0, 0u, p.cout_g);
-    let left1 = cols_left(c0, 1u, p.cout_g);
-    let left2 = cols_left(c0, 2u, p.cout_g);
-    let left3 = cols_left(c0, 3u, p.cout_g);
+    let end = min(p.n * ohw, first + p.chunk);
+    a_base = p.a_off + (g * p.cin_g + ci) * p.h * p.w;
     let dych = (g * p.cout_g + c0) * ohw;
-    var acc0 = vec4<f32>(0.0);
-    var acc1 = vec4<f32>(0.0);
-    var acc2 = vec4<f32>(0.0);
-    var acc3 = vec4<f32>(0.0);
-    for (var k0 = first; k0 < end; k0 += sgs) {
+    let ch = chunk_len(sgs);
+    for (var k0 = first; k0 < end; k0 += ch) {
         // This lane's pixel of dy, for the 4*NV channels.
         let pl = min(k0 + lane, end - 1u);
-        let pin = k0 + lane < end;
         let dyat = p.b_off + (pl / ohw) * p.b_stride + dych + pl % ohw;
-        let d0 = load_b4(dyat, ohw, pin, left0);
-        var d1 = vec4<f32>(0.0);
-        var d2 = vec4<f32>(0.0);
-        var d3 = vec4<f32>(0.0);
-        if (NV > 1u) { d1 = load_b4(dyat + 4u * ohw, ohw, pin, left1); }
-        if (NV > 2u) { d2 = load_b4(dyat + 8u * ohw, ohw, pin, left2); }
-        if (NV > 3u) { d3 = load_b4(dyat + 12u * ohw, ohw, pin, left3); }
-        let count = min(sgs, end - k0);
-        var n = k0 / ohw;
-        var oy = (k0 % ohw) / p.ow;
-        var ox = k0 % p.ow;
-        for (var j = 0u; j < count; j++) {
-            let iy = i32(oy * p.stride) + kyp;
-            let ix = i32(ox * p.stride) + kxp;
-            let ok = live && !is_bias && u32(iy) < p.h && u32(ix) < p.w;
-            let xv = select(load_a(xplane + n * p.a_stride + u32(iy) * p.w + u32(ix), ok), 1.0, is_bias);
-            acc0 += xv * subgroupShuffle(d0, j);
-            if (NV > 1u) { acc1 += xv * subgroupShuffle(d1, j); }
-            if (NV > 2u) { acc2 += xv * subgroupShuffle(d2, j); }
-            if (NV > 3u) { acc3 += xv * subgroupShuffle(d3, j); }
-            ox += 1u;
-            if (ox == p.ow) {
-                ox = 0u;
-                oy += 1u;
-                if (oy == p.oh) { oy = 0u; n += 1u; }
-            }
+        load_chunk(dyat, ohw, lane < ch && k0 + lane < end, c0, p.cout_g);
+        start_chunk(k0, p.oh, p.ow, min(ch, end - k0));
+        if (ch == CHUNK) {
+            step0(backward_weight_a(is_bias)); step1(backward_weight_a(is_bias));
+            step2(backward_weight_a(is_bias)); step3(backward_weight_a(is_bias));
+            step4(backward_weight_a(is_bias)); step5(backward_weight_a(is_bias));
+            step6(backward_weight_a(is_bias)); step7(backward_weight_a(is_bias));
+        } else {
+            for (var j = 0u; j < ch; j++) { step_shuffle(backward_weight_a(is_bias), j); }
         }
     }
     if (!live) { return; }
     let at = (wg.z * p.c_out + g * p.cout_g + c0) * r1 + r;
-    store_plain(acc0, at, r1, left0);
-    if (NV > 1u) { store_plain(acc1, at + 4u * r1, r1, left1); }
-    if (NV > 2u) { store_plain(acc2, at + 8u * r1, r1, left2); }
-    if (NV > 3u) { store_plain(acc3, at + 12u * r1, r1, left3); }
+    store_all(at, r1, c0, p.cout_g, false, 0u);
 }
 
 // Pass 2 of the weight gradient: sums the partials of every split.
