@@ -185,6 +185,13 @@ fn conv2d_backward_weight_direct(@builtin(workgroup_id) wg: vec3<u32>, @builtin(
 }
 
 // ---------------------------------------------------------------- subgroup
+//
+// B is first packed (`conv2d_pack_*`) into `bp` as [G * blocks][k][4*NV]
+// columns, zero-padded, so a lane fetches its chunk entry with NV vec4
+// loads: lavapipe loads storage lane by lane, so a vec4 costs about what a
+// scalar does.
+
+@group(0) @binding(5) var<storage, read_write> bp: array<vec4<f32>>;
 
 // Per-invocation state of the `_sg` kernels, private so that the unrolled
 // steps below can share small helpers.
@@ -197,17 +204,33 @@ var<private> bw0: vec4<f32>;
 var<private> bw1: vec4<f32>;
 var<private> bw2: vec4<f32>;
 var<private> bw3: vec4<f32>;
-// Reduction counters (outer, middle, inner) of the next step, and steps
-// left in the chunk (0 masks the unrolled steps past the end of k).
-var<private> k_outer: u32;
+
+// The walk over k = (outer, mid, inner) of the next step, kept incremental
+// so a step costs adds and selects, no multiplies:
+// - counters k_mid < mid_n, k_inner < inner_n (the same in every lane);
+// - k_off = outer*st_outer + mid*st_mid + inner*st_inner, the offset of A's
+//   element from a_lane (wrapping u32 arithmetic, so strides may be negative);
+// - (cy, cx) = (y0 + mid*ys, x0 + inner*xs), the lane's 2-D position in A,
+//   in range when cy < lim_y and cx < lim_x;
+// - k_left, the steps left in the chunk (0 masks the unrolled steps past
+//   the end of k).
+struct Walk {
+    mid_n: u32, inner_n: u32,
+    st_outer: u32, st_mid: u32, st_inner: u32,
+    y0: i32, x0: i32, ys: i32, xs: i32,
+    lim_y: u32, lim_x: u32,
+}
+var<private> wk: Walk;
 var<private> k_mid: u32;
 var<private> k_inner: u32;
+var<private> k_off: u32;
 var<private> k_left: u32;
-// Where this lane reads A: a base index, a 2-D origin, and whether it has a row.
-var<private> a_base: u32;
-var<private> a_y0: i32;
-var<private> a_x0: i32;
+var<private> cy: i32;
+var<private> cx: i32;
+var<private> a_lane: u32;
+// A lane without a row (past the end) reads zeros; a bias row reads ones.
 var<private> live: bool;
+var<private> ones: bool;
 
 // Lanes 0..CHUNK-1 share their chunk of B with constant-index broadcasts,
 // which lavapipe turns into a register extract + splat (a dynamic-index
@@ -279,36 +302,61 @@ fn step7(a_val: f32) {
     if (NV > 3u) { acc3 += a_val * subgroupBroadcast(bw3, 7u); }
 }
 
-// Loads this lane's chunk entry of B: columns c at base + c*step, the first
-// `left0..3` of each vec4 block existing, all zero where !ok.
-fn load_chunk(base: u32, step: u32, ok: bool, c0: u32, cols: u32) {
-    bw0 = load_b4(base, step, ok, cols_left(c0, 0u, cols));
-    if (NV > 1u) { bw1 = load_b4(base + 4u * step, step, ok, cols_left(c0, 1u, cols)); }
-    if (NV > 2u) { bw2 = load_b4(base + 8u * step, step, ok, cols_left(c0, 2u, cols)); }
-    if (NV > 3u) { bw3 = load_b4(base + 12u * step, step, ok, cols_left(c0, 3u, cols)); }
+// Loads this lane's chunk entry of B from bp[at .. at + NV], zeros if !ok.
+fn load_chunk(at: u32, ok: bool) {
+    let i = select(0u, at, ok);
+    bw0 = select(vec4<f32>(0.0), bp[i], ok);
+    if (NV > 1u) { bw1 = select(vec4<f32>(0.0), bp[i + 1u], ok); }
+    if (NV > 2u) { bw2 = select(vec4<f32>(0.0), bp[i + 2u], ok); }
+    if (NV > 3u) { bw3 = select(vec4<f32>(0.0), bp[i + 3u], ok); }
 }
 
-// Sets the counters to reduction index k = (outer, mid, inner) with sizes
-// (_, mid_n, inner_n), and the chunk's step count.
-fn start_chunk(k: u32, mid_n: u32, inner_n: u32, steps: u32) {
-    k_outer = k / (mid_n * inner_n);
-    k_mid = (k / inner_n) % mid_n;
-    k_inner = k % inner_n;
+// Points the walk at reduction index k, with `steps` steps in the chunk.
+fn start_chunk(k: u32, steps: u32) {
+    let outer = k / (wk.mid_n * wk.inner_n);
+    k_mid = (k / wk.inner_n) % wk.mid_n;
+    k_inner = k % wk.inner_n;
+    k_off = outer * wk.st_outer + k_mid * wk.st_mid + k_inner * wk.st_inner;
+    cy = wk.y0 + i32(k_mid) * wk.ys;
+    cx = wk.x0 + i32(k_inner) * wk.xs;
     k_left = steps;
 }
 
-// Moves the counters one step on; returns whether the step was in range.
-fn advance(mid_n: u32, inner_n: u32) -> bool {
+// A at the walk's position, then one step on.
+fn next_a() -> f32 {
     let in_range = k_left > 0u;
+    let ok = live && in_range && u32(cy) < wk.lim_y && u32(cx) < wk.lim_x;
+    let a_val = select(load_a(a_lane + k_off, ok), 1.0, ones && in_range);
     k_left = select(0u, k_left - 1u, in_range);
     k_inner += 1u;
-    let wrap = k_inner == inner_n;
+    k_off += wk.st_inner;
+    cx += wk.xs;
+    let wrap = k_inner == wk.inner_n;
     k_inner = select(k_inner, 0u, wrap);
+    cx = select(cx, wk.x0, wrap);
     k_mid = select(k_mid, k_mid + 1u, wrap);
-    let wrap2 = k_mid == mid_n;
+    cy = select(cy, cy + wk.ys, wrap);
+    k_off += select(0u, wk.st_mid - wk.inner_n * wk.st_inner, wrap);
+    let wrap2 = k_mid == wk.mid_n;
     k_mid = select(k_mid, 0u, wrap2);
-    k_outer = select(k_outer, k_outer + 1u, wrap2);
-    return in_range;
+    cy = select(cy, wk.y0, wrap2);
+    k_off += select(0u, wk.st_outer - wk.mid_n * wk.st_mid, wrap2);
+    return a_val;
+}
+
+// The whole reduction: k in [first, end), B entries of k at bp[b_at + k*NV].
+fn reduce(first: u32, end: u32, b_at: u32, lane: u32, sgs: u32) {
+    let ch = chunk_len(sgs);
+    for (var k0 = first; k0 < end; k0 += ch) {
+        load_chunk(b_at + (k0 + lane) * NV, lane < ch && k0 + lane < end);
+        start_chunk(k0, min(ch, end - k0));
+        if (ch == CHUNK) {
+            step0(next_a()); step1(next_a()); step2(next_a()); step3(next_a());
+            step4(next_a()); step5(next_a()); step6(next_a()); step7(next_a());
+        } else {
+            for (var j = 0u; j < ch; j++) { step_shuffle(next_a(), j); }
+        }
+    }
 }
 
 // out[base + c*step] = acc[c] (+ bias[bias_at + c]) for the first `left` c.
@@ -328,14 +376,59 @@ fn store_all(base: u32, step: u32, c0: u32, cols: u32, bias: bool, bias_at: u32)
     if (NV > 3u) { store_cols(acc3, base + 12u * step, step, cols_left(c0, 3u, cols), bias, bias_at + 12u); }
 }
 
-// A of the forward: x at the lane's pixel for k = (ci, ky, kx).
-fn forward_a() -> f32 {
-    let iy = a_y0 + i32(k_mid);
-    let ix = a_x0 + i32(k_inner);
-    let at = a_base + (k_outer * p.h + u32(iy)) * p.w + u32(ix);
-    let ok = live && u32(iy) < p.h && u32(ix) < p.w;
-    let in_range = advance(p.kh, p.kw);
-    return load_a(at, ok && in_range);
+// Column c of block gb = g * blocks + block: channel g*count + block*4*NV + c
+// of a group of `count`, or none past the group's end.
+fn packed_channel(gb: u32, c: u32, count: u32) -> vec2<u32> {
+    let local = (gb % p.blocks) * 4u * NV + c;
+    return vec2<u32>((gb / p.blocks) * count + local, u32(local < count));
+}
+
+// bp for the forward: [G*blocks][R][4*NV], column c = output channel.
+@compute @workgroup_size(64)
+fn conv2d_pack_forward_weights(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                               @builtin(local_invocation_index) lid: u32) {
+    let i = linear_index(wg, nwg, lid);
+    let r_len = p.cin_g * p.kh * p.kw;
+    let cols = 4u * NV;
+    if (i >= p.groups * p.blocks * r_len * cols) { return; }
+    let c = i % cols;
+    let k = (i / cols) % r_len;
+    let ch = packed_channel(i / (cols * r_len), c, p.cout_g);
+    out[i] = load_b(p.b_off + ch.x * r_len + k, ch.y != 0u);
+}
+
+// bp for the input gradient: [G*blocks][KG*KH*KW][4*NV], column c = input
+// channel, k = (kg, ky, kx).
+@compute @workgroup_size(64)
+fn conv2d_pack_backward_input_weights(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                                      @builtin(local_invocation_index) lid: u32) {
+    let i = linear_index(wg, nwg, lid);
+    let khw = p.kh * p.kw;
+    let k_len = p.cout_g * khw;
+    let cols = 4u * NV;
+    if (i >= p.groups * p.blocks * k_len * cols) { return; }
+    let c = i % cols;
+    let k = (i / cols) % k_len;
+    let gb = i / (cols * k_len);
+    let ch = packed_channel(gb, c, p.cin_g);
+    let kg = (gb / p.blocks) * p.cout_g + k / khw;
+    out[i] = load_b(p.b_off + (kg * p.cin_g + ch.x % p.cin_g) * khw + k % khw, ch.y != 0u);
+}
+
+// bp for the weight gradient: [G*blocks][N*OH*OW][4*NV], column c = output
+// channel of dy, k = output pixel.
+@compute @workgroup_size(64)
+fn conv2d_pack_dy(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                  @builtin(local_invocation_index) lid: u32) {
+    let i = linear_index(wg, nwg, lid);
+    let ohw = p.oh * p.ow;
+    let pixels = p.n * ohw;
+    let cols = 4u * NV;
+    if (i >= p.groups * p.blocks * pixels * cols) { return; }
+    let c = i % cols;
+    let k = (i / cols) % pixels;
+    let ch = packed_channel(i / (cols * pixels), c, p.cout_g);
+    out[i] = load_b(p.b_off + (k / ohw) * p.b_stride + ch.x * ohw + k % ohw, ch.y != 0u);
 }
 
 // Rows: output pixels (n, oy, ox) of the grid's x/y; columns: channels
@@ -348,43 +441,21 @@ fn conv2d_forward_sg(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgrou
     let total = p.n * ohw;
     let i = linear_index(vec3<u32>(wg.x, wg.y, 0u), nwg, lid);
     live = i < total;
+    ones = false;
     let pix = min(i, total - 1u);
     let n = pix / ohw;
     let q = pix % ohw;
-    a_y0 = i32((q / p.ow) * p.stride) - i32(p.pad);
-    a_x0 = i32((q % p.ow) * p.stride) - i32(p.pad);
+    let iy0 = i32((q / p.ow) * p.stride) - i32(p.pad);
+    let ix0 = i32((q % p.ow) * p.stride) - i32(p.pad);
     let g = wg.z / p.blocks;
     let c0 = (wg.z % p.blocks) * 4u * NV;
     let r_len = p.cin_g * p.kh * p.kw;
-    a_base = p.a_off + n * p.a_stride + g * p.cin_g * p.h * p.w;
-    let wrow = p.b_off + (g * p.cout_g + c0) * r_len;
-    let ch = chunk_len(sgs);
-    for (var k0 = 0u; k0 < r_len; k0 += ch) {
-        let kl = k0 + lane;
-        load_chunk(wrow + kl, r_len, lane < ch && kl < r_len, c0, p.cout_g);
-        start_chunk(k0, p.kh, p.kw, min(ch, r_len - k0));
-        if (ch == CHUNK) {
-            step0(forward_a()); step1(forward_a()); step2(forward_a()); step3(forward_a());
-            step4(forward_a()); step5(forward_a()); step6(forward_a()); step7(forward_a());
-        } else {
-            for (var j = 0u; j < ch; j++) { step_shuffle(forward_a(), j); }
-        }
-    }
+    wk = Walk(p.kh, p.kw, p.h * p.w, p.w, 1u, iy0, ix0, 1, 1, p.h, p.w);
+    a_lane = p.a_off + n * p.a_stride + g * p.cin_g * p.h * p.w + u32(iy0) * p.w + u32(ix0);
+    reduce(0u, r_len, wg.z * r_len * NV, lane, sgs);
     if (!live) { return; }
     let ybase = p.o_off + n * p.o_stride + (g * p.cout_g + c0) * ohw + q;
     store_all(ybase, ohw, c0, p.cout_g, p.has_bias != 0u, p.v_off + g * p.cout_g + c0);
-}
-
-// A of the input gradient: dy at output pixel (oy0 - my, ox0 - mx) of
-// channel kg, for k = (kg, my, mx); the taps of the phase have size
-// (nty, ntx) = (p.kh - phy) / S, (p.kw - phx) / S rounded up.
-fn backward_input_a(nty: u32, ntx: u32) -> f32 {
-    let oy = a_y0 - i32(k_mid);
-    let ox = a_x0 - i32(k_inner);
-    let at = a_base + (k_outer * p.oh + u32(oy)) * p.ow + u32(ox);
-    let ok = live && u32(oy) < p.oh && u32(ox) < p.ow;
-    let in_range = advance(nty, ntx);
-    return load_a(at, ok && in_range);
 }
 
 // The input gradient is a convolution of dy with the flipped kernel. With
@@ -392,7 +463,7 @@ fn backward_input_a(nty: u32, ntx: u32) -> f32 {
 // the input pixels are split into S*S phases (wg.z % (S*S)) whose lanes all
 // share the same taps: no lane wastes FMAs on taps that miss its pixel.
 // Rows: input pixels of one phase; columns: input channels of block
-// (wg.z / (S*S)) = g * blocks + block; k: (kg, my, mx).
+// (wg.z / (S*S)) = g * blocks + block; k: (kg, my, mx), the phase's taps.
 @compute @workgroup_size(64)
 fn conv2d_backward_input_sg(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                             @builtin(local_invocation_index) lid: u32,
@@ -418,33 +489,30 @@ fn conv2d_backward_input_sg(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_w
     let iy = iy_first + s * ty;
     let ix = ix_first + s * tx;
     live = i < total && iy < p.h && ix < p.w;
+    ones = false;
     // Output row of tap m: oy = oy0 - m.
-    a_y0 = i32((iy_first + p.pad - phy) / s + ty);
-    a_x0 = i32((ix_first + p.pad - phx) / s + tx);
+    let oy0 = i32((iy_first + p.pad - phy) / s + ty);
+    let ox0 = i32((ix_first + p.pad - phx) / s + tx);
     let nty = select(0u, (p.kh - phy + s - 1u) / s, phy < p.kh);
     let ntx = select(0u, (p.kw - phx + s - 1u) / s, phx < p.kw);
-    let taps = nty * ntx;
-    let r_len = p.cout_g * taps;
+    let r_len = p.cout_g * nty * ntx;
     let khw = p.kh * p.kw;
-    a_base = p.a_off + n * p.a_stride + g * p.cout_g * p.oh * p.ow;
+    let neg = 0xffffffffu;
+    wk = Walk(max(nty, 1u), max(ntx, 1u), p.oh * p.ow, neg * p.ow, neg, oy0, ox0, -1, -1, p.oh, p.ow);
+    a_lane = p.a_off + n * p.a_stride + g * p.cout_g * p.oh * p.ow + u32(oy0) * p.ow + u32(ox0);
+    // bp holds every tap; the phase's chunk is gathered lane by lane.
     let ch = chunk_len(sgs);
     for (var k0 = 0u; k0 < r_len; k0 += ch) {
-        // This lane's k: weight w[g*KG + kg, c0 + c, phy + S*my, phx + S*mx].
         let kl = min(k0 + lane, r_len - 1u);
-        let lkg = kl / taps;
-        let lmy = (kl % taps) / ntx;
-        let lmx = kl % ntx;
-        let wat = p.b_off + ((g * p.cout_g + lkg) * p.cin_g + c0) * khw
-            + (phy + s * lmy) * p.kw + phx + s * lmx;
-        load_chunk(wat, khw, lane < ch && k0 + lane < r_len, c0, p.cin_g);
-        start_chunk(k0, nty, ntx, min(ch, r_len - k0));
+        let lkg = kl / (nty * ntx);
+        let tap = (phy + s * ((kl / ntx) % nty)) * p.kw + phx + s * (kl % ntx);
+        load_chunk((gb * p.cout_g * khw + lkg * khw + tap) * NV, lane < ch && k0 + lane < r_len);
+        start_chunk(k0, min(ch, r_len - k0));
         if (ch == CHUNK) {
-            step0(backward_input_a(nty, ntx)); step1(backward_input_a(nty, ntx));
-            step2(backward_input_a(nty, ntx)); step3(backward_input_a(nty, ntx));
-            step4(backward_input_a(nty, ntx)); step5(backward_input_a(nty, ntx));
-            step6(backward_input_a(nty, ntx)); step7(backward_input_a(nty, ntx));
+            step0(next_a()); step1(next_a()); step2(next_a()); step3(next_a());
+            step4(next_a()); step5(next_a()); step6(next_a()); step7(next_a());
         } else {
-            for (var j = 0u; j < ch; j++) { step_shuffle(backward_input_a(nty, ntx), j); }
+            for (var j = 0u; j < ch; j++) { step_shuffle(next_a(), j); }
         }
     }
     if (!live) { return; }
@@ -453,21 +521,10 @@ fn conv2d_backward_input_sg(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_w
     store_all(xbase, hw, c0, p.cin_g, false, 0u);
 }
 
-// A of the weight gradient: x at the lane's (ci, ky, kx) for output pixel
-// k = (n, oy, ox); 1 on the bias row.
-fn backward_weight_a(is_bias: bool) -> f32 {
-    let iy = i32(k_mid * p.stride) + a_y0;
-    let ix = i32(k_inner * p.stride) + a_x0;
-    let at = a_base + k_outer * p.a_stride + u32(iy) * p.w + u32(ix);
-    let ok = live && !is_bias && u32(iy) < p.h && u32(ix) < p.w;
-    let in_range = advance(p.oh, p.ow);
-    return select(load_a(at, ok && in_range), 1.0, is_bias && in_range);
-}
-
 // Pass 1 of the weight gradient. Rows: weight columns r = (ci, ky, kx) of
 // the grid's x, plus r = R for the bias when there is one; columns: output
-// channels of block wg.y = g * blocks + block; k: the pixels of split wg.z
-// (p.chunk of the N*OH*OW output pixels). Writes partial sums
+// channels of block wg.y = g * blocks + block; k: the output pixels
+// (n, oy, ox) of split wg.z (p.chunk of them). Writes partial sums
 // partials[split, k, r] with R + has_bias entries per channel.
 @compute @workgroup_size(64)
 fn conv2d_backward_weight_sg(@builtin(workgroup_id) wg: vec3<u32>,
@@ -477,36 +534,22 @@ fn conv2d_backward_weight_sg(@builtin(workgroup_id) wg: vec3<u32>,
     let r_len = p.cin_g * khw;
     let r1 = r_len + p.has_bias;
     let r = wg.x * WG + lid;
-    live = r < r1;
-    let is_bias = r == r_len;
+    live = r < r_len;
+    ones = r == r_len && p.has_bias != 0u;
     let rr = min(r, r_len - 1u);
     let ci = rr / khw;
-    a_y0 = i32((rr % khw) / p.kw) - i32(p.pad);
-    a_x0 = i32(rr % p.kw) - i32(p.pad);
+    let y0 = i32((rr % khw) / p.kw) - i32(p.pad);
+    let x0 = i32(rr % p.kw) - i32(p.pad);
     let g = wg.y / p.blocks;
     let c0 = (wg.y % p.blocks) * 4u * NV;
-    let ohw = p.oh * p.ow;
+    let pixels = p.n * p.oh * p.ow;
     let first = wg.z * p.chunk;
-    let end = min(p.n * ohw, first + p.chunk);
-    a_base = p.a_off + (g * p.cin_g + ci) * p.h * p.w;
-    let dych = (g * p.cout_g + c0) * ohw;
-    let ch = chunk_len(sgs);
-    for (var k0 = first; k0 < end; k0 += ch) {
-        // This lane's pixel of dy, for the 4*NV channels.
-        let pl = min(k0 + lane, end - 1u);
-        let dyat = p.b_off + (pl / ohw) * p.b_stride + dych + pl % ohw;
-        load_chunk(dyat, ohw, lane < ch && k0 + lane < end, c0, p.cout_g);
-        start_chunk(k0, p.oh, p.ow, min(ch, end - k0));
-        if (ch == CHUNK) {
-            step0(backward_weight_a(is_bias)); step1(backward_weight_a(is_bias));
-            step2(backward_weight_a(is_bias)); step3(backward_weight_a(is_bias));
-            step4(backward_weight_a(is_bias)); step5(backward_weight_a(is_bias));
-            step6(backward_weight_a(is_bias)); step7(backward_weight_a(is_bias));
-        } else {
-            for (var j = 0u; j < ch; j++) { step_shuffle(backward_weight_a(is_bias), j); }
-        }
-    }
-    if (!live) { return; }
+    let end = min(pixels, first + p.chunk);
+    let s = i32(p.stride);
+    wk = Walk(p.oh, p.ow, p.a_stride, p.stride * p.w, p.stride, y0, x0, s, s, p.h, p.w);
+    a_lane = p.a_off + (g * p.cin_g + ci) * p.h * p.w + u32(y0) * p.w + u32(x0);
+    reduce(first, end, wg.y * pixels * NV, lane, sgs);
+    if (r >= r1) { return; }
     let at = (wg.z * p.c_out + g * p.cout_g + c0) * r1 + r;
     store_all(at, r1, c0, p.cout_g, false, 0u);
 }
