@@ -311,15 +311,15 @@ fn load_chunk(at: u32, ok: bool) {
     if (NV > 3u) { bw3 = select(vec4<f32>(0.0), bp[i + 3u], ok); }
 }
 
-// Points the walk at reduction index k, with `steps` steps in the chunk.
-fn start_chunk(k: u32, steps: u32) {
+// Points the walk at reduction index k (once per reduction: the divisions
+// are done lane by lane on a CPU).
+fn start_walk(k: u32) {
     let outer = k / (wk.mid_n * wk.inner_n);
     k_mid = (k / wk.inner_n) % wk.mid_n;
     k_inner = k % wk.inner_n;
     k_off = outer * wk.st_outer + k_mid * wk.st_mid + k_inner * wk.st_inner;
     cy = wk.y0 + i32(k_mid) * wk.ys;
     cx = wk.x0 + i32(k_inner) * wk.xs;
-    k_left = steps;
 }
 
 // A at the walk's position, then one step on.
@@ -347,9 +347,10 @@ fn next_a() -> f32 {
 // The whole reduction: k in [first, end), B entries of k at bp[b_at + k*NV].
 fn reduce(first: u32, end: u32, b_at: u32, lane: u32, sgs: u32) {
     let ch = chunk_len(sgs);
+    start_walk(first);
     for (var k0 = first; k0 < end; k0 += ch) {
         load_chunk(b_at + (k0 + lane) * NV, lane < ch && k0 + lane < end);
-        start_chunk(k0, min(ch, end - k0));
+        k_left = min(ch, end - k0);
         if (ch == CHUNK) {
             step0(next_a()); step1(next_a()); step2(next_a()); step3(next_a());
             step4(next_a()); step5(next_a()); step6(next_a()); step7(next_a());
@@ -397,22 +398,47 @@ fn conv2d_pack_forward_weights(@builtin(workgroup_id) wg: vec3<u32>, @builtin(nu
     out[i] = load_b(p.b_off + ch.x * r_len + k, ch.y != 0u);
 }
 
-// bp for the input gradient: [G*blocks][KG*KH*KW][4*NV], column c = input
-// channel, k = (kg, ky, kx).
+// Taps (ky, kx) with ky % S < ky_phase, ky < KH: those of earlier phase rows.
+fn taps_below(phase: u32, len: u32) -> u32 {
+    var count = 0u;
+    for (var t = 0u; t < len; t++) {
+        count += u32(t % p.stride < phase);
+    }
+    return count;
+}
+
+// Taps of the phases before (phy, phx), phases in row-major order.
+fn taps_before(phy: u32, phx: u32) -> u32 {
+    let rows_here = taps_below(phy + 1u, p.kh) - taps_below(phy, p.kh);
+    return taps_below(phy, p.kh) * p.kw + rows_here * taps_below(phx, p.kw);
+}
+
+// bp for the input gradient: [G*blocks][phase][KG][my][mx][4*NV], column c
+// = input channel; phase (ky % S, kx % S) holds taps (ky, kx) =
+// (phy + S*my, phx + S*mx), so each phase's k runs contiguously.
 @compute @workgroup_size(64)
 fn conv2d_pack_backward_input_weights(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                                       @builtin(local_invocation_index) lid: u32) {
+    // One invocation per (gb, kg, ky, kx, c): where it goes in bp.
     let i = linear_index(wg, nwg, lid);
     let khw = p.kh * p.kw;
     let k_len = p.cout_g * khw;
     let cols = 4u * NV;
     if (i >= p.groups * p.blocks * k_len * cols) { return; }
     let c = i % cols;
-    let k = (i / cols) % k_len;
+    let kx = (i / cols) % p.kw;
+    let ky = (i / (cols * p.kw)) % p.kh;
+    let kg = (i / (cols * khw)) % p.cout_g;
     let gb = i / (cols * k_len);
     let ch = packed_channel(gb, c, p.cin_g);
-    let kg = (gb / p.blocks) * p.cout_g + k / khw;
-    out[i] = load_b(p.b_off + (kg * p.cin_g + ch.x % p.cin_g) * khw + k % khw, ch.y != 0u);
+    let k = (gb / p.blocks) * p.cout_g + kg;
+    let s = p.stride;
+    let phy = ky % s;
+    let phx = kx % s;
+    let nty = (p.kh - phy + s - 1u) / s;
+    let ntx = (p.kw - phx + s - 1u) / s;
+    let at = gb * k_len + p.cout_g * taps_before(phy, phx) + (kg * nty + ky / s) * ntx + kx / s;
+    out[at * cols + c] = load_b(p.b_off + (k * p.cin_g + ch.x % p.cin_g) * khw + ky * p.kw + kx, ch.y != 0u);
 }
 
 // bp for the weight gradient: [G*blocks][N*OH*OW][4*NV], column c = output
@@ -500,21 +526,9 @@ fn conv2d_backward_input_sg(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_w
     let neg = 0xffffffffu;
     wk = Walk(max(nty, 1u), max(ntx, 1u), p.oh * p.ow, neg * p.ow, neg, oy0, ox0, -1, -1, p.oh, p.ow);
     a_lane = p.a_off + n * p.a_stride + g * p.cout_g * p.oh * p.ow + u32(oy0) * p.ow + u32(ox0);
-    // bp holds every tap; the phase's chunk is gathered lane by lane.
-    let ch = chunk_len(sgs);
-    for (var k0 = 0u; k0 < r_len; k0 += ch) {
-        let kl = min(k0 + lane, r_len - 1u);
-        let lkg = kl / (nty * ntx);
-        let tap = (phy + s * ((kl / ntx) % nty)) * p.kw + phx + s * (kl % ntx);
-        load_chunk((gb * p.cout_g * khw + lkg * khw + tap) * NV, lane < ch && k0 + lane < r_len);
-        start_chunk(k0, min(ch, r_len - k0));
-        if (ch == CHUNK) {
-            step0(next_a()); step1(next_a()); step2(next_a()); step3(next_a());
-            step4(next_a()); step5(next_a()); step6(next_a()); step7(next_a());
-        } else {
-            for (var j = 0u; j < ch; j++) { step_shuffle(next_a(), j); }
-        }
-    }
+    // bp holds the taps of each phase together, phase after phase.
+    let b_at = (gb * p.cout_g * khw + p.cout_g * taps_before(phy, phx)) * NV;
+    reduce(0u, r_len, b_at, lane, sgs);
     if (!live) { return; }
     let hw = p.h * p.w;
     let xbase = p.o_off + n * p.o_stride + (g * p.cin_g + c0) * hw + iy * p.w + ix;
