@@ -194,11 +194,16 @@ fn conv2d_backward_weight_direct(@builtin(workgroup_id) wg: vec3<u32>, @builtin(
 @group(0) @binding(5) var<storage, read_write> bp: array<vec4<f32>>;
 
 // Per-invocation state of the `_sg` kernels, private so that the unrolled
-// steps below can share small helpers.
+// steps below can share small helpers. Each lane computes two rows (0 and
+// 1), so every B value it receives feeds two FMAs.
 var<private> acc0: vec4<f32>;
 var<private> acc1: vec4<f32>;
 var<private> acc2: vec4<f32>;
 var<private> acc3: vec4<f32>;
+var<private> acc4: vec4<f32>;
+var<private> acc5: vec4<f32>;
+var<private> acc6: vec4<f32>;
+var<private> acc7: vec4<f32>;
 // This lane's entry of the current chunk of B, 4*NV columns.
 var<private> bw0: vec4<f32>;
 var<private> bw1: vec4<f32>;
@@ -206,18 +211,19 @@ var<private> bw2: vec4<f32>;
 var<private> bw3: vec4<f32>;
 
 // The walk over k = (outer, mid, inner) of the next step, kept incremental
-// so a step costs adds and selects, no multiplies:
-// - counters k_mid < mid_n, k_inner < inner_n (the same in every lane);
+// so a step costs adds and selects, no multiplies, and shared by all lanes:
+// - counters k_mid < mid_n, k_inner < inner_n;
 // - k_off = outer*st_outer + mid*st_mid + inner*st_inner, the offset of A's
-//   element from a_lane (wrapping u32 arithmetic, so strides may be negative);
-// - (cy, cx) = (y0 + mid*ys, x0 + inner*xs), the lane's 2-D position in A,
-//   in range when cy < lim_y and cx < lim_x;
+//   element from a row's origin (wrapping u32 arithmetic, so strides may be
+//   negative);
+// - (ry, rx) = (mid*ys, inner*xs): a row reads A at 2-D position
+//   origin + (ry, rx), in range when below (lim_y, lim_x);
 // - k_left, the steps left in the chunk (0 masks the unrolled steps past
 //   the end of k).
 struct Walk {
     mid_n: u32, inner_n: u32,
     st_outer: u32, st_mid: u32, st_inner: u32,
-    y0: i32, x0: i32, ys: i32, xs: i32,
+    ys: i32, xs: i32,
     lim_y: u32, lim_x: u32,
 }
 var<private> wk: Walk;
@@ -225,12 +231,21 @@ var<private> k_mid: u32;
 var<private> k_inner: u32;
 var<private> k_off: u32;
 var<private> k_left: u32;
-var<private> cy: i32;
-var<private> cx: i32;
-var<private> a_lane: u32;
-// A lane without a row (past the end) reads zeros; a bias row reads ones.
-var<private> live: bool;
-var<private> ones: bool;
+var<private> ry: i32;
+var<private> rx: i32;
+
+// A row of a lane: where it reads A (index and 2-D origin of k = 0),
+// whether it exists (else it reads zeros) and whether it is a bias row
+// (it reads ones).
+struct Row {
+    at: u32,
+    y0: i32,
+    x0: i32,
+    live: bool,
+    ones: bool,
+}
+var<private> row0: Row;
+var<private> row1: Row;
 
 // Lanes 0..CHUNK-1 share their chunk of B with constant-index broadcasts,
 // which lavapipe turns into a register extract + splat (a dynamic-index
@@ -246,60 +261,60 @@ fn chunk_len(sgs: u32) -> u32 {
 }
 
 // acc += a * (column values of lane j's B entry), j dynamic.
-fn step_shuffle(a_val: f32, j: u32) {
-    acc0 += a_val * subgroupShuffle(bw0, j);
-    if (NV > 1u) { acc1 += a_val * subgroupShuffle(bw1, j); }
-    if (NV > 2u) { acc2 += a_val * subgroupShuffle(bw2, j); }
-    if (NV > 3u) { acc3 += a_val * subgroupShuffle(bw3, j); }
+fn step_shuffle(a: vec2<f32>, j: u32) {
+    let b0 = subgroupShuffle(bw0, j); acc0 += a.x * b0; acc4 += a.y * b0;
+    if (NV > 1u) { let b1 = subgroupShuffle(bw1, j); acc1 += a.x * b1; acc5 += a.y * b1; }
+    if (NV > 2u) { let b2 = subgroupShuffle(bw2, j); acc2 += a.x * b2; acc6 += a.y * b2; }
+    if (NV > 3u) { let b3 = subgroupShuffle(bw3, j); acc3 += a.x * b3; acc7 += a.y * b3; }
 }
 
-fn step0(a_val: f32) {
-    acc0 += a_val * subgroupBroadcast(bw0, 0u);
-    if (NV > 1u) { acc1 += a_val * subgroupBroadcast(bw1, 0u); }
-    if (NV > 2u) { acc2 += a_val * subgroupBroadcast(bw2, 0u); }
-    if (NV > 3u) { acc3 += a_val * subgroupBroadcast(bw3, 0u); }
+fn step0(a: vec2<f32>) {
+    let b0 = subgroupBroadcast(bw0, 0u); acc0 += a.x * b0; acc4 += a.y * b0;
+    if (NV > 1u) { let b1 = subgroupBroadcast(bw1, 0u); acc1 += a.x * b1; acc5 += a.y * b1; }
+    if (NV > 2u) { let b2 = subgroupBroadcast(bw2, 0u); acc2 += a.x * b2; acc6 += a.y * b2; }
+    if (NV > 3u) { let b3 = subgroupBroadcast(bw3, 0u); acc3 += a.x * b3; acc7 += a.y * b3; }
 }
-fn step1(a_val: f32) {
-    acc0 += a_val * subgroupBroadcast(bw0, 1u);
-    if (NV > 1u) { acc1 += a_val * subgroupBroadcast(bw1, 1u); }
-    if (NV > 2u) { acc2 += a_val * subgroupBroadcast(bw2, 1u); }
-    if (NV > 3u) { acc3 += a_val * subgroupBroadcast(bw3, 1u); }
+fn step1(a: vec2<f32>) {
+    let b0 = subgroupBroadcast(bw0, 1u); acc0 += a.x * b0; acc4 += a.y * b0;
+    if (NV > 1u) { let b1 = subgroupBroadcast(bw1, 1u); acc1 += a.x * b1; acc5 += a.y * b1; }
+    if (NV > 2u) { let b2 = subgroupBroadcast(bw2, 1u); acc2 += a.x * b2; acc6 += a.y * b2; }
+    if (NV > 3u) { let b3 = subgroupBroadcast(bw3, 1u); acc3 += a.x * b3; acc7 += a.y * b3; }
 }
-fn step2(a_val: f32) {
-    acc0 += a_val * subgroupBroadcast(bw0, 2u);
-    if (NV > 1u) { acc1 += a_val * subgroupBroadcast(bw1, 2u); }
-    if (NV > 2u) { acc2 += a_val * subgroupBroadcast(bw2, 2u); }
-    if (NV > 3u) { acc3 += a_val * subgroupBroadcast(bw3, 2u); }
+fn step2(a: vec2<f32>) {
+    let b0 = subgroupBroadcast(bw0, 2u); acc0 += a.x * b0; acc4 += a.y * b0;
+    if (NV > 1u) { let b1 = subgroupBroadcast(bw1, 2u); acc1 += a.x * b1; acc5 += a.y * b1; }
+    if (NV > 2u) { let b2 = subgroupBroadcast(bw2, 2u); acc2 += a.x * b2; acc6 += a.y * b2; }
+    if (NV > 3u) { let b3 = subgroupBroadcast(bw3, 2u); acc3 += a.x * b3; acc7 += a.y * b3; }
 }
-fn step3(a_val: f32) {
-    acc0 += a_val * subgroupBroadcast(bw0, 3u);
-    if (NV > 1u) { acc1 += a_val * subgroupBroadcast(bw1, 3u); }
-    if (NV > 2u) { acc2 += a_val * subgroupBroadcast(bw2, 3u); }
-    if (NV > 3u) { acc3 += a_val * subgroupBroadcast(bw3, 3u); }
+fn step3(a: vec2<f32>) {
+    let b0 = subgroupBroadcast(bw0, 3u); acc0 += a.x * b0; acc4 += a.y * b0;
+    if (NV > 1u) { let b1 = subgroupBroadcast(bw1, 3u); acc1 += a.x * b1; acc5 += a.y * b1; }
+    if (NV > 2u) { let b2 = subgroupBroadcast(bw2, 3u); acc2 += a.x * b2; acc6 += a.y * b2; }
+    if (NV > 3u) { let b3 = subgroupBroadcast(bw3, 3u); acc3 += a.x * b3; acc7 += a.y * b3; }
 }
-fn step4(a_val: f32) {
-    acc0 += a_val * subgroupBroadcast(bw0, 4u);
-    if (NV > 1u) { acc1 += a_val * subgroupBroadcast(bw1, 4u); }
-    if (NV > 2u) { acc2 += a_val * subgroupBroadcast(bw2, 4u); }
-    if (NV > 3u) { acc3 += a_val * subgroupBroadcast(bw3, 4u); }
+fn step4(a: vec2<f32>) {
+    let b0 = subgroupBroadcast(bw0, 4u); acc0 += a.x * b0; acc4 += a.y * b0;
+    if (NV > 1u) { let b1 = subgroupBroadcast(bw1, 4u); acc1 += a.x * b1; acc5 += a.y * b1; }
+    if (NV > 2u) { let b2 = subgroupBroadcast(bw2, 4u); acc2 += a.x * b2; acc6 += a.y * b2; }
+    if (NV > 3u) { let b3 = subgroupBroadcast(bw3, 4u); acc3 += a.x * b3; acc7 += a.y * b3; }
 }
-fn step5(a_val: f32) {
-    acc0 += a_val * subgroupBroadcast(bw0, 5u);
-    if (NV > 1u) { acc1 += a_val * subgroupBroadcast(bw1, 5u); }
-    if (NV > 2u) { acc2 += a_val * subgroupBroadcast(bw2, 5u); }
-    if (NV > 3u) { acc3 += a_val * subgroupBroadcast(bw3, 5u); }
+fn step5(a: vec2<f32>) {
+    let b0 = subgroupBroadcast(bw0, 5u); acc0 += a.x * b0; acc4 += a.y * b0;
+    if (NV > 1u) { let b1 = subgroupBroadcast(bw1, 5u); acc1 += a.x * b1; acc5 += a.y * b1; }
+    if (NV > 2u) { let b2 = subgroupBroadcast(bw2, 5u); acc2 += a.x * b2; acc6 += a.y * b2; }
+    if (NV > 3u) { let b3 = subgroupBroadcast(bw3, 5u); acc3 += a.x * b3; acc7 += a.y * b3; }
 }
-fn step6(a_val: f32) {
-    acc0 += a_val * subgroupBroadcast(bw0, 6u);
-    if (NV > 1u) { acc1 += a_val * subgroupBroadcast(bw1, 6u); }
-    if (NV > 2u) { acc2 += a_val * subgroupBroadcast(bw2, 6u); }
-    if (NV > 3u) { acc3 += a_val * subgroupBroadcast(bw3, 6u); }
+fn step6(a: vec2<f32>) {
+    let b0 = subgroupBroadcast(bw0, 6u); acc0 += a.x * b0; acc4 += a.y * b0;
+    if (NV > 1u) { let b1 = subgroupBroadcast(bw1, 6u); acc1 += a.x * b1; acc5 += a.y * b1; }
+    if (NV > 2u) { let b2 = subgroupBroadcast(bw2, 6u); acc2 += a.x * b2; acc6 += a.y * b2; }
+    if (NV > 3u) { let b3 = subgroupBroadcast(bw3, 6u); acc3 += a.x * b3; acc7 += a.y * b3; }
 }
-fn step7(a_val: f32) {
-    acc0 += a_val * subgroupBroadcast(bw0, 7u);
-    if (NV > 1u) { acc1 += a_val * subgroupBroadcast(bw1, 7u); }
-    if (NV > 2u) { acc2 += a_val * subgroupBroadcast(bw2, 7u); }
-    if (NV > 3u) { acc3 += a_val * subgroupBroadcast(bw3, 7u); }
+fn step7(a: vec2<f32>) {
+    let b0 = subgroupBroadcast(bw0, 7u); acc0 += a.x * b0; acc4 += a.y * b0;
+    if (NV > 1u) { let b1 = subgroupBroadcast(bw1, 7u); acc1 += a.x * b1; acc5 += a.y * b1; }
+    if (NV > 2u) { let b2 = subgroupBroadcast(bw2, 7u); acc2 += a.x * b2; acc6 += a.y * b2; }
+    if (NV > 3u) { let b3 = subgroupBroadcast(bw3, 7u); acc3 += a.x * b3; acc7 += a.y * b3; }
 }
 
 // Loads this lane's chunk entry of B from bp[at .. at + NV], zeros if !ok.
@@ -318,30 +333,35 @@ fn start_walk(k: u32) {
     k_mid = (k / wk.inner_n) % wk.mid_n;
     k_inner = k % wk.inner_n;
     k_off = outer * wk.st_outer + k_mid * wk.st_mid + k_inner * wk.st_inner;
-    cy = wk.y0 + i32(k_mid) * wk.ys;
-    cx = wk.x0 + i32(k_inner) * wk.xs;
+    ry = i32(k_mid) * wk.ys;
+    rx = i32(k_inner) * wk.xs;
 }
 
-// A at the walk's position, then one step on.
-fn next_a() -> f32 {
+// A of one row at the walk's position.
+fn row_a(r: Row, in_range: bool) -> f32 {
+    let ok = r.live && in_range && u32(r.y0 + ry) < wk.lim_y && u32(r.x0 + rx) < wk.lim_x;
+    return select(load_a(r.at + k_off, ok), 1.0, r.ones && in_range);
+}
+
+// A of both rows at the walk's position, then one step on.
+fn next_a() -> vec2<f32> {
     let in_range = k_left > 0u;
-    let ok = live && in_range && u32(cy) < wk.lim_y && u32(cx) < wk.lim_x;
-    let a_val = select(load_a(a_lane + k_off, ok), 1.0, ones && in_range);
+    let a = vec2<f32>(row_a(row0, in_range), row_a(row1, in_range));
     k_left = select(0u, k_left - 1u, in_range);
     k_inner += 1u;
     k_off += wk.st_inner;
-    cx += wk.xs;
+    rx += wk.xs;
     let wrap = k_inner == wk.inner_n;
     k_inner = select(k_inner, 0u, wrap);
-    cx = select(cx, wk.x0, wrap);
+    rx = select(rx, 0, wrap);
     k_mid = select(k_mid, k_mid + 1u, wrap);
-    cy = select(cy, cy + wk.ys, wrap);
+    ry = select(ry, ry + wk.ys, wrap);
     k_off += select(0u, wk.st_mid - wk.inner_n * wk.st_inner, wrap);
     let wrap2 = k_mid == wk.mid_n;
     k_mid = select(k_mid, 0u, wrap2);
-    cy = select(cy, wk.y0, wrap2);
+    ry = select(ry, 0, wrap2);
     k_off += select(0u, wk.st_outer - wk.mid_n * wk.st_mid, wrap2);
-    return a_val;
+    return a;
 }
 
 // The whole reduction: k in [first, end), B entries of k at bp[b_at + k*NV].
@@ -358,6 +378,14 @@ fn reduce(first: u32, end: u32, b_at: u32, lane: u32, sgs: u32) {
             for (var j = 0u; j < ch; j++) { step_shuffle(next_a(), j); }
         }
     }
+}
+
+// Row 1's accumulators into row 0's, for the store helpers.
+fn take_row1() {
+    acc0 = acc4;
+    acc1 = acc5;
+    acc2 = acc6;
+    acc3 = acc7;
 }
 
 // out[base + c*step] = acc[c] (+ bias[bias_at + c]) for the first `left` c.
@@ -457,86 +485,142 @@ fn conv2d_pack_dy(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
     out[i] = load_b(p.b_off + (k / ohw) * p.b_stride + ch.x * ohw + k % ohw, ch.y != 0u);
 }
 
-// Rows: output pixels (n, oy, ox) of the grid's x/y; columns: channels
-// g*KG + c0 .. + 4*NV of block wg.z = g * blocks + block; k: (ci, ky, kx).
+// Row i of the forward: output pixel i of N*OH*OW; returns (n, q = oy*OW + ox).
+fn forward_row(i: u32, xg: u32) -> Row {
+    let ohw = p.oh * p.ow;
+    let pix = min(i, p.n * ohw - 1u);
+    let q = pix % ohw;
+    let y0 = i32((q / p.ow) * p.stride) - i32(p.pad);
+    let x0 = i32((q % p.ow) * p.stride) - i32(p.pad);
+    let at = p.a_off + (pix / ohw) * p.a_stride + xg + u32(y0) * p.w + u32(x0);
+    return Row(at, y0, x0, i < p.n * ohw, false);
+}
+
+fn forward_store(i: u32, g: u32, c0: u32) {
+    let ohw = p.oh * p.ow;
+    if (i >= p.n * ohw) { return; }
+    let ybase = p.o_off + (i / ohw) * p.o_stride + (g * p.cout_g + c0) * ohw + i % ohw;
+    store_all(ybase, ohw, c0, p.cout_g, p.has_bias != 0u, p.v_off + g * p.cout_g + c0);
+}
+
+// Rows: output pixels (n, oy, ox), two per lane (lid and lid + WG of the
+// workgroup's 2*WG); columns: channels g*KG + c0 .. + 4*NV of block
+// wg.z = g * blocks + block; k: (ci, ky, kx).
 @compute @workgroup_size(64)
 fn conv2d_forward_sg(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                      @builtin(local_invocation_index) lid: u32,
                      @builtin(subgroup_invocation_id) lane: u32, @builtin(subgroup_size) sgs: u32) {
-    let ohw = p.oh * p.ow;
-    let total = p.n * ohw;
-    let i = linear_index(vec3<u32>(wg.x, wg.y, 0u), nwg, lid);
-    live = i < total;
-    ones = false;
-    let pix = min(i, total - 1u);
-    let n = pix / ohw;
-    let q = pix % ohw;
-    let iy0 = i32((q / p.ow) * p.stride) - i32(p.pad);
-    let ix0 = i32((q % p.ow) * p.stride) - i32(p.pad);
+    let i0 = (wg.y * nwg.x + wg.x) * 2u * WG + lid;
     let g = wg.z / p.blocks;
     let c0 = (wg.z % p.blocks) * 4u * NV;
+    let xg = g * p.cin_g * p.h * p.w;
+    row0 = forward_row(i0, xg);
+    row1 = forward_row(i0 + WG, xg);
+    wk = Walk(p.kh, p.kw, p.h * p.w, p.w, 1u, 1, 1, p.h, p.w);
     let r_len = p.cin_g * p.kh * p.kw;
-    wk = Walk(p.kh, p.kw, p.h * p.w, p.w, 1u, iy0, ix0, 1, 1, p.h, p.w);
-    a_lane = p.a_off + n * p.a_stride + g * p.cin_g * p.h * p.w + u32(iy0) * p.w + u32(ix0);
     reduce(0u, r_len, wg.z * r_len * NV, lane, sgs);
-    if (!live) { return; }
-    let ybase = p.o_off + n * p.o_stride + (g * p.cout_g + c0) * ohw + q;
-    store_all(ybase, ohw, c0, p.cout_g, p.has_bias != 0u, p.v_off + g * p.cout_g + c0);
+    forward_store(i0, g, c0);
+    take_row1();
+    forward_store(i0 + WG, g, c0);
+}
+
+// Geometry of one phase (phy, phx) of the input gradient: first input
+// row/column of the phase, rows/columns per phase, taps.
+struct Phase {
+    iy_first: u32, ix_first: u32,
+    th: u32, tw: u32,
+    nty: u32, ntx: u32,
+    phy: u32, phx: u32,
+}
+
+fn phase_of(z: u32) -> Phase {
+    let s = p.stride;
+    let phy = (z % (s * s)) / s;
+    let phx = z % s;
+    return Phase(
+        (phy + s - p.pad % s) % s, (phx + s - p.pad % s) % s,
+        (p.h + s - 1u) / s, (p.w + s - 1u) / s,
+        select(0u, (p.kh - phy + s - 1u) / s, phy < p.kh),
+        select(0u, (p.kw - phx + s - 1u) / s, phx < p.kw),
+        phy, phx);
+}
+
+// Input pixel i of a phase: (n, iy, ix) and whether it exists.
+fn phase_pixel(ph: Phase, i: u32) -> vec4<u32> {
+    let total = p.n * ph.th * ph.tw;
+    let pix = min(i, total - 1u);
+    let iy = ph.iy_first + p.stride * ((pix / ph.tw) % ph.th);
+    let ix = ph.ix_first + p.stride * (pix % ph.tw);
+    return vec4<u32>(pix / (ph.th * ph.tw), iy, ix, u32(i < total && iy < p.h && ix < p.w));
+}
+
+// Row of input pixel i of a phase: it reads dy at (oy0 - my, ox0 - mx).
+fn backward_input_row(ph: Phase, i: u32, dyg: u32) -> Row {
+    let px = phase_pixel(ph, i);
+    let oy0 = i32((px.y + p.pad - ph.phy) / p.stride);
+    let ox0 = i32((px.z + p.pad - ph.phx) / p.stride);
+    let at = p.a_off + px.x * p.a_stride + dyg + u32(oy0) * p.ow + u32(ox0);
+    return Row(at, oy0, ox0, px.w != 0u, false);
+}
+
+fn backward_input_store(ph: Phase, i: u32, g: u32, c0: u32) {
+    let px = phase_pixel(ph, i);
+    if (px.w == 0u) { return; }
+    let hw = p.h * p.w;
+    let xbase = p.o_off + px.x * p.o_stride + (g * p.cin_g + c0) * hw + px.y * p.w + px.z;
+    store_all(xbase, hw, c0, p.cin_g, false, 0u);
 }
 
 // The input gradient is a convolution of dy with the flipped kernel. With
 // stride S only the taps ky = (iy + P) mod S (+ S*m) reach input row iy, so
 // the input pixels are split into S*S phases (wg.z % (S*S)) whose lanes all
 // share the same taps: no lane wastes FMAs on taps that miss its pixel.
-// Rows: input pixels of one phase; columns: input channels of block
-// (wg.z / (S*S)) = g * blocks + block; k: (kg, my, mx), the phase's taps.
+// Rows: input pixels of one phase, two per lane; columns: input channels
+// of block (wg.z / (S*S)) = g * blocks + block; k: (kg, my, mx), the
+// phase's taps.
 @compute @workgroup_size(64)
 fn conv2d_backward_input_sg(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                             @builtin(local_invocation_index) lid: u32,
                             @builtin(subgroup_invocation_id) lane: u32, @builtin(subgroup_size) sgs: u32) {
-    let s = p.stride;
-    let phases = s * s;
-    let phy = (wg.z % phases) / s;
-    let phx = wg.z % s;
-    let gb = wg.z / phases;
+    let ph = phase_of(wg.z);
+    let gb = wg.z / (p.stride * p.stride);
     let g = gb / p.blocks;
     let c0 = (gb % p.blocks) * 4u * NV;
-    // First input row/column of this phase, and rows/columns per phase.
-    let iy_first = (phy + s - p.pad % s) % s;
-    let ix_first = (phx + s - p.pad % s) % s;
-    let th = (p.h + s - 1u) / s;
-    let tw = (p.w + s - 1u) / s;
-    let total = p.n * th * tw;
-    let i = linear_index(vec3<u32>(wg.x, wg.y, 0u), nwg, lid);
-    let pix = min(i, total - 1u);
-    let n = pix / (th * tw);
-    let ty = (pix / tw) % th;
-    let tx = pix % tw;
-    let iy = iy_first + s * ty;
-    let ix = ix_first + s * tx;
-    live = i < total && iy < p.h && ix < p.w;
-    ones = false;
-    // Output row of tap m: oy = oy0 - m.
-    let oy0 = i32((iy_first + p.pad - phy) / s + ty);
-    let ox0 = i32((ix_first + p.pad - phx) / s + tx);
-    let nty = select(0u, (p.kh - phy + s - 1u) / s, phy < p.kh);
-    let ntx = select(0u, (p.kw - phx + s - 1u) / s, phx < p.kw);
-    let r_len = p.cout_g * nty * ntx;
-    let khw = p.kh * p.kw;
+    let i0 = (wg.y * nwg.x + wg.x) * 2u * WG + lid;
+    let dyg = g * p.cout_g * p.oh * p.ow;
+    row0 = backward_input_row(ph, i0, dyg);
+    row1 = backward_input_row(ph, i0 + WG, dyg);
     let neg = 0xffffffffu;
-    wk = Walk(max(nty, 1u), max(ntx, 1u), p.oh * p.ow, neg * p.ow, neg, oy0, ox0, -1, -1, p.oh, p.ow);
-    a_lane = p.a_off + n * p.a_stride + g * p.cout_g * p.oh * p.ow + u32(oy0) * p.ow + u32(ox0);
+    wk = Walk(max(ph.nty, 1u), max(ph.ntx, 1u), p.oh * p.ow, neg * p.ow, neg, -1, -1, p.oh, p.ow);
     // bp holds the taps of each phase together, phase after phase.
-    let b_at = (gb * p.cout_g * khw + p.cout_g * taps_before(phy, phx)) * NV;
-    reduce(0u, r_len, b_at, lane, sgs);
-    if (!live) { return; }
-    let hw = p.h * p.w;
-    let xbase = p.o_off + n * p.o_stride + (g * p.cin_g + c0) * hw + iy * p.w + ix;
-    store_all(xbase, hw, c0, p.cin_g, false, 0u);
+    let khw = p.kh * p.kw;
+    let b_at = (gb * p.cout_g * khw + p.cout_g * taps_before(ph.phy, ph.phx)) * NV;
+    reduce(0u, p.cout_g * ph.nty * ph.ntx, b_at, lane, sgs);
+    backward_input_store(ph, i0, g, c0);
+    take_row1();
+    backward_input_store(ph, i0 + WG, g, c0);
+}
+
+// Row r of the weight gradient: weight column r = (ci, ky, kx) of group g,
+// or the bias row r = R; it reads x at (oy*S + ky - P, ox*S + kx - P).
+fn backward_weight_row(r: u32, g: u32) -> Row {
+    let khw = p.kh * p.kw;
+    let r_len = p.cin_g * khw;
+    let rr = min(r, r_len - 1u);
+    let y0 = i32((rr % khw) / p.kw) - i32(p.pad);
+    let x0 = i32(rr % p.kw) - i32(p.pad);
+    let at = p.a_off + (g * p.cin_g + rr / khw) * p.h * p.w + u32(y0) * p.w + u32(x0);
+    return Row(at, y0, x0, r < r_len, r == r_len && p.has_bias != 0u);
+}
+
+fn backward_weight_store(r: u32, split: u32, g: u32, c0: u32) {
+    let r1 = p.cin_g * p.kh * p.kw + p.has_bias;
+    if (r >= r1) { return; }
+    store_all((split * p.c_out + g * p.cout_g + c0) * r1 + r, r1, c0, p.cout_g, false, 0u);
 }
 
 // Pass 1 of the weight gradient. Rows: weight columns r = (ci, ky, kx) of
-// the grid's x, plus r = R for the bias when there is one; columns: output
+// the grid's x (two per lane), plus r = R for the bias when there is one; columns: output
 // channels of block wg.y = g * blocks + block; k: the output pixels
 // (n, oy, ox) of split wg.z (p.chunk of them). Writes partial sums
 // partials[split, k, r] with R + has_bias entries per channel.
@@ -544,28 +628,19 @@ fn conv2d_backward_input_sg(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_w
 fn conv2d_backward_weight_sg(@builtin(workgroup_id) wg: vec3<u32>,
                              @builtin(local_invocation_index) lid: u32,
                              @builtin(subgroup_invocation_id) lane: u32, @builtin(subgroup_size) sgs: u32) {
-    let khw = p.kh * p.kw;
-    let r_len = p.cin_g * khw;
-    let r1 = r_len + p.has_bias;
-    let r = wg.x * WG + lid;
-    live = r < r_len;
-    ones = r == r_len && p.has_bias != 0u;
-    let rr = min(r, r_len - 1u);
-    let ci = rr / khw;
-    let y0 = i32((rr % khw) / p.kw) - i32(p.pad);
-    let x0 = i32(rr % p.kw) - i32(p.pad);
+    let r = wg.x * 2u * WG + lid;
     let g = wg.y / p.blocks;
     let c0 = (wg.y % p.blocks) * 4u * NV;
+    row0 = backward_weight_row(r, g);
+    row1 = backward_weight_row(r + WG, g);
+    let s = i32(p.stride);
+    wk = Walk(p.oh, p.ow, p.a_stride, p.stride * p.w, p.stride, s, s, p.h, p.w);
     let pixels = p.n * p.oh * p.ow;
     let first = wg.z * p.chunk;
-    let end = min(pixels, first + p.chunk);
-    let s = i32(p.stride);
-    wk = Walk(p.oh, p.ow, p.a_stride, p.stride * p.w, p.stride, y0, x0, s, s, p.h, p.w);
-    a_lane = p.a_off + (g * p.cin_g + ci) * p.h * p.w + u32(y0) * p.w + u32(x0);
-    reduce(first, end, wg.y * pixels * NV, lane, sgs);
-    if (r >= r1) { return; }
-    let at = (wg.z * p.c_out + g * p.cout_g + c0) * r1 + r;
-    store_all(at, r1, c0, p.cout_g, false, 0u);
+    reduce(first, min(pixels, first + p.chunk), wg.y * pixels * NV, lane, sgs);
+    backward_weight_store(r, wg.z, g, c0);
+    take_row1();
+    backward_weight_store(r + WG, wg.z, g, c0);
 }
 
 // Pass 2 of the weight gradient: sums the partials of every split.

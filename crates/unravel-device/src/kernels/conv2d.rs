@@ -19,6 +19,9 @@ use crate::tensor::{DType, Tensor};
 
 const FILE: &str = "conv2d.wgsl";
 const GROUP: u32 = 64;
+/// Rows (pixels, or weight columns) one workgroup of a subgroup kernel
+/// computes: two per invocation.
+const ROWS_PER_GROUP: u32 = 2 * GROUP;
 /// Output channels one invocation of the subgroup kernels keeps in registers.
 const MAX_COLS: usize = 16;
 
@@ -290,8 +293,15 @@ pub fn conv2d_forward_with(
             let (nv, blocks) = column_blocks(s.c_out / s.groups);
             params.blocks = blocks;
             let r_len = s.c_in / s.groups * s.kh * s.kw;
-            let packed = pack(gpu, "conv2d_pack_forward_weights", &params, nv, [x, w], r_len)?;
-            let [gx, gy, _] = grid_1d(pixels, GROUP);
+            let packed = pack(
+                gpu,
+                "conv2d_pack_forward_weights",
+                &params,
+                nv,
+                [x, w],
+                r_len,
+            )?;
+            let [gx, gy, _] = grid_1d(pixels, ROWS_PER_GROUP);
             let grid = [gx, gy, blocks * s.groups as u32];
             let mut tensors = tensors.to_vec();
             tensors.push(&packed.1);
@@ -346,7 +356,7 @@ pub fn conv2d_backward_input_with(
             let entry = "conv2d_pack_backward_input_weights";
             let packed = pack(gpu, entry, &params, nv, [dy, w], k_len)?;
             let per_phase = s.n * s.h.div_ceil(s.stride) * s.w.div_ceil(s.stride);
-            let [gx, gy, _] = grid_1d(per_phase, GROUP);
+            let [gx, gy, _] = grid_1d(per_phase, ROWS_PER_GROUP);
             let phases = (s.stride * s.stride) as u32;
             let grid = [gx, gy, blocks * s.groups as u32 * phases];
             let tensors = [dy, w, w, dx, &packed.1];
@@ -417,13 +427,14 @@ pub fn conv2d_backward_weight_with(
             let packed = pack(gpu, "conv2d_pack_dy", &params, nv, [x, dy], pixels)?;
             let partials = gpu.zeros(&[params.splits as usize, s.c_out, r1])?;
             let grid = [
-                r1.div_ceil(GROUP as usize) as u32,
+                r1.div_ceil(ROWS_PER_GROUP as usize) as u32,
                 blocks * s.groups as u32,
                 params.splits,
             ];
             let entry = "conv2d_backward_weight_sg";
             let tensors = [x, dy, dy, &partials, &packed.1];
-            let pass1 = gpu.dispatch_with(FILE, entry, &nv_constant(nv), &params, &tensors, grid)?;
+            let pass1 =
+                gpu.dispatch_with(FILE, entry, &nv_constant(nv), &params, &tensors, grid)?;
             let grid = grid_1d(s.c_out * r1, GROUP);
             let entry = "conv2d_backward_weight_reduce";
             let pass2 = gpu.dispatch(FILE, entry, &params, &[&partials, dy, dbias, dw], grid)?;
@@ -450,7 +461,14 @@ fn pack(
     let len = (params.groups * params.blocks) as usize * k_len * 4 * nv as usize;
     let packed = gpu.zeros(&[len])?;
     let grid = grid_1d(len, GROUP);
-    let d = gpu.dispatch_with(FILE, entry, &nv_constant(nv), params, &[a, b, b, &packed], grid)?;
+    let d = gpu.dispatch_with(
+        FILE,
+        entry,
+        &nv_constant(nv),
+        params,
+        &[a, b, b, &packed],
+        grid,
+    )?;
     Ok((d, packed))
 }
 
