@@ -225,6 +225,14 @@ struct Walk {
     st_outer: u32, st_mid: u32, st_inner: u32,
     ys: i32, xs: i32,
     lim_y: u32, lim_x: u32,
+    // k_off steps when inner wraps (mid + 1) and when mid wraps (outer + 1).
+    d_mid: u32, d_outer: u32,
+}
+
+fn walk(mid_n: u32, inner_n: u32, st_outer: u32, st_mid: u32, st_inner: u32,
+        ys: i32, xs: i32, lim_y: u32, lim_x: u32) -> Walk {
+    return Walk(mid_n, inner_n, st_outer, st_mid, st_inner, ys, xs, lim_y, lim_x,
+                st_mid - inner_n * st_inner, st_outer - mid_n * st_mid);
 }
 var<private> wk: Walk;
 var<private> k_mid: u32;
@@ -235,14 +243,16 @@ var<private> ry: i32;
 var<private> rx: i32;
 
 // A row of a lane: where it reads A (index and 2-D origin of k = 0),
-// whether it exists (else it reads zeros) and whether it is a bias row
-// (it reads ones).
+// whether it exists (else it reads zeros), whether it is a bias row (it
+// reads ones), and where its first column goes (if it is stored).
 struct Row {
     at: u32,
     y0: i32,
     x0: i32,
     live: bool,
     ones: bool,
+    out_at: u32,
+    store: bool,
 }
 var<private> row0: Row;
 var<private> row1: Row;
@@ -356,11 +366,11 @@ fn next_a() -> vec2<f32> {
     rx = select(rx, 0, wrap);
     k_mid = select(k_mid, k_mid + 1u, wrap);
     ry = select(ry, ry + wk.ys, wrap);
-    k_off += select(0u, wk.st_mid - wk.inner_n * wk.st_inner, wrap);
+    k_off += select(0u, wk.d_mid, wrap);
     let wrap2 = k_mid == wk.mid_n;
     k_mid = select(k_mid, 0u, wrap2);
     ry = select(ry, 0, wrap2);
-    k_off += select(0u, wk.st_outer - wk.mid_n * wk.st_mid, wrap2);
+    k_off += select(0u, wk.d_outer, wrap2);
     return a;
 }
 
@@ -380,12 +390,14 @@ fn reduce(first: u32, end: u32, b_at: u32, lane: u32, sgs: u32) {
     }
 }
 
-// Row 1's accumulators into row 0's, for the store helpers.
-fn take_row1() {
+// Stores both rows: columns c0.. (of `cols`) at out_at + c*step.
+fn store_rows(step: u32, c0: u32, cols: u32, bias: bool, bias_at: u32) {
+    if (row0.store) { store_all(row0.out_at, step, c0, cols, bias, bias_at); }
     acc0 = acc4;
     acc1 = acc5;
     acc2 = acc6;
     acc3 = acc7;
+    if (row1.store) { store_all(row1.out_at, step, c0, cols, bias, bias_at); }
 }
 
 // out[base + c*step] = acc[c] (+ bias[bias_at + c]) for the first `left` c.
@@ -485,22 +497,18 @@ fn conv2d_pack_dy(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
     out[i] = load_b(p.b_off + (k / ohw) * p.b_stride + ch.x * ohw + k % ohw, ch.y != 0u);
 }
 
-// Row i of the forward: output pixel i of N*OH*OW; returns (n, q = oy*OW + ox).
-fn forward_row(i: u32, xg: u32) -> Row {
+// Row i of the forward: output pixel i of N*OH*OW, for column c0 of group g.
+fn forward_row(i: u32, g: u32, c0: u32) -> Row {
     let ohw = p.oh * p.ow;
     let pix = min(i, p.n * ohw - 1u);
+    let n = pix / ohw;
     let q = pix % ohw;
     let y0 = i32((q / p.ow) * p.stride) - i32(p.pad);
     let x0 = i32((q % p.ow) * p.stride) - i32(p.pad);
-    let at = p.a_off + (pix / ohw) * p.a_stride + xg + u32(y0) * p.w + u32(x0);
-    return Row(at, y0, x0, i < p.n * ohw, false);
-}
-
-fn forward_store(i: u32, g: u32, c0: u32) {
-    let ohw = p.oh * p.ow;
-    if (i >= p.n * ohw) { return; }
-    let ybase = p.o_off + (i / ohw) * p.o_stride + (g * p.cout_g + c0) * ohw + i % ohw;
-    store_all(ybase, ohw, c0, p.cout_g, p.has_bias != 0u, p.v_off + g * p.cout_g + c0);
+    let at = p.a_off + n * p.a_stride + g * p.cin_g * p.h * p.w + u32(y0) * p.w + u32(x0);
+    let out_at = p.o_off + n * p.o_stride + (g * p.cout_g + c0) * ohw + q;
+    let live = i < p.n * ohw;
+    return Row(at, y0, x0, live, false, out_at, live);
 }
 
 // Rows: output pixels (n, oy, ox), two per lane (lid and lid + WG of the
@@ -513,15 +521,12 @@ fn conv2d_forward_sg(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgrou
     let i0 = (wg.y * nwg.x + wg.x) * 2u * WG + lid;
     let g = wg.z / p.blocks;
     let c0 = (wg.z % p.blocks) * 4u * NV;
-    let xg = g * p.cin_g * p.h * p.w;
-    row0 = forward_row(i0, xg);
-    row1 = forward_row(i0 + WG, xg);
-    wk = Walk(p.kh, p.kw, p.h * p.w, p.w, 1u, 1, 1, p.h, p.w);
+    row0 = forward_row(i0, g, c0);
+    row1 = forward_row(i0 + WG, g, c0);
+    wk = walk(p.kh, p.kw, p.h * p.w, p.w, 1u, 1, 1, p.h, p.w);
     let r_len = p.cin_g * p.kh * p.kw;
     reduce(0u, r_len, wg.z * r_len * NV, lane, sgs);
-    forward_store(i0, g, c0);
-    take_row1();
-    forward_store(i0 + WG, g, c0);
+    store_rows(p.oh * p.ow, c0, p.cout_g, p.has_bias != 0u, p.v_off + g * p.cout_g + c0);
 }
 
 // Geometry of one phase (phy, phx) of the input gradient: first input
@@ -554,21 +559,15 @@ fn phase_pixel(ph: Phase, i: u32) -> vec4<u32> {
     return vec4<u32>(pix / (ph.th * ph.tw), iy, ix, u32(i < total && iy < p.h && ix < p.w));
 }
 
-// Row of input pixel i of a phase: it reads dy at (oy0 - my, ox0 - mx).
-fn backward_input_row(ph: Phase, i: u32, dyg: u32) -> Row {
+// Row of input pixel i of a phase, for input channel c0 of group g: it
+// reads dy at (oy0 - my, ox0 - mx).
+fn backward_input_row(ph: Phase, i: u32, g: u32, c0: u32) -> Row {
     let px = phase_pixel(ph, i);
     let oy0 = i32((px.y + p.pad - ph.phy) / p.stride);
     let ox0 = i32((px.z + p.pad - ph.phx) / p.stride);
-    let at = p.a_off + px.x * p.a_stride + dyg + u32(oy0) * p.ow + u32(ox0);
-    return Row(at, oy0, ox0, px.w != 0u, false);
-}
-
-fn backward_input_store(ph: Phase, i: u32, g: u32, c0: u32) {
-    let px = phase_pixel(ph, i);
-    if (px.w == 0u) { return; }
-    let hw = p.h * p.w;
-    let xbase = p.o_off + px.x * p.o_stride + (g * p.cin_g + c0) * hw + px.y * p.w + px.z;
-    store_all(xbase, hw, c0, p.cin_g, false, 0u);
+    let at = p.a_off + px.x * p.a_stride + g * p.cout_g * p.oh * p.ow + u32(oy0) * p.ow + u32(ox0);
+    let out_at = p.o_off + px.x * p.o_stride + (g * p.cin_g + c0) * p.h * p.w + px.y * p.w + px.z;
+    return Row(at, oy0, ox0, px.w != 0u, false, out_at, px.w != 0u);
 }
 
 // The input gradient is a convolution of dy with the flipped kernel. With
@@ -587,36 +586,30 @@ fn conv2d_backward_input_sg(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_w
     let g = gb / p.blocks;
     let c0 = (gb % p.blocks) * 4u * NV;
     let i0 = (wg.y * nwg.x + wg.x) * 2u * WG + lid;
-    let dyg = g * p.cout_g * p.oh * p.ow;
-    row0 = backward_input_row(ph, i0, dyg);
-    row1 = backward_input_row(ph, i0 + WG, dyg);
+    row0 = backward_input_row(ph, i0, g, c0);
+    row1 = backward_input_row(ph, i0 + WG, g, c0);
     let neg = 0xffffffffu;
-    wk = Walk(max(ph.nty, 1u), max(ph.ntx, 1u), p.oh * p.ow, neg * p.ow, neg, -1, -1, p.oh, p.ow);
+    wk = walk(max(ph.nty, 1u), max(ph.ntx, 1u), p.oh * p.ow, neg * p.ow, neg, -1, -1, p.oh, p.ow);
     // bp holds the taps of each phase together, phase after phase.
     let khw = p.kh * p.kw;
     let b_at = (gb * p.cout_g * khw + p.cout_g * taps_before(ph.phy, ph.phx)) * NV;
     reduce(0u, p.cout_g * ph.nty * ph.ntx, b_at, lane, sgs);
-    backward_input_store(ph, i0, g, c0);
-    take_row1();
-    backward_input_store(ph, i0 + WG, g, c0);
+    store_rows(p.h * p.w, c0, p.cin_g, false, 0u);
 }
 
 // Row r of the weight gradient: weight column r = (ci, ky, kx) of group g,
-// or the bias row r = R; it reads x at (oy*S + ky - P, ox*S + kx - P).
-fn backward_weight_row(r: u32, g: u32) -> Row {
+// or the bias row r = R; it reads x at (oy*S + ky - P, ox*S + kx - P) and
+// writes partials[split, g*KG + c0 + c, r].
+fn backward_weight_row(r: u32, g: u32, c0: u32, split: u32) -> Row {
     let khw = p.kh * p.kw;
     let r_len = p.cin_g * khw;
     let rr = min(r, r_len - 1u);
     let y0 = i32((rr % khw) / p.kw) - i32(p.pad);
     let x0 = i32(rr % p.kw) - i32(p.pad);
     let at = p.a_off + (g * p.cin_g + rr / khw) * p.h * p.w + u32(y0) * p.w + u32(x0);
-    return Row(at, y0, x0, r < r_len, r == r_len && p.has_bias != 0u);
-}
-
-fn backward_weight_store(r: u32, split: u32, g: u32, c0: u32) {
-    let r1 = p.cin_g * p.kh * p.kw + p.has_bias;
-    if (r >= r1) { return; }
-    store_all((split * p.c_out + g * p.cout_g + c0) * r1 + r, r1, c0, p.cout_g, false, 0u);
+    let r1 = r_len + p.has_bias;
+    let out_at = (split * p.c_out + g * p.cout_g + c0) * r1 + r;
+    return Row(at, y0, x0, r < r_len, r == r_len && p.has_bias != 0u, out_at, r < r1);
 }
 
 // Pass 1 of the weight gradient. Rows: weight columns r = (ci, ky, kx) of
@@ -631,16 +624,14 @@ fn conv2d_backward_weight_sg(@builtin(workgroup_id) wg: vec3<u32>,
     let r = wg.x * 2u * WG + lid;
     let g = wg.y / p.blocks;
     let c0 = (wg.y % p.blocks) * 4u * NV;
-    row0 = backward_weight_row(r, g);
-    row1 = backward_weight_row(r + WG, g);
+    row0 = backward_weight_row(r, g, c0, wg.z);
+    row1 = backward_weight_row(r + WG, g, c0, wg.z);
     let s = i32(p.stride);
-    wk = Walk(p.oh, p.ow, p.a_stride, p.stride * p.w, p.stride, s, s, p.h, p.w);
+    wk = walk(p.oh, p.ow, p.a_stride, p.stride * p.w, p.stride, s, s, p.h, p.w);
     let pixels = p.n * p.oh * p.ow;
     let first = wg.z * p.chunk;
     reduce(first, min(pixels, first + p.chunk), wg.y * pixels * NV, lane, sgs);
-    backward_weight_store(r, wg.z, g, c0);
-    take_row1();
-    backward_weight_store(r + WG, wg.z, g, c0);
+    store_rows(p.cin_g * p.kh * p.kw + p.has_bias, c0, p.cout_g, false, 0u);
 }
 
 // Pass 2 of the weight gradient: sums the partials of every split.
