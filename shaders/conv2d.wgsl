@@ -185,265 +185,453 @@ fn conv2d_backward_weight_direct(@builtin(workgroup_id) wg: vec3<u32>, @builtin(
 }
 
 // ---------------------------------------------------------------- subgroup
+//
+// B is first packed (`conv2d_pack_*`) into `bp` as [G * blocks][k][4*NV]
+// columns, zero-padded, so a lane fetches its chunk entry with NV vec4
+// loads: lavapipe loads storage lane by lane, so a vec4 costs about what a
+// scalar does.
 
-// Rows: output pixels (n, oy, ox) of the grid's x/y; columns: channels
-// g*KG + c0 .. + 4*NV of block wg.z = g * blocks + block; k: (ci, ky, kx).
+@group(0) @binding(5) var<storage, read_write> bp: array<vec4<f32>>;
+
+// Per-invocation state of the `_sg` kernels, private so that the unrolled
+// steps below can share small helpers. Each lane computes two rows (0 and
+// 1), so every B value it receives feeds two FMAs.
+var<private> acc0: vec4<f32>;
+var<private> acc1: vec4<f32>;
+var<private> acc2: vec4<f32>;
+var<private> acc3: vec4<f32>;
+var<private> acc4: vec4<f32>;
+var<private> acc5: vec4<f32>;
+var<private> acc6: vec4<f32>;
+var<private> acc7: vec4<f32>;
+// This lane's entry of the current chunk of B, 4*NV columns.
+var<private> bw0: vec4<f32>;
+var<private> bw1: vec4<f32>;
+var<private> bw2: vec4<f32>;
+var<private> bw3: vec4<f32>;
+
+// The walk over k = (outer, mid, inner) of the next step, kept incremental
+// so a step costs adds and selects, no multiplies, and shared by all lanes:
+// - counters k_mid < mid_n, k_inner < inner_n;
+// - k_off = outer*st_outer + mid*st_mid + inner*st_inner, the offset of A's
+//   element from a row's origin (wrapping u32 arithmetic, so strides may be
+//   negative);
+// - (ry, rx) = (mid*ys, inner*xs): a row reads A at 2-D position
+//   origin + (ry, rx), in range when below (lim_y, lim_x);
+// - k_left, the steps left in the chunk (0 masks the unrolled steps past
+//   the end of k).
+struct Walk {
+    mid_n: u32, inner_n: u32,
+    st_outer: u32, st_mid: u32, st_inner: u32,
+    ys: i32, xs: i32,
+    lim_y: u32, lim_x: u32,
+    // k_off steps when inner wraps (mid + 1) and when mid wraps (outer + 1).
+    d_mid: u32, d_outer: u32,
+}
+
+fn walk(mid_n: u32, inner_n: u32, st_outer: u32, st_mid: u32, st_inner: u32,
+        ys: i32, xs: i32, lim_y: u32, lim_x: u32) -> Walk {
+    return Walk(mid_n, inner_n, st_outer, st_mid, st_inner, ys, xs, lim_y, lim_x,
+                st_mid - inner_n * st_inner, st_outer - mid_n * st_mid);
+}
+var<private> wk: Walk;
+var<private> k_mid: u32;
+var<private> k_inner: u32;
+var<private> k_off: u32;
+var<private> k_left: u32;
+var<private> ry: i32;
+var<private> rx: i32;
+
+// A row of a lane: where it reads A (index and 2-D origin of k = 0),
+// whether it exists (else it reads zeros), whether it is a bias row (it
+// reads ones), and where its first column goes (if it is stored).
+struct Row {
+    at: u32,
+    y0: i32,
+    x0: i32,
+    live: bool,
+    ones: bool,
+    out_at: u32,
+    store: bool,
+}
+var<private> row0: Row;
+var<private> row1: Row;
+
+// Lanes 0..CHUNK-1 share their chunk of B with constant-index broadcasts,
+// which lavapipe turns into a register extract + splat (a dynamic-index
+// shuffle becomes a loop over the lanes). Subgroups smaller than CHUNK
+// take the shuffle loop instead.
+const CHUNK: u32 = 8u;
+
+// Caps the chunk; below CHUNK it forces the shuffle loop (for tests).
+override MAX_CHUNK: u32 = 8u;
+
+fn chunk_len(sgs: u32) -> u32 {
+    return min(sgs, min(MAX_CHUNK, CHUNK));
+}
+
+// acc += a * (column values of lane j's B entry), j dynamic.
+fn step_shuffle(a: vec2<f32>, j: u32) {
+    let b0 = subgroupShuffle(bw0, j); acc0 += a.x * b0; acc4 += a.y * b0;
+    if (NV > 1u) { let b1 = subgroupShuffle(bw1, j); acc1 += a.x * b1; acc5 += a.y * b1; }
+    if (NV > 2u) { let b2 = subgroupShuffle(bw2, j); acc2 += a.x * b2; acc6 += a.y * b2; }
+    if (NV > 3u) { let b3 = subgroupShuffle(bw3, j); acc3 += a.x * b3; acc7 += a.y * b3; }
+}
+
+fn step0(a: vec2<f32>) {
+    let b0 = subgroupBroadcast(bw0, 0u); acc0 += a.x * b0; acc4 += a.y * b0;
+    if (NV > 1u) { let b1 = subgroupBroadcast(bw1, 0u); acc1 += a.x * b1; acc5 += a.y * b1; }
+    if (NV > 2u) { let b2 = subgroupBroadcast(bw2, 0u); acc2 += a.x * b2; acc6 += a.y * b2; }
+    if (NV > 3u) { let b3 = subgroupBroadcast(bw3, 0u); acc3 += a.x * b3; acc7 += a.y * b3; }
+}
+fn step1(a: vec2<f32>) {
+    let b0 = subgroupBroadcast(bw0, 1u); acc0 += a.x * b0; acc4 += a.y * b0;
+    if (NV > 1u) { let b1 = subgroupBroadcast(bw1, 1u); acc1 += a.x * b1; acc5 += a.y * b1; }
+    if (NV > 2u) { let b2 = subgroupBroadcast(bw2, 1u); acc2 += a.x * b2; acc6 += a.y * b2; }
+    if (NV > 3u) { let b3 = subgroupBroadcast(bw3, 1u); acc3 += a.x * b3; acc7 += a.y * b3; }
+}
+fn step2(a: vec2<f32>) {
+    let b0 = subgroupBroadcast(bw0, 2u); acc0 += a.x * b0; acc4 += a.y * b0;
+    if (NV > 1u) { let b1 = subgroupBroadcast(bw1, 2u); acc1 += a.x * b1; acc5 += a.y * b1; }
+    if (NV > 2u) { let b2 = subgroupBroadcast(bw2, 2u); acc2 += a.x * b2; acc6 += a.y * b2; }
+    if (NV > 3u) { let b3 = subgroupBroadcast(bw3, 2u); acc3 += a.x * b3; acc7 += a.y * b3; }
+}
+fn step3(a: vec2<f32>) {
+    let b0 = subgroupBroadcast(bw0, 3u); acc0 += a.x * b0; acc4 += a.y * b0;
+    if (NV > 1u) { let b1 = subgroupBroadcast(bw1, 3u); acc1 += a.x * b1; acc5 += a.y * b1; }
+    if (NV > 2u) { let b2 = subgroupBroadcast(bw2, 3u); acc2 += a.x * b2; acc6 += a.y * b2; }
+    if (NV > 3u) { let b3 = subgroupBroadcast(bw3, 3u); acc3 += a.x * b3; acc7 += a.y * b3; }
+}
+fn step4(a: vec2<f32>) {
+    let b0 = subgroupBroadcast(bw0, 4u); acc0 += a.x * b0; acc4 += a.y * b0;
+    if (NV > 1u) { let b1 = subgroupBroadcast(bw1, 4u); acc1 += a.x * b1; acc5 += a.y * b1; }
+    if (NV > 2u) { let b2 = subgroupBroadcast(bw2, 4u); acc2 += a.x * b2; acc6 += a.y * b2; }
+    if (NV > 3u) { let b3 = subgroupBroadcast(bw3, 4u); acc3 += a.x * b3; acc7 += a.y * b3; }
+}
+fn step5(a: vec2<f32>) {
+    let b0 = subgroupBroadcast(bw0, 5u); acc0 += a.x * b0; acc4 += a.y * b0;
+    if (NV > 1u) { let b1 = subgroupBroadcast(bw1, 5u); acc1 += a.x * b1; acc5 += a.y * b1; }
+    if (NV > 2u) { let b2 = subgroupBroadcast(bw2, 5u); acc2 += a.x * b2; acc6 += a.y * b2; }
+    if (NV > 3u) { let b3 = subgroupBroadcast(bw3, 5u); acc3 += a.x * b3; acc7 += a.y * b3; }
+}
+fn step6(a: vec2<f32>) {
+    let b0 = subgroupBroadcast(bw0, 6u); acc0 += a.x * b0; acc4 += a.y * b0;
+    if (NV > 1u) { let b1 = subgroupBroadcast(bw1, 6u); acc1 += a.x * b1; acc5 += a.y * b1; }
+    if (NV > 2u) { let b2 = subgroupBroadcast(bw2, 6u); acc2 += a.x * b2; acc6 += a.y * b2; }
+    if (NV > 3u) { let b3 = subgroupBroadcast(bw3, 6u); acc3 += a.x * b3; acc7 += a.y * b3; }
+}
+fn step7(a: vec2<f32>) {
+    let b0 = subgroupBroadcast(bw0, 7u); acc0 += a.x * b0; acc4 += a.y * b0;
+    if (NV > 1u) { let b1 = subgroupBroadcast(bw1, 7u); acc1 += a.x * b1; acc5 += a.y * b1; }
+    if (NV > 2u) { let b2 = subgroupBroadcast(bw2, 7u); acc2 += a.x * b2; acc6 += a.y * b2; }
+    if (NV > 3u) { let b3 = subgroupBroadcast(bw3, 7u); acc3 += a.x * b3; acc7 += a.y * b3; }
+}
+
+// Loads this lane's chunk entry of B from bp[at .. at + NV], zeros if !ok.
+fn load_chunk(at: u32, ok: bool) {
+    let i = select(0u, at, ok);
+    bw0 = select(vec4<f32>(0.0), bp[i], ok);
+    if (NV > 1u) { bw1 = select(vec4<f32>(0.0), bp[i + 1u], ok); }
+    if (NV > 2u) { bw2 = select(vec4<f32>(0.0), bp[i + 2u], ok); }
+    if (NV > 3u) { bw3 = select(vec4<f32>(0.0), bp[i + 3u], ok); }
+}
+
+// Points the walk at reduction index k (once per reduction: the divisions
+// are done lane by lane on a CPU).
+fn start_walk(k: u32) {
+    let outer = k / (wk.mid_n * wk.inner_n);
+    k_mid = (k / wk.inner_n) % wk.mid_n;
+    k_inner = k % wk.inner_n;
+    k_off = outer * wk.st_outer + k_mid * wk.st_mid + k_inner * wk.st_inner;
+    ry = i32(k_mid) * wk.ys;
+    rx = i32(k_inner) * wk.xs;
+}
+
+// A of one row at the walk's position.
+fn row_a(r: Row, in_range: bool) -> f32 {
+    let ok = r.live && in_range && u32(r.y0 + ry) < wk.lim_y && u32(r.x0 + rx) < wk.lim_x;
+    return select(load_a(r.at + k_off, ok), 1.0, r.ones && in_range);
+}
+
+// A of both rows at the walk's position, then one step on.
+fn next_a() -> vec2<f32> {
+    let in_range = k_left > 0u;
+    let a = vec2<f32>(row_a(row0, in_range), row_a(row1, in_range));
+    k_left = select(0u, k_left - 1u, in_range);
+    k_inner += 1u;
+    k_off += wk.st_inner;
+    rx += wk.xs;
+    let wrap = k_inner == wk.inner_n;
+    k_inner = select(k_inner, 0u, wrap);
+    rx = select(rx, 0, wrap);
+    k_mid = select(k_mid, k_mid + 1u, wrap);
+    ry = select(ry, ry + wk.ys, wrap);
+    k_off += select(0u, wk.d_mid, wrap);
+    let wrap2 = k_mid == wk.mid_n;
+    k_mid = select(k_mid, 0u, wrap2);
+    ry = select(ry, 0, wrap2);
+    k_off += select(0u, wk.d_outer, wrap2);
+    return a;
+}
+
+// The whole reduction: k in [first, end), B entries of k at bp[b_at + k*NV].
+fn reduce(first: u32, end: u32, b_at: u32, lane: u32, sgs: u32) {
+    let ch = chunk_len(sgs);
+    start_walk(first);
+    for (var k0 = first; k0 < end; k0 += ch) {
+        load_chunk(b_at + (k0 + lane) * NV, lane < ch && k0 + lane < end);
+        k_left = min(ch, end - k0);
+        if (ch == CHUNK) {
+            step0(next_a()); step1(next_a()); step2(next_a()); step3(next_a());
+            step4(next_a()); step5(next_a()); step6(next_a()); step7(next_a());
+        } else {
+            for (var j = 0u; j < ch; j++) { step_shuffle(next_a(), j); }
+        }
+    }
+}
+
+// Stores both rows: columns c0.. (of `cols`) at out_at + c*step.
+fn store_rows(step: u32, c0: u32, cols: u32, bias: bool, bias_at: u32) {
+    if (row0.store) { store_all(row0.out_at, step, c0, cols, bias, bias_at); }
+    acc0 = acc4;
+    acc1 = acc5;
+    acc2 = acc6;
+    acc3 = acc7;
+    if (row1.store) { store_all(row1.out_at, step, c0, cols, bias, bias_at); }
+}
+
+// out[base + c*step] = acc[c] (+ bias[bias_at + c]) for the first `left` c.
+fn store_cols(acc: vec4<f32>, base: u32, step: u32, left: u32, bias: bool, bias_at: u32) {
+    for (var c = 0u; c < min(left, 4u); c++) {
+        var val = acc[c];
+        if (bias) { val += v[bias_at + c]; }
+        out[base + c * step] = val;
+    }
+}
+
+// Stores the accumulators of columns c0.. (of `cols`) at base + c*step.
+fn store_all(base: u32, step: u32, c0: u32, cols: u32, bias: bool, bias_at: u32) {
+    store_cols(acc0, base, step, cols_left(c0, 0u, cols), bias, bias_at);
+    if (NV > 1u) { store_cols(acc1, base + 4u * step, step, cols_left(c0, 1u, cols), bias, bias_at + 4u); }
+    if (NV > 2u) { store_cols(acc2, base + 8u * step, step, cols_left(c0, 2u, cols), bias, bias_at + 8u); }
+    if (NV > 3u) { store_cols(acc3, base + 12u * step, step, cols_left(c0, 3u, cols), bias, bias_at + 12u); }
+}
+
+// Column c of block gb = g * blocks + block: channel g*count + block*4*NV + c
+// of a group of `count`, or none past the group's end.
+fn packed_channel(gb: u32, c: u32, count: u32) -> vec2<u32> {
+    let local = (gb % p.blocks) * 4u * NV + c;
+    return vec2<u32>((gb / p.blocks) * count + local, u32(local < count));
+}
+
+// bp for the forward: [G*blocks][R][4*NV], column c = output channel.
+@compute @workgroup_size(64)
+fn conv2d_pack_forward_weights(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                               @builtin(local_invocation_index) lid: u32) {
+    let i = linear_index(wg, nwg, lid);
+    let r_len = p.cin_g * p.kh * p.kw;
+    let cols = 4u * NV;
+    if (i >= p.groups * p.blocks * r_len * cols) { return; }
+    let c = i % cols;
+    let k = (i / cols) % r_len;
+    let ch = packed_channel(i / (cols * r_len), c, p.cout_g);
+    out[i] = load_b(p.b_off + ch.x * r_len + k, ch.y != 0u);
+}
+
+// Taps (ky, kx) with ky % S < ky_phase, ky < KH: those of earlier phase rows.
+fn taps_below(phase: u32, len: u32) -> u32 {
+    var count = 0u;
+    for (var t = 0u; t < len; t++) {
+        count += u32(t % p.stride < phase);
+    }
+    return count;
+}
+
+// Taps of the phases before (phy, phx), phases in row-major order.
+fn taps_before(phy: u32, phx: u32) -> u32 {
+    let rows_here = taps_below(phy + 1u, p.kh) - taps_below(phy, p.kh);
+    return taps_below(phy, p.kh) * p.kw + rows_here * taps_below(phx, p.kw);
+}
+
+// bp for the input gradient: [G*blocks][phase][KG][my][mx][4*NV], column c
+// = input channel; phase (ky % S, kx % S) holds taps (ky, kx) =
+// (phy + S*my, phx + S*mx), so each phase's k runs contiguously.
+@compute @workgroup_size(64)
+fn conv2d_pack_backward_input_weights(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                                      @builtin(local_invocation_index) lid: u32) {
+    // One invocation per (gb, kg, ky, kx, c): where it goes in bp.
+    let i = linear_index(wg, nwg, lid);
+    let khw = p.kh * p.kw;
+    let k_len = p.cout_g * khw;
+    let cols = 4u * NV;
+    if (i >= p.groups * p.blocks * k_len * cols) { return; }
+    let c = i % cols;
+    let kx = (i / cols) % p.kw;
+    let ky = (i / (cols * p.kw)) % p.kh;
+    let kg = (i / (cols * khw)) % p.cout_g;
+    let gb = i / (cols * k_len);
+    let ch = packed_channel(gb, c, p.cin_g);
+    let k = (gb / p.blocks) * p.cout_g + kg;
+    let s = p.stride;
+    let phy = ky % s;
+    let phx = kx % s;
+    let nty = (p.kh - phy + s - 1u) / s;
+    let ntx = (p.kw - phx + s - 1u) / s;
+    let at = gb * k_len + p.cout_g * taps_before(phy, phx) + (kg * nty + ky / s) * ntx + kx / s;
+    out[at * cols + c] = load_b(p.b_off + (k * p.cin_g + ch.x % p.cin_g) * khw + ky * p.kw + kx, ch.y != 0u);
+}
+
+// bp for the weight gradient: [G*blocks][N*OH*OW][4*NV], column c = output
+// channel of dy, k = output pixel.
+@compute @workgroup_size(64)
+fn conv2d_pack_dy(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                  @builtin(local_invocation_index) lid: u32) {
+    let i = linear_index(wg, nwg, lid);
+    let ohw = p.oh * p.ow;
+    let pixels = p.n * ohw;
+    let cols = 4u * NV;
+    if (i >= p.groups * p.blocks * pixels * cols) { return; }
+    let c = i % cols;
+    let k = (i / cols) % pixels;
+    let ch = packed_channel(i / (cols * pixels), c, p.cout_g);
+    out[i] = load_b(p.b_off + (k / ohw) * p.b_stride + ch.x * ohw + k % ohw, ch.y != 0u);
+}
+
+// Row i of the forward: output pixel i of N*OH*OW, for column c0 of group g.
+fn forward_row(i: u32, g: u32, c0: u32) -> Row {
+    let ohw = p.oh * p.ow;
+    let pix = min(i, p.n * ohw - 1u);
+    let n = pix / ohw;
+    let q = pix % ohw;
+    let y0 = i32((q / p.ow) * p.stride) - i32(p.pad);
+    let x0 = i32((q % p.ow) * p.stride) - i32(p.pad);
+    let at = p.a_off + n * p.a_stride + g * p.cin_g * p.h * p.w + u32(y0) * p.w + u32(x0);
+    let out_at = p.o_off + n * p.o_stride + (g * p.cout_g + c0) * ohw + q;
+    let live = i < p.n * ohw;
+    return Row(at, y0, x0, live, false, out_at, live);
+}
+
+// Rows: output pixels (n, oy, ox), two per lane (lid and lid + WG of the
+// workgroup's 2*WG); columns: channels g*KG + c0 .. + 4*NV of block
+// wg.z = g * blocks + block; k: (ci, ky, kx).
 @compute @workgroup_size(64)
 fn conv2d_forward_sg(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                      @builtin(local_invocation_index) lid: u32,
                      @builtin(subgroup_invocation_id) lane: u32, @builtin(subgroup_size) sgs: u32) {
-    let ohw = p.oh * p.ow;
-    let total = p.n * ohw;
-    let i = linear_index(vec3<u32>(wg.x, wg.y, 0u), nwg, lid);
-    let live = i < total;
-    let pix = min(i, total - 1u);
-    let n = pix / ohw;
-    let q = pix % ohw;
-    let iy0 = i32((q / p.ow) * p.stride) - i32(p.pad);
-    let ix0 = i32((q % p.ow) * p.stride) - i32(p.pad);
+    let i0 = (wg.y * nwg.x + wg.x) * 2u * WG + lid;
     let g = wg.z / p.blocks;
     let c0 = (wg.z % p.blocks) * 4u * NV;
-    let hw = p.h * p.w;
-    let khw = p.kh * p.kw;
-    let r_len = p.cin_g * khw;
-    let xbase = p.a_off + n * p.a_stride + g * p.cin_g * hw;
-    let wrow = p.b_off + (g * p.cout_g + c0) * r_len;
-    let left0 = cols_left(c0, 0u, p.cout_g);
-    let left1 = cols_left(c0, 1u, p.cout_g);
-    let left2 = cols_left(c0, 2u, p.cout_g);
-    let left3 = cols_left(c0, 3u, p.cout_g);
-    var acc0 = vec4<f32>(0.0);
-    var acc1 = vec4<f32>(0.0);
-    var acc2 = vec4<f32>(0.0);
-    var acc3 = vec4<f32>(0.0);
-    for (var k0 = 0u; k0 < r_len; k0 += sgs) {
-        let kl = k0 + lane;
-        let kin = kl < r_len;
-        let w0 = load_b4(wrow + kl, r_len, kin, left0);
-        var w1 = vec4<f32>(0.0);
-        var w2 = vec4<f32>(0.0);
-        var w3 = vec4<f32>(0.0);
-        if (NV > 1u) { w1 = load_b4(wrow + 4u * r_len + kl, r_len, kin, left1); }
-        if (NV > 2u) { w2 = load_b4(wrow + 8u * r_len + kl, r_len, kin, left2); }
-        if (NV > 3u) { w3 = load_b4(wrow + 12u * r_len + kl, r_len, kin, left3); }
-        let count = min(sgs, r_len - k0);
-        var ci = k0 / khw;
-        var ky = (k0 % khw) / p.kw;
-        var kx = k0 % p.kw;
-        for (var j = 0u; j < count; j++) {
-            let iy = iy0 + i32(ky);
-            let ix = ix0 + i32(kx);
-            let ok = live && u32(iy) < p.h && u32(ix) < p.w;
-            let xv = load_a(xbase + ci * hw + u32(iy) * p.w + u32(ix), ok);
-            acc0 += xv * subgroupShuffle(w0, j);
-            if (NV > 1u) { acc1 += xv * subgroupShuffle(w1, j); }
-            if (NV > 2u) { acc2 += xv * subgroupShuffle(w2, j); }
-            if (NV > 3u) { acc3 += xv * subgroupShuffle(w3, j); }
-            kx += 1u;
-            if (kx == p.kw) {
-                kx = 0u;
-                ky += 1u;
-                if (ky == p.kh) { ky = 0u; ci += 1u; }
-            }
-        }
-    }
-    if (!live) { return; }
-    let ybase = p.o_off + n * p.o_stride + (g * p.cout_g + c0) * ohw + q;
-    let bbase = p.v_off + g * p.cout_g + c0;
-    store_cols(acc0, ybase, ohw, left0, bbase);
-    if (NV > 1u) { store_cols(acc1, ybase + 4u * ohw, ohw, left1, bbase + 4u); }
-    if (NV > 2u) { store_cols(acc2, ybase + 8u * ohw, ohw, left2, bbase + 8u); }
-    if (NV > 3u) { store_cols(acc3, ybase + 12u * ohw, ohw, left3, bbase + 12u); }
+    row0 = forward_row(i0, g, c0);
+    row1 = forward_row(i0 + WG, g, c0);
+    wk = walk(p.kh, p.kw, p.h * p.w, p.w, 1u, 1, 1, p.h, p.w);
+    let r_len = p.cin_g * p.kh * p.kw;
+    reduce(0u, r_len, wg.z * r_len * NV, lane, sgs);
+    store_rows(p.oh * p.ow, c0, p.cout_g, p.has_bias != 0u, p.v_off + g * p.cout_g + c0);
 }
 
-// out[base + c*step] = acc[c] (+ bias[bias_at + c]) for the first `left` c.
-fn store_cols(acc: vec4<f32>, base: u32, step: u32, left: u32, bias_at: u32) {
-    for (var c = 0u; c < min(left, 4u); c++) {
-        var val = acc[c];
-        if (p.has_bias != 0u) { val += v[bias_at + c]; }
-        out[base + c * step] = val;
-    }
+// Geometry of one phase (phy, phx) of the input gradient: first input
+// row/column of the phase, rows/columns per phase, taps.
+struct Phase {
+    iy_first: u32, ix_first: u32,
+    th: u32, tw: u32,
+    nty: u32, ntx: u32,
+    phy: u32, phx: u32,
+}
+
+fn phase_of(z: u32) -> Phase {
+    let s = p.stride;
+    let phy = (z % (s * s)) / s;
+    let phx = z % s;
+    return Phase(
+        (phy + s - p.pad % s) % s, (phx + s - p.pad % s) % s,
+        (p.h + s - 1u) / s, (p.w + s - 1u) / s,
+        select(0u, (p.kh - phy + s - 1u) / s, phy < p.kh),
+        select(0u, (p.kw - phx + s - 1u) / s, phx < p.kw),
+        phy, phx);
+}
+
+// Input pixel i of a phase: (n, iy, ix) and whether it exists.
+fn phase_pixel(ph: Phase, i: u32) -> vec4<u32> {
+    let total = p.n * ph.th * ph.tw;
+    let pix = min(i, total - 1u);
+    let iy = ph.iy_first + p.stride * ((pix / ph.tw) % ph.th);
+    let ix = ph.ix_first + p.stride * (pix % ph.tw);
+    return vec4<u32>(pix / (ph.th * ph.tw), iy, ix, u32(i < total && iy < p.h && ix < p.w));
+}
+
+// Row of input pixel i of a phase, for input channel c0 of group g: it
+// reads dy at (oy0 - my, ox0 - mx).
+fn backward_input_row(ph: Phase, i: u32, g: u32, c0: u32) -> Row {
+    let px = phase_pixel(ph, i);
+    let oy0 = i32((px.y + p.pad - ph.phy) / p.stride);
+    let ox0 = i32((px.z + p.pad - ph.phx) / p.stride);
+    let at = p.a_off + px.x * p.a_stride + g * p.cout_g * p.oh * p.ow + u32(oy0) * p.ow + u32(ox0);
+    let out_at = p.o_off + px.x * p.o_stride + (g * p.cin_g + c0) * p.h * p.w + px.y * p.w + px.z;
+    return Row(at, oy0, ox0, px.w != 0u, false, out_at, px.w != 0u);
 }
 
 // The input gradient is a convolution of dy with the flipped kernel. With
 // stride S only the taps ky = (iy + P) mod S (+ S*m) reach input row iy, so
 // the input pixels are split into S*S phases (wg.z % (S*S)) whose lanes all
 // share the same taps: no lane wastes FMAs on taps that miss its pixel.
-// Rows: input pixels of one phase; columns: input channels of block
-// (wg.z / (S*S)) = g * blocks + block; k: (kg, my, mx).
+// Rows: input pixels of one phase, two per lane; columns: input channels
+// of block (wg.z / (S*S)) = g * blocks + block; k: (kg, my, mx), the
+// phase's taps.
 @compute @workgroup_size(64)
 fn conv2d_backward_input_sg(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                             @builtin(local_invocation_index) lid: u32,
                             @builtin(subgroup_invocation_id) lane: u32, @builtin(subgroup_size) sgs: u32) {
-    let s = p.stride;
-    let phases = s * s;
-    let phy = (wg.z % phases) / s;
-    let phx = wg.z % s;
-    let gb = wg.z / phases;
+    let ph = phase_of(wg.z);
+    let gb = wg.z / (p.stride * p.stride);
     let g = gb / p.blocks;
     let c0 = (gb % p.blocks) * 4u * NV;
-    // First input row/column of this phase, and rows/columns per phase.
-    let iy_first = (phy + s - p.pad % s) % s;
-    let ix_first = (phx + s - p.pad % s) % s;
-    let th = (p.h + s - 1u) / s;
-    let tw = (p.w + s - 1u) / s;
-    let total = p.n * th * tw;
-    let i = linear_index(vec3<u32>(wg.x, wg.y, 0u), nwg, lid);
-    let pix = min(i, total - 1u);
-    let n = pix / (th * tw);
-    let ty = (pix / tw) % th;
-    let tx = pix % tw;
-    let iy = iy_first + s * ty;
-    let ix = ix_first + s * tx;
-    let live = i < total && iy < p.h && ix < p.w;
-    // Output row of tap m: oy = oy0 - m.
-    let oy0 = i32((iy_first + p.pad - phy) / s + ty);
-    let ox0 = i32((ix_first + p.pad - phx) / s + tx);
-    let nty = select(0u, (p.kh - phy + s - 1u) / s, phy < p.kh);
-    let ntx = select(0u, (p.kw - phx + s - 1u) / s, phx < p.kw);
-    let taps = nty * ntx;
-    let r_len = p.cout_g * taps;
-    let ohw = p.oh * p.ow;
+    let i0 = (wg.y * nwg.x + wg.x) * 2u * WG + lid;
+    row0 = backward_input_row(ph, i0, g, c0);
+    row1 = backward_input_row(ph, i0 + WG, g, c0);
+    let neg = 0xffffffffu;
+    wk = walk(max(ph.nty, 1u), max(ph.ntx, 1u), p.oh * p.ow, neg * p.ow, neg, -1, -1, p.oh, p.ow);
+    // bp holds the taps of each phase together, phase after phase.
     let khw = p.kh * p.kw;
-    let dybase = p.a_off + n * p.a_stride + g * p.cout_g * ohw;
-    let left0 = cols_left(c0, 0u, p.cin_g);
-    let left1 = cols_left(c0, 1u, p.cin_g);
-    let left2 = cols_left(c0, 2u, p.cin_g);
-    let left3 = cols_left(c0, 3u, p.cin_g);
-    let wstep = khw;
-    var acc0 = vec4<f32>(0.0);
-    var acc1 = vec4<f32>(0.0);
-    var acc2 = vec4<f32>(0.0);
-    var acc3 = vec4<f32>(0.0);
-    for (var k0 = 0u; k0 < r_len; k0 += sgs) {
-        // This lane's k: weight w[g*KG + kg, c0 + c, phy + S*my, phx + S*mx].
-        let kl = min(k0 + lane, r_len - 1u);
-        let kin = k0 + lane < r_len;
-        let lkg = kl / taps;
-        let lmy = (kl % taps) / ntx;
-        let lmx = kl % ntx;
-        let wat = p.b_off + ((g * p.cout_g + lkg) * p.cin_g + c0) * khw
-            + (phy + s * lmy) * p.kw + phx + s * lmx;
-        let w0 = load_b4(wat, wstep, kin, left0);
-        var w1 = vec4<f32>(0.0);
-        var w2 = vec4<f32>(0.0);
-        var w3 = vec4<f32>(0.0);
-        if (NV > 1u) { w1 = load_b4(wat + 4u * wstep, wstep, kin, left1); }
-        if (NV > 2u) { w2 = load_b4(wat + 8u * wstep, wstep, kin, left2); }
-        if (NV > 3u) { w3 = load_b4(wat + 12u * wstep, wstep, kin, left3); }
-        let count = min(sgs, r_len - k0);
-        var kg = k0 / taps;
-        var my = (k0 % taps) / ntx;
-        var mx = k0 % ntx;
-        for (var j = 0u; j < count; j++) {
-            let oy = oy0 - i32(my);
-            let ox = ox0 - i32(mx);
-            let ok = live && u32(oy) < p.oh && u32(ox) < p.ow;
-            let gv = load_a(dybase + kg * ohw + u32(oy) * p.ow + u32(ox), ok);
-            acc0 += gv * subgroupShuffle(w0, j);
-            if (NV > 1u) { acc1 += gv * subgroupShuffle(w1, j); }
-            if (NV > 2u) { acc2 += gv * subgroupShuffle(w2, j); }
-            if (NV > 3u) { acc3 += gv * subgroupShuffle(w3, j); }
-            mx += 1u;
-            if (mx == ntx) {
-                mx = 0u;
-                my += 1u;
-                if (my == nty) { my = 0u; kg += 1u; }
-            }
-        }
-    }
-    if (!live) { return; }
-    let hw = p.h * p.w;
-    let xbase = p.o_off + n * p.o_stride + (g * p.cin_g + c0) * hw + iy * p.w + ix;
-    store_plain(acc0, xbase, hw, left0);
-    if (NV > 1u) { store_plain(acc1, xbase + 4u * hw, hw, left1); }
-    if (NV > 2u) { store_plain(acc2, xbase + 8u * hw, hw, left2); }
-    if (NV > 3u) { store_plain(acc3, xbase + 12u * hw, hw, left3); }
+    let b_at = (gb * p.cout_g * khw + p.cout_g * taps_before(ph.phy, ph.phx)) * NV;
+    reduce(0u, p.cout_g * ph.nty * ph.ntx, b_at, lane, sgs);
+    store_rows(p.h * p.w, c0, p.cin_g, false, 0u);
 }
 
-fn store_plain(acc: vec4<f32>, base: u32, step: u32, left: u32) {
-    for (var c = 0u; c < min(left, 4u); c++) {
-        out[base + c * step] = acc[c];
-    }
+// Row r of the weight gradient: weight column r = (ci, ky, kx) of group g,
+// or the bias row r = R; it reads x at (oy*S + ky - P, ox*S + kx - P) and
+// writes partials[split, g*KG + c0 + c, r].
+fn backward_weight_row(r: u32, g: u32, c0: u32, split: u32) -> Row {
+    let khw = p.kh * p.kw;
+    let r_len = p.cin_g * khw;
+    let rr = min(r, r_len - 1u);
+    let y0 = i32((rr % khw) / p.kw) - i32(p.pad);
+    let x0 = i32(rr % p.kw) - i32(p.pad);
+    let at = p.a_off + (g * p.cin_g + rr / khw) * p.h * p.w + u32(y0) * p.w + u32(x0);
+    let r1 = r_len + p.has_bias;
+    let out_at = (split * p.c_out + g * p.cout_g + c0) * r1 + r;
+    return Row(at, y0, x0, r < r_len, r == r_len && p.has_bias != 0u, out_at, r < r1);
 }
 
 // Pass 1 of the weight gradient. Rows: weight columns r = (ci, ky, kx) of
-// the grid's x, plus r = R for the bias when there is one; columns: output
-// channels of block wg.y = g * blocks + block; k: the pixels of split wg.z
-// (p.chunk of the N*OH*OW output pixels). Writes partial sums
+// the grid's x (two per lane), plus r = R for the bias when there is one; columns: output
+// channels of block wg.y = g * blocks + block; k: the output pixels
+// (n, oy, ox) of split wg.z (p.chunk of them). Writes partial sums
 // partials[split, k, r] with R + has_bias entries per channel.
 @compute @workgroup_size(64)
 fn conv2d_backward_weight_sg(@builtin(workgroup_id) wg: vec3<u32>,
                              @builtin(local_invocation_index) lid: u32,
                              @builtin(subgroup_invocation_id) lane: u32, @builtin(subgroup_size) sgs: u32) {
-    let khw = p.kh * p.kw;
-    let r_len = p.cin_g * khw;
-    let r1 = r_len + p.has_bias;
-    let r = wg.x * WG + lid;
-    let live = r < r1;
-    let is_bias = r == r_len;
-    let rr = min(r, r_len - 1u);
-    let ci = rr / khw;
-    let ky = (rr % khw) / p.kw;
-    let kx = rr % p.kw;
+    let r = wg.x * 2u * WG + lid;
     let g = wg.y / p.blocks;
     let c0 = (wg.y % p.blocks) * 4u * NV;
-    let hw = p.h * p.w;
-    let ohw = p.oh * p.ow;
-    let pixels = p.n * ohw;
+    row0 = backward_weight_row(r, g, c0, wg.z);
+    row1 = backward_weight_row(r + WG, g, c0, wg.z);
+    let s = i32(p.stride);
+    wk = walk(p.oh, p.ow, p.a_stride, p.stride * p.w, p.stride, s, s, p.h, p.w);
+    let pixels = p.n * p.oh * p.ow;
     let first = wg.z * p.chunk;
-    let end = min(pixels, first + p.chunk);
-    let xplane = p.a_off + (g * p.cin_g + ci) * hw;
-    let kyp = i32(ky) - i32(p.pad);
-    let kxp = i32(kx) - i32(p.pad);
-    let left0 = cols_left(c0, 0u, p.cout_g);
-    let left1 = cols_left(c0, 1u, p.cout_g);
-    let left2 = cols_left(c0, 2u, p.cout_g);
-    let left3 = cols_left(c0, 3u, p.cout_g);
-    let dych = (g * p.cout_g + c0) * ohw;
-    var acc0 = vec4<f32>(0.0);
-    var acc1 = vec4<f32>(0.0);
-    var acc2 = vec4<f32>(0.0);
-    var acc3 = vec4<f32>(0.0);
-    for (var k0 = first; k0 < end; k0 += sgs) {
-        // This lane's pixel of dy, for the 4*NV channels.
-        let pl = min(k0 + lane, end - 1u);
-        let pin = k0 + lane < end;
-        let dyat = p.b_off + (pl / ohw) * p.b_stride + dych + pl % ohw;
-        let d0 = load_b4(dyat, ohw, pin, left0);
-        var d1 = vec4<f32>(0.0);
-        var d2 = vec4<f32>(0.0);
-        var d3 = vec4<f32>(0.0);
-        if (NV > 1u) { d1 = load_b4(dyat + 4u * ohw, ohw, pin, left1); }
-        if (NV > 2u) { d2 = load_b4(dyat + 8u * ohw, ohw, pin, left2); }
-        if (NV > 3u) { d3 = load_b4(dyat + 12u * ohw, ohw, pin, left3); }
-        let count = min(sgs, end - k0);
-        var n = k0 / ohw;
-        var oy = (k0 % ohw) / p.ow;
-        var ox = k0 % p.ow;
-        for (var j = 0u; j < count; j++) {
-            let iy = i32(oy * p.stride) + kyp;
-            let ix = i32(ox * p.stride) + kxp;
-            let ok = live && !is_bias && u32(iy) < p.h && u32(ix) < p.w;
-            let xv = select(load_a(xplane + n * p.a_stride + u32(iy) * p.w + u32(ix), ok), 1.0, is_bias);
-            acc0 += xv * subgroupShuffle(d0, j);
-            if (NV > 1u) { acc1 += xv * subgroupShuffle(d1, j); }
-            if (NV > 2u) { acc2 += xv * subgroupShuffle(d2, j); }
-            if (NV > 3u) { acc3 += xv * subgroupShuffle(d3, j); }
-            ox += 1u;
-            if (ox == p.ow) {
-                ox = 0u;
-                oy += 1u;
-                if (oy == p.oh) { oy = 0u; n += 1u; }
-            }
-        }
-    }
-    if (!live) { return; }
-    let at = (wg.z * p.c_out + g * p.cout_g + c0) * r1 + r;
-    store_plain(acc0, at, r1, left0);
-    if (NV > 1u) { store_plain(acc1, at + 4u * r1, r1, left1); }
-    if (NV > 2u) { store_plain(acc2, at + 8u * r1, r1, left2); }
-    if (NV > 3u) { store_plain(acc3, at + 12u * r1, r1, left3); }
+    reduce(first, min(pixels, first + p.chunk), wg.y * pixels * NV, lane, sgs);
+    store_rows(p.cin_g * p.kh * p.kw + p.has_bias, c0, p.cout_g, false, 0u);
 }
 
 // Pass 2 of the weight gradient: sums the partials of every split.

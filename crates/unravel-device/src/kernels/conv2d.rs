@@ -19,6 +19,9 @@ use crate::tensor::{DType, Tensor};
 
 const FILE: &str = "conv2d.wgsl";
 const GROUP: u32 = 64;
+/// Rows (pixels, or weight columns) one workgroup of a subgroup kernel
+/// computes: two per invocation.
+const ROWS_PER_GROUP: u32 = 2 * GROUP;
 /// Output channels one invocation of the subgroup kernels keeps in registers.
 const MAX_COLS: usize = 16;
 
@@ -280,28 +283,33 @@ pub fn conv2d_forward_with(
     // Without a bias, any buffer fills the unused binding.
     let tensors = [x, w, bias.unwrap_or(w), y];
     let pixels = s.n * s.out_h() * s.out_w();
-    let d = match algo {
+    match algo {
         Conv2dAlgo::Direct => {
             let grid = grid_1d(pixels * s.c_out, GROUP);
-            gpu.dispatch(FILE, "conv2d_forward_direct", &params, &tensors, grid)?
+            let entry = "conv2d_forward_direct";
+            Ok(vec![gpu.dispatch(FILE, entry, &params, &tensors, grid)?])
         }
         Conv2dAlgo::Subgroup => {
             let (nv, blocks) = column_blocks(s.c_out / s.groups);
             params.blocks = blocks;
-            let [gx, gy, _] = grid_1d(pixels, GROUP);
-            let grid = [gx, gy, blocks * s.groups as u32];
-            let constants = [("NV", nv as f64)];
-            gpu.dispatch_with(
-                FILE,
-                "conv2d_forward_sg",
-                &constants,
+            let r_len = s.c_in / s.groups * s.kh * s.kw;
+            let packed = pack(
+                gpu,
+                "conv2d_pack_forward_weights",
                 &params,
-                &tensors,
-                grid,
-            )?
+                nv,
+                [x, w],
+                r_len,
+            )?;
+            let [gx, gy, _] = grid_1d(pixels, ROWS_PER_GROUP);
+            let grid = [gx, gy, blocks * s.groups as u32];
+            let mut tensors = tensors.to_vec();
+            tensors.push(&packed.1);
+            let entry = "conv2d_forward_sg";
+            let conv = gpu.dispatch_with(FILE, entry, &nv_constant(nv), &params, &tensors, grid)?;
+            Ok(vec![packed.0, conv])
         }
-    };
-    Ok(vec![d])
+    }
 }
 
 /// dx = the input gradient for output gradient dy (overwrites dx).
@@ -335,30 +343,28 @@ pub fn conv2d_backward_input_with(
     params.b = [w.offset() as u32, 0];
     params.o = dx.view_params();
     let tensors = [dy, w, w, dx];
-    let d = match algo {
+    match algo {
         Conv2dAlgo::Direct => {
             let grid = grid_1d(s.n * s.c_in * s.h * s.w, GROUP);
-            gpu.dispatch(
-                FILE,
-                "conv2d_backward_input_direct",
-                &params,
-                &tensors,
-                grid,
-            )?
+            let entry = "conv2d_backward_input_direct";
+            Ok(vec![gpu.dispatch(FILE, entry, &params, &tensors, grid)?])
         }
         Conv2dAlgo::Subgroup => {
             let (nv, blocks) = column_blocks(s.c_in / s.groups);
             params.blocks = blocks;
+            let k_len = s.c_out / s.groups * s.kh * s.kw;
+            let entry = "conv2d_pack_backward_input_weights";
+            let packed = pack(gpu, entry, &params, nv, [dy, w], k_len)?;
             let per_phase = s.n * s.h.div_ceil(s.stride) * s.w.div_ceil(s.stride);
-            let [gx, gy, _] = grid_1d(per_phase, GROUP);
+            let [gx, gy, _] = grid_1d(per_phase, ROWS_PER_GROUP);
             let phases = (s.stride * s.stride) as u32;
             let grid = [gx, gy, blocks * s.groups as u32 * phases];
-            let constants = [("NV", nv as f64)];
+            let tensors = [dy, w, w, dx, &packed.1];
             let entry = "conv2d_backward_input_sg";
-            gpu.dispatch_with(FILE, entry, &constants, &params, &tensors, grid)?
+            let conv = gpu.dispatch_with(FILE, entry, &nv_constant(nv), &params, &tensors, grid)?;
+            Ok(vec![packed.0, conv])
         }
-    };
-    Ok(vec![d])
+    }
 }
 
 /// dw (and dbias when given) = the parameter gradients for output gradient
@@ -418,28 +424,52 @@ pub fn conv2d_backward_weight_with(
             let chunk = split_chunk(pixels);
             params.chunk = chunk as u32;
             params.splits = pixels.div_ceil(chunk) as u32;
+            let packed = pack(gpu, "conv2d_pack_dy", &params, nv, [x, dy], pixels)?;
             let partials = gpu.zeros(&[params.splits as usize, s.c_out, r1])?;
             let grid = [
-                r1.div_ceil(GROUP as usize) as u32,
+                r1.div_ceil(ROWS_PER_GROUP as usize) as u32,
                 blocks * s.groups as u32,
                 params.splits,
             ];
-            let constants = [("NV", nv as f64)];
             let entry = "conv2d_backward_weight_sg";
-            let pass1 = gpu.dispatch_with(
-                FILE,
-                entry,
-                &constants,
-                &params,
-                &[x, dy, dbias, &partials],
-                grid,
-            )?;
+            let tensors = [x, dy, dy, &partials, &packed.1];
+            let pass1 =
+                gpu.dispatch_with(FILE, entry, &nv_constant(nv), &params, &tensors, grid)?;
             let grid = grid_1d(s.c_out * r1, GROUP);
             let entry = "conv2d_backward_weight_reduce";
             let pass2 = gpu.dispatch(FILE, entry, &params, &[&partials, dy, dbias, dw], grid)?;
-            Ok(vec![pass1, pass2])
+            Ok(vec![packed.0, pass1, pass2])
         }
     }
+}
+
+fn nv_constant(nv: u32) -> [(&'static str, f64); 1] {
+    [("NV", nv as f64)]
+}
+
+/// Packs operand B of a subgroup kernel (`b`, read through binding 2) as
+/// [groups * blocks][k_len][4 * nv] columns, zero-padded, for vec4 loads.
+/// Returns the packing dispatch and the packed buffer.
+fn pack(
+    gpu: &Gpu,
+    entry: &str,
+    params: &Params,
+    nv: u32,
+    [a, b]: [&Tensor; 2],
+    k_len: usize,
+) -> Result<(Dispatch, Tensor)> {
+    let len = (params.groups * params.blocks) as usize * k_len * 4 * nv as usize;
+    let packed = gpu.zeros(&[len])?;
+    let grid = grid_1d(len, GROUP);
+    let d = gpu.dispatch_with(
+        FILE,
+        entry,
+        &nv_constant(nv),
+        params,
+        &[a, b, b, &packed],
+        grid,
+    )?;
+    Ok((d, packed))
 }
 
 fn dbias_rows(params: &Params) -> usize {

@@ -1,0 +1,122 @@
+//! Times the conv2d kernels at the ResNet-20 shapes (CIFAR, batch 64) and
+//! prints GFLOP/s (2 * MACs / time) per pass.
+//!
+//! `cargo run --release -p unravel-device --example conv_speed [direct]`
+//!
+//! Each measurement is one submission of REPEAT back-to-back copies of the
+//! pass's dispatches; the median of RUNS submissions after a warm-up.
+
+use std::time::Instant;
+
+use unravel_device::kernels::conv2d::{
+    conv2d_backward_input_with, conv2d_backward_weight_with, conv2d_forward_with, Conv2dAlgo,
+    Conv2dShape,
+};
+use unravel_device::{Dispatch, Gpu, Result};
+
+const REPEAT: usize = 10;
+const RUNS: usize = 5;
+
+fn shape(c_in: usize, c_out: usize, hw: usize, stride: usize) -> Conv2dShape {
+    Conv2dShape {
+        n: 64,
+        c_in,
+        h: hw,
+        w: hw,
+        c_out,
+        kh: 3,
+        kw: 3,
+        stride,
+        pad: 1,
+        groups: 1,
+    }
+}
+
+/// CPU seconds used by this process (all threads, lavapipe's included).
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name: state is field 3; utime, stime are 14, 15.
+    let rest = stat.rsplit(')').next().unwrap_or("");
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// Median wall seconds of one submission of REPEAT copies of `dispatches`,
+/// and the mean CPU seconds of one (to see through other load on the machine).
+fn time(gpu: &Gpu, dispatches: &[Dispatch]) -> Result<(f64, f64)> {
+    let run = || -> Result<f64> {
+        let start = Instant::now();
+        let mut rec = gpu.recorder();
+        for _ in 0..REPEAT {
+            rec.record_all(dispatches);
+        }
+        rec.submit()?;
+        gpu.wait()?;
+        Ok(start.elapsed().as_secs_f64())
+    };
+    run()?;
+    let cpu0 = cpu_seconds();
+    let mut times = (0..RUNS).map(|_| run()).collect::<Result<Vec<f64>>>()?;
+    let cpu = (cpu_seconds() - cpu0) / RUNS as f64;
+    times.sort_by(f64::total_cmp);
+    Ok((times[RUNS / 2], cpu))
+}
+
+fn main() -> Result<()> {
+    let gpu = Gpu::default_adapter()?;
+    let algo = match std::env::args().nth(1).as_deref() {
+        Some("direct") => Conv2dAlgo::Direct,
+        _ => Conv2dAlgo::for_gpu(&gpu),
+    };
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    println!("adapter: {} ({algo:?})", gpu.adapter_info().name);
+    println!("GFLOP/s by wall time (in brackets: by CPU time over {cores} cores, i.e. without other load)");
+    println!(
+        "{:<28} {:>13} {:>13} {:>13}",
+        "shape (N=64, 3x3)", "forward", "bwd input", "bwd weight"
+    );
+    let only = std::env::var("CONV_SHAPE").ok();
+    for (i, s) in [
+        shape(16, 16, 32, 1),
+        shape(32, 32, 16, 1),
+        shape(64, 64, 8, 1),
+        shape(16, 32, 32, 2),
+        shape(32, 64, 16, 2),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        if only.as_ref().is_some_and(|o| *o != i.to_string()) {
+            continue;
+        }
+        let x = gpu.zeros(&s.input_shape())?;
+        let w = gpu.zeros(&s.weight_shape())?;
+        let b = gpu.zeros(&[s.c_out])?;
+        let y = gpu.zeros(&s.output_shape())?;
+        let dw = gpu.zeros(&s.weight_shape())?;
+        let db = gpu.zeros(&[s.c_out])?;
+        let passes = [
+            conv2d_forward_with(&gpu, algo, &s, &x, &w, Some(&b), &y)?,
+            conv2d_backward_input_with(&gpu, algo, &s, &y, &w, &x)?,
+            conv2d_backward_weight_with(&gpu, algo, &s, &x, &y, &dw, Some(&db))?,
+        ];
+        let flops = 2.0 * s.macs() as f64 * REPEAT as f64;
+        let label = format!("{}->{} {}x{} s{}", s.c_in, s.c_out, s.h, s.w, s.stride);
+        let mut line = format!("{label:<28}");
+        for pass in &passes {
+            let (secs, cpu) = time(&gpu, pass)?;
+            // GFLOP/s by wall time, and as if the process had had all
+            // `cores` to itself (CPU time / cores).
+            let full = flops / (cpu / cores) / 1e9;
+            line += &format!(" {:>6.1} ({:>4.1})", flops / secs / 1e9, full);
+        }
+        println!("{line}");
+    }
+    Ok(())
+}
