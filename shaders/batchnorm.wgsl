@@ -22,7 +22,7 @@
 struct Params {
     n: u32, c: u32, units: u32, per_chunk: u32,
     chunks: u32, step_n: u32, step_k: u32, relu: u32,
-    count: f32, eps: f32, momentum: f32, _pad0: u32,
+    count: f32, eps: f32, momentum: f32, inv_units: f32,
     x_off: u32, x_stride: u32, y_off: u32, y_stride: u32,
     dy_off: u32, dy_stride: u32, dx_off: u32, dx_stride: u32,
     g_off: u32, b_off: u32, rm_off: u32, rv_off: u32,
@@ -68,7 +68,25 @@ fn cursor(chunk: u32, lid: u32) -> vec4<u32> {
     let block = first + (lid / LANES) * LANES * iters;
     let j = block + lid % LANES;
     let end = min(min(first + p.per_chunk, block + LANES * iters), p.n * p.units);
-    return vec4<u32>(j, j / p.units, j % p.units, end);
+    let nk = split_unit(j);
+    return vec4<u32>(j, nk.x, nk.y, end);
+}
+
+// (j / UNITS, j % UNITS) through an f32 reciprocal and one correction step:
+// lavapipe turns a u32 division by a non-constant into one scalar divide per
+// lane, which cost more per workgroup than the reduction itself. Exact for
+// j < 2^24 (the host checks).
+fn split_unit(j: u32) -> vec2<u32> {
+    var n = u32(f32(j) * p.inv_units);
+    var k = i32(j) - i32(n * p.units);
+    if (k < 0) {
+        n -= 1u;
+        k += i32(p.units);
+    } else if (k >= i32(p.units)) {
+        n += 1u;
+        k -= i32(p.units);
+    }
+    return vec2<u32>(n, u32(k));
 }
 
 // Moves a cursor LANES units on without dividing.

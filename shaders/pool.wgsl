@@ -13,9 +13,11 @@
 
 struct Params {
     n: u32, c: u32, h: u32, w: u32,
-    ho: u32, wo: u32, total: u32, _pad: u32,
+    ho: u32, wo: u32, total: u32, _pad0: u32,
     full_off: u32, full_stride: u32,
     pooled_off: u32, pooled_stride: u32,
+    // 1 / (rows, cols) of the entry's thread space per plane, and 1 / C.
+    inv_rows: f32, inv_cols: f32, inv_c: f32, _pad1: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -29,13 +31,32 @@ fn linear_index(wg: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
     return (wg.y * nwg.x + wg.x) * WG + lid;
 }
 
+// (a / b, a % b). lavapipe turns a u32 division by a non-constant into one
+// scalar divide per lane, slower than the loads of these kernels; below 2^24
+// an f32 reciprocal (1 / b in `inv`) is off by at most one, which one
+// correction fixes. Larger a take the exact division.
+fn divmod(a: u32, b: u32, inv: f32) -> vec2<u32> {
+    if (a >= 16777216u) {
+        return vec2<u32>(a / b, a % b);
+    }
+    var q = u32(f32(a) * inv);
+    var r = i32(a) - i32(q * b);
+    if (r < 0) {
+        q -= 1u;
+        r += i32(b);
+    } else if (r >= i32(b)) {
+        q += 1u;
+        r -= i32(b);
+    }
+    return vec2<u32>(q, u32(r));
+}
+
 // (n, c, row, col) of element i of an [N, C, rows, cols] tensor.
 fn split(i: u32, rows: u32, cols: u32) -> vec4<u32> {
-    let col = i % cols;
-    let t = i / cols;
-    let row = t % rows;
-    let nc = t / rows;
-    return vec4<u32>(nc / p.c, nc % p.c, row, col);
+    let a = divmod(i, cols, p.inv_cols);
+    let b = divmod(a.x, rows, p.inv_rows);
+    let d = divmod(b.x, p.c, p.inv_c);
+    return vec4<u32>(d.x, d.y, b.y, a.y);
 }
 
 // Start of plane (n, c) in `full`.

@@ -68,6 +68,11 @@ fn median(run: &dyn Fn() -> f64) -> f64 {
     run();
     let mut samples: Vec<f64> = (0..SAMPLES).map(|_| run()).collect();
     samples.sort_by(f64::total_cmp);
+    // BN_SPEED_MIN: the fastest sample, steadier than the median on a
+    // machine shared with other work (for A/B comparisons).
+    if std::env::var_os("BN_SPEED_MIN").is_some() {
+        return samples[0];
+    }
     samples[SAMPLES / 2]
 }
 

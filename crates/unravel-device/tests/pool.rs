@@ -297,3 +297,22 @@ fn bad_shapes_are_typed_errors() {
     let err = pool::avg_pool2x2_forward(g, &tiny, &t, &t).unwrap_err();
     assert!(err.to_string().contains("smaller than 2x2"), "{err}");
 }
+
+#[test]
+fn indices_beyond_2_pow_24_split_exactly() {
+    // 2 x 2900 x 2900 > 2^24 elements: the last ones take the shader's
+    // exact-division path instead of the f32 reciprocal.
+    let g = gpu();
+    let d = [2, 1, 2900, 2900];
+    let s = shape(d);
+    let tdy = g.upload(&[3.0, -5.0], &[2, 1]).unwrap();
+    let tdx = g.zeros(&d).unwrap();
+    g.run(&[pool::global_avg_pool_backward(g, &s, &tdy, &tdx).unwrap()])
+        .unwrap();
+    let dx = g.read(&tdx).unwrap();
+    let hw = 2900 * 2900;
+    for (i, &v) in dx.iter().enumerate() {
+        let want = if i < hw { 3.0 } else { -5.0 } / hw as f32;
+        assert_eq!(v, want, "element {i}");
+    }
+}

@@ -79,7 +79,7 @@ struct Params {
     count: f32,
     eps: f32,
     momentum: f32,
-    _pad0: u32,
+    inv_units: f32,
     /// (offset, batch stride) in units of x, y, dy, dx.
     views: [[u32; 2]; 4],
     /// Offsets of gamma, beta, running_mean, running_var, saved, dgamma, dbeta.
@@ -207,7 +207,7 @@ impl<'a> Operands<'a> {
             count: (s.n * s.h * s.w) as f32,
             eps: cfg.eps,
             momentum: cfg.momentum,
-            _pad0: 0,
+            inv_units: 1.0 / plan.units as f32,
             views: [
                 unit_view(Some(self.x)),
                 unit_view(self.y),
@@ -278,6 +278,13 @@ fn check_shape(op: &'static str, s: &BatchNormShape) -> Result<()> {
     }
     if s.c > 65535 {
         return Err(shape_error(op, format!("{} channels exceed 65535", s.c)));
+    }
+    // The shader splits unit indices through f32 and counts in f32.
+    if s.n * s.h * s.w >= 1 << 24 {
+        return Err(shape_error(
+            op,
+            format!("{} values per channel exceed 2^24", s.n * s.h * s.w),
+        ));
     }
     Ok(())
 }
