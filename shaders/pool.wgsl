@@ -22,6 +22,10 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read_write> full: array<f32>;
+// `full` seen as vec4s, for the `*4` entry points (W % 4 == 0 and the view's
+// offset and stride multiples of 4): lavapipe loads a vec4 per lane about as
+// fast as a scalar, so these move 4x the data per load.
+@group(0) @binding(1) var<storage, read_write> full4: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read_write> pooled: array<f32>;
 @group(0) @binding(3) var<storage, read_write> argmax: array<u32>;
 
@@ -96,6 +100,40 @@ fn avg_pool2x2_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workg
         g = 0.25 * pooled[pooled_at(q, oh, ow)];
     }
     full[full_plane(q) + q.z * p.w + q.w] = g;
+}
+
+// One invocation per output pair (2g, 2g + 1) of a row: two vec4 loads.
+// Thread space [N, C, HO, W / 4].
+@compute @workgroup_size(256)
+fn avg_pool2x2_forward4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                        @builtin(local_invocation_index) lid: u32) {
+    let i = linear_index(wg, nwg, lid);
+    if (i >= p.total) { return; }
+    let q = split(i, p.ho, p.w / 4u);
+    let a = (full_plane(q) + 2u * q.z * p.w) / 4u + q.w;
+    let s = full4[a] + full4[a + p.w / 4u];
+    let o = pooled_at(q, q.z, 2u * q.w);
+    pooled[o] = 0.25 * (s.x + s.y);
+    pooled[o + 1u] = 0.25 * (s.z + s.w);
+}
+
+// One invocation per 4 pixels of a row: one vec4 store.
+// Thread space [N, C, H, W / 4].
+@compute @workgroup_size(256)
+fn avg_pool2x2_backward4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                         @builtin(local_invocation_index) lid: u32) {
+    let i = linear_index(wg, nwg, lid);
+    if (i >= p.total) { return; }
+    let q = split(i, p.h, p.w / 4u);
+    let oh = q.z / 2u;
+    var g = vec4<f32>(0.0);
+    if (oh < p.ho) {
+        let o = pooled_at(q, oh, 2u * q.w);
+        let g0 = 0.25 * pooled[o];
+        let g1 = 0.25 * pooled[o + 1u];
+        g = vec4<f32>(g0, g0, g1, g1);
+    }
+    full4[(full_plane(q) + q.z * p.w) / 4u + q.w] = g;
 }
 
 // ---- 3x3 max, stride 2, padding 1 (HO = (H - 1) / 2 + 1) -------------------
@@ -173,6 +211,21 @@ fn global_avg_pool_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_wo
     pooled[pooled_at(q, 0u, 0u)] = s / f32(hw);
 }
 
+@compute @workgroup_size(256)
+fn global_avg_pool_forward4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                            @builtin(local_invocation_index) lid: u32) {
+    let i = linear_index(wg, nwg, lid);
+    if (i >= p.total) { return; }
+    let q = split(i, 1u, 1u);
+    let plane = full_plane(q) / 4u;
+    let hw4 = p.h * p.w / 4u;
+    var s = vec4<f32>(0.0);
+    for (var k = 0u; k < hw4; k++) {
+        s += full4[plane + k];
+    }
+    pooled[pooled_at(q, 0u, 0u)] = (s.x + s.y + s.z + s.w) / f32(p.h * p.w);
+}
+
 // One invocation per input element: dx = dy / (H * W).
 @compute @workgroup_size(256)
 fn global_avg_pool_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -181,4 +234,14 @@ fn global_avg_pool_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_w
     if (i >= p.total) { return; }
     let q = split(i, p.h, p.w);
     full[full_plane(q) + q.z * p.w + q.w] = pooled[pooled_at(q, 0u, 0u)] / f32(p.h * p.w);
+}
+
+// One invocation per 4 input elements. Thread space [N, C, 1, H * W / 4].
+@compute @workgroup_size(256)
+fn global_avg_pool_backward4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                             @builtin(local_invocation_index) lid: u32) {
+    let i = linear_index(wg, nwg, lid);
+    if (i >= p.total) { return; }
+    let q = split(i, 1u, p.h * p.w / 4u);
+    full4[full_plane(q) / 4u + q.w] = vec4<f32>(pooled[pooled_at(q, 0u, 0u)] / f32(p.h * p.w));
 }

@@ -123,6 +123,13 @@ fn prepare(
     gpu.dispatch(FILE, entry, &params, &tensors, grid_1d(threads, GROUP))
 }
 
+/// Whether the `*4` entry points may address `full` (x or dx) as vec4s.
+fn vec4_ok(s: &PoolShape, full: &Tensor) -> bool {
+    s.w.is_multiple_of(4)
+        && full.offset().is_multiple_of(4)
+        && full.batch_stride().is_multiple_of(4)
+}
+
 /// y = mean of each 2x2 block of x (stride 2; an odd last row/column is
 /// dropped, as PyTorch's floor mode).
 pub fn avg_pool2x2_forward(gpu: &Gpu, s: &PoolShape, x: &Tensor, y: &Tensor) -> Result<Dispatch> {
@@ -131,7 +138,20 @@ pub fn avg_pool2x2_forward(gpu: &Gpu, s: &PoolShape, x: &Tensor, y: &Tensor) -> 
     let out = s.avg2x2_out();
     check(OP, "x", x, DType::F32, &s.dims())?;
     check(OP, "y", y, DType::F32, &out)?;
-    prepare(gpu, OP, s, [out[2], out[3]], x, y, None, [out[2], out[3]])
+    let o = [out[2], out[3]];
+    if vec4_ok(s, x) {
+        return prepare(
+            gpu,
+            "avg_pool2x2_forward4",
+            s,
+            o,
+            x,
+            y,
+            None,
+            [o[0], s.w / 4],
+        );
+    }
+    prepare(gpu, OP, s, o, x, y, None, o)
 }
 
 /// dx = dy / 4 spread over each block (0 on dropped rows/columns).
@@ -146,7 +166,20 @@ pub fn avg_pool2x2_backward(
     let out = s.avg2x2_out();
     check(OP, "dy", dy, DType::F32, &out)?;
     check(OP, "dx", dx, DType::F32, &s.dims())?;
-    prepare(gpu, OP, s, [out[2], out[3]], dx, dy, None, [s.h, s.w])
+    let o = [out[2], out[3]];
+    if vec4_ok(s, dx) {
+        return prepare(
+            gpu,
+            "avg_pool2x2_backward4",
+            s,
+            o,
+            dx,
+            dy,
+            None,
+            [s.h, s.w / 4],
+        );
+    }
+    prepare(gpu, OP, s, o, dx, dy, None, [s.h, s.w])
 }
 
 fn check_argmax(op: &'static str, argmax: &Tensor, out: &[usize; 4]) -> Result<()> {
@@ -215,7 +248,12 @@ pub fn global_avg_pool_forward(
     check_input(OP, s, 1)?;
     check(OP, "x", x, DType::F32, &s.dims())?;
     check_global(OP, "y", y, s)?;
-    prepare(gpu, OP, s, [1, 1], x, y, None, [1, 1])
+    let entry = if vec4_ok(s, x) {
+        "global_avg_pool_forward4"
+    } else {
+        OP
+    };
+    prepare(gpu, entry, s, [1, 1], x, y, None, [1, 1])
 }
 
 /// The pooled operand of the global pool: [N, C] or [N, C, 1, 1].
@@ -249,5 +287,18 @@ pub fn global_avg_pool_backward(
     check_input(OP, s, 1)?;
     check_global(OP, "dy", dy, s)?;
     check(OP, "dx", dx, DType::F32, &s.dims())?;
+    if vec4_ok(s, dx) {
+        let space = [1, s.h * s.w / 4];
+        return prepare(
+            gpu,
+            "global_avg_pool_backward4",
+            s,
+            [1, 1],
+            dx,
+            dy,
+            None,
+            space,
+        );
+    }
     prepare(gpu, OP, s, [1, 1], dx, dy, None, [s.h, s.w])
 }
