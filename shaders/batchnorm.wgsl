@@ -22,7 +22,7 @@
 struct Params {
     n: u32, c: u32, units: u32, per_chunk: u32,
     chunks: u32, step_n: u32, step_k: u32, relu: u32,
-    count: f32, eps: f32, momentum: f32, _pad0: u32,
+    count: f32, eps: f32, momentum: f32, inv_units: f32,
     x_off: u32, x_stride: u32, y_off: u32, y_stride: u32,
     dy_off: u32, dy_stride: u32, dx_off: u32, dx_stride: u32,
     g_off: u32, b_off: u32, rm_off: u32, rv_off: u32,
@@ -47,9 +47,9 @@ struct Params {
 @group(0) @binding(11) var<storage, read_write> dgamma: array<f32>;
 @group(0) @binding(12) var<storage, read_write> dbeta: array<f32>;
 
-const WG: u32 = 256u;
-// sqrt(WG): the fan-in of each level of the workgroup reductions.
-const FAN: u32 = 16u;
+const WG: u32 = 64u;
+// Entries each first-level thread merges in the workgroup reductions.
+const FAN: u32 = 8u;
 // Threads that step through memory together (not a subgroup-size assumption:
 // any value is correct; 8 matches lavapipe's vector width).
 const LANES: u32 = 8u;
@@ -68,7 +68,25 @@ fn cursor(chunk: u32, lid: u32) -> vec4<u32> {
     let block = first + (lid / LANES) * LANES * iters;
     let j = block + lid % LANES;
     let end = min(min(first + p.per_chunk, block + LANES * iters), p.n * p.units);
-    return vec4<u32>(j, j / p.units, j % p.units, end);
+    let nk = split_unit(j);
+    return vec4<u32>(j, nk.x, nk.y, end);
+}
+
+// (j / UNITS, j % UNITS) through an f32 reciprocal and one correction step:
+// lavapipe turns a u32 division by a non-constant into one scalar divide per
+// lane, which cost more per workgroup than the reduction itself. Exact for
+// j < 2^24 (the host checks).
+fn split_unit(j: u32) -> vec2<u32> {
+    var n = u32(f32(j) * p.inv_units);
+    var k = i32(j) - i32(n * p.units);
+    if (k < 0) {
+        n -= 1u;
+        k += i32(p.units);
+    } else if (k >= i32(p.units)) {
+        n += 1u;
+        k -= i32(p.units);
+    }
+    return vec2<u32>(n, u32(k));
 }
 
 // Moves a cursor LANES units on without dividing.
@@ -98,15 +116,15 @@ fn merge(a: vec4<f32>, b: vec4<f32>) -> vec4<f32> {
     return vec4<f32>(n, a.y + d * f, a.z + b.z + d * d * a.x * f, 0.0);
 }
 
-// Workgroup reductions in two levels (FAN threads merge FAN entries each,
-// then thread 0 merges those FAN) rather than a log2(WG)-step tree: lavapipe
+// Workgroup reductions in two levels (WG / FAN threads merge FAN entries
+// each, then thread 0 merges those WG / FAN) rather than a log2(WG)-step tree: lavapipe
 // pays for every barrier by switching through all of the workgroup's
 // invocation blocks, and that fixed cost dominated small channels.
 // The result is in red[0], visible to thread 0.
 fn reduce_moments(lid: u32, mine: vec4<f32>) {
     red[lid] = mine;
     workgroupBarrier();
-    if (lid < FAN) {
+    if (lid < WG / FAN) {
         var m = red[lid * FAN];
         for (var i = 1u; i < FAN; i++) {
             m = merge(m, red[lid * FAN + i]);
@@ -116,7 +134,7 @@ fn reduce_moments(lid: u32, mine: vec4<f32>) {
     workgroupBarrier();
     if (lid == 0u) {
         var m = red[0];
-        for (var i = 1u; i < FAN; i++) {
+        for (var i = 1u; i < WG / FAN; i++) {
             m = merge(m, red[i * FAN]);
         }
         red[0] = m;
@@ -126,7 +144,7 @@ fn reduce_moments(lid: u32, mine: vec4<f32>) {
 fn reduce_sums(lid: u32, mine: vec4<f32>) {
     red[lid] = mine;
     workgroupBarrier();
-    if (lid < FAN) {
+    if (lid < WG / FAN) {
         var m = red[lid * FAN];
         for (var i = 1u; i < FAN; i++) {
             m += red[lid * FAN + i];
@@ -136,7 +154,7 @@ fn reduce_sums(lid: u32, mine: vec4<f32>) {
     workgroupBarrier();
     if (lid == 0u) {
         var m = red[0];
-        for (var i = 1u; i < FAN; i++) {
+        for (var i = 1u; i < WG / FAN; i++) {
             m += red[i * FAN];
         }
         red[0] = m;
@@ -150,6 +168,43 @@ fn moments(cnt: f32, shift: f32, s1: f32, s2: f32) -> vec4<f32> {
         return vec4<f32>(0.0);
     }
     return vec4<f32>(cnt, shift + s1 / cnt, max(s2 - s1 * s1 / cnt, 0.0), 0.0);
+}
+
+// Channel c's partials merged, valid in thread 0: by thread 0 alone when
+// there are few, by the whole workgroup when a long sequential merge would
+// keep the others idle (large images: hundreds of chunks per channel).
+fn merged_moments(lid: u32, c: u32) -> vec4<f32> {
+    var m = vec4<f32>(0.0);
+    if (p.chunks <= FAN) {
+        if (lid == 0u) {
+            for (var i = 0u; i < p.chunks; i++) {
+                m = merge(m, part[c * p.chunks + i]);
+            }
+        }
+        return m;
+    }
+    for (var i = lid; i < p.chunks; i += WG) {
+        m = merge(m, part[c * p.chunks + i]);
+    }
+    reduce_moments(lid, m);
+    return red[0];
+}
+
+fn merged_sums(lid: u32, c: u32) -> vec4<f32> {
+    var m = vec4<f32>(0.0);
+    if (p.chunks <= FAN) {
+        if (lid == 0u) {
+            for (var i = 0u; i < p.chunks; i++) {
+                m += part[c * p.chunks + i];
+            }
+        }
+        return m;
+    }
+    for (var i = lid; i < p.chunks; i += WG) {
+        m += part[c * p.chunks + i];
+    }
+    reduce_sums(lid, m);
+    return red[0];
 }
 
 fn write_partial(lid: u32, chunk: u32, c: u32) {
@@ -208,11 +263,8 @@ fn bn_stats(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_inde
 // workgroup also saves (mean, invstd) and updates the running statistics
 // (running_var with the unbiased variance, as PyTorch).
 fn train_coefficients(lid: u32, chunk: u32, c: u32) {
+    let m = merged_moments(lid, c);
     if (lid == 0u) {
-        var m = vec4<f32>(0.0);
-        for (var i = 0u; i < p.chunks; i++) {
-            m = merge(m, part[c * p.chunks + i]);
-        }
         let var_b = m.z / m.x;
         let invstd = inverseSqrt(var_b + p.eps);
         let scale = gamma[p.g_off + c] * invstd;
@@ -338,11 +390,8 @@ fn bn_grad_stats(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation
 // the chunk-0 workgroup writes dgamma = invstd * sum(dy (x - mean)) and
 // dbeta = sum(dy). Coefficients go to `coef` as (a, b, d, mean).
 fn grad_coefficients(lid: u32, chunk: u32, c: u32) {
+    let s = merged_sums(lid, c);
     if (lid == 0u) {
-        var s = vec4<f32>(0.0);
-        for (var i = 0u; i < p.chunks; i++) {
-            s += part[c * p.chunks + i];
-        }
         let invstd = saved[p.s_off + p.c + c];
         let a = gamma[p.g_off + c] * invstd;
         let b = -a * invstd * invstd * s.y / p.count;

@@ -13,13 +13,19 @@
 
 struct Params {
     n: u32, c: u32, h: u32, w: u32,
-    ho: u32, wo: u32, total: u32, _pad: u32,
+    ho: u32, wo: u32, total: u32, _pad0: u32,
     full_off: u32, full_stride: u32,
     pooled_off: u32, pooled_stride: u32,
+    // 1 / (rows, cols) of the entry's thread space per plane, and 1 / C.
+    inv_rows: f32, inv_cols: f32, inv_c: f32, _pad1: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read_write> full: array<f32>;
+// `full` seen as vec4s, for the `*4` entry points (W % 4 == 0 and the view's
+// offset and stride multiples of 4): lavapipe loads a vec4 per lane about as
+// fast as a scalar, so these move 4x the data per load.
+@group(0) @binding(1) var<storage, read_write> full4: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read_write> pooled: array<f32>;
 @group(0) @binding(3) var<storage, read_write> argmax: array<u32>;
 
@@ -29,13 +35,32 @@ fn linear_index(wg: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
     return (wg.y * nwg.x + wg.x) * WG + lid;
 }
 
+// (a / b, a % b). lavapipe turns a u32 division by a non-constant into one
+// scalar divide per lane, slower than the loads of these kernels; below 2^24
+// an f32 reciprocal (1 / b in `inv`) is off by at most one, which one
+// correction fixes. Larger a take the exact division.
+fn divmod(a: u32, b: u32, inv: f32) -> vec2<u32> {
+    if (a >= 16777216u) {
+        return vec2<u32>(a / b, a % b);
+    }
+    var q = u32(f32(a) * inv);
+    var r = i32(a) - i32(q * b);
+    if (r < 0) {
+        q -= 1u;
+        r += i32(b);
+    } else if (r >= i32(b)) {
+        q += 1u;
+        r -= i32(b);
+    }
+    return vec2<u32>(q, u32(r));
+}
+
 // (n, c, row, col) of element i of an [N, C, rows, cols] tensor.
 fn split(i: u32, rows: u32, cols: u32) -> vec4<u32> {
-    let col = i % cols;
-    let t = i / cols;
-    let row = t % rows;
-    let nc = t / rows;
-    return vec4<u32>(nc / p.c, nc % p.c, row, col);
+    let a = divmod(i, cols, p.inv_cols);
+    let b = divmod(a.x, rows, p.inv_rows);
+    let d = divmod(b.x, p.c, p.inv_c);
+    return vec4<u32>(d.x, d.y, b.y, a.y);
 }
 
 // Start of plane (n, c) in `full`.
@@ -75,6 +100,40 @@ fn avg_pool2x2_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workg
         g = 0.25 * pooled[pooled_at(q, oh, ow)];
     }
     full[full_plane(q) + q.z * p.w + q.w] = g;
+}
+
+// One invocation per output pair (2g, 2g + 1) of a row: two vec4 loads.
+// Thread space [N, C, HO, W / 4].
+@compute @workgroup_size(256)
+fn avg_pool2x2_forward4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                        @builtin(local_invocation_index) lid: u32) {
+    let i = linear_index(wg, nwg, lid);
+    if (i >= p.total) { return; }
+    let q = split(i, p.ho, p.w / 4u);
+    let a = (full_plane(q) + 2u * q.z * p.w) / 4u + q.w;
+    let s = full4[a] + full4[a + p.w / 4u];
+    let o = pooled_at(q, q.z, 2u * q.w);
+    pooled[o] = 0.25 * (s.x + s.y);
+    pooled[o + 1u] = 0.25 * (s.z + s.w);
+}
+
+// One invocation per 4 pixels of a row: one vec4 store.
+// Thread space [N, C, H, W / 4].
+@compute @workgroup_size(256)
+fn avg_pool2x2_backward4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                         @builtin(local_invocation_index) lid: u32) {
+    let i = linear_index(wg, nwg, lid);
+    if (i >= p.total) { return; }
+    let q = split(i, p.h, p.w / 4u);
+    let oh = q.z / 2u;
+    var g = vec4<f32>(0.0);
+    if (oh < p.ho) {
+        let o = pooled_at(q, oh, 2u * q.w);
+        let g0 = 0.25 * pooled[o];
+        let g1 = 0.25 * pooled[o + 1u];
+        g = vec4<f32>(g0, g0, g1, g1);
+    }
+    full4[(full_plane(q) + q.z * p.w) / 4u + q.w] = g;
 }
 
 // ---- 3x3 max, stride 2, padding 1 (HO = (H - 1) / 2 + 1) -------------------
@@ -152,6 +211,21 @@ fn global_avg_pool_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_wo
     pooled[pooled_at(q, 0u, 0u)] = s / f32(hw);
 }
 
+@compute @workgroup_size(256)
+fn global_avg_pool_forward4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                            @builtin(local_invocation_index) lid: u32) {
+    let i = linear_index(wg, nwg, lid);
+    if (i >= p.total) { return; }
+    let q = split(i, 1u, 1u);
+    let plane = full_plane(q) / 4u;
+    let hw4 = p.h * p.w / 4u;
+    var s = vec4<f32>(0.0);
+    for (var k = 0u; k < hw4; k++) {
+        s += full4[plane + k];
+    }
+    pooled[pooled_at(q, 0u, 0u)] = (s.x + s.y + s.z + s.w) / f32(p.h * p.w);
+}
+
 // One invocation per input element: dx = dy / (H * W).
 @compute @workgroup_size(256)
 fn global_avg_pool_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -160,4 +234,14 @@ fn global_avg_pool_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_w
     if (i >= p.total) { return; }
     let q = split(i, p.h, p.w);
     full[full_plane(q) + q.z * p.w + q.w] = pooled[pooled_at(q, 0u, 0u)] / f32(p.h * p.w);
+}
+
+// One invocation per 4 input elements. Thread space [N, C, 1, H * W / 4].
+@compute @workgroup_size(256)
+fn global_avg_pool_backward4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                             @builtin(local_invocation_index) lid: u32) {
+    let i = linear_index(wg, nwg, lid);
+    if (i >= p.total) { return; }
+    let q = split(i, 1u, p.h * p.w / 4u);
+    full4[full_plane(q) / 4u + q.w] = vec4<f32>(pooled[pooled_at(q, 0u, 0u)] / f32(p.h * p.w));
 }

@@ -186,8 +186,10 @@ fn check_train_and_backward(d: [usize; 4], relu: bool, seed: u64) {
 fn train_forward_and_backward_match_reference_on_awkward_shapes() {
     // Scalar kernels (H*W odd) and vec4 kernels; batch 1 with a plane > 1;
     // one channel; several workgroups per channel even with lavapipe's long
-    // chunks of 256 threads x 64 units ([3, 2, 128, 180] as vec4: 2 chunks,
-    // [2, 1, 181, 183] as scalars: 5 chunks).
+    // chunks of 64 threads x 64 units ([3, 2, 128, 180] as vec4: 5 chunks,
+    // merged by one thread; [2, 1, 181, 183] as scalars: 17 chunks, merged by
+    // the whole workgroup; [1, 1, 513, 513]: 65 chunks, more than a
+    // workgroup's threads).
     let shapes = [
         [1, 4, 5, 7],
         [3, 5, 7, 9],
@@ -197,6 +199,7 @@ fn train_forward_and_backward_match_reference_on_awkward_shapes() {
         [5, 2, 64, 64],
         [3, 2, 128, 180],
         [2, 1, 181, 183],
+        [1, 1, 513, 513],
     ];
     for (k, d) in shapes.into_iter().enumerate() {
         for relu in [false, true] {

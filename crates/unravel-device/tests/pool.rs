@@ -28,9 +28,18 @@ fn numel(d: &[usize]) -> usize {
 #[test]
 fn avg_pool2x2_matches_reference_and_finite_differences() {
     let g = gpu();
-    for (k, d) in [[3, 5, 7, 9], [1, 2, 4, 6], [1, 1, 2, 2], [2, 3, 3, 2]]
-        .into_iter()
-        .enumerate()
+    // Scalar kernels (W % 4 != 0) and vec4 kernels (W = 8, 4, 12).
+    for (k, d) in [
+        [3, 5, 7, 9],
+        [1, 2, 4, 6],
+        [1, 1, 2, 2],
+        [2, 3, 3, 2],
+        [3, 5, 7, 8],
+        [1, 2, 4, 4],
+        [2, 3, 6, 12],
+    ]
+    .into_iter()
+    .enumerate()
     {
         let s = shape(d);
         let out = s.avg2x2_out();
@@ -206,14 +215,20 @@ fn assert_slice(
 
 #[test]
 fn pools_read_and_write_channel_slices() {
+    // Scalar (W = 9) and vec4 (W = 8) kernels.
+    for d in [[3, 5, 7, 9], [3, 5, 5, 8]] {
+        pools_on_slices(d);
+    }
+}
+
+fn pools_on_slices(d: [usize; 4]) {
     let g = gpu();
-    let d = [3, 5, 7, 9];
     let s = shape(d);
     let (ct, c0) = (8, 2);
     let (_xb, xv, _, x) = sliced(d, ct, c0, 70);
     let x64 = to_f64(&x);
 
-    // avg 2x2: y into channels 1..6 of an [3, 8, 3, 4] buffer, dx into a slice.
+    // avg 2x2: y into channels 1..6 of an [3, 8, HO, WO] buffer, dx into a slice.
     let od = s.avg2x2_out();
     let (yb, yv, y_before, _) = sliced(od, ct, 1, 71);
     let (dyb, dyv, _, dy) = sliced(od, ct, 3, 72);
@@ -296,4 +311,23 @@ fn bad_shapes_are_typed_errors() {
     let t = g.zeros(&[1, 1, 1, 5]).unwrap();
     let err = pool::avg_pool2x2_forward(g, &tiny, &t, &t).unwrap_err();
     assert!(err.to_string().contains("smaller than 2x2"), "{err}");
+}
+
+#[test]
+fn indices_beyond_2_pow_24_split_exactly() {
+    // 2 x 2900 x 2901 > 2^24 elements (scalar kernel, W odd): the last ones
+    // take the shader's exact-division path instead of the f32 reciprocal.
+    let g = gpu();
+    let d = [2, 1, 2900, 2901];
+    let s = shape(d);
+    let tdy = g.upload(&[3.0, -5.0], &[2, 1]).unwrap();
+    let tdx = g.zeros(&d).unwrap();
+    g.run(&[pool::global_avg_pool_backward(g, &s, &tdy, &tdx).unwrap()])
+        .unwrap();
+    let dx = g.read(&tdx).unwrap();
+    let hw = 2900 * 2901;
+    for (i, &v) in dx.iter().enumerate() {
+        let want = if i < hw { 3.0 } else { -5.0 } / hw as f32;
+        assert_eq!(v, want, "element {i}");
+    }
 }

@@ -51,9 +51,13 @@ struct Params {
     ho: u32,
     wo: u32,
     total: u32,
-    _pad: u32,
+    _pad0: u32,
     full: [u32; 2],
     pooled: [u32; 2],
+    inv_rows: f32,
+    inv_cols: f32,
+    inv_c: f32,
+    _pad1: u32,
 }
 
 fn check(op: &'static str, what: &str, t: &Tensor, dtype: DType, shape: &[usize]) -> Result<()> {
@@ -83,7 +87,9 @@ fn check_input(op: &'static str, s: &PoolShape, min_hw: usize) -> Result<()> {
 }
 
 /// Prepares `entry` with `full` (x or dx), `pooled` (y or dy) and an
-/// optional argmax; `out` is the pooled extent and `threads` the grid size.
+/// optional argmax; `out` is the pooled extent and `space` the (rows, cols)
+/// of one plane of the entry's thread space (one thread per element of
+/// N x C x rows x cols).
 #[allow(clippy::too_many_arguments)]
 fn prepare(
     gpu: &Gpu,
@@ -93,8 +99,9 @@ fn prepare(
     full: &Tensor,
     pooled: &Tensor,
     argmax: Option<&Tensor>,
-    threads: usize,
+    space: [usize; 2],
 ) -> Result<Dispatch> {
+    let threads = s.n * s.c * space[0] * space[1];
     let params = Params {
         n: s.n as u32,
         c: s.c as u32,
@@ -103,13 +110,24 @@ fn prepare(
         ho: out[0] as u32,
         wo: out[1] as u32,
         total: threads as u32,
-        _pad: 0,
+        _pad0: 0,
         full: full.view_params(),
         pooled: pooled.view_params(),
+        inv_rows: 1.0 / space[0] as f32,
+        inv_cols: 1.0 / space[1] as f32,
+        inv_c: 1.0 / s.c as f32,
+        _pad1: 0,
     };
     let mut tensors = vec![full, pooled];
     tensors.extend(argmax);
     gpu.dispatch(FILE, entry, &params, &tensors, grid_1d(threads, GROUP))
+}
+
+/// Whether the `*4` entry points may address `full` (x or dx) as vec4s.
+fn vec4_ok(s: &PoolShape, full: &Tensor) -> bool {
+    s.w.is_multiple_of(4)
+        && full.offset().is_multiple_of(4)
+        && full.batch_stride().is_multiple_of(4)
 }
 
 /// y = mean of each 2x2 block of x (stride 2; an odd last row/column is
@@ -120,8 +138,20 @@ pub fn avg_pool2x2_forward(gpu: &Gpu, s: &PoolShape, x: &Tensor, y: &Tensor) -> 
     let out = s.avg2x2_out();
     check(OP, "x", x, DType::F32, &s.dims())?;
     check(OP, "y", y, DType::F32, &out)?;
-    let threads = out.iter().product();
-    prepare(gpu, OP, s, [out[2], out[3]], x, y, None, threads)
+    let o = [out[2], out[3]];
+    if vec4_ok(s, x) {
+        return prepare(
+            gpu,
+            "avg_pool2x2_forward4",
+            s,
+            o,
+            x,
+            y,
+            None,
+            [o[0], s.w / 4],
+        );
+    }
+    prepare(gpu, OP, s, o, x, y, None, o)
 }
 
 /// dx = dy / 4 spread over each block (0 on dropped rows/columns).
@@ -136,7 +166,20 @@ pub fn avg_pool2x2_backward(
     let out = s.avg2x2_out();
     check(OP, "dy", dy, DType::F32, &out)?;
     check(OP, "dx", dx, DType::F32, &s.dims())?;
-    prepare(gpu, OP, s, [out[2], out[3]], dx, dy, None, dx.numel())
+    let o = [out[2], out[3]];
+    if vec4_ok(s, dx) {
+        return prepare(
+            gpu,
+            "avg_pool2x2_backward4",
+            s,
+            o,
+            dx,
+            dy,
+            None,
+            [s.h, s.w / 4],
+        );
+    }
+    prepare(gpu, OP, s, o, dx, dy, None, [s.h, s.w])
 }
 
 fn check_argmax(op: &'static str, argmax: &Tensor, out: &[usize; 4]) -> Result<()> {
@@ -162,8 +205,8 @@ pub fn max_pool3x3s2_forward(
     check(OP, "x", x, DType::F32, &s.dims())?;
     check(OP, "y", y, DType::F32, &out)?;
     check_argmax(OP, argmax, &out)?;
-    let threads = out.iter().product();
-    prepare(gpu, OP, s, [out[2], out[3]], x, y, Some(argmax), threads)
+    let space = [out[2], out[3]];
+    prepare(gpu, OP, s, space, x, y, Some(argmax), space)
 }
 
 /// Routes dy to the forward's argmax pixels; a pixel that is the maximum of
@@ -189,7 +232,7 @@ pub fn max_pool3x3s2_backward(
         dx,
         dy,
         Some(argmax),
-        dx.numel(),
+        [s.h, s.w],
     )
 }
 
@@ -205,7 +248,12 @@ pub fn global_avg_pool_forward(
     check_input(OP, s, 1)?;
     check(OP, "x", x, DType::F32, &s.dims())?;
     check_global(OP, "y", y, s)?;
-    prepare(gpu, OP, s, [1, 1], x, y, None, s.n * s.c)
+    let entry = if vec4_ok(s, x) {
+        "global_avg_pool_forward4"
+    } else {
+        OP
+    };
+    prepare(gpu, entry, s, [1, 1], x, y, None, [1, 1])
 }
 
 /// The pooled operand of the global pool: [N, C] or [N, C, 1, 1].
@@ -239,5 +287,18 @@ pub fn global_avg_pool_backward(
     check_input(OP, s, 1)?;
     check_global(OP, "dy", dy, s)?;
     check(OP, "dx", dx, DType::F32, &s.dims())?;
-    prepare(gpu, OP, s, [1, 1], dx, dy, None, dx.numel())
+    if vec4_ok(s, dx) {
+        let space = [1, s.h * s.w / 4];
+        return prepare(
+            gpu,
+            "global_avg_pool_backward4",
+            s,
+            [1, 1],
+            dx,
+            dy,
+            None,
+            space,
+        );
+    }
+    prepare(gpu, OP, s, [1, 1], dx, dy, None, [s.h, s.w])
 }
