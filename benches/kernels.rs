@@ -10,6 +10,12 @@
 
 use std::time::Instant;
 
+use unravel_device::kernels::batchnorm::{
+    batchnorm_backward, batchnorm_train_forward, BatchNormConfig, BatchNormShape,
+};
+use unravel_device::kernels::conv2d::{
+    conv2d_backward_input, conv2d_backward_weight, conv2d_forward, Conv2dShape,
+};
 use unravel_device::kernels::matmul::{matmul_with, MatmulAlgo};
 use unravel_device::{AdapterOptions, Dispatch, Gpu};
 
@@ -75,6 +81,8 @@ fn main() {
             rows: Default::default(),
         };
         sgemm(&b);
+        convolutions(&b);
+        batch_norm(&b);
         copy_baseline(&b);
         json.extend(b.rows.borrow().iter().map(|(name, rate, unit, s)| {
             serde_json::json!({"kernel": name, "shaders": mode, "rate": rate, "unit": unit, "ms": s * 1e3})
@@ -120,4 +128,72 @@ fn copy_baseline(b: &Bench) {
         8.0 * numel as f64,
         "GB/s",
     );
+}
+
+/// ResNet-20's convolutions at batch 64: the three stages' 3x3 stride-1
+/// convs and the two stride-2 transitions.
+const RESNET20_CONVS: [(usize, usize, usize, usize); 5] = [
+    (16, 16, 32, 1),
+    (16, 32, 32, 2),
+    (32, 32, 16, 1),
+    (32, 64, 16, 2),
+    (64, 64, 8, 1),
+];
+
+fn convolutions(b: &Bench) {
+    let g = &b.gpu;
+    for (c_in, c_out, hw, stride) in RESNET20_CONVS {
+        let s = Conv2dShape {
+            n: 64,
+            c_in,
+            h: hw,
+            w: hw,
+            c_out,
+            kh: 3,
+            kw: 3,
+            stride,
+            pad: 1,
+            groups: 1,
+        };
+        let x = g.upload(&vec![0.5; s.input_shape().iter().product()], &s.input_shape()).unwrap();
+        let w = g.upload(&vec![0.1; s.weight_shape().iter().product()], &s.weight_shape()).unwrap();
+        let y = g.zeros(&s.output_shape()).unwrap();
+        let dw = g.zeros(&s.weight_shape()).unwrap();
+        let dx = g.zeros(&s.input_shape()).unwrap();
+        let flops = 2.0 * s.macs() as f64;
+        let name = format!("{c_in}->{c_out} {hw}x{hw} s{stride}");
+        let fwd = conv2d_forward(g, &s, &x, &w, None, &y).unwrap();
+        b.report(format!("conv forward      {name}"), b.time(&fwd), flops, "GFLOP/s");
+        let dgrad = conv2d_backward_input(g, &s, &y, &w, &dx).unwrap();
+        b.report(format!("conv input grad   {name}"), b.time(&dgrad), flops, "GFLOP/s");
+        let wgrad = conv2d_backward_weight(g, &s, &x, &y, &dw, None).unwrap();
+        b.report(format!("conv weight grad  {name}"), b.time(&wgrad), flops, "GFLOP/s");
+    }
+}
+
+fn batch_norm(b: &Bench) {
+    let g = &b.gpu;
+    for (c, hw) in [(16, 32), (32, 16), (64, 8)] {
+        let s = BatchNormShape { n: 64, c, h: hw, w: hw };
+        let shape = [64, c, hw, hw];
+        let numel: usize = shape.iter().product();
+        let x = g.upload(&vec![0.3; numel], &shape).unwrap();
+        let y = g.zeros(&shape).unwrap();
+        let dx = g.zeros(&shape).unwrap();
+        let vec_c = |v: f32| g.upload(&vec![v; c], &[c]).unwrap();
+        let (gamma, beta, mean, var) = (vec_c(1.0), vec_c(0.0), vec_c(0.0), vec_c(1.0));
+        let (dg, db) = (vec_c(0.0), vec_c(0.0));
+        let saved = g.zeros(&[2, c]).unwrap();
+        let cfg = BatchNormConfig {
+            relu: true,
+            ..Default::default()
+        };
+        let fwd = batchnorm_train_forward(g, &s, &cfg, &x, &gamma, &beta, &mean, &var, &saved, &y).unwrap();
+        // Bytes that must move: forward reads x twice (statistics, then
+        // normalise) and writes y; backward reads x, y, dy twice and writes dx.
+        let bytes = 4.0 * numel as f64;
+        b.report(format!("batchnorm+relu forward  {c}x{hw}x{hw}"), b.time(&fwd), 3.0 * bytes, "GB/s");
+        let bwd = batchnorm_backward(g, &s, &cfg, &x, Some(&y), &y, &gamma, &saved, &dx, &dg, &db).unwrap();
+        b.report(format!("batchnorm+relu backward {c}x{hw}x{hw}"), b.time(&bwd), 7.0 * bytes, "GB/s");
+    }
 }
