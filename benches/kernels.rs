@@ -155,26 +155,56 @@ fn convolutions(b: &Bench) {
             pad: 1,
             groups: 1,
         };
-        let x = g.upload(&vec![0.5; s.input_shape().iter().product()], &s.input_shape()).unwrap();
-        let w = g.upload(&vec![0.1; s.weight_shape().iter().product()], &s.weight_shape()).unwrap();
+        let x = g
+            .upload(
+                &vec![0.5; s.input_shape().iter().product()],
+                &s.input_shape(),
+            )
+            .unwrap();
+        let w = g
+            .upload(
+                &vec![0.1; s.weight_shape().iter().product()],
+                &s.weight_shape(),
+            )
+            .unwrap();
         let y = g.zeros(&s.output_shape()).unwrap();
         let dw = g.zeros(&s.weight_shape()).unwrap();
         let dx = g.zeros(&s.input_shape()).unwrap();
         let flops = 2.0 * s.macs() as f64;
         let name = format!("{c_in}->{c_out} {hw}x{hw} s{stride}");
         let fwd = conv2d_forward(g, &s, &x, &w, None, &y).unwrap();
-        b.report(format!("conv forward      {name}"), b.time(&fwd), flops, "GFLOP/s");
+        b.report(
+            format!("conv forward      {name}"),
+            b.time(&fwd),
+            flops,
+            "GFLOP/s",
+        );
         let dgrad = conv2d_backward_input(g, &s, &y, &w, &dx).unwrap();
-        b.report(format!("conv input grad   {name}"), b.time(&dgrad), flops, "GFLOP/s");
+        b.report(
+            format!("conv input grad   {name}"),
+            b.time(&dgrad),
+            flops,
+            "GFLOP/s",
+        );
         let wgrad = conv2d_backward_weight(g, &s, &x, &y, &dw, None).unwrap();
-        b.report(format!("conv weight grad  {name}"), b.time(&wgrad), flops, "GFLOP/s");
+        b.report(
+            format!("conv weight grad  {name}"),
+            b.time(&wgrad),
+            flops,
+            "GFLOP/s",
+        );
     }
 }
 
 fn batch_norm(b: &Bench) {
     let g = &b.gpu;
     for (c, hw) in [(16, 32), (32, 16), (64, 8)] {
-        let s = BatchNormShape { n: 64, c, h: hw, w: hw };
+        let s = BatchNormShape {
+            n: 64,
+            c,
+            h: hw,
+            w: hw,
+        };
         let shape = [64, c, hw, hw];
         let numel: usize = shape.iter().product();
         let x = g.upload(&vec![0.3; numel], &shape).unwrap();
@@ -188,12 +218,24 @@ fn batch_norm(b: &Bench) {
             relu: true,
             ..Default::default()
         };
-        let fwd = batchnorm_train_forward(g, &s, &cfg, &x, &gamma, &beta, &mean, &var, &saved, &y).unwrap();
+        let fwd = batchnorm_train_forward(g, &s, &cfg, &x, &gamma, &beta, &mean, &var, &saved, &y)
+            .unwrap();
         // Bytes that must move: forward reads x twice (statistics, then
         // normalise) and writes y; backward reads x, y, dy twice and writes dx.
         let bytes = 4.0 * numel as f64;
-        b.report(format!("batchnorm+relu forward  {c}x{hw}x{hw}"), b.time(&fwd), 3.0 * bytes, "GB/s");
-        let bwd = batchnorm_backward(g, &s, &cfg, &x, Some(&y), &y, &gamma, &saved, &dx, &dg, &db).unwrap();
-        b.report(format!("batchnorm+relu backward {c}x{hw}x{hw}"), b.time(&bwd), 7.0 * bytes, "GB/s");
+        b.report(
+            format!("batchnorm+relu forward  {c}x{hw}x{hw}"),
+            b.time(&fwd),
+            3.0 * bytes,
+            "GB/s",
+        );
+        let bwd = batchnorm_backward(g, &s, &cfg, &x, Some(&y), &y, &gamma, &saved, &dx, &dg, &db)
+            .unwrap();
+        b.report(
+            format!("batchnorm+relu backward {c}x{hw}x{hw}"),
+            b.time(&bwd),
+            7.0 * bytes,
+            "GB/s",
+        );
     }
 }

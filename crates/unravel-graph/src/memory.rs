@@ -34,11 +34,13 @@ pub(crate) fn backward_reads(node: &Node) -> Vec<ValueId> {
 }
 
 /// Which buffer slot holds each root value and each root gradient, and the
-/// bytes of every slot.
+/// bytes of every slot. `in_place[y] = Some(x)`: the output y of a ReLU
+/// lives in its input x's buffer (and so do their gradients).
 pub(crate) struct Assignment {
     pub value_slot: Vec<Option<usize>>,
     pub grad_slot: Vec<Option<usize>>,
     pub slot_bytes: Vec<u64>,
+    pub in_place: Vec<Option<ValueId>>,
 }
 
 struct Interval {
@@ -106,6 +108,31 @@ pub(crate) fn plan(
     let logits = root[graph.output.0].0;
     v_end[logits] = v_end[logits].max(loss_time);
     g_start[logits] = g_start[logits].min(loss_time);
+    let kept = |v: usize| v == logits || keep.iter().any(|k| root[k.0].0 == v);
+
+    // In-place ReLU: where the ReLU is its input's last reader (forward and
+    // backward), the output takes over the input's buffer, and in backward
+    // the input's gradient takes over the output's.
+    let mut in_place = vec![None; nv];
+    for (i, node) in graph.nodes.iter().enumerate() {
+        let (x, y) = (node.inputs[0].0, node.output.0);
+        if node.op == Op::Relu
+            && root[x].0 == x
+            && root[y].0 == y
+            && x != graph.input.0
+            && !kept(x)
+            && !kept(y)
+            && v_end[x] == fwd(i)
+        {
+            in_place[y] = Some(ValueId(x));
+            v_end[x] = v_end[y];
+            v_start[y] = usize::MAX;
+            if mode == Mode::Train {
+                g_start[x] = g_start[x].min(g_start[y]);
+                g_start[y] = usize::MAX;
+            }
+        }
+    }
     for r in 0..nv {
         // Concatenation gradients are cleared when backward begins.
         if has_views[r] {
@@ -137,8 +164,7 @@ pub(crate) fn plan(
     // A kept value (and its gradient) is live for the whole step.
     let last = 2 * f + 1;
     for iv in intervals.iter_mut() {
-        let v = iv.what.1;
-        if v == root[graph.output.0] || keep.iter().any(|k| root[k.0] == v) {
+        if kept(iv.what.1 .0) {
             iv.start = 0;
             iv.end = last;
         }
@@ -188,5 +214,6 @@ pub(crate) fn plan(
         value_slot,
         grad_slot,
         slot_bytes,
+        in_place,
     }
 }

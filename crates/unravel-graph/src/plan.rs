@@ -38,6 +38,17 @@ pub(crate) struct Part {
     pub via_scratch: Vec<Dispatch>,
 }
 
+impl Part {
+    /// No gradient flows to the graph's input.
+    fn nothing() -> Part {
+        Part {
+            value: None,
+            direct: Vec::new(),
+            via_scratch: Vec::new(),
+        }
+    }
+}
+
 pub(crate) struct NodePlan {
     pub forward: Vec<Dispatch>,
     pub backward: Vec<Part>,
@@ -139,6 +150,9 @@ impl Compiler<'_> {
         v: ValueId,
         make: impl Fn(&Tensor) -> Result<Vec<Dispatch>>,
     ) -> Result<Part> {
+        if v == self.graph.input {
+            return Ok(Part::nothing());
+        }
         let g = self.grad(v)?;
         let direct = make(&g)?;
         let tmp = self.scratch(self.shape(v), 0)?;
@@ -153,6 +167,9 @@ impl Compiler<'_> {
 
     /// A contribution of a finished tensor `src` to `v`: copy or add.
     fn part_from(&mut self, v: ValueId, src: &Tensor) -> Result<Part> {
+        if v == self.graph.input {
+            return Ok(Part::nothing());
+        }
         let g = self.grad(v)?;
         Ok(Part {
             value: Some(v),
@@ -528,6 +545,9 @@ impl Plan {
         for (i, v) in graph.values.iter().enumerate() {
             values.push(match v.storage {
                 _ if i == graph.input.0 => input.clone(),
+                _ if assignment.in_place[i].is_some() => {
+                    values[assignment.in_place[i].expect("checked").0].clone()
+                }
                 Storage::Own => in_slot(assignment.value_slot[i], dims(batch, v.shape))?,
                 Storage::ChannelsOf { parent, c0 } => {
                     values[parent.0].channel_slice(c0, c0 + v.shape.c)?
@@ -541,6 +561,10 @@ impl Plan {
                     continue;
                 }
                 grads[i] = Some(match v.storage {
+                    _ if assignment.in_place[i].is_some() => grads
+                        [assignment.in_place[i].expect("checked").0]
+                        .clone()
+                        .expect("inputs precede outputs"),
                     Storage::Own => in_slot(assignment.grad_slot[i], dims(batch, v.shape))?,
                     Storage::ChannelsOf { parent, c0 } => grads[parent.0]
                         .as_ref()
