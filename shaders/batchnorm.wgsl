@@ -340,6 +340,29 @@ fn bn_apply_eval(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation
     apply1(lid, wg.x, wg.y);
 }
 
+// Recomputation with the statistics a training forward saved (mean and
+// 1 / std): reproduces that forward's output exactly without touching the
+// running statistics, so a memory-saving plan can drop the output after the
+// forward pass and rebuild it for backward (memory-efficient DenseNet).
+fn saved_coefficients(lid: u32, c: u32) {
+    if (lid == 0u) {
+        let scale = gamma[p.g_off + c] * saved[p.s_off + p.c + c];
+        coef = vec4<f32>(scale, beta[p.b_off + c] - saved[p.s_off + c] * scale, 0.0, 0.0);
+    }
+}
+
+@compute @workgroup_size(WG)
+fn bn_apply_saved4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    saved_coefficients(lid, wg.y);
+    apply4(lid, wg.x, wg.y);
+}
+
+@compute @workgroup_size(WG)
+fn bn_apply_saved(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    saved_coefficients(lid, wg.y);
+    apply1(lid, wg.x, wg.y);
+}
+
 // ---- backward ---------------------------------------------------------------
 // With the fused ReLU, dy is first masked by y > 0 (y = the forward output).
 // Partials: (sum dy, sum dy * (x - mean)).

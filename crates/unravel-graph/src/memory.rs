@@ -39,28 +39,40 @@ pub(crate) fn backward_reads(node: &Node) -> Vec<ValueId> {
 pub(crate) struct Assignment {
     pub value_slot: Vec<Option<usize>>,
     pub grad_slot: Vec<Option<usize>>,
+    /// Where a recomputed value lives during backward, and the node before
+    /// whose backward it is recomputed.
+    pub recompute_slot: Vec<Option<(usize, NodeId)>>,
     pub slot_bytes: Vec<u64>,
     pub in_place: Vec<Option<ValueId>>,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Kind {
+    Value,
+    Grad,
+    Recompute,
 }
 
 struct Interval {
     start: usize,
     end: usize,
     bytes: u64,
-    /// (is gradient, root value)
-    what: (bool, ValueId),
+    what: (Kind, ValueId),
 }
 
 /// Plans buffers for `graph` at batch `batch`; `root[v]` is the value whose
 /// buffer holds v (itself unless v is a channel view).
 /// Values in `keep` (and the graph's output) get buffers of their own, so
-/// they can still be read after a step.
+/// they can still be read after a step. Values marked in `recompute` are not
+/// kept for backward: they are rebuilt just before the first backward node
+/// that reads them, in a buffer of their own for that stretch.
 pub(crate) fn plan(
     graph: &Graph,
     batch: usize,
     mode: Mode,
     root: &[ValueId],
     keep: &[ValueId],
+    recompute: &[bool],
 ) -> Assignment {
     let f = graph.nodes.len();
     let fwd = |i: usize| i;
@@ -81,6 +93,10 @@ pub(crate) fn plan(
     let mut v_end = vec![0usize; nv];
     let mut g_start = vec![usize::MAX; nv];
     let mut g_end = vec![0usize; nv];
+    // Recomputed values: [first, last] backward read, and the first reader.
+    let mut rc_start = vec![usize::MAX; nv];
+    let mut rc_end = vec![0usize; nv];
+    let mut rc_node = vec![None; nv];
     for (i, node) in graph.nodes.iter().enumerate() {
         let out = root[node.output.0].0;
         v_start[out] = v_start[out].min(fwd(i));
@@ -92,7 +108,15 @@ pub(crate) fn plan(
         if mode == Mode::Train {
             for x in backward_reads(node) {
                 let r = root[x.0].0;
-                v_end[r] = v_end[r].max(bwd(i));
+                if recompute[r] {
+                    if bwd(i) < rc_start[r] {
+                        rc_start[r] = bwd(i);
+                        rc_node[r] = Some(NodeId(i));
+                    }
+                    rc_end[r] = rc_end[r].max(bwd(i));
+                } else {
+                    v_end[r] = v_end[r].max(bwd(i));
+                }
             }
             // The node's backward reads its output's gradient and writes
             // (or adds to) its inputs' gradients.
@@ -117,6 +141,8 @@ pub(crate) fn plan(
     for (i, node) in graph.nodes.iter().enumerate() {
         let (x, y) = (node.inputs[0].0, node.output.0);
         if node.op == Op::Relu
+            && !recompute[x]
+            && !recompute[y]
             && root[x].0 == x
             && root[y].0 == y
             && x != graph.input.0
@@ -150,14 +176,22 @@ pub(crate) fn plan(
             start: v_start[r],
             end: v_end[r],
             bytes,
-            what: (false, ValueId(r)),
+            what: (Kind::Value, ValueId(r)),
         });
         if mode == Mode::Train && g_start[r] != usize::MAX {
             intervals.push(Interval {
                 start: g_start[r],
                 end: g_end[r].max(g_start[r]),
                 bytes,
-                what: (true, ValueId(r)),
+                what: (Kind::Grad, ValueId(r)),
+            });
+        }
+        if rc_start[r] != usize::MAX {
+            intervals.push(Interval {
+                start: rc_start[r],
+                end: rc_end[r],
+                bytes,
+                what: (Kind::Recompute, ValueId(r)),
             });
         }
     }
@@ -169,50 +203,40 @@ pub(crate) fn plan(
             iv.end = last;
         }
     }
-    intervals.sort_by_key(|iv| (iv.start, iv.end));
-
+    // Greedy by size: the largest tensors pick buffers first, then smaller
+    // ones fill the time gaps of existing buffers. (Growing buffers in time
+    // order would let small long-lived tensors pin buffers sized for large
+    // short-lived ones, e.g. a dense block's growing inputs.)
+    intervals.sort_by_key(|iv| (std::cmp::Reverse(iv.bytes), iv.start, iv.end));
     let mut slot_bytes: Vec<u64> = Vec::new();
-    // (slot, busy until)
-    let mut busy: Vec<(usize, usize)> = Vec::new();
-    let mut free: Vec<usize> = Vec::new();
+    let mut slot_busy: Vec<Vec<(usize, usize)>> = Vec::new();
     let mut value_slot = vec![None; nv];
     let mut grad_slot = vec![None; nv];
+    let mut recompute_slot = vec![None; nv];
     for iv in &intervals {
-        // A buffer is reusable once its last reader is strictly earlier.
-        busy.retain(|&(slot, end)| {
-            if end < iv.start {
-                free.push(slot);
-                false
-            } else {
-                true
-            }
-        });
-        let fits = free
-            .iter()
-            .enumerate()
-            .filter(|(_, s)| slot_bytes[**s] >= iv.bytes)
-            .min_by_key(|(_, s)| slot_bytes[**s]);
-        let largest = free.iter().enumerate().max_by_key(|(_, s)| slot_bytes[**s]);
-        let slot = match fits.or(largest) {
-            Some((k, &s)) => {
-                free.swap_remove(k);
-                slot_bytes[s] = slot_bytes[s].max(iv.bytes);
-                s
-            }
+        let free =
+            |busy: &Vec<(usize, usize)>| busy.iter().all(|&(s, e)| e < iv.start || iv.end < s);
+        let slot = match slot_busy.iter().position(free) {
+            Some(s) => s,
             None => {
                 slot_bytes.push(iv.bytes);
+                slot_busy.push(Vec::new());
                 slot_bytes.len() - 1
             }
         };
-        busy.push((slot, iv.end));
+        slot_busy[slot].push((iv.start, iv.end));
         match iv.what {
-            (false, v) => value_slot[v.0] = Some(slot),
-            (true, v) => grad_slot[v.0] = Some(slot),
+            (Kind::Value, v) => value_slot[v.0] = Some(slot),
+            (Kind::Grad, v) => grad_slot[v.0] = Some(slot),
+            (Kind::Recompute, v) => {
+                recompute_slot[v.0] = Some((slot, rc_node[v.0].expect("a first reader")))
+            }
         }
     }
     Assignment {
         value_slot,
         grad_slot,
+        recompute_slot,
         slot_bytes,
         in_place,
     }

@@ -101,7 +101,8 @@ struct Compiler<'a> {
     mode: Mode,
     values: Vec<Tensor>,
     grads: Vec<Option<Tensor>>,
-    scratch: HashMap<([usize; 4], usize), Tensor>,
+    /// One buffer per scratch slot, as large as the largest value.
+    scratch: HashMap<usize, Tensor>,
     saved: HashMap<NodeId, Tensor>,
 }
 
@@ -130,12 +131,18 @@ impl Compiler<'_> {
     /// Scratch buffer `slot` of `shape` (shared by every node: dispatches
     /// run in order, and each use is consumed right after it is written).
     fn scratch(&mut self, shape: [usize; 4], slot: usize) -> Result<Tensor> {
-        if let Some(t) = self.scratch.get(&(shape, slot)) {
-            return Ok(t.clone());
+        if !self.scratch.contains_key(&slot) {
+            let largest = self
+                .graph
+                .values
+                .iter()
+                .map(|v| v.shape.numel())
+                .max()
+                .unwrap_or(1);
+            self.scratch
+                .insert(slot, self.gpu.zeros(&[self.batch * largest])?);
         }
-        let t = self.gpu.zeros(&shape)?;
-        self.scratch.insert((shape, slot), t.clone());
-        Ok(t)
+        Ok(self.scratch[&slot].sub_tensor(0, &shape)?)
     }
 
     fn grad(&self, v: ValueId) -> Result<Tensor> {
@@ -427,6 +434,34 @@ impl Compiler<'_> {
         Ok(parts)
     }
 
+    /// Rebuilds batch-norm node `id`'s output into `y` from the statistics
+    /// its training forward saved (running statistics untouched).
+    fn recompute(&self, id: NodeId, y: &Tensor) -> Result<Vec<Dispatch>> {
+        let node = &self.graph.nodes[id.0];
+        let Op::BatchNorm {
+            weight, bias, relu, ..
+        } = node.op
+        else {
+            return Err(GraphError::Invalid(format!(
+                "only batch norm outputs are recomputed, not {}",
+                node.op.kind()
+            )));
+        };
+        let [n, c, h, w] = self.shape(node.inputs[0]);
+        let s = BatchNormShape { n, c, h, w };
+        let x = &self.values[node.inputs[0].0];
+        Ok(bn::batchnorm_apply_saved(
+            self.gpu,
+            &s,
+            &Self::bn_config(relu),
+            x,
+            &self.param(weight)?,
+            &self.param(bias)?,
+            &self.saved[&id],
+            y,
+        )?)
+    }
+
     /// The merge of a switched-off block: y from the shortcut alone.
     fn dropped_merge(
         &mut self,
@@ -527,7 +562,26 @@ impl Plan {
             });
         }
         // Buffers shared by liveness (see memory.rs).
-        let assignment = crate::memory::plan(graph, batch, mode, &root, &options.keep);
+        // A batch norm that reads a dense block's concatenation buffer produces
+        // as many channels as the block holds so far; keeping each for
+        // backward would make memory quadratic in depth. They are rebuilt
+        // from the saved statistics in backward instead.
+        let mut recompute = vec![false; graph.values.len()];
+        if mode == Mode::Train {
+            for node in &graph.nodes {
+                let reads_concat = matches!(
+                    graph.value(node.inputs[0]).storage,
+                    Storage::ChannelsOf { .. }
+                );
+                if matches!(node.op, Op::BatchNorm { .. })
+                    && reads_concat
+                    && !options.keep.contains(&node.output)
+                {
+                    recompute[node.output.0] = true;
+                }
+            }
+        }
+        let assignment = crate::memory::plan(graph, batch, mode, &root, &options.keep, &recompute);
         let slots: Vec<Tensor> = assignment
             .slot_bytes
             .iter()
@@ -593,8 +647,35 @@ impl Plan {
             });
         }
         if mode == Mode::Train {
+            // Recomputed values live elsewhere during backward: point the
+            // backward dispatches there, and rebuild each value just before
+            // its first backward reader.
+            let mut rebuild: HashMap<NodeId, Vec<Dispatch>> = HashMap::new();
+            for (v, slot) in assignment.recompute_slot.iter().enumerate() {
+                let Some((slot, first_reader)) = *slot else {
+                    continue;
+                };
+                let producer = graph.values[v]
+                    .producer
+                    .expect("a recomputed value has a producer");
+                let fresh = slots[slot].sub_tensor(0, &dims(batch, graph.values[v].shape))?;
+                c.values[v] = fresh.clone();
+                rebuild
+                    .entry(first_reader)
+                    .or_default()
+                    .extend(c.recompute(producer, &fresh)?);
+            }
             for (i, node) in nodes.iter_mut().enumerate() {
-                node.backward = c.backward(NodeId(i))?;
+                let mut parts = Vec::new();
+                if let Some(d) = rebuild.remove(&NodeId(i)) {
+                    parts.push(Part {
+                        value: None,
+                        direct: d,
+                        via_scratch: Vec::new(),
+                    });
+                }
+                parts.extend(c.backward(NodeId(i))?);
+                node.backward = parts;
             }
         }
         let mut blocks = HashMap::new();

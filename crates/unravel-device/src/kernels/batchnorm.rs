@@ -394,6 +394,43 @@ pub fn batchnorm_eval_forward(
     )?])
 }
 
+/// Recomputes a training forward's output from its saved (mean, 1/std)
+/// without touching the running statistics: y is bit-for-bit what
+/// [`batchnorm_train_forward`] wrote. One dispatch.
+#[allow(clippy::too_many_arguments)]
+pub fn batchnorm_apply_saved(
+    gpu: &Gpu,
+    s: &BatchNormShape,
+    cfg: &BatchNormConfig,
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    saved: &Tensor,
+    y: &Tensor,
+) -> Result<Vec<Dispatch>> {
+    const OP: &str = "batchnorm_apply_saved";
+    check_shape(OP, s)?;
+    check_nchw(OP, "x", x, s)?;
+    check_nchw(OP, "y", y, s)?;
+    check_vector(OP, "gamma", gamma, &[s.c])?;
+    check_vector(OP, "beta", beta, &[s.c])?;
+    check_vector(OP, "saved", saved, &[2, s.c])?;
+    let plan = Plan::new(gpu, s, &[x, y]);
+    let ops = Operands {
+        y: Some(y),
+        beta: Some(beta),
+        saved: Some(saved),
+        ..Operands::new(x, gamma)
+    };
+    Ok(vec![ops.dispatch(
+        gpu,
+        plan.entry("bn_apply_saved", "bn_apply_saved4"),
+        s,
+        cfg,
+        &plan,
+    )?])
+}
+
 /// Backward of [`batchnorm_train_forward`] (batch statistics depend on x):
 /// writes dx (which may be dy), dgamma and dbeta (overwritten, not
 /// accumulated). `x` is the forward input and `saved` its (mean, invstd);
