@@ -167,30 +167,43 @@ fn max_pool3x3s2_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_work
     argmax[i] = at;
 }
 
-// One invocation per input pixel: sums dy of the (at most 2x2) windows that
-// contain it and chose it.
+// One invocation per 2x2 input quad (2k..2k+1, 2m..2m+1): the windows that
+// contain any of its pixels are (k..k+1, m..m+1), so their four argmax and
+// dy values are loaded once for four pixels (HO = ceil(H / 2), so the
+// quads are indexed like the outputs). A window whose argmax is not a
+// pixel contributes nothing to it, which also skips windows not containing it.
 @compute @workgroup_size(256)
 fn max_pool3x3s2_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                           @builtin(local_invocation_index) lid: u32) {
     let i = linear_index(wg, nwg, lid);
     if (i >= p.total) { return; }
-    let q = split(i, p.h, p.w);
-    let me = q.z * p.w + q.w;
-    // Windows oh with 2*oh-1 <= h <= 2*oh+1: oh in [h/2, (h+1)/2] below HO.
-    let oh0 = q.z / 2u;
-    let oh1 = min((q.z + 1u) / 2u, p.ho - 1u);
-    let ow0 = q.w / 2u;
-    let ow1 = min((q.w + 1u) / 2u, p.wo - 1u);
-    let nc = q.x * p.c + q.y;
-    var g = 0.0;
-    for (var oh = oh0; oh <= oh1; oh++) {
-        for (var ow = ow0; ow <= ow1; ow++) {
-            if (argmax[(nc * p.ho + oh) * p.wo + ow] == me) {
-                g += pooled[pooled_at(q, oh, ow)];
+    let q = split(i, p.ho, p.wo);
+    // Clamped neighbours; their gradient is zeroed when they do not exist.
+    let k1 = min(q.z + 1u, p.ho - 1u);
+    let m1 = min(q.w + 1u, p.wo - 1u);
+    let has_r = q.z + 1u < p.ho;
+    let has_c = q.w + 1u < p.wo;
+    let a = i - q.w - q.z * p.wo;
+    let a00 = argmax[a + q.z * p.wo + q.w];
+    let a01 = argmax[a + q.z * p.wo + m1];
+    let a10 = argmax[a + k1 * p.wo + q.w];
+    let a11 = argmax[a + k1 * p.wo + m1];
+    let g00 = pooled[pooled_at(q, q.z, q.w)];
+    let g01 = select(0.0, pooled[pooled_at(q, q.z, m1)], has_c);
+    let g10 = select(0.0, pooled[pooled_at(q, k1, q.w)], has_r);
+    let g11 = select(0.0, pooled[pooled_at(q, k1, m1)], has_r && has_c);
+    let plane = full_plane(q);
+    for (var dh = 0u; dh < 2u; dh++) {
+        for (var dw = 0u; dw < 2u; dw++) {
+            let hh = 2u * q.z + dh;
+            let ww = 2u * q.w + dw;
+            if (hh < p.h && ww < p.w) {
+                let me = hh * p.w + ww;
+                full[plane + me] = select(0.0, g00, a00 == me) + select(0.0, g01, a01 == me)
+                    + select(0.0, g10, a10 == me) + select(0.0, g11, a11 == me);
             }
         }
     }
-    full[full_plane(q) + me] = g;
 }
 
 // ---- global average: [N, C, H, W] -> [N, C] --------------------------------

@@ -216,7 +216,7 @@ fn main() -> unravel_device::Result<()> {
     pool_speed(&gpu)
 }
 
-/// Pooling at a DenseNet transition, the ImageNet stem (batch 16) and
+/// Pooling at a DenseNet transition, the ImageNet stem (batch 4) and
 /// ResNet-20's head; bandwidth counts input + output (+ u32 argmax) once.
 fn pool_speed(gpu: &Gpu) -> unravel_device::Result<()> {
     println!(
@@ -225,7 +225,7 @@ fn pool_speed(gpu: &Gpu) -> unravel_device::Result<()> {
     );
     let cases: [(&str, [usize; 4]); 3] = [
         ("avg2x2", [64, 64, 32, 32]),
-        ("max3x3s2", [16, 64, 112, 112]),
+        ("max3x3s2", [4, 64, 112, 112]),
         ("global", [64, 64, 8, 8]),
     ];
     for (name, d) in cases {

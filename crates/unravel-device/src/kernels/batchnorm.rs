@@ -12,7 +12,8 @@
 //! then an element-wise pass whose workgroups each merge their channel's
 //! partials first (the per-channel finalisation costs no extra dispatch).
 //! When H*W and every view's offset and stride are multiples of 4 the
-//! kernels move vec4s, which lavapipe loads four times faster than scalars.
+//! kernels move vec4s: lavapipe issues storage loads lane by lane, so a vec4
+//! per lane moves four times the data per load.
 
 use crate::context::Gpu;
 use crate::dispatch::Dispatch;
@@ -22,7 +23,8 @@ use crate::tensor::{DType, Tensor};
 const FILE: &str = "batchnorm.wgsl";
 /// Threads per workgroup (`WG` in the shader). Small on purpose: lavapipe
 /// pays per 8-lane block at every barrier, so fewer threads with more units
-/// each beat 256 threads on small channels (8x8 planes: 2x faster).
+/// each beat 256 threads on small channels (measured: the statistics pass on
+/// 64x64x8x8 went from ~630 to ~280 us).
 const GROUP: usize = 64;
 /// Units (vec4s or scalars) each thread handles per pass, at most. On CPU
 /// adapters every workgroup has a fixed cost (lavapipe switches through its

@@ -232,7 +232,7 @@ pub fn max_pool3x3s2_backward(
         dx,
         dy,
         Some(argmax),
-        [s.h, s.w],
+        [out[2], out[3]],
     )
 }
 
