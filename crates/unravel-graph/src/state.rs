@@ -134,6 +134,13 @@ impl ModelState {
             .sub_tensor(self.offsets[id.0], &self.shapes[id.0])?)
     }
 
+    /// A parameter's momentum view into the momentum arena.
+    pub fn momentum(&self, id: ParamId) -> Result<Tensor> {
+        Ok(self
+            .momentum
+            .sub_tensor(self.offsets[id.0], &self.shapes[id.0])?)
+    }
+
     /// The whole arenas (parameters, gradients, momentum), for the optimiser.
     pub fn arenas(&self) -> (&Tensor, &Tensor, &Tensor) {
         (&self.params, &self.grads, &self.momentum)

@@ -1,0 +1,255 @@
+//! Checkpoints in safetensors with PyTorch's names and layouts: conv weights
+//! OIHW, batch norm `weight`, `bias`, `running_mean`, `running_var`,
+//! `num_batches_tracked` (i64 scalar), linear `[out, in]`; so a PyTorch
+//! model of the same architecture loads the file with `load_state_dict`.
+//! The model name and configuration go in the safetensors metadata. The
+//! optimiser's momentum goes in a companion file.
+//!
+//! Every file is written atomically (a temporary file in the same folder,
+//! fsync, rename, fsync of the folder): killing the process at any moment
+//! leaves the previous checkpoint loadable.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use thiserror::Error;
+use unravel_device::Gpu;
+use unravel_graph::{Graph, ModelState, ParamId};
+
+#[derive(Debug, Error)]
+pub enum CheckpointError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} is not a valid safetensors file: {message}")]
+    Format { path: PathBuf, message: String },
+    #[error("{path} does not fit this model: {message}")]
+    Mismatch { path: PathBuf, message: String },
+    #[error(transparent)]
+    Graph(#[from] unravel_graph::GraphError),
+}
+
+type Result<T> = std::result::Result<T, CheckpointError>;
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CheckpointError + '_ {
+    move |source| CheckpointError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Writes `bytes` to `path` so that `path` always holds either its old
+/// contents or all of the new ones.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let written = (|| {
+        let mut file = std::fs::File::create(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()
+    })();
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(io(&tmp)(e));
+    }
+    std::fs::rename(&tmp, path).map_err(io(path))?;
+    // The rename itself must reach the disk.
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+fn f32_bytes(values: &[f32]) -> Vec<u8> {
+    values.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+/// Saves the model's parameters and batch-norm statistics to `path`, with
+/// `metadata` (e.g. the model name and configuration) in the header.
+pub fn save_model(
+    path: &Path,
+    gpu: &Gpu,
+    graph: &Graph,
+    state: &ModelState,
+    metadata: HashMap<String, String>,
+) -> Result<()> {
+    let mut tensors: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
+    for (name, shape, values) in state.read_params(gpu)? {
+        tensors.push((name, Dtype::F32, shape, f32_bytes(&values)));
+    }
+    for i in 0..graph.bn_states.len() {
+        let (prefix, mean, var) = state.read_bn(gpu, i)?;
+        let c = mean.len();
+        tensors.push((
+            format!("{prefix}.running_mean"),
+            Dtype::F32,
+            vec![c],
+            f32_bytes(&mean),
+        ));
+        tensors.push((
+            format!("{prefix}.running_var"),
+            Dtype::F32,
+            vec![c],
+            f32_bytes(&var),
+        ));
+        tensors.push((
+            format!("{prefix}.num_batches_tracked"),
+            Dtype::I64,
+            vec![],
+            (state.batches_tracked as i64).to_le_bytes().to_vec(),
+        ));
+    }
+    serialize_atomic(path, &tensors, metadata)
+}
+
+fn serialize_atomic(
+    path: &Path,
+    tensors: &[(String, Dtype, Vec<usize>, Vec<u8>)],
+    metadata: HashMap<String, String>,
+) -> Result<()> {
+    let views: Vec<(&str, TensorView)> = tensors
+        .iter()
+        .map(|(n, d, s, b)| {
+            TensorView::new(*d, s.clone(), b)
+                .map(|v| (n.as_str(), v))
+                .map_err(|e| CheckpointError::Format {
+                    path: path.to_path_buf(),
+                    message: e.to_string(),
+                })
+        })
+        .collect::<Result<_>>()?;
+    let bytes =
+        safetensors::serialize(views, Some(metadata)).map_err(|e| CheckpointError::Format {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+    write_atomic(path, &bytes)
+}
+
+/// A checkpoint file read into memory.
+pub struct Checkpoint {
+    path: PathBuf,
+    bytes: Vec<u8>,
+}
+
+impl Checkpoint {
+    pub fn read(path: &Path) -> Result<Checkpoint> {
+        let bytes = std::fs::read(path).map_err(io(path))?;
+        let c = Checkpoint {
+            path: path.to_path_buf(),
+            bytes,
+        };
+        c.parse()?;
+        Ok(c)
+    }
+
+    fn parse(&self) -> Result<SafeTensors<'_>> {
+        SafeTensors::deserialize(&self.bytes).map_err(|e| CheckpointError::Format {
+            path: self.path.clone(),
+            message: e.to_string(),
+        })
+    }
+
+    /// The header's metadata.
+    pub fn metadata(&self) -> Result<HashMap<String, String>> {
+        let (_, meta) =
+            SafeTensors::read_metadata(&self.bytes).map_err(|e| CheckpointError::Format {
+                path: self.path.clone(),
+                message: e.to_string(),
+            })?;
+        Ok(meta.metadata().clone().unwrap_or_default())
+    }
+
+    fn mismatch(&self, message: String) -> CheckpointError {
+        CheckpointError::Mismatch {
+            path: self.path.clone(),
+            message,
+        }
+    }
+
+    fn f32s(&self, st: &SafeTensors, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
+        let t = st
+            .tensor(name)
+            .map_err(|_| self.mismatch(format!("tensor {name} is missing")))?;
+        if t.dtype() != Dtype::F32 || t.shape() != shape {
+            return Err(self.mismatch(format!(
+                "tensor {name} is {:?} {:?}, the model needs F32 {shape:?}",
+                t.dtype(),
+                t.shape()
+            )));
+        }
+        Ok(t.data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect())
+    }
+
+    /// Loads every parameter and batch-norm statistic of `graph` into
+    /// `state`; a missing tensor or a wrong shape is an error naming it.
+    pub fn load_model(&self, gpu: &Gpu, graph: &Graph, state: &mut ModelState) -> Result<()> {
+        let st = self.parse()?;
+        for (i, p) in graph.params.iter().enumerate() {
+            let values = self.f32s(&st, &p.name, &p.shape)?;
+            state.write_param(gpu, ParamId(i), &values)?;
+        }
+        for (i, bn) in graph.bn_states.iter().enumerate() {
+            let mean = self.f32s(&st, &format!("{}.running_mean", bn.prefix), &[bn.channels])?;
+            let var = self.f32s(&st, &format!("{}.running_var", bn.prefix), &[bn.channels])?;
+            state.write_bn(gpu, i, &mean, &var)?;
+            if let Ok(t) = st.tensor(&format!("{}.num_batches_tracked", bn.prefix)) {
+                if let Ok(b) = <[u8; 8]>::try_from(t.data()) {
+                    state.batches_tracked = i64::from_le_bytes(b).max(0) as u64;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Loads momentum buffers written by [`save_momentum`].
+    pub fn load_momentum(&self, gpu: &Gpu, graph: &Graph, state: &ModelState) -> Result<()> {
+        let st = self.parse()?;
+        for (i, p) in graph.params.iter().enumerate() {
+            let values = self.f32s(&st, &format!("momentum.{}", p.name), &p.shape)?;
+            gpu.write(&state.momentum(ParamId(i))?, &values)
+                .map_err(unravel_graph::GraphError::from)?;
+        }
+        Ok(())
+    }
+}
+
+/// Saves the optimiser's momentum (`momentum.<parameter name>`) with
+/// `metadata` (epoch, step, schedule) to `path`.
+pub fn save_momentum(
+    path: &Path,
+    gpu: &Gpu,
+    graph: &Graph,
+    state: &ModelState,
+    metadata: HashMap<String, String>,
+) -> Result<()> {
+    let mut tensors = Vec::new();
+    for (i, p) in graph.params.iter().enumerate() {
+        let values = gpu
+            .read(&state.momentum(ParamId(i))?)
+            .map_err(unravel_graph::GraphError::from)?;
+        tensors.push((
+            format!("momentum.{}", p.name),
+            Dtype::F32,
+            p.shape.clone(),
+            f32_bytes(&values),
+        ));
+    }
+    serialize_atomic(path, &tensors, metadata)
+}
