@@ -4,6 +4,7 @@
 pub mod checkpoint;
 pub mod dataset_kind;
 pub mod models;
+pub mod schedule;
 pub mod stochastic_depth;
 
 pub use dataset_kind::DatasetKind;
