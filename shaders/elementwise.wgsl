@@ -27,6 +27,13 @@ struct Params {
 @group(0) @binding(5) var<storage, read_write> e: array<f32>;
 @group(0) @binding(6) var<storage, read_write> f: array<f32>;
 
+// The same bindings seen as vec4s, for the `*4` entry points the host picks
+// when every row length, offset and stride is a multiple of 4 (lavapipe
+// moves a vec4 about as fast as a scalar). Their params are in vec4 units.
+@group(0) @binding(1) var<storage, read_write> a4: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read_write> b4: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read_write> c4: array<vec4<f32>>;
+
 const WG: u32 = 256u;
 
 // Element j of row n of a view.
@@ -180,5 +187,74 @@ fn highway_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroup
         e[at(n, i, p.e_off, p.e_stride)] = dy * (h - x);
         f[at(n, i, p.f_off, p.f_stride)] = dy * t;
         d[jd] = dy * (1.0 - t);
+    }
+}
+
+// ---- vec4 twins of the hot entry points (same operands, vec4 units) ----
+
+@compute @workgroup_size(256)
+fn relu_forward4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                 @builtin(local_invocation_index) lid: u32) {
+    let n = wg.y;
+    for (var i = wg.x * WG + lid; i < p.per; i += nwg.x * WG) {
+        b4[at(n, i, p.b_off, p.b_stride)] = max(a4[at(n, i, p.a_off, p.a_stride)], vec4<f32>(0.0));
+    }
+}
+
+@compute @workgroup_size(256)
+fn relu_backward4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                  @builtin(local_invocation_index) lid: u32) {
+    let n = wg.y;
+    for (var i = wg.x * WG + lid; i < p.per; i += nwg.x * WG) {
+        let y = a4[at(n, i, p.a_off, p.a_stride)];
+        let dy = b4[at(n, i, p.b_off, p.b_stride)];
+        c4[at(n, i, p.c_off, p.c_stride)] = select(vec4<f32>(0.0), dy, y > vec4<f32>(0.0));
+    }
+}
+
+@compute @workgroup_size(256)
+fn add_forward4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                @builtin(local_invocation_index) lid: u32) {
+    let n = wg.y;
+    for (var i = wg.x * WG + lid; i < p.per; i += nwg.x * WG) {
+        c4[at(n, i, p.c_off, p.c_stride)] = a4[at(n, i, p.a_off, p.a_stride)] + b4[at(n, i, p.b_off, p.b_stride)];
+    }
+}
+
+@compute @workgroup_size(256)
+fn add_relu_forward4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                     @builtin(local_invocation_index) lid: u32) {
+    let n = wg.y;
+    for (var i = wg.x * WG + lid; i < p.per; i += nwg.x * WG) {
+        let s = a4[at(n, i, p.a_off, p.a_stride)] + b4[at(n, i, p.b_off, p.b_stride)];
+        c4[at(n, i, p.c_off, p.c_stride)] = max(s, vec4<f32>(0.0));
+    }
+}
+
+@compute @workgroup_size(256)
+fn scale_forward4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                  @builtin(local_invocation_index) lid: u32) {
+    let n = wg.y;
+    for (var i = wg.x * WG + lid; i < p.per; i += nwg.x * WG) {
+        b4[at(n, i, p.b_off, p.b_stride)] = p.scale * a4[at(n, i, p.a_off, p.a_stride)];
+    }
+}
+
+@compute @workgroup_size(256)
+fn scale_backward4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                   @builtin(local_invocation_index) lid: u32) {
+    let n = wg.y;
+    for (var i = wg.x * WG + lid; i < p.per; i += nwg.x * WG) {
+        b4[at(n, i, p.b_off, p.b_stride)] = p.scale * a4[at(n, i, p.a_off, p.a_stride)];
+    }
+}
+
+@compute @workgroup_size(256)
+fn accumulate4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+               @builtin(local_invocation_index) lid: u32) {
+    let n = wg.y;
+    for (var i = wg.x * WG + lid; i < p.per; i += nwg.x * WG) {
+        let j = at(n, i, p.b_off, p.b_stride);
+        b4[j] = b4[j] + a4[at(n, i, p.a_off, p.a_stride)];
     }
 }

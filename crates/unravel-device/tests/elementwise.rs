@@ -229,3 +229,90 @@ fn mismatched_shapes_are_a_typed_error() {
     let err = ew::add_forward(g, &a, &a, &b).unwrap_err();
     assert!(err.to_string().contains("shapes differ"), "{err}");
 }
+
+#[test]
+fn vec4_paths_match_the_reference_on_aligned_views() {
+    let g = gpu();
+    // Channels 1..4 of an N=3, C=6, 4x5 buffer: rows of 60, offsets and
+    // strides multiples of 4, so the vec4 twins run.
+    let full = [3, 6, 4, 5];
+    let shape = [3, 3, 4, 5];
+    let a_buf = g.upload(&random(360, 20), &full).unwrap();
+    let b_buf = g.upload(&random(360, 21), &full).unwrap();
+    let (a, b) = (
+        a_buf.channel_slice(1, 4).unwrap(),
+        b_buf.channel_slice(2, 5).unwrap(),
+    );
+    let (ha, hb) = (g.read(&a).unwrap(), g.read(&b).unwrap());
+    let (a64, b64) = (to_f64(&ha), to_f64(&hb));
+    let outs: Vec<_> = (0..5).map(|_| g.zeros(&shape).unwrap()).collect();
+    let acc = g.upload(&hb, &shape).unwrap();
+    let dispatches = [
+        ew::relu_forward(g, &a, &outs[0]).unwrap(),
+        ew::add_forward(g, &a, &b, &outs[1]).unwrap(),
+        ew::add_relu_forward(g, &a, &b, &outs[2]).unwrap(),
+        ew::scale_forward(g, &a, -1.5, &outs[3]).unwrap(),
+        ew::relu_backward(g, &a, &b, &outs[4]).unwrap(),
+        ew::accumulate(g, &a, &acc).unwrap(),
+    ];
+    for d in &dispatches {
+        assert!(
+            d.kernel().name().ends_with('4'),
+            "{} did not take the vec4 path",
+            d.kernel().name()
+        );
+    }
+    g.run(&dispatches).unwrap();
+    let sum = reference::add_forward(&a64, &b64);
+    assert_close(
+        "relu4",
+        &g.read(&outs[0]).unwrap(),
+        &reference::relu_forward(&a64),
+        1e-6,
+    );
+    assert_close("add4", &g.read(&outs[1]).unwrap(), &sum, 1e-6);
+    assert_close(
+        "add_relu4",
+        &g.read(&outs[2]).unwrap(),
+        &reference::relu_forward(&sum),
+        1e-6,
+    );
+    assert_close(
+        "scale4",
+        &g.read(&outs[3]).unwrap(),
+        &reference::scale(&a64, -1.5),
+        1e-6,
+    );
+    assert_close(
+        "relu_backward4",
+        &g.read(&outs[4]).unwrap(),
+        &reference::relu_backward(&a64, &b64),
+        1e-6,
+    );
+    assert_close("accumulate4", &g.read(&acc).unwrap(), &sum, 1e-6);
+    // An odd offset falls back to the scalar kernel.
+    let odd = g.upload(&random(3 * 7 * 9, 22), &[3, 7, 3, 3]).unwrap();
+    let d = ew::relu_forward(
+        g,
+        &odd.channel_slice(1, 5).unwrap(),
+        &g.zeros(&[3, 4, 3, 3]).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(d.kernel().name(), "elementwise.wgsl::relu_forward");
+}
+
+#[test]
+fn set_scale_changes_a_prepared_vec4_scale() {
+    let g = gpu();
+    let x = g
+        .upload(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0], &[2, 4])
+        .unwrap();
+    let y = g.zeros(&[2, 4]).unwrap();
+    let d = ew::scale_forward(g, &x, 2.0, &y).unwrap();
+    ew::set_scale(g, &d, &x, 0.5, &y).unwrap();
+    g.run(&[d]).unwrap();
+    assert_eq!(
+        g.read(&y).unwrap(),
+        vec![0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0]
+    );
+}

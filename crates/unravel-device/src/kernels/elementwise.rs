@@ -24,12 +24,49 @@ struct Params {
     views: [[u32; 2]; 6],
 }
 
+/// Entry points with a vec4 twin named `<entry>4`.
+const VEC4: [&str; 7] = [
+    "relu_forward",
+    "relu_backward",
+    "add_forward",
+    "add_relu_forward",
+    "scale_forward",
+    "scale_backward",
+    "accumulate",
+];
+
 fn prepare(gpu: &Gpu, entry: &'static str, scale: f32, operands: &[&Tensor]) -> Result<Dispatch> {
-    let (params, grid) = params_of(entry, scale, operands)?;
-    gpu.dispatch(FILE, entry, &params, operands, grid)
+    let (entry, params) = specialize(entry, params_of(entry, scale, operands)?, operands.len());
+    let grid = grid_of(params.rows as usize, params.per as usize);
+    gpu.dispatch(FILE, &entry, &params, operands, grid)
 }
 
-fn params_of(entry: &'static str, scale: f32, operands: &[&Tensor]) -> Result<(Params, [u32; 3])> {
+/// The vec4 twin, with params in vec4 units, where the entry has one and
+/// every row length, offset and stride is a multiple of 4.
+fn specialize(entry: &str, mut params: Params, operands: usize) -> (String, Params) {
+    let aligned = params.per % 4 == 0
+        && params.views[..operands]
+            .iter()
+            .all(|[off, stride]| off % 4 == 0 && stride % 4 == 0);
+    if !(aligned && VEC4.contains(&entry)) {
+        return (entry.to_string(), params);
+    }
+    params.per /= 4;
+    for v in params.views.iter_mut() {
+        v[0] /= 4;
+        v[1] /= 4;
+    }
+    (format!("{entry}4"), params)
+}
+
+/// y: one row each; x: enough groups to keep every core busy, each
+/// invocation striding along its row.
+fn grid_of(rows: usize, per: usize) -> [u32; 3] {
+    let groups_x = per.div_ceil(GROUP as usize).clamp(1, MAX_GROUPS_PER_ROW);
+    [groups_x as u32, rows as u32, 1]
+}
+
+fn params_of(entry: &'static str, scale: f32, operands: &[&Tensor]) -> Result<Params> {
     let first = operands[0];
     for t in &operands[1..] {
         if t.shape() != first.shape() {
@@ -59,10 +96,7 @@ fn params_of(entry: &'static str, scale: f32, operands: &[&Tensor]) -> Result<(P
         _pad: 0,
         views,
     };
-    // y: one row each; x: enough groups to keep every core busy, each
-    // invocation striding along its row.
-    let groups_x = per.div_ceil(GROUP as usize).clamp(1, MAX_GROUPS_PER_ROW);
-    Ok((params, [groups_x as u32, rows as u32, 1]))
+    Ok(params)
 }
 
 /// y = max(x, 0); `y` may be `x` (in place).
@@ -99,7 +133,11 @@ pub fn scale_forward(gpu: &Gpu, x: &Tensor, scale: f32, y: &Tensor) -> Result<Di
 /// Changes the factor of a prepared [`scale_forward`] (a per-step setting:
 /// stochastic depth's test-time scale) without rebuilding it.
 pub fn set_scale(gpu: &Gpu, dispatch: &Dispatch, x: &Tensor, scale: f32, y: &Tensor) -> Result<()> {
-    let (params, _) = params_of("scale_forward", scale, &[x, y])?;
+    let (_, params) = specialize(
+        "scale_forward",
+        params_of("scale_forward", scale, &[x, y])?,
+        2,
+    );
     dispatch.update_params(gpu, &params);
     Ok(())
 }
