@@ -44,10 +44,10 @@ fn prepare(gpu: &Gpu, entry: &'static str, scale: f32, operands: &[&Tensor]) -> 
 /// The vec4 twin, with params in vec4 units, where the entry has one and
 /// every row length, offset and stride is a multiple of 4.
 fn specialize(entry: &str, mut params: Params, operands: usize) -> (String, Params) {
-    let aligned = params.per % 4 == 0
+    let aligned = params.per.is_multiple_of(4)
         && params.views[..operands]
             .iter()
-            .all(|[off, stride]| off % 4 == 0 && stride % 4 == 0);
+            .all(|[off, stride]| off.is_multiple_of(4) && stride.is_multiple_of(4));
     if !(aligned && VEC4.contains(&entry)) {
         return (entry.to_string(), params);
     }
