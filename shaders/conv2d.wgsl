@@ -72,6 +72,20 @@ fn cols_left(c0: u32, vb: u32, count: u32) -> u32 {
     return select(0u, count - first, first < count);
 }
 
+// a / b and a % b for the `_sg` kernels' setup, where quotients stay below
+// 2^22 (the host checks N*H and N*OH): CPUs divide integer vectors lane by
+// lane, floats all at once; the float quotient is within 1 of the true one
+// and is corrected.
+fn qdiv(a: u32, b: u32) -> u32 {
+    var q = u32(f32(a) / f32(b));
+    q = select(q, q - 1u, q * b > a);
+    return select(q, q + 1u, (q + 1u) * b <= a);
+}
+
+fn qmod(a: u32, b: u32) -> u32 {
+    return a - qdiv(a, b) * b;
+}
+
 // ---------------------------------------------------------------- direct
 
 // y[n, k, oy, ox] = bias[k] + sum_{ci, ky, kx} x[n, g*CG + ci, oy*S - P + ky, ox*S - P + kx] * w[k, ci, ky, kx]
@@ -339,9 +353,9 @@ fn load_chunk(at: u32, ok: bool) {
 // Points the walk at reduction index k (once per reduction: the divisions
 // are done lane by lane on a CPU).
 fn start_walk(k: u32) {
-    let outer = k / (wk.mid_n * wk.inner_n);
-    k_mid = (k / wk.inner_n) % wk.mid_n;
-    k_inner = k % wk.inner_n;
+    let outer = qdiv(k, wk.mid_n * wk.inner_n);
+    k_mid = qmod(qdiv(k, wk.inner_n), wk.mid_n);
+    k_inner = qmod(k, wk.inner_n);
     k_off = outer * wk.st_outer + k_mid * wk.st_mid + k_inner * wk.st_inner;
     ry = i32(k_mid) * wk.ys;
     rx = i32(k_inner) * wk.xs;
@@ -440,11 +454,8 @@ fn conv2d_pack_forward_weights(@builtin(workgroup_id) wg: vec3<u32>, @builtin(nu
 
 // Taps (ky, kx) with ky % S < ky_phase, ky < KH: those of earlier phase rows.
 fn taps_below(phase: u32, len: u32) -> u32 {
-    var count = 0u;
-    for (var t = 0u; t < len; t++) {
-        count += u32(t % p.stride < phase);
-    }
-    return count;
+    let s = p.stride;
+    return qdiv(len, s) * phase + min(qmod(len, s), phase);
 }
 
 // Taps of the phases before (phy, phx), phases in row-major order.
@@ -482,29 +493,35 @@ fn conv2d_pack_backward_input_weights(@builtin(workgroup_id) wg: vec3<u32>, @bui
 }
 
 // bp for the weight gradient: [G*blocks][N*OH*OW][4*NV], column c = output
-// channel of dy, k = output pixel.
+// channel of dy, k = output pixel (grid x/y), G*blocks = grid z. Written as
+// vec4s, one pixel per invocation.
 @compute @workgroup_size(64)
 fn conv2d_pack_dy(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                   @builtin(local_invocation_index) lid: u32) {
-    let i = linear_index(wg, nwg, lid);
+    let k = linear_index(vec3<u32>(wg.x, wg.y, 0u), nwg, lid);
     let ohw = p.oh * p.ow;
     let pixels = p.n * ohw;
-    let cols = 4u * NV;
-    if (i >= p.groups * p.blocks * pixels * cols) { return; }
-    let c = i % cols;
-    let k = (i / cols) % pixels;
-    let ch = packed_channel(i / (cols * pixels), c, p.cout_g);
-    out[i] = load_b(p.b_off + (k / ohw) * p.b_stride + ch.x * ohw + k % ohw, ch.y != 0u);
+    if (k >= pixels) { return; }
+    let n = qdiv(k, ohw);
+    let src = p.b_off + n * p.b_stride + (k - n * ohw);
+    let gb = wg.z;
+    let c0 = (gb % p.blocks) * 4u * NV;
+    let first = (gb / p.blocks) * p.cout_g + c0;
+    let at = (gb * pixels + k) * NV;
+    for (var vb = 0u; vb < NV; vb++) {
+        bp[at + vb] = load_b4(src + (first + 4u * vb) * ohw, ohw, true, cols_left(c0, vb, p.cout_g));
+    }
 }
 
 // Row i of the forward: output pixel i of N*OH*OW, for column c0 of group g.
 fn forward_row(i: u32, g: u32, c0: u32) -> Row {
     let ohw = p.oh * p.ow;
     let pix = min(i, p.n * ohw - 1u);
-    let n = pix / ohw;
-    let q = pix % ohw;
-    let y0 = i32((q / p.ow) * p.stride) - i32(p.pad);
-    let x0 = i32((q % p.ow) * p.stride) - i32(p.pad);
+    let n = qdiv(pix, ohw);
+    let q = pix - n * ohw;
+    let oy = qdiv(q, p.ow);
+    let y0 = i32(oy * p.stride) - i32(p.pad);
+    let x0 = i32((q - oy * p.ow) * p.stride) - i32(p.pad);
     let at = p.a_off + n * p.a_stride + g * p.cin_g * p.h * p.w + u32(y0) * p.w + u32(x0);
     let out_at = p.o_off + n * p.o_stride + (g * p.cout_g + c0) * ohw + q;
     let live = i < p.n * ohw;
@@ -540,13 +557,14 @@ struct Phase {
 
 fn phase_of(z: u32) -> Phase {
     let s = p.stride;
-    let phy = (z % (s * s)) / s;
-    let phx = z % s;
+    let phy = qdiv(qmod(z, s * s), s);
+    let phx = qmod(z, s);
+    let pad = qmod(p.pad, s);
     return Phase(
-        (phy + s - p.pad % s) % s, (phx + s - p.pad % s) % s,
-        (p.h + s - 1u) / s, (p.w + s - 1u) / s,
-        select(0u, (p.kh - phy + s - 1u) / s, phy < p.kh),
-        select(0u, (p.kw - phx + s - 1u) / s, phx < p.kw),
+        qmod(phy + s - pad, s), qmod(phx + s - pad, s),
+        qdiv(p.h + s - 1u, s), qdiv(p.w + s - 1u, s),
+        select(0u, qdiv(p.kh - phy + s - 1u, s), phy < p.kh),
+        select(0u, qdiv(p.kw - phx + s - 1u, s), phx < p.kw),
         phy, phx);
 }
 
@@ -554,17 +572,19 @@ fn phase_of(z: u32) -> Phase {
 fn phase_pixel(ph: Phase, i: u32) -> vec4<u32> {
     let total = p.n * ph.th * ph.tw;
     let pix = min(i, total - 1u);
-    let iy = ph.iy_first + p.stride * ((pix / ph.tw) % ph.th);
-    let ix = ph.ix_first + p.stride * (pix % ph.tw);
-    return vec4<u32>(pix / (ph.th * ph.tw), iy, ix, u32(i < total && iy < p.h && ix < p.w));
+    let row = qdiv(pix, ph.tw);
+    let n = qdiv(row, ph.th);
+    let iy = ph.iy_first + p.stride * (row - n * ph.th);
+    let ix = ph.ix_first + p.stride * (pix - row * ph.tw);
+    return vec4<u32>(n, iy, ix, u32(i < total && iy < p.h && ix < p.w));
 }
 
 // Row of input pixel i of a phase, for input channel c0 of group g: it
 // reads dy at (oy0 - my, ox0 - mx).
 fn backward_input_row(ph: Phase, i: u32, g: u32, c0: u32) -> Row {
     let px = phase_pixel(ph, i);
-    let oy0 = i32((px.y + p.pad - ph.phy) / p.stride);
-    let ox0 = i32((px.z + p.pad - ph.phx) / p.stride);
+    let oy0 = i32(qdiv(px.y + p.pad - ph.phy, p.stride));
+    let ox0 = i32(qdiv(px.z + p.pad - ph.phx, p.stride));
     let at = p.a_off + px.x * p.a_stride + g * p.cout_g * p.oh * p.ow + u32(oy0) * p.ow + u32(ox0);
     let out_at = p.o_off + px.x * p.o_stride + (g * p.cin_g + c0) * p.h * p.w + px.y * p.w + px.z;
     return Row(at, oy0, ox0, px.w != 0u, false, out_at, px.w != 0u);
@@ -604,9 +624,11 @@ fn backward_weight_row(r: u32, g: u32, c0: u32, split: u32) -> Row {
     let khw = p.kh * p.kw;
     let r_len = p.cin_g * khw;
     let rr = min(r, r_len - 1u);
-    let y0 = i32((rr % khw) / p.kw) - i32(p.pad);
-    let x0 = i32(rr % p.kw) - i32(p.pad);
-    let at = p.a_off + (g * p.cin_g + rr / khw) * p.h * p.w + u32(y0) * p.w + u32(x0);
+    let ci = qdiv(rr, khw);
+    let ky = qdiv(rr - ci * khw, p.kw);
+    let y0 = i32(ky) - i32(p.pad);
+    let x0 = i32(rr - ci * khw - ky * p.kw) - i32(p.pad);
+    let at = p.a_off + (g * p.cin_g + ci) * p.h * p.w + u32(y0) * p.w + u32(x0);
     let r1 = r_len + p.has_bias;
     let out_at = (split * p.c_out + g * p.cout_g + c0) * r1 + r;
     return Row(at, y0, x0, r < r_len, r == r_len && p.has_bias != 0u, out_at, r < r1);
@@ -647,8 +669,8 @@ fn conv2d_backward_weight_reduce(@builtin(workgroup_id) wg: vec3<u32>, @builtin(
     for (var sp = 0u; sp < p.splits; sp++) {
         acc += a[sp * per_split + i];
     }
-    let k = i / r1;
-    let r = i % r1;
+    let k = qdiv(i, r1);
+    let r = i - k * r1;
     if (r == r_len) {
         v[p.v_off + k] = acc;
     } else {

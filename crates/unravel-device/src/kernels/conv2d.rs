@@ -99,7 +99,13 @@ impl Conv2dShape {
             self.output_shape().iter().product::<usize>(),
             self.weight_shape().iter().product::<usize>(),
         ];
-        if biggest.iter().any(|&e| e >= u32::MAX as usize / 2) || self.pad > 1 << 20 {
+        // The subgroup kernels' setup divides in f32 (exact for quotients
+        // below 2^22; the largest is about N * H).
+        let rows = self.n * self.h.max(self.out_h());
+        if biggest.iter().any(|&e| e >= u32::MAX as usize / 2)
+            || self.pad > 1 << 20
+            || rows >= 1 << 22
+        {
             return fail("too large for 32-bit indexing".into());
         }
         Ok(())
@@ -424,7 +430,7 @@ pub fn conv2d_backward_weight_with(
             let chunk = split_chunk(pixels);
             params.chunk = chunk as u32;
             params.splits = pixels.div_ceil(chunk) as u32;
-            let packed = pack(gpu, "conv2d_pack_dy", &params, nv, [x, dy], pixels)?;
+            let packed = pack_dy(gpu, &params, nv, dy, pixels)?;
             let partials = gpu.zeros(&[params.splits as usize, s.c_out, r1])?;
             let grid = [
                 r1.div_ceil(ROWS_PER_GROUP as usize) as u32,
@@ -468,6 +474,30 @@ fn pack(
         params,
         &[a, b, b, &packed],
         grid,
+    )?;
+    Ok((d, packed))
+}
+
+/// Packs dy for the weight gradient ([`pack`]'s layout, `k` = pixels).
+fn pack_dy(
+    gpu: &Gpu,
+    params: &Params,
+    nv: u32,
+    dy: &Tensor,
+    pixels: usize,
+) -> Result<(Dispatch, Tensor)> {
+    let gb = params.groups * params.blocks;
+    let packed = gpu.zeros(&[gb as usize * pixels * 4 * nv as usize])?;
+    let [gx, gy, _] = grid_1d(pixels, GROUP);
+    let tensors = [dy, dy, dy, dy, &packed];
+    let entry = "conv2d_pack_dy";
+    let d = gpu.dispatch_with(
+        FILE,
+        entry,
+        &nv_constant(nv),
+        params,
+        &tensors,
+        [gx, gy, gb],
     )?;
     Ok((d, packed))
 }
