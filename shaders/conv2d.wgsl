@@ -273,16 +273,13 @@ var<private> row1: Row;
 
 // Lanes 0..CHUNK-1 share their chunk of B with constant-index broadcasts,
 // which lavapipe turns into a register extract + splat (a dynamic-index
-// shuffle becomes a loop over the lanes). Subgroups smaller than CHUNK
-// take the shuffle loop instead.
+// shuffle becomes a loop over the lanes).
 const CHUNK: u32 = 8u;
 
-// Caps the chunk; below CHUNK it forces the shuffle loop (for tests).
-override MAX_CHUNK: u32 = 8u;
-
-fn chunk_len(sgs: u32) -> u32 {
-    return min(sgs, min(MAX_CHUNK, CHUNK));
-}
+// 0: chunks of CHUNK lanes shared by broadcasts (the host sets it only
+// where every subgroup has at least CHUNK lanes); n > 0: chunks of
+// min(subgroup size, n) lanes shared by dynamic shuffles.
+override SHUFFLE_CHUNK: u32 = 0u;
 
 // acc += a * (column values of lane j's B entry), j dynamic.
 fn step_shuffle(a: vec2<f32>, j: u32) {
@@ -390,12 +387,14 @@ fn next_a() -> vec2<f32> {
 
 // The whole reduction: k in [first, end), B entries of k at bp[b_at + k*NV].
 fn reduce(first: u32, end: u32, b_at: u32, lane: u32, sgs: u32) {
-    let ch = chunk_len(sgs);
+    // A subgroup whose rows all lie past the end has nothing to do.
+    if (subgroupAll(!row0.store && !row1.store)) { return; }
+    let ch = select(min(sgs, SHUFFLE_CHUNK), CHUNK, SHUFFLE_CHUNK == 0u);
     start_walk(first);
     for (var k0 = first; k0 < end; k0 += ch) {
         load_chunk(b_at + (k0 + lane) * NV, lane < ch && k0 + lane < end);
         k_left = min(ch, end - k0);
-        if (ch == CHUNK) {
+        if (SHUFFLE_CHUNK == 0u) {
             step0(next_a()); step1(next_a()); step2(next_a()); step3(next_a());
             step4(next_a()); step5(next_a()); step6(next_a()); step7(next_a());
         } else {

@@ -98,6 +98,7 @@ fn check_both(s: Conv2dShape, with_bias: bool, seed: u64) {
     check(s, with_bias, Conv2dAlgo::Direct, seed);
     if Conv2dAlgo::for_gpu(gpu()) == Conv2dAlgo::Subgroup {
         check(s, with_bias, Conv2dAlgo::Subgroup, seed);
+        check(s, with_bias, Conv2dAlgo::SubgroupShuffle, seed);
     }
 }
 

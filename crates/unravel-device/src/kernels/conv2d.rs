@@ -117,9 +117,13 @@ impl Conv2dShape {
 pub enum Conv2dAlgo {
     /// One invocation per output element; needs no optional feature.
     Direct,
-    /// Register-blocked, operands shared through `subgroupShuffle`; needs
-    /// the SUBGROUP feature. About 10x faster than `Direct` on lavapipe.
+    /// Register-blocked, operands shared through subgroup broadcasts
+    /// (shuffles where subgroups may have fewer than 8 lanes); needs the
+    /// SUBGROUP feature. About 10x faster than `Direct` on lavapipe.
     Subgroup,
+    /// `Subgroup` forced onto its shuffle path, in chunks of 5 lanes: the
+    /// path of adapters with narrow subgroups, for tests elsewhere.
+    SubgroupShuffle,
 }
 
 impl Conv2dAlgo {
@@ -133,13 +137,24 @@ impl Conv2dAlgo {
     }
 
     fn check(self, gpu: &Gpu, op: &'static str) -> Result<()> {
-        if self == Conv2dAlgo::Subgroup && !gpu.features().contains(wgpu::Features::SUBGROUP) {
+        if self != Conv2dAlgo::Direct && !gpu.features().contains(wgpu::Features::SUBGROUP) {
             return Err(shape_error(
                 op,
-                "Conv2dAlgo::Subgroup needs the SUBGROUP feature",
+                format!("Conv2dAlgo::{self:?} needs the SUBGROUP feature"),
             ));
         }
         Ok(())
+    }
+
+    /// The pipeline constants of the subgroup kernels for `nv` vec4 column
+    /// blocks: broadcasts need subgroups of at least 8 lanes.
+    fn constants(self, gpu: &Gpu, nv: u32) -> [(&'static str, f64); 2] {
+        let shuffle_chunk = match self {
+            Conv2dAlgo::SubgroupShuffle => 5,
+            _ if gpu.adapter_info().subgroup_min_size < 8 => 8,
+            _ => 0,
+        };
+        [("NV", nv as f64), ("SHUFFLE_CHUNK", shuffle_chunk as f64)]
     }
 }
 
@@ -295,7 +310,7 @@ pub fn conv2d_forward_with(
             let entry = "conv2d_forward_direct";
             Ok(vec![gpu.dispatch(FILE, entry, &params, &tensors, grid)?])
         }
-        Conv2dAlgo::Subgroup => {
+        Conv2dAlgo::Subgroup | Conv2dAlgo::SubgroupShuffle => {
             let (nv, blocks) = column_blocks(s.c_out / s.groups);
             params.blocks = blocks;
             let r_len = s.c_in / s.groups * s.kh * s.kw;
@@ -312,7 +327,8 @@ pub fn conv2d_forward_with(
             let mut tensors = tensors.to_vec();
             tensors.push(&packed.1);
             let entry = "conv2d_forward_sg";
-            let conv = gpu.dispatch_with(FILE, entry, &nv_constant(nv), &params, &tensors, grid)?;
+            let constants = algo.constants(gpu, nv);
+            let conv = gpu.dispatch_with(FILE, entry, &constants, &params, &tensors, grid)?;
             Ok(vec![packed.0, conv])
         }
     }
@@ -355,7 +371,7 @@ pub fn conv2d_backward_input_with(
             let entry = "conv2d_backward_input_direct";
             Ok(vec![gpu.dispatch(FILE, entry, &params, &tensors, grid)?])
         }
-        Conv2dAlgo::Subgroup => {
+        Conv2dAlgo::Subgroup | Conv2dAlgo::SubgroupShuffle => {
             let (nv, blocks) = column_blocks(s.c_in / s.groups);
             params.blocks = blocks;
             let k_len = s.c_out / s.groups * s.kh * s.kw;
@@ -367,7 +383,8 @@ pub fn conv2d_backward_input_with(
             let grid = [gx, gy, blocks * s.groups as u32 * phases];
             let tensors = [dy, w, w, dx, &packed.1];
             let entry = "conv2d_backward_input_sg";
-            let conv = gpu.dispatch_with(FILE, entry, &nv_constant(nv), &params, &tensors, grid)?;
+            let constants = algo.constants(gpu, nv);
+            let conv = gpu.dispatch_with(FILE, entry, &constants, &params, &tensors, grid)?;
             Ok(vec![packed.0, conv])
         }
     }
@@ -423,7 +440,7 @@ pub fn conv2d_backward_weight_with(
                 grid,
             )?])
         }
-        Conv2dAlgo::Subgroup => {
+        Conv2dAlgo::Subgroup | Conv2dAlgo::SubgroupShuffle => {
             let (nv, blocks) = column_blocks(s.c_out / s.groups);
             params.blocks = blocks;
             let pixels = s.n * s.out_h() * s.out_w();
@@ -439,8 +456,8 @@ pub fn conv2d_backward_weight_with(
             ];
             let entry = "conv2d_backward_weight_sg";
             let tensors = [x, dy, dy, &partials, &packed.1];
-            let pass1 =
-                gpu.dispatch_with(FILE, entry, &nv_constant(nv), &params, &tensors, grid)?;
+            let constants = algo.constants(gpu, nv);
+            let pass1 = gpu.dispatch_with(FILE, entry, &constants, &params, &tensors, grid)?;
             let grid = grid_1d(s.c_out * r1, GROUP);
             let entry = "conv2d_backward_weight_reduce";
             let pass2 = gpu.dispatch(FILE, entry, &params, &[&partials, dy, dbias, dw], grid)?;
