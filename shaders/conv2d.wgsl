@@ -208,8 +208,9 @@ fn conv2d_backward_weight_direct(@builtin(workgroup_id) wg: vec3<u32>, @builtin(
 @group(0) @binding(5) var<storage, read_write> bp: array<vec4<f32>>;
 
 // Per-invocation state of the `_sg` kernels, private so that the unrolled
-// steps below can share small helpers. Each lane computes two rows (0 and
-// 1), so every B value it receives feeds two FMAs.
+// steps below can share small helpers. Each lane computes ROWS rows (1..4),
+// so every B value it receives feeds ROWS FMAs.
+// acc(4*row + block): row `row`, columns 4*block .. 4*block + 3.
 var<private> acc0: vec4<f32>;
 var<private> acc1: vec4<f32>;
 var<private> acc2: vec4<f32>;
@@ -218,6 +219,14 @@ var<private> acc4: vec4<f32>;
 var<private> acc5: vec4<f32>;
 var<private> acc6: vec4<f32>;
 var<private> acc7: vec4<f32>;
+var<private> acc8: vec4<f32>;
+var<private> acc9: vec4<f32>;
+var<private> acc10: vec4<f32>;
+var<private> acc11: vec4<f32>;
+var<private> acc12: vec4<f32>;
+var<private> acc13: vec4<f32>;
+var<private> acc14: vec4<f32>;
+var<private> acc15: vec4<f32>;
 // This lane's entry of the current chunk of B, 4*NV columns.
 var<private> bw0: vec4<f32>;
 var<private> bw1: vec4<f32>;
@@ -270,6 +279,8 @@ struct Row {
 }
 var<private> row0: Row;
 var<private> row1: Row;
+var<private> row2: Row;
+var<private> row3: Row;
 
 // Lanes 0..CHUNK-1 share their chunk of B with constant-index broadcasts,
 // which lavapipe turns into a register extract + splat (a dynamic-index
@@ -281,61 +292,263 @@ const CHUNK: u32 = 8u;
 // min(subgroup size, n) lanes shared by dynamic shuffles.
 override SHUFFLE_CHUNK: u32 = 0u;
 
-// acc += a * (column values of lane j's B entry), j dynamic.
-fn step_shuffle(a: vec2<f32>, j: u32) {
-    let b0 = subgroupShuffle(bw0, j); acc0 += a.x * b0; acc4 += a.y * b0;
-    if (NV > 1u) { let b1 = subgroupShuffle(bw1, j); acc1 += a.x * b1; acc5 += a.y * b1; }
-    if (NV > 2u) { let b2 = subgroupShuffle(bw2, j); acc2 += a.x * b2; acc6 += a.y * b2; }
-    if (NV > 3u) { let b3 = subgroupShuffle(bw3, j); acc3 += a.x * b3; acc7 += a.y * b3; }
+// Rows per lane (1..4), rows of a workgroup ROWS * WG.
+override ROWS: u32 = 4u;
+
+// acc(4*row + block) += a[row] * (lane j's B entry, block), j dynamic.
+fn step_shuffle(a: vec4<f32>, j: u32) {
+    let b0 = subgroupShuffle(bw0, j);
+    acc0 += a.x * b0;
+    if (ROWS > 1u) { acc4 += a.y * b0; }
+    if (ROWS > 2u) { acc8 += a.z * b0; }
+    if (ROWS > 3u) { acc12 += a.w * b0; }
+    if (NV > 1u) {
+        let b1 = subgroupShuffle(bw1, j);
+        acc1 += a.x * b1;
+        if (ROWS > 1u) { acc5 += a.y * b1; }
+        if (ROWS > 2u) { acc9 += a.z * b1; }
+        if (ROWS > 3u) { acc13 += a.w * b1; }
+    }
+    if (NV > 2u) {
+        let b2 = subgroupShuffle(bw2, j);
+        acc2 += a.x * b2;
+        if (ROWS > 1u) { acc6 += a.y * b2; }
+        if (ROWS > 2u) { acc10 += a.z * b2; }
+        if (ROWS > 3u) { acc14 += a.w * b2; }
+    }
+    if (NV > 3u) {
+        let b3 = subgroupShuffle(bw3, j);
+        acc3 += a.x * b3;
+        if (ROWS > 1u) { acc7 += a.y * b3; }
+        if (ROWS > 2u) { acc11 += a.z * b3; }
+        if (ROWS > 3u) { acc15 += a.w * b3; }
+    }
 }
 
-fn step0(a: vec2<f32>) {
-    let b0 = subgroupBroadcast(bw0, 0u); acc0 += a.x * b0; acc4 += a.y * b0;
-    if (NV > 1u) { let b1 = subgroupBroadcast(bw1, 0u); acc1 += a.x * b1; acc5 += a.y * b1; }
-    if (NV > 2u) { let b2 = subgroupBroadcast(bw2, 0u); acc2 += a.x * b2; acc6 += a.y * b2; }
-    if (NV > 3u) { let b3 = subgroupBroadcast(bw3, 0u); acc3 += a.x * b3; acc7 += a.y * b3; }
+// As step_shuffle for j = 0 .. 7, with constant-index broadcasts.
+fn step0(a: vec4<f32>) {
+    let b0 = subgroupBroadcast(bw0, 0u);
+    acc0 += a.x * b0;
+    if (ROWS > 1u) { acc4 += a.y * b0; }
+    if (ROWS > 2u) { acc8 += a.z * b0; }
+    if (ROWS > 3u) { acc12 += a.w * b0; }
+    if (NV > 1u) {
+        let b1 = subgroupBroadcast(bw1, 0u);
+        acc1 += a.x * b1;
+        if (ROWS > 1u) { acc5 += a.y * b1; }
+        if (ROWS > 2u) { acc9 += a.z * b1; }
+        if (ROWS > 3u) { acc13 += a.w * b1; }
+    }
+    if (NV > 2u) {
+        let b2 = subgroupBroadcast(bw2, 0u);
+        acc2 += a.x * b2;
+        if (ROWS > 1u) { acc6 += a.y * b2; }
+        if (ROWS > 2u) { acc10 += a.z * b2; }
+        if (ROWS > 3u) { acc14 += a.w * b2; }
+    }
+    if (NV > 3u) {
+        let b3 = subgroupBroadcast(bw3, 0u);
+        acc3 += a.x * b3;
+        if (ROWS > 1u) { acc7 += a.y * b3; }
+        if (ROWS > 2u) { acc11 += a.z * b3; }
+        if (ROWS > 3u) { acc15 += a.w * b3; }
+    }
 }
-fn step1(a: vec2<f32>) {
-    let b0 = subgroupBroadcast(bw0, 1u); acc0 += a.x * b0; acc4 += a.y * b0;
-    if (NV > 1u) { let b1 = subgroupBroadcast(bw1, 1u); acc1 += a.x * b1; acc5 += a.y * b1; }
-    if (NV > 2u) { let b2 = subgroupBroadcast(bw2, 1u); acc2 += a.x * b2; acc6 += a.y * b2; }
-    if (NV > 3u) { let b3 = subgroupBroadcast(bw3, 1u); acc3 += a.x * b3; acc7 += a.y * b3; }
+fn step1(a: vec4<f32>) {
+    let b0 = subgroupBroadcast(bw0, 1u);
+    acc0 += a.x * b0;
+    if (ROWS > 1u) { acc4 += a.y * b0; }
+    if (ROWS > 2u) { acc8 += a.z * b0; }
+    if (ROWS > 3u) { acc12 += a.w * b0; }
+    if (NV > 1u) {
+        let b1 = subgroupBroadcast(bw1, 1u);
+        acc1 += a.x * b1;
+        if (ROWS > 1u) { acc5 += a.y * b1; }
+        if (ROWS > 2u) { acc9 += a.z * b1; }
+        if (ROWS > 3u) { acc13 += a.w * b1; }
+    }
+    if (NV > 2u) {
+        let b2 = subgroupBroadcast(bw2, 1u);
+        acc2 += a.x * b2;
+        if (ROWS > 1u) { acc6 += a.y * b2; }
+        if (ROWS > 2u) { acc10 += a.z * b2; }
+        if (ROWS > 3u) { acc14 += a.w * b2; }
+    }
+    if (NV > 3u) {
+        let b3 = subgroupBroadcast(bw3, 1u);
+        acc3 += a.x * b3;
+        if (ROWS > 1u) { acc7 += a.y * b3; }
+        if (ROWS > 2u) { acc11 += a.z * b3; }
+        if (ROWS > 3u) { acc15 += a.w * b3; }
+    }
 }
-fn step2(a: vec2<f32>) {
-    let b0 = subgroupBroadcast(bw0, 2u); acc0 += a.x * b0; acc4 += a.y * b0;
-    if (NV > 1u) { let b1 = subgroupBroadcast(bw1, 2u); acc1 += a.x * b1; acc5 += a.y * b1; }
-    if (NV > 2u) { let b2 = subgroupBroadcast(bw2, 2u); acc2 += a.x * b2; acc6 += a.y * b2; }
-    if (NV > 3u) { let b3 = subgroupBroadcast(bw3, 2u); acc3 += a.x * b3; acc7 += a.y * b3; }
+fn step2(a: vec4<f32>) {
+    let b0 = subgroupBroadcast(bw0, 2u);
+    acc0 += a.x * b0;
+    if (ROWS > 1u) { acc4 += a.y * b0; }
+    if (ROWS > 2u) { acc8 += a.z * b0; }
+    if (ROWS > 3u) { acc12 += a.w * b0; }
+    if (NV > 1u) {
+        let b1 = subgroupBroadcast(bw1, 2u);
+        acc1 += a.x * b1;
+        if (ROWS > 1u) { acc5 += a.y * b1; }
+        if (ROWS > 2u) { acc9 += a.z * b1; }
+        if (ROWS > 3u) { acc13 += a.w * b1; }
+    }
+    if (NV > 2u) {
+        let b2 = subgroupBroadcast(bw2, 2u);
+        acc2 += a.x * b2;
+        if (ROWS > 1u) { acc6 += a.y * b2; }
+        if (ROWS > 2u) { acc10 += a.z * b2; }
+        if (ROWS > 3u) { acc14 += a.w * b2; }
+    }
+    if (NV > 3u) {
+        let b3 = subgroupBroadcast(bw3, 2u);
+        acc3 += a.x * b3;
+        if (ROWS > 1u) { acc7 += a.y * b3; }
+        if (ROWS > 2u) { acc11 += a.z * b3; }
+        if (ROWS > 3u) { acc15 += a.w * b3; }
+    }
 }
-fn step3(a: vec2<f32>) {
-    let b0 = subgroupBroadcast(bw0, 3u); acc0 += a.x * b0; acc4 += a.y * b0;
-    if (NV > 1u) { let b1 = subgroupBroadcast(bw1, 3u); acc1 += a.x * b1; acc5 += a.y * b1; }
-    if (NV > 2u) { let b2 = subgroupBroadcast(bw2, 3u); acc2 += a.x * b2; acc6 += a.y * b2; }
-    if (NV > 3u) { let b3 = subgroupBroadcast(bw3, 3u); acc3 += a.x * b3; acc7 += a.y * b3; }
+fn step3(a: vec4<f32>) {
+    let b0 = subgroupBroadcast(bw0, 3u);
+    acc0 += a.x * b0;
+    if (ROWS > 1u) { acc4 += a.y * b0; }
+    if (ROWS > 2u) { acc8 += a.z * b0; }
+    if (ROWS > 3u) { acc12 += a.w * b0; }
+    if (NV > 1u) {
+        let b1 = subgroupBroadcast(bw1, 3u);
+        acc1 += a.x * b1;
+        if (ROWS > 1u) { acc5 += a.y * b1; }
+        if (ROWS > 2u) { acc9 += a.z * b1; }
+        if (ROWS > 3u) { acc13 += a.w * b1; }
+    }
+    if (NV > 2u) {
+        let b2 = subgroupBroadcast(bw2, 3u);
+        acc2 += a.x * b2;
+        if (ROWS > 1u) { acc6 += a.y * b2; }
+        if (ROWS > 2u) { acc10 += a.z * b2; }
+        if (ROWS > 3u) { acc14 += a.w * b2; }
+    }
+    if (NV > 3u) {
+        let b3 = subgroupBroadcast(bw3, 3u);
+        acc3 += a.x * b3;
+        if (ROWS > 1u) { acc7 += a.y * b3; }
+        if (ROWS > 2u) { acc11 += a.z * b3; }
+        if (ROWS > 3u) { acc15 += a.w * b3; }
+    }
 }
-fn step4(a: vec2<f32>) {
-    let b0 = subgroupBroadcast(bw0, 4u); acc0 += a.x * b0; acc4 += a.y * b0;
-    if (NV > 1u) { let b1 = subgroupBroadcast(bw1, 4u); acc1 += a.x * b1; acc5 += a.y * b1; }
-    if (NV > 2u) { let b2 = subgroupBroadcast(bw2, 4u); acc2 += a.x * b2; acc6 += a.y * b2; }
-    if (NV > 3u) { let b3 = subgroupBroadcast(bw3, 4u); acc3 += a.x * b3; acc7 += a.y * b3; }
+fn step4(a: vec4<f32>) {
+    let b0 = subgroupBroadcast(bw0, 4u);
+    acc0 += a.x * b0;
+    if (ROWS > 1u) { acc4 += a.y * b0; }
+    if (ROWS > 2u) { acc8 += a.z * b0; }
+    if (ROWS > 3u) { acc12 += a.w * b0; }
+    if (NV > 1u) {
+        let b1 = subgroupBroadcast(bw1, 4u);
+        acc1 += a.x * b1;
+        if (ROWS > 1u) { acc5 += a.y * b1; }
+        if (ROWS > 2u) { acc9 += a.z * b1; }
+        if (ROWS > 3u) { acc13 += a.w * b1; }
+    }
+    if (NV > 2u) {
+        let b2 = subgroupBroadcast(bw2, 4u);
+        acc2 += a.x * b2;
+        if (ROWS > 1u) { acc6 += a.y * b2; }
+        if (ROWS > 2u) { acc10 += a.z * b2; }
+        if (ROWS > 3u) { acc14 += a.w * b2; }
+    }
+    if (NV > 3u) {
+        let b3 = subgroupBroadcast(bw3, 4u);
+        acc3 += a.x * b3;
+        if (ROWS > 1u) { acc7 += a.y * b3; }
+        if (ROWS > 2u) { acc11 += a.z * b3; }
+        if (ROWS > 3u) { acc15 += a.w * b3; }
+    }
 }
-fn step5(a: vec2<f32>) {
-    let b0 = subgroupBroadcast(bw0, 5u); acc0 += a.x * b0; acc4 += a.y * b0;
-    if (NV > 1u) { let b1 = subgroupBroadcast(bw1, 5u); acc1 += a.x * b1; acc5 += a.y * b1; }
-    if (NV > 2u) { let b2 = subgroupBroadcast(bw2, 5u); acc2 += a.x * b2; acc6 += a.y * b2; }
-    if (NV > 3u) { let b3 = subgroupBroadcast(bw3, 5u); acc3 += a.x * b3; acc7 += a.y * b3; }
+fn step5(a: vec4<f32>) {
+    let b0 = subgroupBroadcast(bw0, 5u);
+    acc0 += a.x * b0;
+    if (ROWS > 1u) { acc4 += a.y * b0; }
+    if (ROWS > 2u) { acc8 += a.z * b0; }
+    if (ROWS > 3u) { acc12 += a.w * b0; }
+    if (NV > 1u) {
+        let b1 = subgroupBroadcast(bw1, 5u);
+        acc1 += a.x * b1;
+        if (ROWS > 1u) { acc5 += a.y * b1; }
+        if (ROWS > 2u) { acc9 += a.z * b1; }
+        if (ROWS > 3u) { acc13 += a.w * b1; }
+    }
+    if (NV > 2u) {
+        let b2 = subgroupBroadcast(bw2, 5u);
+        acc2 += a.x * b2;
+        if (ROWS > 1u) { acc6 += a.y * b2; }
+        if (ROWS > 2u) { acc10 += a.z * b2; }
+        if (ROWS > 3u) { acc14 += a.w * b2; }
+    }
+    if (NV > 3u) {
+        let b3 = subgroupBroadcast(bw3, 5u);
+        acc3 += a.x * b3;
+        if (ROWS > 1u) { acc7 += a.y * b3; }
+        if (ROWS > 2u) { acc11 += a.z * b3; }
+        if (ROWS > 3u) { acc15 += a.w * b3; }
+    }
 }
-fn step6(a: vec2<f32>) {
-    let b0 = subgroupBroadcast(bw0, 6u); acc0 += a.x * b0; acc4 += a.y * b0;
-    if (NV > 1u) { let b1 = subgroupBroadcast(bw1, 6u); acc1 += a.x * b1; acc5 += a.y * b1; }
-    if (NV > 2u) { let b2 = subgroupBroadcast(bw2, 6u); acc2 += a.x * b2; acc6 += a.y * b2; }
-    if (NV > 3u) { let b3 = subgroupBroadcast(bw3, 6u); acc3 += a.x * b3; acc7 += a.y * b3; }
+fn step6(a: vec4<f32>) {
+    let b0 = subgroupBroadcast(bw0, 6u);
+    acc0 += a.x * b0;
+    if (ROWS > 1u) { acc4 += a.y * b0; }
+    if (ROWS > 2u) { acc8 += a.z * b0; }
+    if (ROWS > 3u) { acc12 += a.w * b0; }
+    if (NV > 1u) {
+        let b1 = subgroupBroadcast(bw1, 6u);
+        acc1 += a.x * b1;
+        if (ROWS > 1u) { acc5 += a.y * b1; }
+        if (ROWS > 2u) { acc9 += a.z * b1; }
+        if (ROWS > 3u) { acc13 += a.w * b1; }
+    }
+    if (NV > 2u) {
+        let b2 = subgroupBroadcast(bw2, 6u);
+        acc2 += a.x * b2;
+        if (ROWS > 1u) { acc6 += a.y * b2; }
+        if (ROWS > 2u) { acc10 += a.z * b2; }
+        if (ROWS > 3u) { acc14 += a.w * b2; }
+    }
+    if (NV > 3u) {
+        let b3 = subgroupBroadcast(bw3, 6u);
+        acc3 += a.x * b3;
+        if (ROWS > 1u) { acc7 += a.y * b3; }
+        if (ROWS > 2u) { acc11 += a.z * b3; }
+        if (ROWS > 3u) { acc15 += a.w * b3; }
+    }
 }
-fn step7(a: vec2<f32>) {
-    let b0 = subgroupBroadcast(bw0, 7u); acc0 += a.x * b0; acc4 += a.y * b0;
-    if (NV > 1u) { let b1 = subgroupBroadcast(bw1, 7u); acc1 += a.x * b1; acc5 += a.y * b1; }
-    if (NV > 2u) { let b2 = subgroupBroadcast(bw2, 7u); acc2 += a.x * b2; acc6 += a.y * b2; }
-    if (NV > 3u) { let b3 = subgroupBroadcast(bw3, 7u); acc3 += a.x * b3; acc7 += a.y * b3; }
+fn step7(a: vec4<f32>) {
+    let b0 = subgroupBroadcast(bw0, 7u);
+    acc0 += a.x * b0;
+    if (ROWS > 1u) { acc4 += a.y * b0; }
+    if (ROWS > 2u) { acc8 += a.z * b0; }
+    if (ROWS > 3u) { acc12 += a.w * b0; }
+    if (NV > 1u) {
+        let b1 = subgroupBroadcast(bw1, 7u);
+        acc1 += a.x * b1;
+        if (ROWS > 1u) { acc5 += a.y * b1; }
+        if (ROWS > 2u) { acc9 += a.z * b1; }
+        if (ROWS > 3u) { acc13 += a.w * b1; }
+    }
+    if (NV > 2u) {
+        let b2 = subgroupBroadcast(bw2, 7u);
+        acc2 += a.x * b2;
+        if (ROWS > 1u) { acc6 += a.y * b2; }
+        if (ROWS > 2u) { acc10 += a.z * b2; }
+        if (ROWS > 3u) { acc14 += a.w * b2; }
+    }
+    if (NV > 3u) {
+        let b3 = subgroupBroadcast(bw3, 7u);
+        acc3 += a.x * b3;
+        if (ROWS > 1u) { acc7 += a.y * b3; }
+        if (ROWS > 2u) { acc11 += a.z * b3; }
+        if (ROWS > 3u) { acc15 += a.w * b3; }
+    }
 }
 
 // Loads this lane's chunk entry of B from bp[at .. at + NV], zeros if !ok.
@@ -364,10 +577,14 @@ fn row_a(r: Row, in_range: bool) -> f32 {
     return select(load_a(r.at + k_off, ok), 1.0, r.ones && in_range);
 }
 
-// A of both rows at the walk's position, then one step on.
-fn next_a() -> vec2<f32> {
+// A of the lane's rows at the walk's position, then one step on.
+fn next_a() -> vec4<f32> {
     let in_range = k_left > 0u;
-    let a = vec2<f32>(row_a(row0, in_range), row_a(row1, in_range));
+    var a = vec4<f32>(row_a(row0, in_range), 0.0, 0.0, 0.0);
+    if (ROWS > 1u) { a.y = row_a(row1, in_range); }
+    if (ROWS > 2u) { a.z = row_a(row2, in_range); }
+    if (ROWS > 3u) { a.w = row_a(row3, in_range); }
+
     k_left = select(0u, k_left - 1u, in_range);
     k_inner += 1u;
     k_off += wk.st_inner;
@@ -388,7 +605,8 @@ fn next_a() -> vec2<f32> {
 // The whole reduction: k in [first, end), B entries of k at bp[b_at + k*NV].
 fn reduce(first: u32, end: u32, b_at: u32, lane: u32, sgs: u32) {
     // A subgroup whose rows all lie past the end has nothing to do.
-    if (subgroupAll(!row0.store && !row1.store)) { return; }
+    // (Rows past ROWS are never set: store is false.)
+    if (subgroupAll(!row0.store && !row1.store && !row2.store && !row3.store)) { return; }
     let ch = select(min(sgs, SHUFFLE_CHUNK), CHUNK, SHUFFLE_CHUNK == 0u);
     start_walk(first);
     for (var k0 = first; k0 < end; k0 += ch) {
@@ -403,14 +621,30 @@ fn reduce(first: u32, end: u32, b_at: u32, lane: u32, sgs: u32) {
     }
 }
 
-// Stores both rows: columns c0.. (of `cols`) at out_at + c*step.
+// Stores the rows: columns c0.. (of `cols`) at out_at + c*step.
 fn store_rows(step: u32, c0: u32, cols: u32, bias: bool, bias_at: u32) {
     if (row0.store) { store_all(row0.out_at, step, c0, cols, bias, bias_at); }
-    acc0 = acc4;
-    acc1 = acc5;
-    acc2 = acc6;
-    acc3 = acc7;
-    if (row1.store) { store_all(row1.out_at, step, c0, cols, bias, bias_at); }
+    if (ROWS > 1u) {
+        acc0 = acc4;
+        acc1 = acc5;
+        acc2 = acc6;
+        acc3 = acc7;
+        if (row1.store) { store_all(row1.out_at, step, c0, cols, bias, bias_at); }
+    }
+    if (ROWS > 2u) {
+        acc0 = acc8;
+        acc1 = acc9;
+        acc2 = acc10;
+        acc3 = acc11;
+        if (row2.store) { store_all(row2.out_at, step, c0, cols, bias, bias_at); }
+    }
+    if (ROWS > 3u) {
+        acc0 = acc12;
+        acc1 = acc13;
+        acc2 = acc14;
+        acc3 = acc15;
+        if (row3.store) { store_all(row3.out_at, step, c0, cols, bias, bias_at); }
+    }
 }
 
 // out[base + c*step] = acc[c] (+ bias[bias_at + c]) for the first `left` c.
@@ -527,18 +761,20 @@ fn forward_row(i: u32, g: u32, c0: u32) -> Row {
     return Row(at, y0, x0, live, false, out_at, live);
 }
 
-// Rows: output pixels (n, oy, ox), two per lane (lid and lid + WG of the
-// workgroup's 2*WG); columns: channels g*KG + c0 .. + 4*NV of block
+// Rows: output pixels (n, oy, ox), ROWS per lane (lid, lid + WG, ... of
+// the workgroup's ROWS*WG); columns: channels g*KG + c0 .. + 4*NV of block
 // wg.z = g * blocks + block; k: (ci, ky, kx).
 @compute @workgroup_size(64)
 fn conv2d_forward_sg(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                      @builtin(local_invocation_index) lid: u32,
                      @builtin(subgroup_invocation_id) lane: u32, @builtin(subgroup_size) sgs: u32) {
-    let i0 = (wg.y * nwg.x + wg.x) * 2u * WG + lid;
+    let i0 = (wg.y * nwg.x + wg.x) * ROWS * WG + lid;
     let g = wg.z / p.blocks;
     let c0 = (wg.z % p.blocks) * 4u * NV;
     row0 = forward_row(i0, g, c0);
-    row1 = forward_row(i0 + WG, g, c0);
+    if (ROWS > 1u) { row1 = forward_row(i0 + 1u * WG, g, c0); }
+    if (ROWS > 2u) { row2 = forward_row(i0 + 2u * WG, g, c0); }
+    if (ROWS > 3u) { row3 = forward_row(i0 + 3u * WG, g, c0); }
     wk = walk(p.kh, p.kw, p.h * p.w, p.w, 1u, 1, 1, p.h, p.w);
     let r_len = p.cin_g * p.kh * p.kw;
     reduce(0u, r_len, wg.z * r_len * NV, lane, sgs);
@@ -593,7 +829,7 @@ fn backward_input_row(ph: Phase, i: u32, g: u32, c0: u32) -> Row {
 // stride S only the taps ky = (iy + P) mod S (+ S*m) reach input row iy, so
 // the input pixels are split into S*S phases (wg.z % (S*S)) whose lanes all
 // share the same taps: no lane wastes FMAs on taps that miss its pixel.
-// Rows: input pixels of one phase, two per lane; columns: input channels
+// Rows: input pixels of one phase, ROWS per lane; columns: input channels
 // of block (wg.z / (S*S)) = g * blocks + block; k: (kg, my, mx), the
 // phase's taps.
 @compute @workgroup_size(64)
@@ -604,9 +840,11 @@ fn conv2d_backward_input_sg(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_w
     let gb = wg.z / (p.stride * p.stride);
     let g = gb / p.blocks;
     let c0 = (gb % p.blocks) * 4u * NV;
-    let i0 = (wg.y * nwg.x + wg.x) * 2u * WG + lid;
+    let i0 = (wg.y * nwg.x + wg.x) * ROWS * WG + lid;
     row0 = backward_input_row(ph, i0, g, c0);
-    row1 = backward_input_row(ph, i0 + WG, g, c0);
+    if (ROWS > 1u) { row1 = backward_input_row(ph, i0 + 1u * WG, g, c0); }
+    if (ROWS > 2u) { row2 = backward_input_row(ph, i0 + 2u * WG, g, c0); }
+    if (ROWS > 3u) { row3 = backward_input_row(ph, i0 + 3u * WG, g, c0); }
     let neg = 0xffffffffu;
     wk = walk(max(ph.nty, 1u), max(ph.ntx, 1u), p.oh * p.ow, neg * p.ow, neg, -1, -1, p.oh, p.ow);
     // bp holds the taps of each phase together, phase after phase.
@@ -634,19 +872,21 @@ fn backward_weight_row(r: u32, g: u32, c0: u32, split: u32) -> Row {
 }
 
 // Pass 1 of the weight gradient. Rows: weight columns r = (ci, ky, kx) of
-// the grid's x (two per lane), plus r = R for the bias when there is one; columns: output
-// channels of block wg.y = g * blocks + block; k: the output pixels
+// the grid's x (ROWS per lane), plus r = R for the bias when there is one;
+// columns: output // channels of block wg.y = g * blocks + block; k: the output pixels
 // (n, oy, ox) of split wg.z (p.chunk of them). Writes partial sums
 // partials[split, k, r] with R + has_bias entries per channel.
 @compute @workgroup_size(64)
 fn conv2d_backward_weight_sg(@builtin(workgroup_id) wg: vec3<u32>,
                              @builtin(local_invocation_index) lid: u32,
                              @builtin(subgroup_invocation_id) lane: u32, @builtin(subgroup_size) sgs: u32) {
-    let r = wg.x * 2u * WG + lid;
+    let r = wg.x * ROWS * WG + lid;
     let g = wg.y / p.blocks;
     let c0 = (wg.y % p.blocks) * 4u * NV;
     row0 = backward_weight_row(r, g, c0, wg.z);
-    row1 = backward_weight_row(r + WG, g, c0, wg.z);
+    if (ROWS > 1u) { row1 = backward_weight_row(r + 1u * WG, g, c0, wg.z); }
+    if (ROWS > 2u) { row2 = backward_weight_row(r + 2u * WG, g, c0, wg.z); }
+    if (ROWS > 3u) { row3 = backward_weight_row(r + 3u * WG, g, c0, wg.z); }
     let s = i32(p.stride);
     wk = walk(p.oh, p.ow, p.a_stride, p.stride * p.w, p.stride, s, s, p.h, p.w);
     let pixels = p.n * p.oh * p.ow;

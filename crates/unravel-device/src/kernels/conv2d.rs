@@ -19,9 +19,12 @@ use crate::tensor::{DType, Tensor};
 
 const FILE: &str = "conv2d.wgsl";
 const GROUP: u32 = 64;
-/// Rows (pixels, or weight columns) one workgroup of a subgroup kernel
-/// computes: two per invocation.
-const ROWS_PER_GROUP: u32 = 2 * GROUP;
+/// Rows (pixels) per invocation of the forward and input-gradient subgroup
+/// kernels: each B value a lane receives feeds that many FMAs.
+const PIXEL_ROWS: u32 = 4;
+/// Rows (weight columns) per invocation of the weight gradient: there are
+/// few (R = C/G*KH*KW), so fewer rows per lane waste fewer lanes.
+const WEIGHT_ROWS: u32 = 2;
 /// Output channels one invocation of the subgroup kernels keeps in registers.
 const MAX_COLS: usize = 16;
 
@@ -147,14 +150,19 @@ impl Conv2dAlgo {
     }
 
     /// The pipeline constants of the subgroup kernels for `nv` vec4 column
-    /// blocks: broadcasts need subgroups of at least 8 lanes.
-    fn constants(self, gpu: &Gpu, nv: u32) -> [(&'static str, f64); 2] {
+    /// blocks and `rows` rows per lane: broadcasts need subgroups of at
+    /// least 8 lanes.
+    fn constants(self, gpu: &Gpu, nv: u32, rows: u32) -> [(&'static str, f64); 3] {
         let shuffle_chunk = match self {
             Conv2dAlgo::SubgroupShuffle => 5,
             _ if gpu.adapter_info().subgroup_min_size < 8 => 8,
             _ => 0,
         };
-        [("NV", nv as f64), ("SHUFFLE_CHUNK", shuffle_chunk as f64)]
+        [
+            ("NV", nv as f64),
+            ("SHUFFLE_CHUNK", shuffle_chunk as f64),
+            ("ROWS", rows as f64),
+        ]
     }
 }
 
@@ -322,12 +330,12 @@ pub fn conv2d_forward_with(
                 [x, w],
                 r_len,
             )?;
-            let [gx, gy, _] = grid_1d(pixels, ROWS_PER_GROUP);
+            let [gx, gy, _] = grid_1d(pixels, PIXEL_ROWS * GROUP);
             let grid = [gx, gy, blocks * s.groups as u32];
             let mut tensors = tensors.to_vec();
             tensors.push(&packed.1);
             let entry = "conv2d_forward_sg";
-            let constants = algo.constants(gpu, nv);
+            let constants = algo.constants(gpu, nv, PIXEL_ROWS);
             let conv = gpu.dispatch_with(FILE, entry, &constants, &params, &tensors, grid)?;
             Ok(vec![packed.0, conv])
         }
@@ -378,12 +386,12 @@ pub fn conv2d_backward_input_with(
             let entry = "conv2d_pack_backward_input_weights";
             let packed = pack(gpu, entry, &params, nv, [dy, w], k_len)?;
             let per_phase = s.n * s.h.div_ceil(s.stride) * s.w.div_ceil(s.stride);
-            let [gx, gy, _] = grid_1d(per_phase, ROWS_PER_GROUP);
+            let [gx, gy, _] = grid_1d(per_phase, PIXEL_ROWS * GROUP);
             let phases = (s.stride * s.stride) as u32;
             let grid = [gx, gy, blocks * s.groups as u32 * phases];
             let tensors = [dy, w, w, dx, &packed.1];
             let entry = "conv2d_backward_input_sg";
-            let constants = algo.constants(gpu, nv);
+            let constants = algo.constants(gpu, nv, PIXEL_ROWS);
             let conv = gpu.dispatch_with(FILE, entry, &constants, &params, &tensors, grid)?;
             Ok(vec![packed.0, conv])
         }
@@ -450,13 +458,13 @@ pub fn conv2d_backward_weight_with(
             let packed = pack_dy(gpu, &params, nv, dy, pixels)?;
             let partials = gpu.zeros(&[params.splits as usize, s.c_out, r1])?;
             let grid = [
-                r1.div_ceil(ROWS_PER_GROUP as usize) as u32,
+                r1.div_ceil((WEIGHT_ROWS * GROUP) as usize) as u32,
                 blocks * s.groups as u32,
                 params.splits,
             ];
             let entry = "conv2d_backward_weight_sg";
             let tensors = [x, dy, dy, &partials, &packed.1];
-            let constants = algo.constants(gpu, nv);
+            let constants = algo.constants(gpu, nv, WEIGHT_ROWS);
             let pass1 = gpu.dispatch_with(FILE, entry, &constants, &params, &tensors, grid)?;
             let grid = grid_1d(s.c_out * r1, GROUP);
             let entry = "conv2d_backward_weight_reduce";
