@@ -880,13 +880,15 @@ fn backward_weight_row(r: u32, g: u32, c0: u32, split: u32) -> Row {
 fn conv2d_backward_weight_sg(@builtin(workgroup_id) wg: vec3<u32>,
                              @builtin(local_invocation_index) lid: u32,
                              @builtin(subgroup_invocation_id) lane: u32, @builtin(subgroup_size) sgs: u32) {
-    let r = wg.x * ROWS * WG + lid;
+    // A lane's rows are consecutive, so the rows past R fill few subgroups
+    // (which then skip the work).
+    let r = (wg.x * WG + lid) * ROWS;
     let g = wg.y / p.blocks;
     let c0 = (wg.y % p.blocks) * 4u * NV;
     row0 = backward_weight_row(r, g, c0, wg.z);
-    if (ROWS > 1u) { row1 = backward_weight_row(r + 1u * WG, g, c0, wg.z); }
-    if (ROWS > 2u) { row2 = backward_weight_row(r + 2u * WG, g, c0, wg.z); }
-    if (ROWS > 3u) { row3 = backward_weight_row(r + 3u * WG, g, c0, wg.z); }
+    if (ROWS > 1u) { row1 = backward_weight_row(r + 1u, g, c0, wg.z); }
+    if (ROWS > 2u) { row2 = backward_weight_row(r + 2u, g, c0, wg.z); }
+    if (ROWS > 3u) { row3 = backward_weight_row(r + 3u, g, c0, wg.z); }
     let s = i32(p.stride);
     wk = walk(p.oh, p.ow, p.a_stride, p.stride * p.w, p.stride, s, s, p.h, p.w);
     let pixels = p.n * p.oh * p.ow;

@@ -22,9 +22,8 @@ const GROUP: u32 = 64;
 /// Rows (pixels) per invocation of the forward and input-gradient subgroup
 /// kernels: each B value a lane receives feeds that many FMAs.
 const PIXEL_ROWS: u32 = 4;
-/// Rows (weight columns) per invocation of the weight gradient: there are
-/// few (R = C/G*KH*KW), so fewer rows per lane waste fewer lanes.
-const WEIGHT_ROWS: u32 = 2;
+/// Rows (weight columns) per invocation of the weight gradient.
+const WEIGHT_ROWS: u32 = 4;
 /// Output channels one invocation of the subgroup kernels keeps in registers.
 const MAX_COLS: usize = 16;
 
