@@ -621,47 +621,69 @@ fn reduce(first: u32, end: u32, b_at: u32, lane: u32, sgs: u32) {
     }
 }
 
-// Stores the rows: columns c0.. (of `cols`) at out_at + c*step.
+// Stores the rows: columns c0.. (of `cols`) at out_at + c*step, plus the
+// bias at bias_at + c if `bias` (loaded once for all rows).
 fn store_rows(step: u32, c0: u32, cols: u32, bias: bool, bias_at: u32) {
-    if (row0.store) { store_all(row0.out_at, step, c0, cols, bias, bias_at); }
+    var b0 = vec4<f32>(0.0);
+    var b1 = vec4<f32>(0.0);
+    var b2 = vec4<f32>(0.0);
+    var b3 = vec4<f32>(0.0);
+    if (bias) {
+        b0 = load_v4(bias_at, cols_left(c0, 0u, cols));
+        if (NV > 1u) { b1 = load_v4(bias_at + 4u, cols_left(c0, 1u, cols)); }
+        if (NV > 2u) { b2 = load_v4(bias_at + 8u, cols_left(c0, 2u, cols)); }
+        if (NV > 3u) { b3 = load_v4(bias_at + 12u, cols_left(c0, 3u, cols)); }
+    }
+    acc0 = acc0 + b0;
+    acc1 = acc1 + b1;
+    acc2 = acc2 + b2;
+    acc3 = acc3 + b3;
+    if (row0.store) { store_all(row0.out_at, step, c0, cols); }
     if (ROWS > 1u) {
-        acc0 = acc4;
-        acc1 = acc5;
-        acc2 = acc6;
-        acc3 = acc7;
-        if (row1.store) { store_all(row1.out_at, step, c0, cols, bias, bias_at); }
+        acc0 = acc4 + b0;
+        acc1 = acc5 + b1;
+        acc2 = acc6 + b2;
+        acc3 = acc7 + b3;
+        if (row1.store) { store_all(row1.out_at, step, c0, cols); }
     }
     if (ROWS > 2u) {
-        acc0 = acc8;
-        acc1 = acc9;
-        acc2 = acc10;
-        acc3 = acc11;
-        if (row2.store) { store_all(row2.out_at, step, c0, cols, bias, bias_at); }
+        acc0 = acc8 + b0;
+        acc1 = acc9 + b1;
+        acc2 = acc10 + b2;
+        acc3 = acc11 + b3;
+        if (row2.store) { store_all(row2.out_at, step, c0, cols); }
     }
     if (ROWS > 3u) {
-        acc0 = acc12;
-        acc1 = acc13;
-        acc2 = acc14;
-        acc3 = acc15;
-        if (row3.store) { store_all(row3.out_at, step, c0, cols, bias, bias_at); }
+        acc0 = acc12 + b0;
+        acc1 = acc13 + b1;
+        acc2 = acc14 + b2;
+        acc3 = acc15 + b3;
+        if (row3.store) { store_all(row3.out_at, step, c0, cols); }
     }
 }
 
-// out[base + c*step] = acc[c] (+ bias[bias_at + c]) for the first `left` c.
-fn store_cols(acc: vec4<f32>, base: u32, step: u32, left: u32, bias: bool, bias_at: u32) {
+// v[at + c] for the first `left` c of 4, zeros after.
+fn load_v4(at: u32, left: u32) -> vec4<f32> {
+    var r = vec4<f32>(0.0);
     for (var c = 0u; c < min(left, 4u); c++) {
-        var val = acc[c];
-        if (bias) { val += v[bias_at + c]; }
-        out[base + c * step] = val;
+        r[c] = v[at + c];
+    }
+    return r;
+}
+
+// out[base + c*step] = acc[c] for the first `left` c.
+fn store_cols(acc: vec4<f32>, base: u32, step: u32, left: u32) {
+    for (var c = 0u; c < min(left, 4u); c++) {
+        out[base + c * step] = acc[c];
     }
 }
 
 // Stores the accumulators of columns c0.. (of `cols`) at base + c*step.
-fn store_all(base: u32, step: u32, c0: u32, cols: u32, bias: bool, bias_at: u32) {
-    store_cols(acc0, base, step, cols_left(c0, 0u, cols), bias, bias_at);
-    if (NV > 1u) { store_cols(acc1, base + 4u * step, step, cols_left(c0, 1u, cols), bias, bias_at + 4u); }
-    if (NV > 2u) { store_cols(acc2, base + 8u * step, step, cols_left(c0, 2u, cols), bias, bias_at + 8u); }
-    if (NV > 3u) { store_cols(acc3, base + 12u * step, step, cols_left(c0, 3u, cols), bias, bias_at + 12u); }
+fn store_all(base: u32, step: u32, c0: u32, cols: u32) {
+    store_cols(acc0, base, step, cols_left(c0, 0u, cols));
+    if (NV > 1u) { store_cols(acc1, base + 4u * step, step, cols_left(c0, 1u, cols)); }
+    if (NV > 2u) { store_cols(acc2, base + 8u * step, step, cols_left(c0, 2u, cols)); }
+    if (NV > 3u) { store_cols(acc3, base + 12u * step, step, cols_left(c0, 3u, cols)); }
 }
 
 // Column c of block gb = g * blocks + block: channel g*count + block*4*NV + c
