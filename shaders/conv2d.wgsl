@@ -48,9 +48,10 @@ fn linear_index(wg: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
     return (wg.y * nwg.x + wg.x) * WG + lid;
 }
 
-// a[i] where ok, else 0, without an out-of-range read.
+// a[i] where ok, else 0. An index out of range where !ok is harmless: WGSL
+// keeps every access inside the buffer (bounds checks or robust access).
 fn load_a(i: u32, ok: bool) -> f32 {
-    return select(0.0, a[select(0u, i, ok)], ok);
+    return select(0.0, a[i], ok);
 }
 
 fn load_b(i: u32, ok: bool) -> f32 {
