@@ -111,6 +111,13 @@ fn dense_convolutions_match_reference() {
     // More output channels than one register block (36 = 16 + 16 + 4) and
     // more input channels than one block for the input gradient.
     check_both(shape(1, 20, 36, (6, 6), 3, 1, 1, 1), false, 30);
+    // More pixels than one workgroup's rows (429 > 256), several splits of
+    // the weight-gradient reduction with a ragged last one.
+    check_both(shape(3, 3, 5, (11, 13), 3, 1, 1, 1), true, 32);
+    // More weight columns than one workgroup's rows (R = 288 > 256).
+    check_both(shape(1, 32, 8, (5, 5), 3, 1, 1, 1), true, 34);
+    // A 5x5 kernel.
+    check_both(shape(2, 4, 6, (9, 7), 5, 1, 2, 1), false, 36);
 }
 
 #[test]

@@ -101,6 +101,10 @@ impl Conv2dShape {
             self.output_shape().iter().product::<usize>(),
             self.weight_shape().iter().product::<usize>(),
         ];
+        // Channel blocks (times S*S phases) form the z axis of the grids.
+        if self.c_in.max(self.c_out) * self.stride * self.stride > 65535 {
+            return fail("too many channels x stride^2 for one grid".into());
+        }
         // The subgroup kernels' setup divides in f32 (exact for quotients
         // below 2^22; the largest is about N * H).
         let rows = self.n * self.h.max(self.out_h());
@@ -434,18 +438,14 @@ pub fn conv2d_backward_weight_with(
     params.has_bias = dbias.is_some() as u32;
     params.v_off = dbias.map_or(0, |b| b.offset() as u32);
     let dbias = dbias.unwrap_or(dw);
-    let r1 = s.c_in / s.groups * s.kh * s.kw + dbias_rows(&params);
+    // The bias gradient is one more row of ones.
+    let r1 = s.c_in / s.groups * s.kh * s.kw + params.has_bias as usize;
     match algo {
         Conv2dAlgo::Direct => {
             let grid = grid_1d(s.c_out * r1, GROUP);
             let entry = "conv2d_backward_weight_direct";
-            Ok(vec![gpu.dispatch(
-                FILE,
-                entry,
-                &params,
-                &[x, dy, dbias, dw],
-                grid,
-            )?])
+            let tensors = [x, dy, dbias, dw];
+            Ok(vec![gpu.dispatch(FILE, entry, &params, &tensors, grid)?])
         }
         Conv2dAlgo::Subgroup | Conv2dAlgo::SubgroupShuffle => {
             let (nv, blocks) = column_blocks(s.c_out / s.groups);
@@ -491,14 +491,8 @@ fn pack(
     let len = (params.groups * params.blocks) as usize * k_len * 4 * nv as usize;
     let packed = gpu.zeros(&[len])?;
     let grid = grid_1d(len, GROUP);
-    let d = gpu.dispatch_with(
-        FILE,
-        entry,
-        &nv_constant(nv),
-        params,
-        &[a, b, b, &packed],
-        grid,
-    )?;
+    let tensors = [a, b, b, &packed];
+    let d = gpu.dispatch_with(FILE, entry, &nv_constant(nv), params, &tensors, grid)?;
     Ok((d, packed))
 }
 
@@ -514,20 +508,16 @@ fn pack_dy(
     let packed = gpu.zeros(&[gb as usize * pixels * 4 * nv as usize])?;
     let [gx, gy, _] = grid_1d(pixels, GROUP);
     let tensors = [dy, dy, dy, dy, &packed];
-    let entry = "conv2d_pack_dy";
+    let grid = [gx, gy, gb];
     let d = gpu.dispatch_with(
         FILE,
-        entry,
+        "conv2d_pack_dy",
         &nv_constant(nv),
         params,
         &tensors,
-        [gx, gy, gb],
+        grid,
     )?;
     Ok((d, packed))
-}
-
-fn dbias_rows(params: &Params) -> usize {
-    params.has_bias as usize
 }
 
 /// Output pixels per split of the weight-gradient reduction: long enough to
