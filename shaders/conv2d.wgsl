@@ -947,3 +947,87 @@ fn conv2d_backward_weight_reduce(@builtin(workgroup_id) wg: vec3<u32>, @builtin(
         out[p.o_off + k * r_len + r] = acc;
     }
 }
+
+// ---------------------------------------------------------------- tiled
+//
+// The forward as an implicit GEMM with workgroup-memory tiles, the usual
+// winner on GPUs (it does not pay on lavapipe, where workgroup memory is as
+// slow as storage). A workgroup of 256 computes a tile of TM output pixels
+// (tile index from the grid's x/y) x TN channels of one group (wg.z =
+// g * channel tiles + tile); each invocation holds 4 pixels x 4 channels.
+// k = (ci, ky, kx) advances TK at a time through both tiles.
+
+const TM: u32 = 64u;
+const TN: u32 = 64u;
+const TK: u32 = 16u;
+
+var<workgroup> tile_a: array<array<f32, TM>, TK>;
+var<workgroup> tile_b: array<array<f32, TN>, TK>;
+
+@compute @workgroup_size(256)
+fn conv2d_forward_tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                        @builtin(local_invocation_index) t: u32) {
+    let ohw = p.oh * p.ow;
+    let pixels = p.n * ohw;
+    let m0 = (wg.y * nwg.x + wg.x) * TM;
+    let g = wg.z / p.blocks;
+    let n0 = (wg.z % p.blocks) * TN;
+    let khw = p.kh * p.kw;
+    let r_len = p.cin_g * khw;
+    // The pixel this invocation loads into tile_a (column t % TM).
+    let lm = m0 + t % TM;
+    let lpix = min(lm, pixels - 1u);
+    let ln = lpix / ohw;
+    let lq = lpix % ohw;
+    let iy0 = i32((lq / p.ow) * p.stride) - i32(p.pad);
+    let ix0 = i32((lq % p.ow) * p.stride) - i32(p.pad);
+    let xbase = p.a_off + ln * p.a_stride + g * p.cin_g * p.h * p.w;
+    // The channel row this invocation loads into tile_b.
+    let wrow = p.b_off + (g * p.cout_g + n0) * r_len;
+    // This invocation's outputs: pixels cm*4 .. +3, channels cn*4 .. +3.
+    let cm = t % 16u;
+    let cn = t / 16u;
+    var acc: array<vec4<f32>, 4>;
+    for (var k0 = 0u; k0 < r_len; k0 += TK) {
+        for (var i = 0u; i < 4u; i++) {
+            let kk = t / TM + 4u * i;
+            let k = k0 + kk;
+            let ci = k / khw;
+            let ky = (k % khw) / p.kw;
+            let kx = k % p.kw;
+            let iy = iy0 + i32(ky);
+            let ix = ix0 + i32(kx);
+            let ok = lm < pixels && k < r_len && u32(iy) < p.h && u32(ix) < p.w;
+            tile_a[kk][t % TM] = load_a(xbase + (ci * p.h + u32(iy)) * p.w + u32(ix), ok);
+            let bk = t % TK;
+            let bn = t / TK + 16u * i;
+            let bok = k0 + bk < r_len && n0 + bn < p.cout_g;
+            tile_b[bk][bn] = load_b(wrow + bn * r_len + k0 + bk, bok);
+        }
+        workgroupBarrier();
+        for (var kk = 0u; kk < TK; kk++) {
+            let av = vec4<f32>(tile_a[kk][cm * 4u], tile_a[kk][cm * 4u + 1u],
+                               tile_a[kk][cm * 4u + 2u], tile_a[kk][cm * 4u + 3u]);
+            let bv = vec4<f32>(tile_b[kk][cn * 4u], tile_b[kk][cn * 4u + 1u],
+                               tile_b[kk][cn * 4u + 2u], tile_b[kk][cn * 4u + 3u]);
+            acc[0] += av.x * bv;
+            acc[1] += av.y * bv;
+            acc[2] += av.z * bv;
+            acc[3] += av.w * bv;
+        }
+        workgroupBarrier();
+    }
+    for (var j = 0u; j < 4u; j++) {
+        let m = m0 + cm * 4u + j;
+        if (m >= pixels) { break; }
+        let n = m / ohw;
+        let q = m % ohw;
+        for (var c = 0u; c < 4u; c++) {
+            let co = n0 + cn * 4u + c;
+            if (co >= p.cout_g) { break; }
+            var val = acc[j][c];
+            if (p.has_bias != 0u) { val += v[p.v_off + g * p.cout_g + co]; }
+            out[p.o_off + n * p.o_stride + (g * p.cout_g + co) * ohw + q] = val;
+        }
+    }
+}

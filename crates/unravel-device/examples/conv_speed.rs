@@ -2,7 +2,7 @@
 //! bias as in ResNet-20 where batch norm follows) and prints GFLOP/s
 //! (2 * MACs / time) per pass.
 //!
-//! `cargo run --release -p unravel-device --example conv_speed [direct]`
+//! `cargo run --release -p unravel-device --example conv_speed [direct|tiled]`
 //!
 //! Each measurement is one submission of REPEAT back-to-back copies of the
 //! pass's dispatches; the median of RUNS submissions after a warm-up.
@@ -73,6 +73,7 @@ fn main() -> Result<()> {
     let gpu = Gpu::default_adapter()?;
     let algo = match std::env::args().nth(1).as_deref() {
         Some("direct") => Conv2dAlgo::Direct,
+        Some("tiled") => Conv2dAlgo::Tiled,
         _ => Conv2dAlgo::for_gpu(&gpu),
     };
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;

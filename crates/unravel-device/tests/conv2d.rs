@@ -94,8 +94,10 @@ fn check(s: Conv2dShape, with_bias: bool, algo: Conv2dAlgo, seed: u64) {
     }
 }
 
+/// Every algorithm the adapter runs.
 fn check_both(s: Conv2dShape, with_bias: bool, seed: u64) {
     check(s, with_bias, Conv2dAlgo::Direct, seed);
+    check(s, with_bias, Conv2dAlgo::Tiled, seed);
     if Conv2dAlgo::for_gpu(gpu()) == Conv2dAlgo::Subgroup {
         check(s, with_bias, Conv2dAlgo::Subgroup, seed);
         check(s, with_bias, Conv2dAlgo::SubgroupShuffle, seed);
@@ -155,7 +157,11 @@ fn channel_slices_of_one_buffer_are_read_and_written_in_place() {
     let s = shape(3, 5, 4, (7, 9), 3, 1, 1, 1);
     let total = [3, 12, 7, 9];
     let hw = 63;
-    for algo in [Conv2dAlgo::Direct, Conv2dAlgo::for_gpu(g)] {
+    for algo in [
+        Conv2dAlgo::Direct,
+        Conv2dAlgo::Tiled,
+        Conv2dAlgo::for_gpu(g),
+    ] {
         let concat_host = random(numel(total), 200);
         let concat = g.upload(&concat_host, &total).unwrap();
         let x = concat.channel_slice(0, 5).unwrap();

@@ -24,6 +24,8 @@ const GROUP: u32 = 64;
 const PIXEL_ROWS: u32 = 4;
 /// Rows (weight columns) per invocation of the weight gradient.
 const WEIGHT_ROWS: u32 = 4;
+/// Pixels and channels of a tile of the tiled forward (TM, TN in WGSL).
+const TILE: u32 = 64;
 /// Output channels one invocation of the subgroup kernels keeps in registers.
 const MAX_COLS: usize = 16;
 
@@ -130,11 +132,24 @@ pub enum Conv2dAlgo {
     /// `Subgroup` forced onto its shuffle path, in chunks of 5 lanes: the
     /// path of adapters with narrow subgroups, for tests elsewhere.
     SubgroupShuffle,
+    /// Workgroup-memory tiles (64 pixels x 64 channels), the usual winner
+    /// on GPUs, for the forward; the backward passes run `Subgroup` (or
+    /// `Direct` without the SUBGROUP feature). Not timed on a GPU yet.
+    Tiled,
 }
 
 impl Conv2dAlgo {
-    /// The fastest algorithm this adapter supports.
+    /// The algorithm for this adapter: tiles on GPUs, subgroup broadcasts
+    /// on CPUs (lavapipe), where workgroup memory is as slow as storage.
     pub fn for_gpu(gpu: &Gpu) -> Conv2dAlgo {
+        if !gpu.is_cpu() {
+            Conv2dAlgo::Tiled
+        } else {
+            Conv2dAlgo::subgroup_or_direct(gpu)
+        }
+    }
+
+    fn subgroup_or_direct(gpu: &Gpu) -> Conv2dAlgo {
         if gpu.features().contains(wgpu::Features::SUBGROUP) {
             Conv2dAlgo::Subgroup
         } else {
@@ -142,8 +157,18 @@ impl Conv2dAlgo {
         }
     }
 
+    /// What a backward pass runs for this choice (tiles exist for the
+    /// forward only).
+    fn for_backward(self, gpu: &Gpu) -> Conv2dAlgo {
+        match self {
+            Conv2dAlgo::Tiled => Conv2dAlgo::subgroup_or_direct(gpu),
+            other => other,
+        }
+    }
+
     fn check(self, gpu: &Gpu, op: &'static str) -> Result<()> {
-        if self != Conv2dAlgo::Direct && !gpu.features().contains(wgpu::Features::SUBGROUP) {
+        let needs_subgroups = matches!(self, Conv2dAlgo::Subgroup | Conv2dAlgo::SubgroupShuffle);
+        if needs_subgroups && !gpu.features().contains(wgpu::Features::SUBGROUP) {
             return Err(shape_error(
                 op,
                 format!("Conv2dAlgo::{self:?} needs the SUBGROUP feature"),
@@ -321,6 +346,14 @@ pub fn conv2d_forward_with(
             let entry = "conv2d_forward_direct";
             Ok(vec![gpu.dispatch(FILE, entry, &params, &tensors, grid)?])
         }
+        Conv2dAlgo::Tiled => {
+            let tiles = (s.c_out / s.groups).div_ceil(TILE as usize) as u32;
+            params.blocks = tiles;
+            let [gx, gy, _] = grid_1d(pixels.div_ceil(TILE as usize), 1);
+            let grid = [gx, gy, tiles * s.groups as u32];
+            let entry = "conv2d_forward_tiled";
+            Ok(vec![gpu.dispatch(FILE, entry, &params, &tensors, grid)?])
+        }
         Conv2dAlgo::Subgroup | Conv2dAlgo::SubgroupShuffle => {
             let (nv, blocks) = column_blocks(s.c_out / s.groups);
             params.blocks = blocks;
@@ -366,6 +399,7 @@ pub fn conv2d_backward_input_with(
     dx: &Tensor,
 ) -> Result<Vec<Dispatch>> {
     const OP: &str = "conv2d_backward_input";
+    let algo = algo.for_backward(gpu);
     s.validate()?;
     algo.check(gpu, OP)?;
     check_activation(OP, "dy", dy, s.output_shape())?;
@@ -382,7 +416,7 @@ pub fn conv2d_backward_input_with(
             let entry = "conv2d_backward_input_direct";
             Ok(vec![gpu.dispatch(FILE, entry, &params, &tensors, grid)?])
         }
-        Conv2dAlgo::Subgroup | Conv2dAlgo::SubgroupShuffle => {
+        Conv2dAlgo::Subgroup | Conv2dAlgo::SubgroupShuffle | Conv2dAlgo::Tiled => {
             let (nv, blocks) = column_blocks(s.c_in / s.groups);
             params.blocks = blocks;
             let k_len = s.c_out / s.groups * s.kh * s.kw;
@@ -425,6 +459,7 @@ pub fn conv2d_backward_weight_with(
     dbias: Option<&Tensor>,
 ) -> Result<Vec<Dispatch>> {
     const OP: &str = "conv2d_backward_weight";
+    let algo = algo.for_backward(gpu);
     s.validate()?;
     algo.check(gpu, OP)?;
     check_activation(OP, "x", x, s.input_shape())?;
@@ -447,7 +482,7 @@ pub fn conv2d_backward_weight_with(
             let tensors = [x, dy, dbias, dw];
             Ok(vec![gpu.dispatch(FILE, entry, &params, &tensors, grid)?])
         }
-        Conv2dAlgo::Subgroup | Conv2dAlgo::SubgroupShuffle => {
+        Conv2dAlgo::Subgroup | Conv2dAlgo::SubgroupShuffle | Conv2dAlgo::Tiled => {
             let (nv, blocks) = column_blocks(s.c_out / s.groups);
             params.blocks = blocks;
             let pixels = s.n * s.out_h() * s.out_w();
