@@ -7,21 +7,26 @@
 // (n, c, h, w) of view v sits at v_off + n*v_stride + (c*H + h)*W + w.
 // Weights are OIHW [K, CG, KH, KW] starting at b_off; bias [K] at v_off.
 //
-// Bindings, per entry point:
-//   forward:          a = x,       b = w,  v = bias,  out = y
-//   backward_input:   a = dy,      b = w,             out = dx
-//   backward_weight:  a = x,       b = dy, v = dbias, out = dw        (direct)
-//                     a = x,       b = dy,            out = partials  (subgroup pass 1)
-//                     a = partials,        v = dbias, out = dw        (pass 2)
+// Bindings, per entry point (bp = binding 5, a vec4 view):
+//   forward:          a = x,       v = bias,  out = y,         bp = packed w
+//   backward_input:   a = dy,                 out = dx,        bp = packed w
+//   backward_weight:  a = x,                  out = partials,  bp = packed dy  (pass 1)
+//                     a = partials, v = dbias, out = dw                        (pass 2)
+//   pack_*_weights:   b = w,                  out = packed
+//   pack_dy:          b = dy,                                  bp = packed
+//   *_direct:         a = x or dy, b = w or dy, v = bias or dbias, out = y, dx or dw
 //
 // Two families of kernels:
 // - `*_direct`: one invocation per output element; needs nothing, slow.
-// - `*_sg`: every one is a small GEMM out[i][c] = sum_k A[i][k] * B[c][k]
-//   with a lane per row i (a pixel, or a weight column) holding NV*4 columns
-//   c (output channels) in registers. Lanes load one chunk of B (one k each)
-//   cooperatively and pass it around with subgroupShuffle, so each FMA costs
-//   a register shuffle instead of a memory load (loads dominate on CPUs
-//   such as lavapipe). The subgroup size is read at run time, never assumed.
+// - `*_sg`: each is a GEMM out[i][c] = sum_k A[i][k] * B[c][k] with ROWS
+//   rows i (pixels, or weight columns) per lane, each with 4*NV columns c
+//   (channels) in registers. B is packed first so that a lane loads its
+//   entry of a chunk of 8 k's with NV vec4 loads; the lanes then pass the
+//   chunk around with subgroup broadcasts, so an FMA costs a register
+//   broadcast shared by ROWS rows instead of a memory load. On lavapipe a
+//   storage load costs ~20 cycles per 8 lanes (it runs lane by lane), so
+//   the design counts loads per FMA: 1/(4*NV) for A, 1/(8*ROWS) for B.
+//   The subgroup size is read at run time, never assumed.
 
 struct Params {
     n: u32, c_in: u32, h: u32, w: u32,
@@ -48,9 +53,10 @@ fn linear_index(wg: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
     return (wg.y * nwg.x + wg.x) * WG + lid;
 }
 
-// a[i] where ok, else 0, without an out-of-range read.
+// a[i] where ok, else 0. An index out of range where !ok is harmless: WGSL
+// keeps every access inside the buffer (bounds checks or robust access).
 fn load_a(i: u32, ok: bool) -> f32 {
-    return select(0.0, a[select(0u, i, ok)], ok);
+    return select(0.0, a[i], ok);
 }
 
 fn load_b(i: u32, ok: bool) -> f32 {
@@ -70,6 +76,20 @@ fn load_b4(base: u32, step: u32, ok: bool, left: u32) -> vec4<f32> {
 fn cols_left(c0: u32, vb: u32, count: u32) -> u32 {
     let first = c0 + 4u * vb;
     return select(0u, count - first, first < count);
+}
+
+// a / b and a % b for the `_sg` kernels' setup, where quotients stay below
+// 2^22 (the host checks N*H and N*OH): CPUs divide integer vectors lane by
+// lane, floats all at once; the float quotient is within 1 of the true one
+// and is corrected.
+fn qdiv(a: u32, b: u32) -> u32 {
+    var q = u32(f32(a) / f32(b));
+    q = select(q, q - 1u, q * b > a);
+    return select(q, q + 1u, (q + 1u) * b <= a);
+}
+
+fn qmod(a: u32, b: u32) -> u32 {
+    return a - qdiv(a, b) * b;
 }
 
 // ---------------------------------------------------------------- direct
@@ -187,15 +207,16 @@ fn conv2d_backward_weight_direct(@builtin(workgroup_id) wg: vec3<u32>, @builtin(
 // ---------------------------------------------------------------- subgroup
 //
 // B is first packed (`conv2d_pack_*`) into `bp` as [G * blocks][k][4*NV]
-// columns, zero-padded, so a lane fetches its chunk entry with NV vec4
-// loads: lavapipe loads storage lane by lane, so a vec4 costs about what a
-// scalar does.
+// columns, zero-padded, so a lane fetches its chunk entry with NV
+// contiguous vec4 loads and no index arithmetic (1.3x faster on lavapipe
+// than 4*NV strided scalar loads).
 
 @group(0) @binding(5) var<storage, read_write> bp: array<vec4<f32>>;
 
 // Per-invocation state of the `_sg` kernels, private so that the unrolled
-// steps below can share small helpers. Each lane computes two rows (0 and
-// 1), so every B value it receives feeds two FMAs.
+// steps below can share small helpers. Each lane computes ROWS rows (1..4),
+// so every B value it receives feeds ROWS FMAs.
+// acc(4*row + block): row `row`, columns 4*block .. 4*block + 3.
 var<private> acc0: vec4<f32>;
 var<private> acc1: vec4<f32>;
 var<private> acc2: vec4<f32>;
@@ -204,6 +225,14 @@ var<private> acc4: vec4<f32>;
 var<private> acc5: vec4<f32>;
 var<private> acc6: vec4<f32>;
 var<private> acc7: vec4<f32>;
+var<private> acc8: vec4<f32>;
+var<private> acc9: vec4<f32>;
+var<private> acc10: vec4<f32>;
+var<private> acc11: vec4<f32>;
+var<private> acc12: vec4<f32>;
+var<private> acc13: vec4<f32>;
+var<private> acc14: vec4<f32>;
+var<private> acc15: vec4<f32>;
 // This lane's entry of the current chunk of B, 4*NV columns.
 var<private> bw0: vec4<f32>;
 var<private> bw1: vec4<f32>;
@@ -256,75 +285,276 @@ struct Row {
 }
 var<private> row0: Row;
 var<private> row1: Row;
+var<private> row2: Row;
+var<private> row3: Row;
 
 // Lanes 0..CHUNK-1 share their chunk of B with constant-index broadcasts,
 // which lavapipe turns into a register extract + splat (a dynamic-index
-// shuffle becomes a loop over the lanes). Subgroups smaller than CHUNK
-// take the shuffle loop instead.
+// shuffle becomes a loop over the lanes).
 const CHUNK: u32 = 8u;
 
-// Caps the chunk; below CHUNK it forces the shuffle loop (for tests).
-override MAX_CHUNK: u32 = 8u;
+// 0: chunks of CHUNK lanes shared by broadcasts (the host sets it only
+// where every subgroup has at least CHUNK lanes); n > 0: chunks of
+// min(subgroup size, n) lanes shared by dynamic shuffles.
+override SHUFFLE_CHUNK: u32 = 0u;
 
-fn chunk_len(sgs: u32) -> u32 {
-    return min(sgs, min(MAX_CHUNK, CHUNK));
+// Rows per lane (1..4), rows of a workgroup ROWS * WG.
+override ROWS: u32 = 4u;
+
+// acc(4*row + block) += a[row] * (lane j's B entry, block), j dynamic.
+fn step_shuffle(a: vec4<f32>, j: u32) {
+    let b0 = subgroupShuffle(bw0, j);
+    acc0 += a.x * b0;
+    if (ROWS > 1u) { acc4 += a.y * b0; }
+    if (ROWS > 2u) { acc8 += a.z * b0; }
+    if (ROWS > 3u) { acc12 += a.w * b0; }
+    if (NV > 1u) {
+        let b1 = subgroupShuffle(bw1, j);
+        acc1 += a.x * b1;
+        if (ROWS > 1u) { acc5 += a.y * b1; }
+        if (ROWS > 2u) { acc9 += a.z * b1; }
+        if (ROWS > 3u) { acc13 += a.w * b1; }
+    }
+    if (NV > 2u) {
+        let b2 = subgroupShuffle(bw2, j);
+        acc2 += a.x * b2;
+        if (ROWS > 1u) { acc6 += a.y * b2; }
+        if (ROWS > 2u) { acc10 += a.z * b2; }
+        if (ROWS > 3u) { acc14 += a.w * b2; }
+    }
+    if (NV > 3u) {
+        let b3 = subgroupShuffle(bw3, j);
+        acc3 += a.x * b3;
+        if (ROWS > 1u) { acc7 += a.y * b3; }
+        if (ROWS > 2u) { acc11 += a.z * b3; }
+        if (ROWS > 3u) { acc15 += a.w * b3; }
+    }
 }
 
-// acc += a * (column values of lane j's B entry), j dynamic.
-fn step_shuffle(a: vec2<f32>, j: u32) {
-    let b0 = subgroupShuffle(bw0, j); acc0 += a.x * b0; acc4 += a.y * b0;
-    if (NV > 1u) { let b1 = subgroupShuffle(bw1, j); acc1 += a.x * b1; acc5 += a.y * b1; }
-    if (NV > 2u) { let b2 = subgroupShuffle(bw2, j); acc2 += a.x * b2; acc6 += a.y * b2; }
-    if (NV > 3u) { let b3 = subgroupShuffle(bw3, j); acc3 += a.x * b3; acc7 += a.y * b3; }
+// As step_shuffle for j = 0 .. 7, with constant-index broadcasts.
+fn step0(a: vec4<f32>) {
+    let b0 = subgroupBroadcast(bw0, 0u);
+    acc0 += a.x * b0;
+    if (ROWS > 1u) { acc4 += a.y * b0; }
+    if (ROWS > 2u) { acc8 += a.z * b0; }
+    if (ROWS > 3u) { acc12 += a.w * b0; }
+    if (NV > 1u) {
+        let b1 = subgroupBroadcast(bw1, 0u);
+        acc1 += a.x * b1;
+        if (ROWS > 1u) { acc5 += a.y * b1; }
+        if (ROWS > 2u) { acc9 += a.z * b1; }
+        if (ROWS > 3u) { acc13 += a.w * b1; }
+    }
+    if (NV > 2u) {
+        let b2 = subgroupBroadcast(bw2, 0u);
+        acc2 += a.x * b2;
+        if (ROWS > 1u) { acc6 += a.y * b2; }
+        if (ROWS > 2u) { acc10 += a.z * b2; }
+        if (ROWS > 3u) { acc14 += a.w * b2; }
+    }
+    if (NV > 3u) {
+        let b3 = subgroupBroadcast(bw3, 0u);
+        acc3 += a.x * b3;
+        if (ROWS > 1u) { acc7 += a.y * b3; }
+        if (ROWS > 2u) { acc11 += a.z * b3; }
+        if (ROWS > 3u) { acc15 += a.w * b3; }
+    }
 }
-
-fn step0(a: vec2<f32>) {
-    let b0 = subgroupBroadcast(bw0, 0u); acc0 += a.x * b0; acc4 += a.y * b0;
-    if (NV > 1u) { let b1 = subgroupBroadcast(bw1, 0u); acc1 += a.x * b1; acc5 += a.y * b1; }
-    if (NV > 2u) { let b2 = subgroupBroadcast(bw2, 0u); acc2 += a.x * b2; acc6 += a.y * b2; }
-    if (NV > 3u) { let b3 = subgroupBroadcast(bw3, 0u); acc3 += a.x * b3; acc7 += a.y * b3; }
+fn step1(a: vec4<f32>) {
+    let b0 = subgroupBroadcast(bw0, 1u);
+    acc0 += a.x * b0;
+    if (ROWS > 1u) { acc4 += a.y * b0; }
+    if (ROWS > 2u) { acc8 += a.z * b0; }
+    if (ROWS > 3u) { acc12 += a.w * b0; }
+    if (NV > 1u) {
+        let b1 = subgroupBroadcast(bw1, 1u);
+        acc1 += a.x * b1;
+        if (ROWS > 1u) { acc5 += a.y * b1; }
+        if (ROWS > 2u) { acc9 += a.z * b1; }
+        if (ROWS > 3u) { acc13 += a.w * b1; }
+    }
+    if (NV > 2u) {
+        let b2 = subgroupBroadcast(bw2, 1u);
+        acc2 += a.x * b2;
+        if (ROWS > 1u) { acc6 += a.y * b2; }
+        if (ROWS > 2u) { acc10 += a.z * b2; }
+        if (ROWS > 3u) { acc14 += a.w * b2; }
+    }
+    if (NV > 3u) {
+        let b3 = subgroupBroadcast(bw3, 1u);
+        acc3 += a.x * b3;
+        if (ROWS > 1u) { acc7 += a.y * b3; }
+        if (ROWS > 2u) { acc11 += a.z * b3; }
+        if (ROWS > 3u) { acc15 += a.w * b3; }
+    }
 }
-fn step1(a: vec2<f32>) {
-    let b0 = subgroupBroadcast(bw0, 1u); acc0 += a.x * b0; acc4 += a.y * b0;
-    if (NV > 1u) { let b1 = subgroupBroadcast(bw1, 1u); acc1 += a.x * b1; acc5 += a.y * b1; }
-    if (NV > 2u) { let b2 = subgroupBroadcast(bw2, 1u); acc2 += a.x * b2; acc6 += a.y * b2; }
-    if (NV > 3u) { let b3 = subgroupBroadcast(bw3, 1u); acc3 += a.x * b3; acc7 += a.y * b3; }
+fn step2(a: vec4<f32>) {
+    let b0 = subgroupBroadcast(bw0, 2u);
+    acc0 += a.x * b0;
+    if (ROWS > 1u) { acc4 += a.y * b0; }
+    if (ROWS > 2u) { acc8 += a.z * b0; }
+    if (ROWS > 3u) { acc12 += a.w * b0; }
+    if (NV > 1u) {
+        let b1 = subgroupBroadcast(bw1, 2u);
+        acc1 += a.x * b1;
+        if (ROWS > 1u) { acc5 += a.y * b1; }
+        if (ROWS > 2u) { acc9 += a.z * b1; }
+        if (ROWS > 3u) { acc13 += a.w * b1; }
+    }
+    if (NV > 2u) {
+        let b2 = subgroupBroadcast(bw2, 2u);
+        acc2 += a.x * b2;
+        if (ROWS > 1u) { acc6 += a.y * b2; }
+        if (ROWS > 2u) { acc10 += a.z * b2; }
+        if (ROWS > 3u) { acc14 += a.w * b2; }
+    }
+    if (NV > 3u) {
+        let b3 = subgroupBroadcast(bw3, 2u);
+        acc3 += a.x * b3;
+        if (ROWS > 1u) { acc7 += a.y * b3; }
+        if (ROWS > 2u) { acc11 += a.z * b3; }
+        if (ROWS > 3u) { acc15 += a.w * b3; }
+    }
 }
-fn step2(a: vec2<f32>) {
-    let b0 = subgroupBroadcast(bw0, 2u); acc0 += a.x * b0; acc4 += a.y * b0;
-    if (NV > 1u) { let b1 = subgroupBroadcast(bw1, 2u); acc1 += a.x * b1; acc5 += a.y * b1; }
-    if (NV > 2u) { let b2 = subgroupBroadcast(bw2, 2u); acc2 += a.x * b2; acc6 += a.y * b2; }
-    if (NV > 3u) { let b3 = subgroupBroadcast(bw3, 2u); acc3 += a.x * b3; acc7 += a.y * b3; }
+fn step3(a: vec4<f32>) {
+    let b0 = subgroupBroadcast(bw0, 3u);
+    acc0 += a.x * b0;
+    if (ROWS > 1u) { acc4 += a.y * b0; }
+    if (ROWS > 2u) { acc8 += a.z * b0; }
+    if (ROWS > 3u) { acc12 += a.w * b0; }
+    if (NV > 1u) {
+        let b1 = subgroupBroadcast(bw1, 3u);
+        acc1 += a.x * b1;
+        if (ROWS > 1u) { acc5 += a.y * b1; }
+        if (ROWS > 2u) { acc9 += a.z * b1; }
+        if (ROWS > 3u) { acc13 += a.w * b1; }
+    }
+    if (NV > 2u) {
+        let b2 = subgroupBroadcast(bw2, 3u);
+        acc2 += a.x * b2;
+        if (ROWS > 1u) { acc6 += a.y * b2; }
+        if (ROWS > 2u) { acc10 += a.z * b2; }
+        if (ROWS > 3u) { acc14 += a.w * b2; }
+    }
+    if (NV > 3u) {
+        let b3 = subgroupBroadcast(bw3, 3u);
+        acc3 += a.x * b3;
+        if (ROWS > 1u) { acc7 += a.y * b3; }
+        if (ROWS > 2u) { acc11 += a.z * b3; }
+        if (ROWS > 3u) { acc15 += a.w * b3; }
+    }
 }
-fn step3(a: vec2<f32>) {
-    let b0 = subgroupBroadcast(bw0, 3u); acc0 += a.x * b0; acc4 += a.y * b0;
-    if (NV > 1u) { let b1 = subgroupBroadcast(bw1, 3u); acc1 += a.x * b1; acc5 += a.y * b1; }
-    if (NV > 2u) { let b2 = subgroupBroadcast(bw2, 3u); acc2 += a.x * b2; acc6 += a.y * b2; }
-    if (NV > 3u) { let b3 = subgroupBroadcast(bw3, 3u); acc3 += a.x * b3; acc7 += a.y * b3; }
+fn step4(a: vec4<f32>) {
+    let b0 = subgroupBroadcast(bw0, 4u);
+    acc0 += a.x * b0;
+    if (ROWS > 1u) { acc4 += a.y * b0; }
+    if (ROWS > 2u) { acc8 += a.z * b0; }
+    if (ROWS > 3u) { acc12 += a.w * b0; }
+    if (NV > 1u) {
+        let b1 = subgroupBroadcast(bw1, 4u);
+        acc1 += a.x * b1;
+        if (ROWS > 1u) { acc5 += a.y * b1; }
+        if (ROWS > 2u) { acc9 += a.z * b1; }
+        if (ROWS > 3u) { acc13 += a.w * b1; }
+    }
+    if (NV > 2u) {
+        let b2 = subgroupBroadcast(bw2, 4u);
+        acc2 += a.x * b2;
+        if (ROWS > 1u) { acc6 += a.y * b2; }
+        if (ROWS > 2u) { acc10 += a.z * b2; }
+        if (ROWS > 3u) { acc14 += a.w * b2; }
+    }
+    if (NV > 3u) {
+        let b3 = subgroupBroadcast(bw3, 4u);
+        acc3 += a.x * b3;
+        if (ROWS > 1u) { acc7 += a.y * b3; }
+        if (ROWS > 2u) { acc11 += a.z * b3; }
+        if (ROWS > 3u) { acc15 += a.w * b3; }
+    }
 }
-fn step4(a: vec2<f32>) {
-    let b0 = subgroupBroadcast(bw0, 4u); acc0 += a.x * b0; acc4 += a.y * b0;
-    if (NV > 1u) { let b1 = subgroupBroadcast(bw1, 4u); acc1 += a.x * b1; acc5 += a.y * b1; }
-    if (NV > 2u) { let b2 = subgroupBroadcast(bw2, 4u); acc2 += a.x * b2; acc6 += a.y * b2; }
-    if (NV > 3u) { let b3 = subgroupBroadcast(bw3, 4u); acc3 += a.x * b3; acc7 += a.y * b3; }
+fn step5(a: vec4<f32>) {
+    let b0 = subgroupBroadcast(bw0, 5u);
+    acc0 += a.x * b0;
+    if (ROWS > 1u) { acc4 += a.y * b0; }
+    if (ROWS > 2u) { acc8 += a.z * b0; }
+    if (ROWS > 3u) { acc12 += a.w * b0; }
+    if (NV > 1u) {
+        let b1 = subgroupBroadcast(bw1, 5u);
+        acc1 += a.x * b1;
+        if (ROWS > 1u) { acc5 += a.y * b1; }
+        if (ROWS > 2u) { acc9 += a.z * b1; }
+        if (ROWS > 3u) { acc13 += a.w * b1; }
+    }
+    if (NV > 2u) {
+        let b2 = subgroupBroadcast(bw2, 5u);
+        acc2 += a.x * b2;
+        if (ROWS > 1u) { acc6 += a.y * b2; }
+        if (ROWS > 2u) { acc10 += a.z * b2; }
+        if (ROWS > 3u) { acc14 += a.w * b2; }
+    }
+    if (NV > 3u) {
+        let b3 = subgroupBroadcast(bw3, 5u);
+        acc3 += a.x * b3;
+        if (ROWS > 1u) { acc7 += a.y * b3; }
+        if (ROWS > 2u) { acc11 += a.z * b3; }
+        if (ROWS > 3u) { acc15 += a.w * b3; }
+    }
 }
-fn step5(a: vec2<f32>) {
-    let b0 = subgroupBroadcast(bw0, 5u); acc0 += a.x * b0; acc4 += a.y * b0;
-    if (NV > 1u) { let b1 = subgroupBroadcast(bw1, 5u); acc1 += a.x * b1; acc5 += a.y * b1; }
-    if (NV > 2u) { let b2 = subgroupBroadcast(bw2, 5u); acc2 += a.x * b2; acc6 += a.y * b2; }
-    if (NV > 3u) { let b3 = subgroupBroadcast(bw3, 5u); acc3 += a.x * b3; acc7 += a.y * b3; }
+fn step6(a: vec4<f32>) {
+    let b0 = subgroupBroadcast(bw0, 6u);
+    acc0 += a.x * b0;
+    if (ROWS > 1u) { acc4 += a.y * b0; }
+    if (ROWS > 2u) { acc8 += a.z * b0; }
+    if (ROWS > 3u) { acc12 += a.w * b0; }
+    if (NV > 1u) {
+        let b1 = subgroupBroadcast(bw1, 6u);
+        acc1 += a.x * b1;
+        if (ROWS > 1u) { acc5 += a.y * b1; }
+        if (ROWS > 2u) { acc9 += a.z * b1; }
+        if (ROWS > 3u) { acc13 += a.w * b1; }
+    }
+    if (NV > 2u) {
+        let b2 = subgroupBroadcast(bw2, 6u);
+        acc2 += a.x * b2;
+        if (ROWS > 1u) { acc6 += a.y * b2; }
+        if (ROWS > 2u) { acc10 += a.z * b2; }
+        if (ROWS > 3u) { acc14 += a.w * b2; }
+    }
+    if (NV > 3u) {
+        let b3 = subgroupBroadcast(bw3, 6u);
+        acc3 += a.x * b3;
+        if (ROWS > 1u) { acc7 += a.y * b3; }
+        if (ROWS > 2u) { acc11 += a.z * b3; }
+        if (ROWS > 3u) { acc15 += a.w * b3; }
+    }
 }
-fn step6(a: vec2<f32>) {
-    let b0 = subgroupBroadcast(bw0, 6u); acc0 += a.x * b0; acc4 += a.y * b0;
-    if (NV > 1u) { let b1 = subgroupBroadcast(bw1, 6u); acc1 += a.x * b1; acc5 += a.y * b1; }
-    if (NV > 2u) { let b2 = subgroupBroadcast(bw2, 6u); acc2 += a.x * b2; acc6 += a.y * b2; }
-    if (NV > 3u) { let b3 = subgroupBroadcast(bw3, 6u); acc3 += a.x * b3; acc7 += a.y * b3; }
-}
-fn step7(a: vec2<f32>) {
-    let b0 = subgroupBroadcast(bw0, 7u); acc0 += a.x * b0; acc4 += a.y * b0;
-    if (NV > 1u) { let b1 = subgroupBroadcast(bw1, 7u); acc1 += a.x * b1; acc5 += a.y * b1; }
-    if (NV > 2u) { let b2 = subgroupBroadcast(bw2, 7u); acc2 += a.x * b2; acc6 += a.y * b2; }
-    if (NV > 3u) { let b3 = subgroupBroadcast(bw3, 7u); acc3 += a.x * b3; acc7 += a.y * b3; }
+fn step7(a: vec4<f32>) {
+    let b0 = subgroupBroadcast(bw0, 7u);
+    acc0 += a.x * b0;
+    if (ROWS > 1u) { acc4 += a.y * b0; }
+    if (ROWS > 2u) { acc8 += a.z * b0; }
+    if (ROWS > 3u) { acc12 += a.w * b0; }
+    if (NV > 1u) {
+        let b1 = subgroupBroadcast(bw1, 7u);
+        acc1 += a.x * b1;
+        if (ROWS > 1u) { acc5 += a.y * b1; }
+        if (ROWS > 2u) { acc9 += a.z * b1; }
+        if (ROWS > 3u) { acc13 += a.w * b1; }
+    }
+    if (NV > 2u) {
+        let b2 = subgroupBroadcast(bw2, 7u);
+        acc2 += a.x * b2;
+        if (ROWS > 1u) { acc6 += a.y * b2; }
+        if (ROWS > 2u) { acc10 += a.z * b2; }
+        if (ROWS > 3u) { acc14 += a.w * b2; }
+    }
+    if (NV > 3u) {
+        let b3 = subgroupBroadcast(bw3, 7u);
+        acc3 += a.x * b3;
+        if (ROWS > 1u) { acc7 += a.y * b3; }
+        if (ROWS > 2u) { acc11 += a.z * b3; }
+        if (ROWS > 3u) { acc15 += a.w * b3; }
+    }
 }
 
 // Loads this lane's chunk entry of B from bp[at .. at + NV], zeros if !ok.
@@ -339,9 +569,9 @@ fn load_chunk(at: u32, ok: bool) {
 // Points the walk at reduction index k (once per reduction: the divisions
 // are done lane by lane on a CPU).
 fn start_walk(k: u32) {
-    let outer = k / (wk.mid_n * wk.inner_n);
-    k_mid = (k / wk.inner_n) % wk.mid_n;
-    k_inner = k % wk.inner_n;
+    let outer = qdiv(k, wk.mid_n * wk.inner_n);
+    k_mid = qmod(qdiv(k, wk.inner_n), wk.mid_n);
+    k_inner = qmod(k, wk.inner_n);
     k_off = outer * wk.st_outer + k_mid * wk.st_mid + k_inner * wk.st_inner;
     ry = i32(k_mid) * wk.ys;
     rx = i32(k_inner) * wk.xs;
@@ -353,10 +583,14 @@ fn row_a(r: Row, in_range: bool) -> f32 {
     return select(load_a(r.at + k_off, ok), 1.0, r.ones && in_range);
 }
 
-// A of both rows at the walk's position, then one step on.
-fn next_a() -> vec2<f32> {
+// A of the lane's rows at the walk's position, then one step on.
+fn next_a() -> vec4<f32> {
     let in_range = k_left > 0u;
-    let a = vec2<f32>(row_a(row0, in_range), row_a(row1, in_range));
+    var a = vec4<f32>(row_a(row0, in_range), 0.0, 0.0, 0.0);
+    if (ROWS > 1u) { a.y = row_a(row1, in_range); }
+    if (ROWS > 2u) { a.z = row_a(row2, in_range); }
+    if (ROWS > 3u) { a.w = row_a(row3, in_range); }
+
     k_left = select(0u, k_left - 1u, in_range);
     k_inner += 1u;
     k_off += wk.st_inner;
@@ -376,12 +610,15 @@ fn next_a() -> vec2<f32> {
 
 // The whole reduction: k in [first, end), B entries of k at bp[b_at + k*NV].
 fn reduce(first: u32, end: u32, b_at: u32, lane: u32, sgs: u32) {
-    let ch = chunk_len(sgs);
+    // A subgroup whose rows all lie past the end has nothing to do.
+    // (Rows past ROWS are never set: store is false.)
+    if (subgroupAll(!row0.store && !row1.store && !row2.store && !row3.store)) { return; }
+    let ch = select(min(sgs, SHUFFLE_CHUNK), CHUNK, SHUFFLE_CHUNK == 0u);
     start_walk(first);
     for (var k0 = first; k0 < end; k0 += ch) {
         load_chunk(b_at + (k0 + lane) * NV, lane < ch && k0 + lane < end);
         k_left = min(ch, end - k0);
-        if (ch == CHUNK) {
+        if (SHUFFLE_CHUNK == 0u) {
             step0(next_a()); step1(next_a()); step2(next_a()); step3(next_a());
             step4(next_a()); step5(next_a()); step6(next_a()); step7(next_a());
         } else {
@@ -390,31 +627,69 @@ fn reduce(first: u32, end: u32, b_at: u32, lane: u32, sgs: u32) {
     }
 }
 
-// Stores both rows: columns c0.. (of `cols`) at out_at + c*step.
+// Stores the rows: columns c0.. (of `cols`) at out_at + c*step, plus the
+// bias at bias_at + c if `bias` (loaded once for all rows).
 fn store_rows(step: u32, c0: u32, cols: u32, bias: bool, bias_at: u32) {
-    if (row0.store) { store_all(row0.out_at, step, c0, cols, bias, bias_at); }
-    acc0 = acc4;
-    acc1 = acc5;
-    acc2 = acc6;
-    acc3 = acc7;
-    if (row1.store) { store_all(row1.out_at, step, c0, cols, bias, bias_at); }
+    var b0 = vec4<f32>(0.0);
+    var b1 = vec4<f32>(0.0);
+    var b2 = vec4<f32>(0.0);
+    var b3 = vec4<f32>(0.0);
+    if (bias) {
+        b0 = load_v4(bias_at, cols_left(c0, 0u, cols));
+        if (NV > 1u) { b1 = load_v4(bias_at + 4u, cols_left(c0, 1u, cols)); }
+        if (NV > 2u) { b2 = load_v4(bias_at + 8u, cols_left(c0, 2u, cols)); }
+        if (NV > 3u) { b3 = load_v4(bias_at + 12u, cols_left(c0, 3u, cols)); }
+    }
+    acc0 = acc0 + b0;
+    acc1 = acc1 + b1;
+    acc2 = acc2 + b2;
+    acc3 = acc3 + b3;
+    if (row0.store) { store_all(row0.out_at, step, c0, cols); }
+    if (ROWS > 1u) {
+        acc0 = acc4 + b0;
+        acc1 = acc5 + b1;
+        acc2 = acc6 + b2;
+        acc3 = acc7 + b3;
+        if (row1.store) { store_all(row1.out_at, step, c0, cols); }
+    }
+    if (ROWS > 2u) {
+        acc0 = acc8 + b0;
+        acc1 = acc9 + b1;
+        acc2 = acc10 + b2;
+        acc3 = acc11 + b3;
+        if (row2.store) { store_all(row2.out_at, step, c0, cols); }
+    }
+    if (ROWS > 3u) {
+        acc0 = acc12 + b0;
+        acc1 = acc13 + b1;
+        acc2 = acc14 + b2;
+        acc3 = acc15 + b3;
+        if (row3.store) { store_all(row3.out_at, step, c0, cols); }
+    }
 }
 
-// out[base + c*step] = acc[c] (+ bias[bias_at + c]) for the first `left` c.
-fn store_cols(acc: vec4<f32>, base: u32, step: u32, left: u32, bias: bool, bias_at: u32) {
+// v[at + c] for the first `left` c of 4, zeros after.
+fn load_v4(at: u32, left: u32) -> vec4<f32> {
+    var r = vec4<f32>(0.0);
     for (var c = 0u; c < min(left, 4u); c++) {
-        var val = acc[c];
-        if (bias) { val += v[bias_at + c]; }
-        out[base + c * step] = val;
+        r[c] = v[at + c];
+    }
+    return r;
+}
+
+// out[base + c*step] = acc[c] for the first `left` c.
+fn store_cols(acc: vec4<f32>, base: u32, step: u32, left: u32) {
+    for (var c = 0u; c < min(left, 4u); c++) {
+        out[base + c * step] = acc[c];
     }
 }
 
 // Stores the accumulators of columns c0.. (of `cols`) at base + c*step.
-fn store_all(base: u32, step: u32, c0: u32, cols: u32, bias: bool, bias_at: u32) {
-    store_cols(acc0, base, step, cols_left(c0, 0u, cols), bias, bias_at);
-    if (NV > 1u) { store_cols(acc1, base + 4u * step, step, cols_left(c0, 1u, cols), bias, bias_at + 4u); }
-    if (NV > 2u) { store_cols(acc2, base + 8u * step, step, cols_left(c0, 2u, cols), bias, bias_at + 8u); }
-    if (NV > 3u) { store_cols(acc3, base + 12u * step, step, cols_left(c0, 3u, cols), bias, bias_at + 12u); }
+fn store_all(base: u32, step: u32, c0: u32, cols: u32) {
+    store_cols(acc0, base, step, cols_left(c0, 0u, cols));
+    if (NV > 1u) { store_cols(acc1, base + 4u * step, step, cols_left(c0, 1u, cols)); }
+    if (NV > 2u) { store_cols(acc2, base + 8u * step, step, cols_left(c0, 2u, cols)); }
+    if (NV > 3u) { store_cols(acc3, base + 12u * step, step, cols_left(c0, 3u, cols)); }
 }
 
 // Column c of block gb = g * blocks + block: channel g*count + block*4*NV + c
@@ -438,13 +713,11 @@ fn conv2d_pack_forward_weights(@builtin(workgroup_id) wg: vec3<u32>, @builtin(nu
     out[i] = load_b(p.b_off + ch.x * r_len + k, ch.y != 0u);
 }
 
-// Taps (ky, kx) with ky % S < ky_phase, ky < KH: those of earlier phase rows.
+// How many t < len have t % S < phase (taps of the earlier phases in one
+// dimension).
 fn taps_below(phase: u32, len: u32) -> u32 {
-    var count = 0u;
-    for (var t = 0u; t < len; t++) {
-        count += u32(t % p.stride < phase);
-    }
-    return count;
+    let s = p.stride;
+    return qdiv(len, s) * phase + min(qmod(len, s), phase);
 }
 
 // Taps of the phases before (phy, phx), phases in row-major order.
@@ -482,47 +755,55 @@ fn conv2d_pack_backward_input_weights(@builtin(workgroup_id) wg: vec3<u32>, @bui
 }
 
 // bp for the weight gradient: [G*blocks][N*OH*OW][4*NV], column c = output
-// channel of dy, k = output pixel.
+// channel of dy, k = output pixel (grid x/y), G*blocks = grid z. Written as
+// vec4s, one pixel per invocation.
 @compute @workgroup_size(64)
 fn conv2d_pack_dy(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                   @builtin(local_invocation_index) lid: u32) {
-    let i = linear_index(wg, nwg, lid);
+    let k = linear_index(vec3<u32>(wg.x, wg.y, 0u), nwg, lid);
     let ohw = p.oh * p.ow;
     let pixels = p.n * ohw;
-    let cols = 4u * NV;
-    if (i >= p.groups * p.blocks * pixels * cols) { return; }
-    let c = i % cols;
-    let k = (i / cols) % pixels;
-    let ch = packed_channel(i / (cols * pixels), c, p.cout_g);
-    out[i] = load_b(p.b_off + (k / ohw) * p.b_stride + ch.x * ohw + k % ohw, ch.y != 0u);
+    if (k >= pixels) { return; }
+    let n = qdiv(k, ohw);
+    let src = p.b_off + n * p.b_stride + (k - n * ohw);
+    let gb = wg.z;
+    let c0 = (gb % p.blocks) * 4u * NV;
+    let first = (gb / p.blocks) * p.cout_g + c0;
+    let at = (gb * pixels + k) * NV;
+    for (var vb = 0u; vb < NV; vb++) {
+        bp[at + vb] = load_b4(src + (first + 4u * vb) * ohw, ohw, true, cols_left(c0, vb, p.cout_g));
+    }
 }
 
 // Row i of the forward: output pixel i of N*OH*OW, for column c0 of group g.
 fn forward_row(i: u32, g: u32, c0: u32) -> Row {
     let ohw = p.oh * p.ow;
     let pix = min(i, p.n * ohw - 1u);
-    let n = pix / ohw;
-    let q = pix % ohw;
-    let y0 = i32((q / p.ow) * p.stride) - i32(p.pad);
-    let x0 = i32((q % p.ow) * p.stride) - i32(p.pad);
+    let n = qdiv(pix, ohw);
+    let q = pix - n * ohw;
+    let oy = qdiv(q, p.ow);
+    let y0 = i32(oy * p.stride) - i32(p.pad);
+    let x0 = i32((q - oy * p.ow) * p.stride) - i32(p.pad);
     let at = p.a_off + n * p.a_stride + g * p.cin_g * p.h * p.w + u32(y0) * p.w + u32(x0);
     let out_at = p.o_off + n * p.o_stride + (g * p.cout_g + c0) * ohw + q;
     let live = i < p.n * ohw;
     return Row(at, y0, x0, live, false, out_at, live);
 }
 
-// Rows: output pixels (n, oy, ox), two per lane (lid and lid + WG of the
-// workgroup's 2*WG); columns: channels g*KG + c0 .. + 4*NV of block
+// Rows: output pixels (n, oy, ox), ROWS per lane (lid, lid + WG, ... of
+// the workgroup's ROWS*WG); columns: channels g*KG + c0 .. + 4*NV of block
 // wg.z = g * blocks + block; k: (ci, ky, kx).
 @compute @workgroup_size(64)
 fn conv2d_forward_sg(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                      @builtin(local_invocation_index) lid: u32,
                      @builtin(subgroup_invocation_id) lane: u32, @builtin(subgroup_size) sgs: u32) {
-    let i0 = (wg.y * nwg.x + wg.x) * 2u * WG + lid;
+    let i0 = (wg.y * nwg.x + wg.x) * ROWS * WG + lid;
     let g = wg.z / p.blocks;
     let c0 = (wg.z % p.blocks) * 4u * NV;
     row0 = forward_row(i0, g, c0);
-    row1 = forward_row(i0 + WG, g, c0);
+    if (ROWS > 1u) { row1 = forward_row(i0 + 1u * WG, g, c0); }
+    if (ROWS > 2u) { row2 = forward_row(i0 + 2u * WG, g, c0); }
+    if (ROWS > 3u) { row3 = forward_row(i0 + 3u * WG, g, c0); }
     wk = walk(p.kh, p.kw, p.h * p.w, p.w, 1u, 1, 1, p.h, p.w);
     let r_len = p.cin_g * p.kh * p.kw;
     reduce(0u, r_len, wg.z * r_len * NV, lane, sgs);
@@ -540,13 +821,14 @@ struct Phase {
 
 fn phase_of(z: u32) -> Phase {
     let s = p.stride;
-    let phy = (z % (s * s)) / s;
-    let phx = z % s;
+    let phy = qdiv(qmod(z, s * s), s);
+    let phx = qmod(z, s);
+    let pad = qmod(p.pad, s);
     return Phase(
-        (phy + s - p.pad % s) % s, (phx + s - p.pad % s) % s,
-        (p.h + s - 1u) / s, (p.w + s - 1u) / s,
-        select(0u, (p.kh - phy + s - 1u) / s, phy < p.kh),
-        select(0u, (p.kw - phx + s - 1u) / s, phx < p.kw),
+        qmod(phy + s - pad, s), qmod(phx + s - pad, s),
+        qdiv(p.h + s - 1u, s), qdiv(p.w + s - 1u, s),
+        select(0u, qdiv(p.kh - phy + s - 1u, s), phy < p.kh),
+        select(0u, qdiv(p.kw - phx + s - 1u, s), phx < p.kw),
         phy, phx);
 }
 
@@ -554,17 +836,19 @@ fn phase_of(z: u32) -> Phase {
 fn phase_pixel(ph: Phase, i: u32) -> vec4<u32> {
     let total = p.n * ph.th * ph.tw;
     let pix = min(i, total - 1u);
-    let iy = ph.iy_first + p.stride * ((pix / ph.tw) % ph.th);
-    let ix = ph.ix_first + p.stride * (pix % ph.tw);
-    return vec4<u32>(pix / (ph.th * ph.tw), iy, ix, u32(i < total && iy < p.h && ix < p.w));
+    let row = qdiv(pix, ph.tw);
+    let n = qdiv(row, ph.th);
+    let iy = ph.iy_first + p.stride * (row - n * ph.th);
+    let ix = ph.ix_first + p.stride * (pix - row * ph.tw);
+    return vec4<u32>(n, iy, ix, u32(i < total && iy < p.h && ix < p.w));
 }
 
 // Row of input pixel i of a phase, for input channel c0 of group g: it
 // reads dy at (oy0 - my, ox0 - mx).
 fn backward_input_row(ph: Phase, i: u32, g: u32, c0: u32) -> Row {
     let px = phase_pixel(ph, i);
-    let oy0 = i32((px.y + p.pad - ph.phy) / p.stride);
-    let ox0 = i32((px.z + p.pad - ph.phx) / p.stride);
+    let oy0 = i32(qdiv(px.y + p.pad - ph.phy, p.stride));
+    let ox0 = i32(qdiv(px.z + p.pad - ph.phx, p.stride));
     let at = p.a_off + px.x * p.a_stride + g * p.cout_g * p.oh * p.ow + u32(oy0) * p.ow + u32(ox0);
     let out_at = p.o_off + px.x * p.o_stride + (g * p.cin_g + c0) * p.h * p.w + px.y * p.w + px.z;
     return Row(at, oy0, ox0, px.w != 0u, false, out_at, px.w != 0u);
@@ -574,7 +858,7 @@ fn backward_input_row(ph: Phase, i: u32, g: u32, c0: u32) -> Row {
 // stride S only the taps ky = (iy + P) mod S (+ S*m) reach input row iy, so
 // the input pixels are split into S*S phases (wg.z % (S*S)) whose lanes all
 // share the same taps: no lane wastes FMAs on taps that miss its pixel.
-// Rows: input pixels of one phase, two per lane; columns: input channels
+// Rows: input pixels of one phase, ROWS per lane; columns: input channels
 // of block (wg.z / (S*S)) = g * blocks + block; k: (kg, my, mx), the
 // phase's taps.
 @compute @workgroup_size(64)
@@ -585,9 +869,11 @@ fn conv2d_backward_input_sg(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_w
     let gb = wg.z / (p.stride * p.stride);
     let g = gb / p.blocks;
     let c0 = (gb % p.blocks) * 4u * NV;
-    let i0 = (wg.y * nwg.x + wg.x) * 2u * WG + lid;
+    let i0 = (wg.y * nwg.x + wg.x) * ROWS * WG + lid;
     row0 = backward_input_row(ph, i0, g, c0);
-    row1 = backward_input_row(ph, i0 + WG, g, c0);
+    if (ROWS > 1u) { row1 = backward_input_row(ph, i0 + 1u * WG, g, c0); }
+    if (ROWS > 2u) { row2 = backward_input_row(ph, i0 + 2u * WG, g, c0); }
+    if (ROWS > 3u) { row3 = backward_input_row(ph, i0 + 3u * WG, g, c0); }
     let neg = 0xffffffffu;
     wk = walk(max(ph.nty, 1u), max(ph.ntx, 1u), p.oh * p.ow, neg * p.ow, neg, -1, -1, p.oh, p.ow);
     // bp holds the taps of each phase together, phase after phase.
@@ -604,28 +890,34 @@ fn backward_weight_row(r: u32, g: u32, c0: u32, split: u32) -> Row {
     let khw = p.kh * p.kw;
     let r_len = p.cin_g * khw;
     let rr = min(r, r_len - 1u);
-    let y0 = i32((rr % khw) / p.kw) - i32(p.pad);
-    let x0 = i32(rr % p.kw) - i32(p.pad);
-    let at = p.a_off + (g * p.cin_g + rr / khw) * p.h * p.w + u32(y0) * p.w + u32(x0);
+    let ci = qdiv(rr, khw);
+    let ky = qdiv(rr - ci * khw, p.kw);
+    let y0 = i32(ky) - i32(p.pad);
+    let x0 = i32(rr - ci * khw - ky * p.kw) - i32(p.pad);
+    let at = p.a_off + (g * p.cin_g + ci) * p.h * p.w + u32(y0) * p.w + u32(x0);
     let r1 = r_len + p.has_bias;
     let out_at = (split * p.c_out + g * p.cout_g + c0) * r1 + r;
     return Row(at, y0, x0, r < r_len, r == r_len && p.has_bias != 0u, out_at, r < r1);
 }
 
 // Pass 1 of the weight gradient. Rows: weight columns r = (ci, ky, kx) of
-// the grid's x (two per lane), plus r = R for the bias when there is one; columns: output
-// channels of block wg.y = g * blocks + block; k: the output pixels
+// the grid's x (ROWS per lane), plus r = R for the bias when there is one;
+// columns: output // channels of block wg.y = g * blocks + block; k: the output pixels
 // (n, oy, ox) of split wg.z (p.chunk of them). Writes partial sums
 // partials[split, k, r] with R + has_bias entries per channel.
 @compute @workgroup_size(64)
 fn conv2d_backward_weight_sg(@builtin(workgroup_id) wg: vec3<u32>,
                              @builtin(local_invocation_index) lid: u32,
                              @builtin(subgroup_invocation_id) lane: u32, @builtin(subgroup_size) sgs: u32) {
-    let r = wg.x * 2u * WG + lid;
+    // A lane's rows are consecutive, so the rows past R fill few subgroups
+    // (which then skip the work).
+    let r = (wg.x * WG + lid) * ROWS;
     let g = wg.y / p.blocks;
     let c0 = (wg.y % p.blocks) * 4u * NV;
     row0 = backward_weight_row(r, g, c0, wg.z);
-    row1 = backward_weight_row(r + WG, g, c0, wg.z);
+    if (ROWS > 1u) { row1 = backward_weight_row(r + 1u, g, c0, wg.z); }
+    if (ROWS > 2u) { row2 = backward_weight_row(r + 2u, g, c0, wg.z); }
+    if (ROWS > 3u) { row3 = backward_weight_row(r + 3u, g, c0, wg.z); }
     let s = i32(p.stride);
     wk = walk(p.oh, p.ow, p.a_stride, p.stride * p.w, p.stride, s, s, p.h, p.w);
     let pixels = p.n * p.oh * p.ow;
@@ -647,11 +939,95 @@ fn conv2d_backward_weight_reduce(@builtin(workgroup_id) wg: vec3<u32>, @builtin(
     for (var sp = 0u; sp < p.splits; sp++) {
         acc += a[sp * per_split + i];
     }
-    let k = i / r1;
-    let r = i % r1;
+    let k = qdiv(i, r1);
+    let r = i - k * r1;
     if (r == r_len) {
         v[p.v_off + k] = acc;
     } else {
         out[p.o_off + k * r_len + r] = acc;
+    }
+}
+
+// ---------------------------------------------------------------- tiled
+//
+// The forward as an implicit GEMM with workgroup-memory tiles, the usual
+// winner on GPUs (it does not pay on lavapipe, where workgroup memory is as
+// slow as storage). A workgroup of 256 computes a tile of TM output pixels
+// (tile index from the grid's x/y) x TN channels of one group (wg.z =
+// g * channel tiles + tile); each invocation holds 4 pixels x 4 channels.
+// k = (ci, ky, kx) advances TK at a time through both tiles.
+
+const TM: u32 = 64u;
+const TN: u32 = 64u;
+const TK: u32 = 16u;
+
+var<workgroup> tile_a: array<array<f32, TM>, TK>;
+var<workgroup> tile_b: array<array<f32, TN>, TK>;
+
+@compute @workgroup_size(256)
+fn conv2d_forward_tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                        @builtin(local_invocation_index) t: u32) {
+    let ohw = p.oh * p.ow;
+    let pixels = p.n * ohw;
+    let m0 = (wg.y * nwg.x + wg.x) * TM;
+    let g = wg.z / p.blocks;
+    let n0 = (wg.z % p.blocks) * TN;
+    let khw = p.kh * p.kw;
+    let r_len = p.cin_g * khw;
+    // The pixel this invocation loads into tile_a (column t % TM).
+    let lm = m0 + t % TM;
+    let lpix = min(lm, pixels - 1u);
+    let ln = lpix / ohw;
+    let lq = lpix % ohw;
+    let iy0 = i32((lq / p.ow) * p.stride) - i32(p.pad);
+    let ix0 = i32((lq % p.ow) * p.stride) - i32(p.pad);
+    let xbase = p.a_off + ln * p.a_stride + g * p.cin_g * p.h * p.w;
+    // The channel row this invocation loads into tile_b.
+    let wrow = p.b_off + (g * p.cout_g + n0) * r_len;
+    // This invocation's outputs: pixels cm*4 .. +3, channels cn*4 .. +3.
+    let cm = t % 16u;
+    let cn = t / 16u;
+    var acc: array<vec4<f32>, 4>;
+    for (var k0 = 0u; k0 < r_len; k0 += TK) {
+        for (var i = 0u; i < 4u; i++) {
+            let kk = t / TM + 4u * i;
+            let k = k0 + kk;
+            let ci = k / khw;
+            let ky = (k % khw) / p.kw;
+            let kx = k % p.kw;
+            let iy = iy0 + i32(ky);
+            let ix = ix0 + i32(kx);
+            let ok = lm < pixels && k < r_len && u32(iy) < p.h && u32(ix) < p.w;
+            tile_a[kk][t % TM] = load_a(xbase + (ci * p.h + u32(iy)) * p.w + u32(ix), ok);
+            let bk = t % TK;
+            let bn = t / TK + 16u * i;
+            let bok = k0 + bk < r_len && n0 + bn < p.cout_g;
+            tile_b[bk][bn] = load_b(wrow + bn * r_len + k0 + bk, bok);
+        }
+        workgroupBarrier();
+        for (var kk = 0u; kk < TK; kk++) {
+            let av = vec4<f32>(tile_a[kk][cm * 4u], tile_a[kk][cm * 4u + 1u],
+                               tile_a[kk][cm * 4u + 2u], tile_a[kk][cm * 4u + 3u]);
+            let bv = vec4<f32>(tile_b[kk][cn * 4u], tile_b[kk][cn * 4u + 1u],
+                               tile_b[kk][cn * 4u + 2u], tile_b[kk][cn * 4u + 3u]);
+            acc[0] += av.x * bv;
+            acc[1] += av.y * bv;
+            acc[2] += av.z * bv;
+            acc[3] += av.w * bv;
+        }
+        workgroupBarrier();
+    }
+    for (var j = 0u; j < 4u; j++) {
+        let m = m0 + cm * 4u + j;
+        if (m >= pixels) { break; }
+        let n = m / ohw;
+        let q = m % ohw;
+        for (var c = 0u; c < 4u; c++) {
+            let co = n0 + cn * 4u + c;
+            if (co >= p.cout_g) { break; }
+            var val = acc[j][c];
+            if (p.has_bias != 0u) { val += v[p.v_off + g * p.cout_g + co]; }
+            out[p.o_off + n * p.o_stride + (g * p.cout_g + co) * ohw + q] = val;
+        }
     }
 }

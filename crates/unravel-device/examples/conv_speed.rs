@@ -1,7 +1,8 @@
-//! Times the conv2d kernels at the ResNet-20 shapes (CIFAR, batch 64) and
-//! prints GFLOP/s (2 * MACs / time) per pass.
+//! Times the conv2d kernels at the ResNet-20 shapes (CIFAR, batch 64, no
+//! bias as in ResNet-20 where batch norm follows) and prints GFLOP/s
+//! (2 * MACs / time) per pass.
 //!
-//! `cargo run --release -p unravel-device --example conv_speed [direct]`
+//! `cargo run --release -p unravel-device --example conv_speed [direct|tiled]`
 //!
 //! Each measurement is one submission of REPEAT back-to-back copies of the
 //! pass's dispatches; the median of RUNS submissions after a warm-up.
@@ -72,6 +73,7 @@ fn main() -> Result<()> {
     let gpu = Gpu::default_adapter()?;
     let algo = match std::env::args().nth(1).as_deref() {
         Some("direct") => Conv2dAlgo::Direct,
+        Some("tiled") => Conv2dAlgo::Tiled,
         _ => Conv2dAlgo::for_gpu(&gpu),
     };
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
@@ -97,14 +99,12 @@ fn main() -> Result<()> {
         }
         let x = gpu.zeros(&s.input_shape())?;
         let w = gpu.zeros(&s.weight_shape())?;
-        let b = gpu.zeros(&[s.c_out])?;
         let y = gpu.zeros(&s.output_shape())?;
         let dw = gpu.zeros(&s.weight_shape())?;
-        let db = gpu.zeros(&[s.c_out])?;
         let passes = [
-            conv2d_forward_with(&gpu, algo, &s, &x, &w, Some(&b), &y)?,
+            conv2d_forward_with(&gpu, algo, &s, &x, &w, None, &y)?,
             conv2d_backward_input_with(&gpu, algo, &s, &y, &w, &x)?,
-            conv2d_backward_weight_with(&gpu, algo, &s, &x, &y, &dw, Some(&db))?,
+            conv2d_backward_weight_with(&gpu, algo, &s, &x, &y, &dw, None)?,
         ];
         let flops = 2.0 * s.macs() as f64 * REPEAT as f64;
         let label = format!("{}->{} {}x{} s{}", s.c_in, s.c_out, s.h, s.w, s.stride);

@@ -94,10 +94,13 @@ fn check(s: Conv2dShape, with_bias: bool, algo: Conv2dAlgo, seed: u64) {
     }
 }
 
+/// Every algorithm the adapter runs.
 fn check_both(s: Conv2dShape, with_bias: bool, seed: u64) {
     check(s, with_bias, Conv2dAlgo::Direct, seed);
+    check(s, with_bias, Conv2dAlgo::Tiled, seed);
     if Conv2dAlgo::for_gpu(gpu()) == Conv2dAlgo::Subgroup {
         check(s, with_bias, Conv2dAlgo::Subgroup, seed);
+        check(s, with_bias, Conv2dAlgo::SubgroupShuffle, seed);
     }
 }
 
@@ -110,6 +113,13 @@ fn dense_convolutions_match_reference() {
     // More output channels than one register block (36 = 16 + 16 + 4) and
     // more input channels than one block for the input gradient.
     check_both(shape(1, 20, 36, (6, 6), 3, 1, 1, 1), false, 30);
+    // More pixels than one workgroup's rows (429 > 256), several splits of
+    // the weight-gradient reduction with a ragged last one.
+    check_both(shape(3, 3, 5, (11, 13), 3, 1, 1, 1), true, 32);
+    // More weight columns than one workgroup's rows (R = 288 > 256).
+    check_both(shape(1, 32, 8, (5, 5), 3, 1, 1, 1), true, 34);
+    // A 5x5 kernel.
+    check_both(shape(2, 4, 6, (9, 7), 5, 1, 2, 1), false, 36);
 }
 
 #[test]
@@ -147,7 +157,11 @@ fn channel_slices_of_one_buffer_are_read_and_written_in_place() {
     let s = shape(3, 5, 4, (7, 9), 3, 1, 1, 1);
     let total = [3, 12, 7, 9];
     let hw = 63;
-    for algo in [Conv2dAlgo::Direct, Conv2dAlgo::for_gpu(g)] {
+    for algo in [
+        Conv2dAlgo::Direct,
+        Conv2dAlgo::Tiled,
+        Conv2dAlgo::for_gpu(g),
+    ] {
         let concat_host = random(numel(total), 200);
         let concat = g.upload(&concat_host, &total).unwrap();
         let x = concat.channel_slice(0, 5).unwrap();

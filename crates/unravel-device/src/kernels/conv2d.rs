@@ -7,10 +7,15 @@
 //! channel prefix of its concatenation buffer and writes into a slice of
 //! it); weights and biases must be contiguous.
 //!
-//! Two algorithms: [`Conv2dAlgo::Direct`] (one invocation per output, works
-//! on any adapter) and [`Conv2dAlgo::Subgroup`] (register-blocked GEMM with
-//! operands shared by `subgroupShuffle`, the fast one on lavapipe). The
-//! plain entry points pick one with [`Conv2dAlgo::for_gpu`].
+//! Algorithms: [`Conv2dAlgo::Direct`] (one invocation per output, works on
+//! any adapter), [`Conv2dAlgo::Subgroup`] (register-blocked GEMM whose
+//! packed weight / dy operand is shared by subgroup broadcasts, the fast one
+//! on lavapipe: 20-27 GFLOP/s at ResNet-20's shapes) and
+//! [`Conv2dAlgo::Tiled`] (workgroup-memory tiles for GPUs, forward only).
+//! The plain entry points pick one with [`Conv2dAlgo::for_gpu`]. Each call
+//! returns its dispatches in order (packing passes first, then the conv,
+//! then the weight gradient's split reduction); the scratch buffers they
+//! use live as long as the dispatches.
 
 use crate::context::Gpu;
 use crate::dispatch::{grid_1d, Dispatch};
@@ -19,9 +24,13 @@ use crate::tensor::{DType, Tensor};
 
 const FILE: &str = "conv2d.wgsl";
 const GROUP: u32 = 64;
-/// Rows (pixels, or weight columns) one workgroup of a subgroup kernel
-/// computes: two per invocation.
-const ROWS_PER_GROUP: u32 = 2 * GROUP;
+/// Rows (pixels) per invocation of the forward and input-gradient subgroup
+/// kernels: each B value a lane receives feeds that many FMAs.
+const PIXEL_ROWS: u32 = 4;
+/// Rows (weight columns) per invocation of the weight gradient.
+const WEIGHT_ROWS: u32 = 4;
+/// Pixels and channels of a tile of the tiled forward (TM, TN in WGSL).
+const TILE: u32 = 64;
 /// Output channels one invocation of the subgroup kernels keeps in registers.
 const MAX_COLS: usize = 16;
 
@@ -99,7 +108,17 @@ impl Conv2dShape {
             self.output_shape().iter().product::<usize>(),
             self.weight_shape().iter().product::<usize>(),
         ];
-        if biggest.iter().any(|&e| e >= u32::MAX as usize / 2) || self.pad > 1 << 20 {
+        // Channel blocks (times S*S phases) form the z axis of the grids.
+        if self.c_in.max(self.c_out) * self.stride * self.stride > 65535 {
+            return fail("too many channels x stride^2 for one grid".into());
+        }
+        // The subgroup kernels' setup divides in f32 (exact for quotients
+        // below 2^22; the largest is about N * H).
+        let rows = self.n * self.h.max(self.out_h());
+        if biggest.iter().any(|&e| e >= u32::MAX as usize / 2)
+            || self.pad > 1 << 20
+            || rows >= 1 << 22
+        {
             return fail("too large for 32-bit indexing".into());
         }
         Ok(())
@@ -111,14 +130,31 @@ impl Conv2dShape {
 pub enum Conv2dAlgo {
     /// One invocation per output element; needs no optional feature.
     Direct,
-    /// Register-blocked, operands shared through `subgroupShuffle`; needs
-    /// the SUBGROUP feature. About 10x faster than `Direct` on lavapipe.
+    /// Register-blocked, operands shared through subgroup broadcasts
+    /// (shuffles where subgroups may have fewer than 8 lanes); needs the
+    /// SUBGROUP feature. About 10x faster than `Direct` on lavapipe.
     Subgroup,
+    /// `Subgroup` forced onto its shuffle path, in chunks of 5 lanes: the
+    /// path of adapters with narrow subgroups, for tests elsewhere.
+    SubgroupShuffle,
+    /// Workgroup-memory tiles (64 pixels x 64 channels), the usual winner
+    /// on GPUs, for the forward; the backward passes run `Subgroup` (or
+    /// `Direct` without the SUBGROUP feature). Not timed on a GPU yet.
+    Tiled,
 }
 
 impl Conv2dAlgo {
-    /// The fastest algorithm this adapter supports.
+    /// The algorithm for this adapter: tiles on GPUs, subgroup broadcasts
+    /// on CPUs (lavapipe), where workgroup memory is as slow as storage.
     pub fn for_gpu(gpu: &Gpu) -> Conv2dAlgo {
+        if !gpu.is_cpu() {
+            Conv2dAlgo::Tiled
+        } else {
+            Conv2dAlgo::subgroup_or_direct(gpu)
+        }
+    }
+
+    fn subgroup_or_direct(gpu: &Gpu) -> Conv2dAlgo {
         if gpu.features().contains(wgpu::Features::SUBGROUP) {
             Conv2dAlgo::Subgroup
         } else {
@@ -126,14 +162,40 @@ impl Conv2dAlgo {
         }
     }
 
+    /// What a backward pass runs for this choice (tiles exist for the
+    /// forward only).
+    fn for_backward(self, gpu: &Gpu) -> Conv2dAlgo {
+        match self {
+            Conv2dAlgo::Tiled => Conv2dAlgo::subgroup_or_direct(gpu),
+            other => other,
+        }
+    }
+
     fn check(self, gpu: &Gpu, op: &'static str) -> Result<()> {
-        if self == Conv2dAlgo::Subgroup && !gpu.features().contains(wgpu::Features::SUBGROUP) {
+        let needs_subgroups = matches!(self, Conv2dAlgo::Subgroup | Conv2dAlgo::SubgroupShuffle);
+        if needs_subgroups && !gpu.features().contains(wgpu::Features::SUBGROUP) {
             return Err(shape_error(
                 op,
-                "Conv2dAlgo::Subgroup needs the SUBGROUP feature",
+                format!("Conv2dAlgo::{self:?} needs the SUBGROUP feature"),
             ));
         }
         Ok(())
+    }
+
+    /// The pipeline constants of the subgroup kernels for `nv` vec4 column
+    /// blocks and `rows` rows per lane: broadcasts need subgroups of at
+    /// least 8 lanes.
+    fn constants(self, gpu: &Gpu, nv: u32, rows: u32) -> [(&'static str, f64); 3] {
+        let shuffle_chunk = match self {
+            Conv2dAlgo::SubgroupShuffle => 5,
+            _ if gpu.adapter_info().subgroup_min_size < 8 => 8,
+            _ => 0,
+        };
+        [
+            ("NV", nv as f64),
+            ("SHUFFLE_CHUNK", shuffle_chunk as f64),
+            ("ROWS", rows as f64),
+        ]
     }
 }
 
@@ -289,7 +351,15 @@ pub fn conv2d_forward_with(
             let entry = "conv2d_forward_direct";
             Ok(vec![gpu.dispatch(FILE, entry, &params, &tensors, grid)?])
         }
-        Conv2dAlgo::Subgroup => {
+        Conv2dAlgo::Tiled => {
+            let tiles = (s.c_out / s.groups).div_ceil(TILE as usize) as u32;
+            params.blocks = tiles;
+            let [gx, gy, _] = grid_1d(pixels.div_ceil(TILE as usize), 1);
+            let grid = [gx, gy, tiles * s.groups as u32];
+            let entry = "conv2d_forward_tiled";
+            Ok(vec![gpu.dispatch(FILE, entry, &params, &tensors, grid)?])
+        }
+        Conv2dAlgo::Subgroup | Conv2dAlgo::SubgroupShuffle => {
             let (nv, blocks) = column_blocks(s.c_out / s.groups);
             params.blocks = blocks;
             let r_len = s.c_in / s.groups * s.kh * s.kw;
@@ -301,12 +371,13 @@ pub fn conv2d_forward_with(
                 [x, w],
                 r_len,
             )?;
-            let [gx, gy, _] = grid_1d(pixels, ROWS_PER_GROUP);
+            let [gx, gy, _] = grid_1d(pixels, PIXEL_ROWS * GROUP);
             let grid = [gx, gy, blocks * s.groups as u32];
             let mut tensors = tensors.to_vec();
             tensors.push(&packed.1);
             let entry = "conv2d_forward_sg";
-            let conv = gpu.dispatch_with(FILE, entry, &nv_constant(nv), &params, &tensors, grid)?;
+            let constants = algo.constants(gpu, nv, PIXEL_ROWS);
+            let conv = gpu.dispatch_with(FILE, entry, &constants, &params, &tensors, grid)?;
             Ok(vec![packed.0, conv])
         }
     }
@@ -333,6 +404,7 @@ pub fn conv2d_backward_input_with(
     dx: &Tensor,
 ) -> Result<Vec<Dispatch>> {
     const OP: &str = "conv2d_backward_input";
+    let algo = algo.for_backward(gpu);
     s.validate()?;
     algo.check(gpu, OP)?;
     check_activation(OP, "dy", dy, s.output_shape())?;
@@ -349,19 +421,20 @@ pub fn conv2d_backward_input_with(
             let entry = "conv2d_backward_input_direct";
             Ok(vec![gpu.dispatch(FILE, entry, &params, &tensors, grid)?])
         }
-        Conv2dAlgo::Subgroup => {
+        Conv2dAlgo::Subgroup | Conv2dAlgo::SubgroupShuffle | Conv2dAlgo::Tiled => {
             let (nv, blocks) = column_blocks(s.c_in / s.groups);
             params.blocks = blocks;
             let k_len = s.c_out / s.groups * s.kh * s.kw;
             let entry = "conv2d_pack_backward_input_weights";
             let packed = pack(gpu, entry, &params, nv, [dy, w], k_len)?;
             let per_phase = s.n * s.h.div_ceil(s.stride) * s.w.div_ceil(s.stride);
-            let [gx, gy, _] = grid_1d(per_phase, ROWS_PER_GROUP);
+            let [gx, gy, _] = grid_1d(per_phase, PIXEL_ROWS * GROUP);
             let phases = (s.stride * s.stride) as u32;
             let grid = [gx, gy, blocks * s.groups as u32 * phases];
             let tensors = [dy, w, w, dx, &packed.1];
             let entry = "conv2d_backward_input_sg";
-            let conv = gpu.dispatch_with(FILE, entry, &nv_constant(nv), &params, &tensors, grid)?;
+            let constants = algo.constants(gpu, nv, PIXEL_ROWS);
+            let conv = gpu.dispatch_with(FILE, entry, &constants, &params, &tensors, grid)?;
             Ok(vec![packed.0, conv])
         }
     }
@@ -391,6 +464,7 @@ pub fn conv2d_backward_weight_with(
     dbias: Option<&Tensor>,
 ) -> Result<Vec<Dispatch>> {
     const OP: &str = "conv2d_backward_weight";
+    let algo = algo.for_backward(gpu);
     s.validate()?;
     algo.check(gpu, OP)?;
     check_activation(OP, "x", x, s.input_shape())?;
@@ -404,37 +478,33 @@ pub fn conv2d_backward_weight_with(
     params.has_bias = dbias.is_some() as u32;
     params.v_off = dbias.map_or(0, |b| b.offset() as u32);
     let dbias = dbias.unwrap_or(dw);
-    let r1 = s.c_in / s.groups * s.kh * s.kw + dbias_rows(&params);
+    // The bias gradient is one more row of ones.
+    let r1 = s.c_in / s.groups * s.kh * s.kw + params.has_bias as usize;
     match algo {
         Conv2dAlgo::Direct => {
             let grid = grid_1d(s.c_out * r1, GROUP);
             let entry = "conv2d_backward_weight_direct";
-            Ok(vec![gpu.dispatch(
-                FILE,
-                entry,
-                &params,
-                &[x, dy, dbias, dw],
-                grid,
-            )?])
+            let tensors = [x, dy, dbias, dw];
+            Ok(vec![gpu.dispatch(FILE, entry, &params, &tensors, grid)?])
         }
-        Conv2dAlgo::Subgroup => {
+        Conv2dAlgo::Subgroup | Conv2dAlgo::SubgroupShuffle | Conv2dAlgo::Tiled => {
             let (nv, blocks) = column_blocks(s.c_out / s.groups);
             params.blocks = blocks;
             let pixels = s.n * s.out_h() * s.out_w();
             let chunk = split_chunk(pixels);
             params.chunk = chunk as u32;
             params.splits = pixels.div_ceil(chunk) as u32;
-            let packed = pack(gpu, "conv2d_pack_dy", &params, nv, [x, dy], pixels)?;
+            let packed = pack_dy(gpu, &params, nv, dy, pixels)?;
             let partials = gpu.zeros(&[params.splits as usize, s.c_out, r1])?;
             let grid = [
-                r1.div_ceil(ROWS_PER_GROUP as usize) as u32,
+                r1.div_ceil((WEIGHT_ROWS * GROUP) as usize) as u32,
                 blocks * s.groups as u32,
                 params.splits,
             ];
             let entry = "conv2d_backward_weight_sg";
             let tensors = [x, dy, dy, &partials, &packed.1];
-            let pass1 =
-                gpu.dispatch_with(FILE, entry, &nv_constant(nv), &params, &tensors, grid)?;
+            let constants = algo.constants(gpu, nv, WEIGHT_ROWS);
+            let pass1 = gpu.dispatch_with(FILE, entry, &constants, &params, &tensors, grid)?;
             let grid = grid_1d(s.c_out * r1, GROUP);
             let entry = "conv2d_backward_weight_reduce";
             let pass2 = gpu.dispatch(FILE, entry, &params, &[&partials, dy, dbias, dw], grid)?;
@@ -461,19 +531,33 @@ fn pack(
     let len = (params.groups * params.blocks) as usize * k_len * 4 * nv as usize;
     let packed = gpu.zeros(&[len])?;
     let grid = grid_1d(len, GROUP);
-    let d = gpu.dispatch_with(
-        FILE,
-        entry,
-        &nv_constant(nv),
-        params,
-        &[a, b, b, &packed],
-        grid,
-    )?;
+    let tensors = [a, b, b, &packed];
+    let d = gpu.dispatch_with(FILE, entry, &nv_constant(nv), params, &tensors, grid)?;
     Ok((d, packed))
 }
 
-fn dbias_rows(params: &Params) -> usize {
-    params.has_bias as usize
+/// Packs dy for the weight gradient ([`pack`]'s layout, `k` = pixels).
+fn pack_dy(
+    gpu: &Gpu,
+    params: &Params,
+    nv: u32,
+    dy: &Tensor,
+    pixels: usize,
+) -> Result<(Dispatch, Tensor)> {
+    let gb = params.groups * params.blocks;
+    let packed = gpu.zeros(&[gb as usize * pixels * 4 * nv as usize])?;
+    let [gx, gy, _] = grid_1d(pixels, GROUP);
+    let tensors = [dy, dy, dy, dy, &packed];
+    let grid = [gx, gy, gb];
+    let d = gpu.dispatch_with(
+        FILE,
+        "conv2d_pack_dy",
+        &nv_constant(nv),
+        params,
+        &tensors,
+        grid,
+    )?;
+    Ok((d, packed))
 }
 
 /// Output pixels per split of the weight-gradient reduction: long enough to
