@@ -1,6 +1,7 @@
 //! Unravel's training crate: the model zoo (and, to come, datasets,
 //! optimisers, the trainer, checkpoints and the ensemble analyses).
 
+pub mod data;
 pub mod dataset_kind;
 pub mod models;
 pub mod stochastic_depth;
