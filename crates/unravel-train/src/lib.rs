@@ -1,7 +1,11 @@
 //! Unravel's training crate: the model zoo (and, to come, datasets,
 //! optimisers, the trainer, checkpoints and the ensemble analyses).
 
+<<<<<<< HEAD
 pub mod checkpoint;
+=======
+pub mod data;
+>>>>>>> data
 pub mod dataset_kind;
 pub mod models;
 pub mod schedule;
