@@ -1,11 +1,9 @@
-//! Unravel's training crate: the model zoo (and, to come, datasets,
-//! optimisers, the trainer, checkpoints and the ensemble analyses).
+//! Unravel's training crate: the model zoo, datasets, learning-rate
+//! schedules, stochastic depth and checkpoints (the trainer and the ensemble
+//! analyses are to come).
 
-<<<<<<< HEAD
 pub mod checkpoint;
-=======
 pub mod data;
->>>>>>> data
 pub mod dataset_kind;
 pub mod models;
 pub mod schedule;
