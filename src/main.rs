@@ -28,6 +28,10 @@ enum Command {
     Models,
     /// Print a model's layers, parameter count and multiply-adds per image.
     Summary(cmd::summary::SummaryArgs),
+    /// Train a model (resnet20 on Fashion-MNIST by default).
+    Train(Box<cmd::train::TrainArgs>),
+    /// Test loss and accuracy of a trained model.
+    Eval(cmd::eval::EvalArgs),
     /// Measure training and inference throughput on random data.
     Bench(cmd::bench::BenchArgs),
 }
@@ -44,6 +48,8 @@ fn main() -> std::process::ExitCode {
         Command::Models => cmd::models::run(),
         Command::Summary(args) => cmd::summary::run(&args),
         Command::Bench(args) => cmd::bench::run(&options, &args),
+        Command::Train(args) => cmd::train::run(&options, &args),
+        Command::Eval(args) => cmd::eval::run(&options, &args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

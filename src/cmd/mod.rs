@@ -1,6 +1,8 @@
 //! One module per subcommand.
 
 pub mod bench;
+pub mod eval;
 pub mod info;
 pub mod models;
 pub mod summary;
+pub mod train;

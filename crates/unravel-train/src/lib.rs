@@ -1,13 +1,15 @@
 //! Unravel's training crate: the model zoo, datasets, learning-rate
-//! schedules, stochastic depth and checkpoints (the trainer and the ensemble
-//! analyses are to come).
+//! schedules, stochastic depth, checkpoints, evaluation and the trainer
+//! (the ensemble analyses are to come).
 
 pub mod checkpoint;
 pub mod data;
 pub mod dataset_kind;
+pub mod evaluate;
 pub mod models;
 pub mod schedule;
 pub mod stochastic_depth;
+pub mod trainer;
 
 pub use dataset_kind::DatasetKind;
 

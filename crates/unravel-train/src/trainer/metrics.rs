@@ -1,0 +1,119 @@
+//! Per-epoch metrics: one JSON object a line in `metrics.jsonl`, and the
+//! loss and accuracy curves drawn into `curves.png`.
+
+use std::io::Write;
+use std::path::Path;
+
+use plotters::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use super::TrainError;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EpochMetrics {
+    /// Counted from 1.
+    pub epoch: usize,
+    /// Learning rate of the epoch's last step.
+    pub lr: f64,
+    pub train_loss: f64,
+    /// Fractions in 0..1.
+    pub train_acc: f64,
+    pub test_loss: f64,
+    pub test_acc: f64,
+    pub images_per_s: f64,
+    /// Wall time of the epoch's training steps.
+    pub seconds: f64,
+    /// Mean number of residual blocks active per step (stochastic depth).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub active_blocks: Option<f64>,
+}
+
+pub fn append(path: &Path, m: &EpochMetrics) -> Result<(), TrainError> {
+    let line = serde_json::to_string(m).map_err(|e| TrainError::Config(e.to_string()))?;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| TrainError::io(path, e))?;
+    writeln!(f, "{line}").map_err(|e| TrainError::io(path, e))
+}
+
+/// Every epoch recorded so far (lines that do not parse are skipped: a
+/// run killed mid-write leaves at most one).
+pub fn read_all(path: &Path) -> Vec<EpochMetrics> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// Loss (left) and accuracy (right) per epoch, train and test.
+pub fn plot(path: &Path, rows: &[EpochMetrics]) -> Result<(), TrainError> {
+    let draw = || -> Result<(), Box<dyn std::error::Error>> {
+        let root = BitMapBackend::new(path, (1200, 500)).into_drawing_area();
+        root.fill(&WHITE)?;
+        let (left, right) = root.split_horizontally(600);
+        let last = rows.iter().map(|r| r.epoch).max().unwrap_or(1).max(2) as f64;
+        let max_loss = rows
+            .iter()
+            .flat_map(|r| [r.train_loss, r.test_loss])
+            .filter(|v| v.is_finite())
+            .fold(0.1f64, f64::max);
+        let mut chart = ChartBuilder::on(&left)
+            .caption("loss", ("sans-serif", 24))
+            .margin(12)
+            .x_label_area_size(36)
+            .y_label_area_size(50)
+            .build_cartesian_2d(1.0..last, 0.0..max_loss * 1.05)?;
+        chart.configure_mesh().x_desc("epoch").draw()?;
+        for (name, color, pick) in [
+            (
+                "train",
+                BLUE,
+                (|r: &EpochMetrics| r.train_loss) as fn(&EpochMetrics) -> f64,
+            ),
+            ("test", RED, |r: &EpochMetrics| r.test_loss),
+        ] {
+            chart
+                .draw_series(LineSeries::new(
+                    rows.iter().map(|r| (r.epoch as f64, pick(r))),
+                    color.stroke_width(2),
+                ))?
+                .label(name)
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+        }
+        chart.configure_series_labels().border_style(BLACK).draw()?;
+        let mut chart = ChartBuilder::on(&right)
+            .caption("accuracy", ("sans-serif", 24))
+            .margin(12)
+            .x_label_area_size(36)
+            .y_label_area_size(50)
+            .build_cartesian_2d(1.0..last, 0.0..1.0)?;
+        chart.configure_mesh().x_desc("epoch").draw()?;
+        for (name, color, pick) in [
+            (
+                "train",
+                BLUE,
+                (|r: &EpochMetrics| r.train_acc) as fn(&EpochMetrics) -> f64,
+            ),
+            ("test", RED, |r: &EpochMetrics| r.test_acc),
+        ] {
+            chart
+                .draw_series(LineSeries::new(
+                    rows.iter().map(|r| (r.epoch as f64, pick(r))),
+                    color.stroke_width(2),
+                ))?
+                .label(name)
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::LowerRight)
+            .border_style(BLACK)
+            .draw()?;
+        root.present()?;
+        Ok(())
+    };
+    draw().map_err(|e| TrainError::Plot(format!("{}: {e}", path.display())))
+}

@@ -1,0 +1,175 @@
+//! The trainer end to end on real Fashion-MNIST slices (the Debian package
+//! `dataset-fashion-mnist`, which CI installs): learning, exact resume,
+//! divergence, and configuration from TOML and flags.
+
+use std::path::{Path, PathBuf};
+
+use unravel_device::Gpu;
+use unravel_train::checkpoint::Checkpoint;
+use unravel_train::trainer::{self, TrainError, TrainOptions, MODEL_FILE, OPTIMIZER_FILE};
+
+fn out_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("unravel-trainer-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+fn small(out: &Path) -> TrainOptions {
+    TrainOptions {
+        model: Some("resnet8".into()),
+        train_subset: Some(256),
+        test_subset: Some(100),
+        batch_size: Some(32),
+        epochs: Some(2),
+        schedule: Some("constant".into()),
+        lr: Some(0.05),
+        out: Some(out.to_path_buf()),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn a_small_resnet_learns_fashion_mnist() {
+    let gpu = Gpu::default_adapter().unwrap();
+    let out = out_dir("learn");
+    let config = TrainOptions {
+        model: Some("resnet8".into()),
+        train_subset: Some(3000),
+        test_subset: Some(1000),
+        batch_size: Some(50),
+        epochs: Some(3),
+        out: Some(out.clone()),
+        ..Default::default()
+    }
+    .resolve()
+    .unwrap();
+    let report = trainer::train(&gpu, &config, None, &|_| false, false).unwrap();
+    assert_eq!(report.epochs.len(), 3);
+    let (first, last) = (&report.epochs[0], &report.epochs[2]);
+    assert!(
+        last.train_loss < 0.8 * first.train_loss,
+        "{first:?} -> {last:?}"
+    );
+    // Ten classes: chance is 10%.
+    assert!(last.test_acc > 0.7, "test accuracy {}", last.test_acc);
+    for file in [MODEL_FILE, OPTIMIZER_FILE, "metrics.jsonl", "curves.png"] {
+        assert!(out.join(file).exists(), "{file} missing");
+    }
+    let lines = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    let row: serde_json::Value = serde_json::from_str(lines.lines().last().unwrap()).unwrap();
+    for key in [
+        "epoch",
+        "lr",
+        "train_loss",
+        "train_acc",
+        "test_loss",
+        "test_acc",
+        "images_per_s",
+        "seconds",
+    ] {
+        assert!(row[key].is_number(), "{key} missing in {row}");
+    }
+}
+
+#[test]
+fn resuming_after_a_stop_matches_an_uninterrupted_run() {
+    let gpu = Gpu::default_adapter().unwrap();
+    let (a, b) = (out_dir("whole"), out_dir("split"));
+    // Stochastic depth too: its draws must also resume exactly.
+    let with_sd = |out: &Path| TrainOptions {
+        stochastic_depth: Some(0.5),
+        ..small(out)
+    };
+    let whole = with_sd(&a).resolve().unwrap();
+    trainer::train(&gpu, &whole, None, &|_| false, false).unwrap();
+    // 256 / 32 = 8 steps an epoch: stop in the middle of the first epoch.
+    let split = with_sd(&b).resolve().unwrap();
+    let stopped = trainer::train(&gpu, &split, None, &|step| step == 5, false).unwrap();
+    assert!(stopped.interrupted);
+    let resumed = trainer::train(&gpu, &split, Some(&b), &|_| false, false).unwrap();
+    assert!(!resumed.interrupted);
+    assert_eq!(resumed.epochs.len(), 2);
+    let read = |dir: &Path| {
+        let graph = unravel_train::models::build(
+            "resnet8",
+            &unravel_train::models::ModelConfig::for_dataset(
+                unravel_train::DatasetKind::FashionMnist,
+                unravel_train::models::ShortcutKind::A,
+            ),
+        )
+        .unwrap();
+        let mut state = unravel_graph::ModelState::new(&gpu, &graph, 1).unwrap();
+        Checkpoint::read(&dir.join(MODEL_FILE))
+            .unwrap()
+            .load_model(&gpu, &graph, &mut state)
+            .unwrap();
+        state.read_params(&gpu).unwrap()
+    };
+    for ((name, _, x), (_, _, y)) in read(&a).iter().zip(read(&b).iter()) {
+        let diff = x
+            .iter()
+            .zip(y)
+            .map(|(p, q)| (p - q).abs())
+            .fold(0.0f32, f32::max);
+        assert!(diff < 1e-5, "{name} differs by {diff}");
+    }
+}
+
+#[test]
+fn a_diverging_run_stops_with_the_step_and_learning_rate() {
+    let gpu = Gpu::default_adapter().unwrap();
+    let out = out_dir("nan");
+    // Batch norm makes the loss blind to the scale of most weights, so
+    // only a step that overflows f32 turns it into NaN.
+    let config = TrainOptions {
+        lr: Some(3e38),
+        weight_decay: Some(0.0),
+        ..small(&out)
+    }
+    .resolve()
+    .unwrap();
+    match trainer::train(&gpu, &config, None, &|_| false, false) {
+        Err(TrainError::Diverged { step, lr, .. }) => {
+            assert_eq!(lr, 3e38);
+            assert!(step < 16);
+        }
+        other => panic!("expected divergence, got {other:?}"),
+    }
+    // Nothing good was reached, so nothing was saved.
+    assert!(!out.join(MODEL_FILE).exists());
+}
+
+#[test]
+fn flags_override_the_toml_file_and_bad_values_are_errors() {
+    let dir = out_dir("toml");
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("run.toml");
+    std::fs::write(
+        &file,
+        "model = \"resnet32\"\nepochs = 7\nlr = 0.2\nstochastic_depth = 0.5\n",
+    )
+    .unwrap();
+    let from_file = TrainOptions::from_toml_file(&file).unwrap();
+    let flags = TrainOptions {
+        epochs: Some(3),
+        ..Default::default()
+    };
+    let c = from_file.overridden_by(flags).resolve().unwrap();
+    assert_eq!(
+        (c.model.as_str(), c.epochs, c.lr, c.stochastic_depth),
+        ("resnet32", 3, 0.2, Some(0.5))
+    );
+    std::fs::write(&file, "modle = \"resnet20\"\n").unwrap();
+    let err = TrainOptions::from_toml_file(&file).unwrap_err().to_string();
+    assert!(err.contains("modle"), "{err}");
+    let bad = TrainOptions {
+        dataset: Some("imagenet".into()),
+        ..Default::default()
+    };
+    assert!(bad.resolve().unwrap_err().to_string().contains("imagenet"));
+    let zero = TrainOptions {
+        epochs: Some(0),
+        ..Default::default()
+    };
+    assert!(zero.resolve().is_err());
+}

@@ -1,0 +1,91 @@
+//! `unravel eval`: test loss and accuracy of a checkpoint.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use unravel_device::{AdapterOptions, Gpu};
+use unravel_graph::ModelState;
+use unravel_train::checkpoint::Checkpoint;
+use unravel_train::data::{self, LastBatch, Loader, LoaderConfig, Normalization};
+use unravel_train::evaluate::Evaluator;
+use unravel_train::models::{build, ModelConfig};
+use unravel_train::stochastic_depth::StochasticDepth;
+use unravel_train::trainer::{checkpoint_config, MODEL_FILE};
+use unravel_train::DatasetKind;
+
+#[derive(clap::Args, Debug)]
+pub struct EvalArgs {
+    /// A run folder written by `unravel train`.
+    #[arg(long, value_name = "DIR")]
+    pub checkpoint: PathBuf,
+    /// Evaluate on another dataset of the same input shape [default: the
+    /// one the model was trained on].
+    #[arg(long)]
+    pub dataset: Option<DatasetKind>,
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Evaluate on N samples of the test set.
+    #[arg(long, value_name = "N")]
+    pub test_subset: Option<usize>,
+    #[arg(long, default_value_t = 256)]
+    pub batch_size: usize,
+}
+
+pub fn run(adapter: &AdapterOptions, args: &EvalArgs) -> anyhow::Result<()> {
+    let config = checkpoint_config(&args.checkpoint)?;
+    let dataset = args.dataset.unwrap_or(config.dataset);
+    let data_dir = args.data_dir.clone().or(config.data_dir.clone());
+    anyhow::ensure!(
+        dataset.input() == config.dataset.input() && dataset.classes() == config.dataset.classes(),
+        "the model was trained on {} ({} inputs, {} classes) and cannot read {dataset}",
+        config.dataset,
+        config.dataset.input(),
+        config.dataset.classes()
+    );
+    let gpu = Gpu::new(adapter).context("opening the GPU adapter")?;
+    let graph = build(
+        &config.model,
+        &ModelConfig::for_dataset(dataset, config.shortcut),
+    )?;
+    let mut state = ModelState::new(&gpu, &graph, 0)?;
+    Checkpoint::read(&args.checkpoint.join(MODEL_FILE))?.load_model(&gpu, &graph, &mut state)?;
+
+    // Normalise with the statistics of the training set the model saw.
+    let mut train = data::load_split(dataset, data_dir.as_deref(), data::Split::Train)?;
+    if let Some(n) = config.train_subset {
+        train = train.random_subset(n, config.seed);
+    }
+    let norm = Normalization::from_dataset(&train);
+    let mut test = data::load_split(dataset, data_dir.as_deref(), data::Split::Test)?;
+    if let Some(n) = args.test_subset {
+        test = test.random_subset(n, 0);
+    }
+    let loader = Loader::new(
+        Arc::new(test),
+        norm,
+        LoaderConfig::eval(args.batch_size, LastBatch::Partial),
+    )?;
+    let scaling = config
+        .stochastic_depth
+        .map(|p| StochasticDepth::new(&graph, p));
+    let result = Evaluator::new(&gpu, &graph, &state, scaling).run(&loader, &[])?;
+    println!(
+        "{} on {dataset} test ({} images): loss {:.4}, accuracy {:.2}%",
+        config.model,
+        result.samples,
+        result.loss,
+        100.0 * result.accuracy
+    );
+    println!(
+        "{}",
+        serde_json::json!({
+            "model": config.model,
+            "dataset": dataset.name(),
+            "samples": result.samples,
+            "test_loss": result.loss,
+            "test_acc": result.accuracy,
+        })
+    );
+    Ok(())
+}
