@@ -24,6 +24,29 @@ pub struct CpuModel {
 /// (running mean, running var) of each batch-norm layer.
 pub type BnStats = Vec<(Vec<f64>, Vec<f64>)>;
 
+impl CpuModel {
+    /// Reads a model's parameters and statistics back from the GPU.
+    pub fn from_state(
+        gpu: &unravel_device::Gpu,
+        graph: &Graph,
+        state: &crate::ModelState,
+    ) -> Result<CpuModel> {
+        let widen = |v: &[f32]| v.iter().map(|&x| x as f64).collect::<Vec<f64>>();
+        let params = state
+            .read_params(gpu)?
+            .iter()
+            .map(|(_, _, v)| widen(v))
+            .collect();
+        let bn = (0..graph.bn_states.len())
+            .map(|i| {
+                let (_, m, v) = state.read_bn(gpu, i)?;
+                Ok((widen(&m), widen(&v)))
+            })
+            .collect::<Result<_>>()?;
+        Ok(CpuModel { params, bn })
+    }
+}
+
 /// Per-step settings of the interpreter, as for the GPU plan.
 #[derive(Clone, Debug, Default)]
 pub struct CpuStep {

@@ -63,25 +63,6 @@ fn tiny_residual_net() -> Graph {
     b.finish(y)
 }
 
-fn cpu_model(g: &Gpu, graph: &Graph, state: &ModelState) -> CpuModel {
-    let params = state
-        .read_params(g)
-        .unwrap()
-        .into_iter()
-        .map(|(_, _, v)| v.iter().map(|&x| x as f64).collect())
-        .collect();
-    let bn = (0..graph.bn_states.len())
-        .map(|i| {
-            let (_, m, v) = state.read_bn(g, i).unwrap();
-            (
-                m.iter().map(|&x| x as f64).collect(),
-                v.iter().map(|&x| x as f64).collect(),
-            )
-        })
-        .collect();
-    CpuModel { params, bn }
-}
-
 fn max_rel(got: &[f32], want: &[f64]) -> f64 {
     let scale = want.iter().fold(1e-3f64, |m, w| m.max(w.abs()));
     got.iter()
@@ -106,7 +87,7 @@ fn forward_matches_the_cpu_reference_in_both_modes() {
     let input: Vec<f64> = images.iter().map(|&v| v as f64).collect();
     for mode in [Mode::Train, Mode::Eval] {
         // The train pass updates the running statistics the eval pass uses.
-        let model = cpu_model(g, &graph, &state);
+        let model = CpuModel::from_state(g, &graph, &state).unwrap();
         let plan = Plan::compile(g, &graph, &state, N, mode).unwrap();
         let stats = plan.eval_step(g, &images, &labels, &[]).unwrap();
         let (want, _) = cpu::forward(&graph, &model, &input, N, mode, &CpuStep::default()).unwrap();
@@ -127,7 +108,7 @@ fn whole_model_gradients_match_finite_differences() {
     let g = gpu();
     let graph = tiny_residual_net();
     let state = ModelState::new(g, &graph, 2).unwrap();
-    let model = cpu_model(g, &graph, &state);
+    let model = CpuModel::from_state(g, &graph, &state).unwrap();
     let (images, labels) = batch(&graph);
     let input: Vec<f64> = images.iter().map(|&v| v as f64).collect();
     let plan = Plan::compile(g, &graph, &state, N, Mode::Train).unwrap();
@@ -163,7 +144,7 @@ fn a_switched_off_block_dispatches_nothing_and_keeps_the_shortcut() {
     let g = gpu();
     let graph = tiny_residual_net();
     let state = ModelState::new(g, &graph, 3).unwrap();
-    let model = cpu_model(g, &graph, &state);
+    let model = CpuModel::from_state(g, &graph, &state).unwrap();
     let (images, labels) = batch(&graph);
     let input: Vec<f64> = images.iter().map(|&v| v as f64).collect();
     let plan = Plan::compile(g, &graph, &state, N, Mode::Train).unwrap();
@@ -208,7 +189,7 @@ fn eval_scales_a_branch_by_its_survival_probability() {
     let g = gpu();
     let graph = tiny_residual_net();
     let state = ModelState::new(g, &graph, 4).unwrap();
-    let model = cpu_model(g, &graph, &state);
+    let model = CpuModel::from_state(g, &graph, &state).unwrap();
     let (images, labels) = batch(&graph);
     let input: Vec<f64> = images.iter().map(|&v| v as f64).collect();
     let mut plan = Plan::compile(g, &graph, &state, N, Mode::Eval).unwrap();

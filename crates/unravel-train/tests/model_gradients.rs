@@ -23,25 +23,6 @@ fn config(shortcut: ShortcutKind) -> ModelConfig {
     }
 }
 
-fn cpu_model(g: &Gpu, graph: &Graph, state: &ModelState) -> CpuModel {
-    let params = state
-        .read_params(g)
-        .unwrap()
-        .into_iter()
-        .map(|(_, _, v)| v.iter().map(|&x| x as f64).collect())
-        .collect();
-    let bn = (0..graph.bn_states.len())
-        .map(|i| {
-            let (_, m, v) = state.read_bn(g, i).unwrap();
-            (
-                m.iter().map(|&x| x as f64).collect(),
-                v.iter().map(|&x| x as f64).collect(),
-            )
-        })
-        .collect();
-    CpuModel { params, bn }
-}
-
 /// Compares logits and the gradients of up to 14 parameter tensors spread
 /// over the network (3 entries each) with finite differences of the CPU
 /// reference loss; tolerance relative to each tensor's largest gradient.
@@ -49,7 +30,7 @@ fn check_model(name: &str, graph: &Graph) {
     let g = gpu();
     let n = 3;
     let state = ModelState::new(g, graph, 11).unwrap();
-    let model = cpu_model(g, graph, &state);
+    let model = CpuModel::from_state(g, graph, &state).unwrap();
     let mut rng = rand::rngs::StdRng::seed_from_u64(5);
     let images: Vec<f32> = (0..n * graph.shape(graph.input).numel())
         .map(|_| rng.random_range(-1.0..1.0))
@@ -172,7 +153,7 @@ fn imagenet_stem_with_max_pooling() {
     // Forward only (too large for finite differences here): logits match.
     let g = gpu();
     let state = ModelState::new(g, &graph, 3).unwrap();
-    let model = cpu_model(g, &graph, &state);
+    let model = CpuModel::from_state(g, &graph, &state).unwrap();
     let images: Vec<f32> = (0..2 * 3 * 32 * 32)
         .map(|i| ((i * 37) % 17) as f32 / 17.0 - 0.5)
         .collect();

@@ -102,22 +102,7 @@ fn eval_scales_each_branch_by_its_survival_probability() {
     sd.apply_test_scaling(g, &mut plan).unwrap();
     let images: Vec<f32> = (0..2 * 64).map(|i| (i % 7) as f32 / 7.0 - 0.4).collect();
     plan.eval_step(g, &images, &[0, 2], &[]).unwrap();
-    let params = state
-        .read_params(g)
-        .unwrap()
-        .into_iter()
-        .map(|(_, _, v)| v.iter().map(|&x| x as f64).collect())
-        .collect();
-    let bn = (0..graph.bn_states.len())
-        .map(|i| {
-            let (_, m, v) = state.read_bn(g, i).unwrap();
-            (
-                m.iter().map(|&x| x as f64).collect(),
-                v.iter().map(|&x| x as f64).collect(),
-            )
-        })
-        .collect();
-    let model = CpuModel { params, bn };
+    let model = CpuModel::from_state(g, &graph, &state).unwrap();
     let step = CpuStep {
         scales: sd.probabilities().iter().copied().collect(),
         ..Default::default()

@@ -34,6 +34,30 @@ pub(super) fn shortcut(
     }
 }
 
+/// Residual unit `layer{stage + 1}.{index}` (stage from 0). After a highway
+/// merge comes the ReLU that `Merge::AddRelu` would have fused, where the
+/// architecture has one (`post_relu`; pre-activation units do not).
+pub(super) fn unit(
+    b: &mut GraphBuilder,
+    x: ValueId,
+    (stage, index): (usize, usize),
+    merge: Merge,
+    post_relu: bool,
+    shortcut: impl FnOnce(&mut GraphBuilder, ValueId) -> GraphResult<ValueId>,
+    branch: impl FnOnce(&mut GraphBuilder, ValueId) -> GraphResult<ValueId>,
+) -> GraphResult<ValueId> {
+    b.scoped(&format!("layer{}", stage + 1), |b| {
+        b.scoped(&index.to_string(), |b| {
+            let y = b.residual(x, stage + 1, merge, shortcut, branch)?;
+            if post_relu && matches!(merge, Merge::Highway { .. }) {
+                b.relu(y, "relu")
+            } else {
+                Ok(y)
+            }
+        })
+    })
+}
+
 pub(super) fn merge_of(kind: ShortcutKind, default: Merge) -> Merge {
     match kind {
         ShortcutKind::Highway => Merge::Highway { gate_bias: -1.0 },
@@ -62,28 +86,20 @@ pub fn resnet_cifar_blocks(blocks: [usize; 3], config: &ModelConfig) -> GraphRes
     for (stage, (&width, &count)) in WIDTHS.iter().zip(&blocks).enumerate() {
         for i in 0..count {
             let stride = if stage > 0 && i == 0 { 2 } else { 1 };
-            x = b.scoped(&format!("layer{}", stage + 1), |b| {
-                b.scoped(&i.to_string(), |b| {
-                    let y = b.residual(
-                        x,
-                        stage + 1,
-                        merge,
-                        |b, x| shortcut(b, x, width, stride, config.shortcut, true),
-                        |b, x| {
-                            let h = b.conv2d(x, "conv1", width, 3, stride, 1, 1, false)?;
-                            let h = b.batchnorm(h, "bn1", true)?;
-                            let h = b.conv2d(h, "conv2", width, 3, 1, 1, 1, false)?;
-                            b.batchnorm(h, "bn2", false)
-                        },
-                    )?;
-                    // The highway merge has no ReLU of its own.
-                    if matches!(merge, Merge::Highway { .. }) {
-                        b.relu(y, "relu")
-                    } else {
-                        Ok(y)
-                    }
-                })
-            })?;
+            x = unit(
+                &mut b,
+                x,
+                (stage, i),
+                merge,
+                true,
+                |b, x| shortcut(b, x, width, stride, config.shortcut, true),
+                |b, x| {
+                    let h = b.conv2d(x, "conv1", width, 3, stride, 1, 1, false)?;
+                    let h = b.batchnorm(h, "bn1", true)?;
+                    let h = b.conv2d(h, "conv2", width, 3, 1, 1, 1, false)?;
+                    b.batchnorm(h, "bn2", false)
+                },
+            )?;
         }
     }
     let x = b.global_avgpool(x, "avgpool")?;
@@ -126,30 +142,28 @@ pub fn preact_blocks(
         for i in 0..count {
             let stride = if stage > 0 && i == 0 { 2 } else { 1 };
             let c_out = width * expansion;
-            x = b.scoped(&format!("layer{}", stage + 1), |b| {
-                b.scoped(&i.to_string(), |b| {
-                    b.residual(
-                        x,
-                        stage + 1,
-                        merge,
-                        |b, x| shortcut(b, x, c_out, stride, kind, false),
-                        |b, x| {
-                            let h = b.batchnorm(x, "bn1", true)?;
-                            if bottleneck {
-                                let h = b.conv2d(h, "conv1", width, 1, 1, 0, 1, false)?;
-                                let h = b.batchnorm(h, "bn2", true)?;
-                                let h = b.conv2d(h, "conv2", width, 3, stride, 1, 1, false)?;
-                                let h = b.batchnorm(h, "bn3", true)?;
-                                b.conv2d(h, "conv3", c_out, 1, 1, 0, 1, false)
-                            } else {
-                                let h = b.conv2d(h, "conv1", width, 3, stride, 1, 1, false)?;
-                                let h = b.batchnorm(h, "bn2", true)?;
-                                b.conv2d(h, "conv2", width, 3, 1, 1, 1, false)
-                            }
-                        },
-                    )
-                })
-            })?;
+            x = unit(
+                &mut b,
+                x,
+                (stage, i),
+                merge,
+                false,
+                |b, x| shortcut(b, x, c_out, stride, kind, false),
+                |b, x| {
+                    let h = b.batchnorm(x, "bn1", true)?;
+                    if bottleneck {
+                        let h = b.conv2d(h, "conv1", width, 1, 1, 0, 1, false)?;
+                        let h = b.batchnorm(h, "bn2", true)?;
+                        let h = b.conv2d(h, "conv2", width, 3, stride, 1, 1, false)?;
+                        let h = b.batchnorm(h, "bn3", true)?;
+                        b.conv2d(h, "conv3", c_out, 1, 1, 0, 1, false)
+                    } else {
+                        let h = b.conv2d(h, "conv1", width, 3, stride, 1, 1, false)?;
+                        let h = b.batchnorm(h, "bn2", true)?;
+                        b.conv2d(h, "conv2", width, 3, 1, 1, 1, false)
+                    }
+                },
+            )?;
         }
     }
     let x = b.batchnorm(x, "bn_final", true)?;

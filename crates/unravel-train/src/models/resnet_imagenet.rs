@@ -5,7 +5,7 @@
 
 use unravel_graph::{Graph, GraphBuilder, Merge};
 
-use super::resnet_cifar::{merge_of, shortcut};
+use super::resnet_cifar::{merge_of, shortcut, unit};
 use super::{ModelConfig, ModelError, ShortcutKind};
 
 pub fn resnet_imagenet(depth: usize, config: &ModelConfig) -> Result<Graph, ModelError> {
@@ -37,36 +37,29 @@ pub fn resnet_imagenet(depth: usize, config: &ModelConfig) -> Result<Graph, Mode
         for i in 0..count {
             let stride = if stage > 0 && i == 0 { 2 } else { 1 };
             let c_out = width * expansion;
-            x = b.scoped(&format!("layer{}", stage + 1), |b| {
-                b.scoped(&i.to_string(), |b| {
-                    let y = b.residual(
-                        x,
-                        stage + 1,
-                        merge,
-                        |b, x| shortcut(b, x, c_out, stride, kind, true),
-                        |b, x| {
-                            if bottleneck {
-                                let h = b.conv2d(x, "conv1", width, 1, 1, 0, 1, false)?;
-                                let h = b.batchnorm(h, "bn1", true)?;
-                                let h = b.conv2d(h, "conv2", width, 3, stride, 1, 1, false)?;
-                                let h = b.batchnorm(h, "bn2", true)?;
-                                let h = b.conv2d(h, "conv3", c_out, 1, 1, 0, 1, false)?;
-                                b.batchnorm(h, "bn3", false)
-                            } else {
-                                let h = b.conv2d(x, "conv1", width, 3, stride, 1, 1, false)?;
-                                let h = b.batchnorm(h, "bn1", true)?;
-                                let h = b.conv2d(h, "conv2", width, 3, 1, 1, 1, false)?;
-                                b.batchnorm(h, "bn2", false)
-                            }
-                        },
-                    )?;
-                    if matches!(merge, Merge::Highway { .. }) {
-                        b.relu(y, "relu")
+            x = unit(
+                &mut b,
+                x,
+                (stage, i),
+                merge,
+                true,
+                |b, x| shortcut(b, x, c_out, stride, kind, true),
+                |b, x| {
+                    if bottleneck {
+                        let h = b.conv2d(x, "conv1", width, 1, 1, 0, 1, false)?;
+                        let h = b.batchnorm(h, "bn1", true)?;
+                        let h = b.conv2d(h, "conv2", width, 3, stride, 1, 1, false)?;
+                        let h = b.batchnorm(h, "bn2", true)?;
+                        let h = b.conv2d(h, "conv3", c_out, 1, 1, 0, 1, false)?;
+                        b.batchnorm(h, "bn3", false)
                     } else {
-                        Ok(y)
+                        let h = b.conv2d(x, "conv1", width, 3, stride, 1, 1, false)?;
+                        let h = b.batchnorm(h, "bn1", true)?;
+                        let h = b.conv2d(h, "conv2", width, 3, 1, 1, 1, false)?;
+                        b.batchnorm(h, "bn2", false)
                     }
-                })
-            })?;
+                },
+            )?;
         }
     }
     let x = b.global_avgpool(x, "avgpool")?;

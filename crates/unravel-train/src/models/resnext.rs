@@ -4,7 +4,7 @@
 
 use unravel_graph::{Graph, GraphBuilder, Merge};
 
-use super::resnet_cifar::{merge_of, shortcut};
+use super::resnet_cifar::{merge_of, shortcut, unit};
 use super::{ModelConfig, ModelError, ShortcutKind};
 
 pub fn resnext29(
@@ -44,30 +44,22 @@ pub fn resnext_blocks(
         let c_out = (4 * stem) << stage;
         for i in 0..per_stage {
             let stride = if stage > 0 && i == 0 { 2 } else { 1 };
-            x = b.scoped(&format!("layer{}", stage + 1), |b| {
-                b.scoped(&i.to_string(), |b| {
-                    let y = b.residual(
-                        x,
-                        stage + 1,
-                        merge,
-                        |b, x| shortcut(b, x, c_out, stride, kind, true),
-                        |b, x| {
-                            let h = b.conv2d(x, "conv1", inner, 1, 1, 0, 1, false)?;
-                            let h = b.batchnorm(h, "bn1", true)?;
-                            let h =
-                                b.conv2d(h, "conv2", inner, 3, stride, 1, cardinality, false)?;
-                            let h = b.batchnorm(h, "bn2", true)?;
-                            let h = b.conv2d(h, "conv3", c_out, 1, 1, 0, 1, false)?;
-                            b.batchnorm(h, "bn3", false)
-                        },
-                    )?;
-                    if matches!(merge, Merge::Highway { .. }) {
-                        b.relu(y, "relu")
-                    } else {
-                        Ok(y)
-                    }
-                })
-            })?;
+            x = unit(
+                &mut b,
+                x,
+                (stage, i),
+                merge,
+                true,
+                |b, x| shortcut(b, x, c_out, stride, kind, true),
+                |b, x| {
+                    let h = b.conv2d(x, "conv1", inner, 1, 1, 0, 1, false)?;
+                    let h = b.batchnorm(h, "bn1", true)?;
+                    let h = b.conv2d(h, "conv2", inner, 3, stride, 1, cardinality, false)?;
+                    let h = b.batchnorm(h, "bn2", true)?;
+                    let h = b.conv2d(h, "conv3", c_out, 1, 1, 0, 1, false)?;
+                    b.batchnorm(h, "bn3", false)
+                },
+            )?;
         }
     }
     let x = b.global_avgpool(x, "avgpool")?;

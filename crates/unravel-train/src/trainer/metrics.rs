@@ -48,70 +48,75 @@ pub fn read_all(path: &Path) -> Vec<EpochMetrics> {
         .collect()
 }
 
+type Pick = fn(&EpochMetrics) -> f64;
+
+/// One panel: a train and a test curve over the epochs.
+fn panel(
+    area: &DrawingArea<BitMapBackend, plotters::coord::Shift>,
+    title: &str,
+    rows: &[EpochMetrics],
+    y_max: f64,
+    curves: [(&str, RGBColor, Pick); 2],
+    legend: SeriesLabelPosition,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let last = rows.iter().map(|r| r.epoch).max().unwrap_or(1).max(2) as f64;
+    let mut chart = ChartBuilder::on(area)
+        .caption(title, ("sans-serif", 24))
+        .margin(12)
+        .x_label_area_size(36)
+        .y_label_area_size(50)
+        .build_cartesian_2d(1.0..last, 0.0..y_max)?;
+    chart.configure_mesh().x_desc("epoch").draw()?;
+    for (name, color, pick) in curves {
+        chart
+            .draw_series(LineSeries::new(
+                rows.iter().map(|r| (r.epoch as f64, pick(r))),
+                color.stroke_width(2),
+            ))?
+            .label(name)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+    }
+    chart
+        .configure_series_labels()
+        .position(legend)
+        .border_style(BLACK)
+        .draw()?;
+    Ok(())
+}
+
 /// Loss (left) and accuracy (right) per epoch, train and test.
 pub fn plot(path: &Path, rows: &[EpochMetrics]) -> Result<(), TrainError> {
     let draw = || -> Result<(), Box<dyn std::error::Error>> {
         let root = BitMapBackend::new(path, (1200, 500)).into_drawing_area();
         root.fill(&WHITE)?;
         let (left, right) = root.split_horizontally(600);
-        let last = rows.iter().map(|r| r.epoch).max().unwrap_or(1).max(2) as f64;
         let max_loss = rows
             .iter()
             .flat_map(|r| [r.train_loss, r.test_loss])
             .filter(|v| v.is_finite())
             .fold(0.1f64, f64::max);
-        let mut chart = ChartBuilder::on(&left)
-            .caption("loss", ("sans-serif", 24))
-            .margin(12)
-            .x_label_area_size(36)
-            .y_label_area_size(50)
-            .build_cartesian_2d(1.0..last, 0.0..max_loss * 1.05)?;
-        chart.configure_mesh().x_desc("epoch").draw()?;
-        for (name, color, pick) in [
-            (
-                "train",
-                BLUE,
-                (|r: &EpochMetrics| r.train_loss) as fn(&EpochMetrics) -> f64,
-            ),
-            ("test", RED, |r: &EpochMetrics| r.test_loss),
-        ] {
-            chart
-                .draw_series(LineSeries::new(
-                    rows.iter().map(|r| (r.epoch as f64, pick(r))),
-                    color.stroke_width(2),
-                ))?
-                .label(name)
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
-        }
-        chart.configure_series_labels().border_style(BLACK).draw()?;
-        let mut chart = ChartBuilder::on(&right)
-            .caption("accuracy", ("sans-serif", 24))
-            .margin(12)
-            .x_label_area_size(36)
-            .y_label_area_size(50)
-            .build_cartesian_2d(1.0..last, 0.0..1.0)?;
-        chart.configure_mesh().x_desc("epoch").draw()?;
-        for (name, color, pick) in [
-            (
-                "train",
-                BLUE,
-                (|r: &EpochMetrics| r.train_acc) as fn(&EpochMetrics) -> f64,
-            ),
-            ("test", RED, |r: &EpochMetrics| r.test_acc),
-        ] {
-            chart
-                .draw_series(LineSeries::new(
-                    rows.iter().map(|r| (r.epoch as f64, pick(r))),
-                    color.stroke_width(2),
-                ))?
-                .label(name)
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
-        }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::LowerRight)
-            .border_style(BLACK)
-            .draw()?;
+        panel(
+            &left,
+            "loss",
+            rows,
+            max_loss * 1.05,
+            [
+                ("train", BLUE, |r| r.train_loss),
+                ("test", RED, |r| r.test_loss),
+            ],
+            SeriesLabelPosition::UpperRight,
+        )?;
+        panel(
+            &right,
+            "accuracy",
+            rows,
+            1.0,
+            [
+                ("train", BLUE, |r| r.train_acc),
+                ("test", RED, |r| r.test_acc),
+            ],
+            SeriesLabelPosition::LowerRight,
+        )?;
         root.present()?;
         Ok(())
     };
