@@ -2,6 +2,7 @@
 //! schedules, stochastic depth, checkpoints, evaluation and the trainer
 //! (the ensemble analyses are to come).
 
+pub mod analysis;
 pub mod checkpoint;
 pub mod data;
 pub mod dataset_kind;

@@ -1,0 +1,46 @@
+//! Path counts of the ensemble view: exact binomials and the 95% range.
+
+use num_bigint::BigUint;
+use unravel_train::analysis::paths::{fraction, path_counts, shortest_range};
+
+#[test]
+fn counts_for_54_blocks_are_the_exact_binomials() {
+    let c = path_counts(54);
+    assert_eq!(c.len(), 55);
+    assert_eq!(c[0], BigUint::from(1u32));
+    assert_eq!(c[1], BigUint::from(54u32));
+    assert_eq!(c[2], BigUint::from(1431u32));
+    // C(54, 27) = 1946939425648112
+    assert_eq!(c[27], BigUint::from(1_946_939_425_648_112u64));
+    let total: BigUint = c.iter().sum();
+    assert_eq!(total, BigUint::from(1u32) << 54);
+    let f: f64 = c.iter().map(|x| fraction(x, 54)).sum();
+    assert!((f - 1.0).abs() < 1e-12);
+}
+
+#[test]
+fn ninety_five_percent_of_paths_of_resnet110_lie_between_19_and_35() {
+    // ResNet-110 has 54 residual blocks; Veit et al. 2016 (Figure 6) report
+    // 95% of paths between 19 and 35 blocks long.
+    let c = path_counts(54);
+    let inside: f64 = c[19..=35].iter().map(|x| fraction(x, 54)).sum();
+    assert!(inside >= 0.95, "{inside}");
+    // The shortest range with 95% is one narrower on each side.
+    assert_eq!(shortest_range(&c, 0.95), (20, 34));
+    let shortest: f64 = c[20..=34].iter().map(|x| fraction(x, 54)).sum();
+    let narrower: f64 = c[21..=34].iter().map(|x| fraction(x, 54)).sum();
+    assert!(shortest >= 0.95 && narrower < 0.95, "{shortest} {narrower}");
+}
+
+#[test]
+fn large_networks_stay_exact() {
+    // ResNet-1202: 600 blocks; 2^600 overflows every machine integer.
+    let c = path_counts(600);
+    let total: BigUint = c.iter().sum();
+    assert_eq!(total, BigUint::from(1u32) << 600);
+    assert_eq!(c[1], BigUint::from(600u32));
+    assert_eq!(c[599], BigUint::from(600u32));
+    assert!(fraction(&c[300], 600) > 0.03 && fraction(&c[300], 600) < 0.04);
+    let (lo, hi) = shortest_range(&c, 0.95);
+    assert!(lo < 300 && hi > 300 && hi - lo < 60, "{lo}..{hi}");
+}
