@@ -46,7 +46,7 @@ struct Params {
 
 const WG: u32 = 64u;
 
-// vec4 blocks of output columns per lane in the `_sg` kernels (1..4).
+// vec4 blocks of output columns per lane in the `_sg` kernels (1..8).
 override NV: u32 = 4u;
 
 fn linear_index(wg: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
@@ -214,30 +214,87 @@ fn conv2d_backward_weight_direct(@builtin(workgroup_id) wg: vec3<u32>, @builtin(
 @group(0) @binding(5) var<storage, read_write> bp: array<vec4<f32>>;
 
 // Per-invocation state of the `_sg` kernels, private so that the unrolled
-// steps below can share small helpers. Each lane computes ROWS rows (1..4),
-// so every B value it receives feeds ROWS FMAs.
-// acc(4*row + block): row `row`, columns 4*block .. 4*block + 3.
-var<private> acc0: vec4<f32>;
-var<private> acc1: vec4<f32>;
-var<private> acc2: vec4<f32>;
-var<private> acc3: vec4<f32>;
-var<private> acc4: vec4<f32>;
-var<private> acc5: vec4<f32>;
-var<private> acc6: vec4<f32>;
-var<private> acc7: vec4<f32>;
-var<private> acc8: vec4<f32>;
-var<private> acc9: vec4<f32>;
+// steps below can share small helpers. Each lane computes ROWS rows (1..8),
+// so every B value it receives feeds ROWS FMAs, and 4*NV columns (NV 1..8).
+// acc{row}{block}: row `row`, columns 4*block .. 4*block + 3. Only
+// ROWS x NV of them are live (the rest are pruned with the overrides);
+// the host keeps ROWS * NV <= 32.
+var<private> acc00: vec4<f32>;
+var<private> acc01: vec4<f32>;
+var<private> acc02: vec4<f32>;
+var<private> acc03: vec4<f32>;
+var<private> acc04: vec4<f32>;
+var<private> acc05: vec4<f32>;
+var<private> acc06: vec4<f32>;
+var<private> acc07: vec4<f32>;
 var<private> acc10: vec4<f32>;
 var<private> acc11: vec4<f32>;
 var<private> acc12: vec4<f32>;
 var<private> acc13: vec4<f32>;
 var<private> acc14: vec4<f32>;
 var<private> acc15: vec4<f32>;
+var<private> acc16: vec4<f32>;
+var<private> acc17: vec4<f32>;
+var<private> acc20: vec4<f32>;
+var<private> acc21: vec4<f32>;
+var<private> acc22: vec4<f32>;
+var<private> acc23: vec4<f32>;
+var<private> acc24: vec4<f32>;
+var<private> acc25: vec4<f32>;
+var<private> acc26: vec4<f32>;
+var<private> acc27: vec4<f32>;
+var<private> acc30: vec4<f32>;
+var<private> acc31: vec4<f32>;
+var<private> acc32: vec4<f32>;
+var<private> acc33: vec4<f32>;
+var<private> acc34: vec4<f32>;
+var<private> acc35: vec4<f32>;
+var<private> acc36: vec4<f32>;
+var<private> acc37: vec4<f32>;
+var<private> acc40: vec4<f32>;
+var<private> acc41: vec4<f32>;
+var<private> acc42: vec4<f32>;
+var<private> acc43: vec4<f32>;
+var<private> acc44: vec4<f32>;
+var<private> acc45: vec4<f32>;
+var<private> acc46: vec4<f32>;
+var<private> acc47: vec4<f32>;
+var<private> acc50: vec4<f32>;
+var<private> acc51: vec4<f32>;
+var<private> acc52: vec4<f32>;
+var<private> acc53: vec4<f32>;
+var<private> acc54: vec4<f32>;
+var<private> acc55: vec4<f32>;
+var<private> acc56: vec4<f32>;
+var<private> acc57: vec4<f32>;
+var<private> acc60: vec4<f32>;
+var<private> acc61: vec4<f32>;
+var<private> acc62: vec4<f32>;
+var<private> acc63: vec4<f32>;
+var<private> acc64: vec4<f32>;
+var<private> acc65: vec4<f32>;
+var<private> acc66: vec4<f32>;
+var<private> acc67: vec4<f32>;
+var<private> acc70: vec4<f32>;
+var<private> acc71: vec4<f32>;
+var<private> acc72: vec4<f32>;
+var<private> acc73: vec4<f32>;
+var<private> acc74: vec4<f32>;
+var<private> acc75: vec4<f32>;
+var<private> acc76: vec4<f32>;
+var<private> acc77: vec4<f32>;
 // This lane's entry of the current chunk of B, 4*NV columns.
 var<private> bw0: vec4<f32>;
 var<private> bw1: vec4<f32>;
 var<private> bw2: vec4<f32>;
 var<private> bw3: vec4<f32>;
+var<private> bw4: vec4<f32>;
+var<private> bw5: vec4<f32>;
+var<private> bw6: vec4<f32>;
+var<private> bw7: vec4<f32>;
+// A of the lane's rows at the current step: rows 0..3 in av0, 4..7 in av1.
+var<private> av0: vec4<f32>;
+var<private> av1: vec4<f32>;
 
 // The walk over k = (outer, mid, inner) of the next step, kept incremental
 // so a step costs adds and selects, no multiplies, and shared by all lanes:
@@ -287,6 +344,10 @@ var<private> row0: Row;
 var<private> row1: Row;
 var<private> row2: Row;
 var<private> row3: Row;
+var<private> row4: Row;
+var<private> row5: Row;
+var<private> row6: Row;
+var<private> row7: Row;
 
 // Lanes 0..CHUNK-1 share their chunk of B with constant-index broadcasts,
 // which lavapipe turns into a register extract + splat (a dynamic-index
@@ -298,262 +359,802 @@ const CHUNK: u32 = 8u;
 // min(subgroup size, n) lanes shared by dynamic shuffles.
 override SHUFFLE_CHUNK: u32 = 0u;
 
-// Rows per lane (1..4), rows of a workgroup ROWS * WG.
+// Rows per lane (1..8), rows of a workgroup ROWS * WG.
 override ROWS: u32 = 4u;
 
-// acc(4*row + block) += a[row] * (lane j's B entry, block), j dynamic.
-fn step_shuffle(a: vec4<f32>, j: u32) {
+// acc{row}{block} += a[row] * (lane j's B entry, block), j dynamic.
+fn step_shuffle(j: u32) {
     let b0 = subgroupShuffle(bw0, j);
-    acc0 += a.x * b0;
-    if (ROWS > 1u) { acc4 += a.y * b0; }
-    if (ROWS > 2u) { acc8 += a.z * b0; }
-    if (ROWS > 3u) { acc12 += a.w * b0; }
+    acc00 += av0.x * b0;
+    if (ROWS > 1u) { acc10 += av0.y * b0; }
+    if (ROWS > 2u) { acc20 += av0.z * b0; }
+    if (ROWS > 3u) { acc30 += av0.w * b0; }
+    if (ROWS > 4u) { acc40 += av1.x * b0; }
+    if (ROWS > 5u) { acc50 += av1.y * b0; }
+    if (ROWS > 6u) { acc60 += av1.z * b0; }
+    if (ROWS > 7u) { acc70 += av1.w * b0; }
     if (NV > 1u) {
         let b1 = subgroupShuffle(bw1, j);
-        acc1 += a.x * b1;
-        if (ROWS > 1u) { acc5 += a.y * b1; }
-        if (ROWS > 2u) { acc9 += a.z * b1; }
-        if (ROWS > 3u) { acc13 += a.w * b1; }
+        acc01 += av0.x * b1;
+        if (ROWS > 1u) { acc11 += av0.y * b1; }
+        if (ROWS > 2u) { acc21 += av0.z * b1; }
+        if (ROWS > 3u) { acc31 += av0.w * b1; }
+        if (ROWS > 4u) { acc41 += av1.x * b1; }
+        if (ROWS > 5u) { acc51 += av1.y * b1; }
+        if (ROWS > 6u) { acc61 += av1.z * b1; }
+        if (ROWS > 7u) { acc71 += av1.w * b1; }
     }
     if (NV > 2u) {
         let b2 = subgroupShuffle(bw2, j);
-        acc2 += a.x * b2;
-        if (ROWS > 1u) { acc6 += a.y * b2; }
-        if (ROWS > 2u) { acc10 += a.z * b2; }
-        if (ROWS > 3u) { acc14 += a.w * b2; }
+        acc02 += av0.x * b2;
+        if (ROWS > 1u) { acc12 += av0.y * b2; }
+        if (ROWS > 2u) { acc22 += av0.z * b2; }
+        if (ROWS > 3u) { acc32 += av0.w * b2; }
+        if (ROWS > 4u) { acc42 += av1.x * b2; }
+        if (ROWS > 5u) { acc52 += av1.y * b2; }
+        if (ROWS > 6u) { acc62 += av1.z * b2; }
+        if (ROWS > 7u) { acc72 += av1.w * b2; }
     }
     if (NV > 3u) {
         let b3 = subgroupShuffle(bw3, j);
-        acc3 += a.x * b3;
-        if (ROWS > 1u) { acc7 += a.y * b3; }
-        if (ROWS > 2u) { acc11 += a.z * b3; }
-        if (ROWS > 3u) { acc15 += a.w * b3; }
+        acc03 += av0.x * b3;
+        if (ROWS > 1u) { acc13 += av0.y * b3; }
+        if (ROWS > 2u) { acc23 += av0.z * b3; }
+        if (ROWS > 3u) { acc33 += av0.w * b3; }
+        if (ROWS > 4u) { acc43 += av1.x * b3; }
+        if (ROWS > 5u) { acc53 += av1.y * b3; }
+        if (ROWS > 6u) { acc63 += av1.z * b3; }
+        if (ROWS > 7u) { acc73 += av1.w * b3; }
+    }
+    if (NV > 4u) {
+        let b4 = subgroupShuffle(bw4, j);
+        acc04 += av0.x * b4;
+        if (ROWS > 1u) { acc14 += av0.y * b4; }
+        if (ROWS > 2u) { acc24 += av0.z * b4; }
+        if (ROWS > 3u) { acc34 += av0.w * b4; }
+        if (ROWS > 4u) { acc44 += av1.x * b4; }
+        if (ROWS > 5u) { acc54 += av1.y * b4; }
+        if (ROWS > 6u) { acc64 += av1.z * b4; }
+        if (ROWS > 7u) { acc74 += av1.w * b4; }
+    }
+    if (NV > 5u) {
+        let b5 = subgroupShuffle(bw5, j);
+        acc05 += av0.x * b5;
+        if (ROWS > 1u) { acc15 += av0.y * b5; }
+        if (ROWS > 2u) { acc25 += av0.z * b5; }
+        if (ROWS > 3u) { acc35 += av0.w * b5; }
+        if (ROWS > 4u) { acc45 += av1.x * b5; }
+        if (ROWS > 5u) { acc55 += av1.y * b5; }
+        if (ROWS > 6u) { acc65 += av1.z * b5; }
+        if (ROWS > 7u) { acc75 += av1.w * b5; }
+    }
+    if (NV > 6u) {
+        let b6 = subgroupShuffle(bw6, j);
+        acc06 += av0.x * b6;
+        if (ROWS > 1u) { acc16 += av0.y * b6; }
+        if (ROWS > 2u) { acc26 += av0.z * b6; }
+        if (ROWS > 3u) { acc36 += av0.w * b6; }
+        if (ROWS > 4u) { acc46 += av1.x * b6; }
+        if (ROWS > 5u) { acc56 += av1.y * b6; }
+        if (ROWS > 6u) { acc66 += av1.z * b6; }
+        if (ROWS > 7u) { acc76 += av1.w * b6; }
+    }
+    if (NV > 7u) {
+        let b7 = subgroupShuffle(bw7, j);
+        acc07 += av0.x * b7;
+        if (ROWS > 1u) { acc17 += av0.y * b7; }
+        if (ROWS > 2u) { acc27 += av0.z * b7; }
+        if (ROWS > 3u) { acc37 += av0.w * b7; }
+        if (ROWS > 4u) { acc47 += av1.x * b7; }
+        if (ROWS > 5u) { acc57 += av1.y * b7; }
+        if (ROWS > 6u) { acc67 += av1.z * b7; }
+        if (ROWS > 7u) { acc77 += av1.w * b7; }
     }
 }
 
 // As step_shuffle for j = 0 .. 7, with constant-index broadcasts.
-fn step0(a: vec4<f32>) {
+fn step0() {
     let b0 = subgroupBroadcast(bw0, 0u);
-    acc0 += a.x * b0;
-    if (ROWS > 1u) { acc4 += a.y * b0; }
-    if (ROWS > 2u) { acc8 += a.z * b0; }
-    if (ROWS > 3u) { acc12 += a.w * b0; }
+    acc00 += av0.x * b0;
+    if (ROWS > 1u) { acc10 += av0.y * b0; }
+    if (ROWS > 2u) { acc20 += av0.z * b0; }
+    if (ROWS > 3u) { acc30 += av0.w * b0; }
+    if (ROWS > 4u) { acc40 += av1.x * b0; }
+    if (ROWS > 5u) { acc50 += av1.y * b0; }
+    if (ROWS > 6u) { acc60 += av1.z * b0; }
+    if (ROWS > 7u) { acc70 += av1.w * b0; }
     if (NV > 1u) {
         let b1 = subgroupBroadcast(bw1, 0u);
-        acc1 += a.x * b1;
-        if (ROWS > 1u) { acc5 += a.y * b1; }
-        if (ROWS > 2u) { acc9 += a.z * b1; }
-        if (ROWS > 3u) { acc13 += a.w * b1; }
+        acc01 += av0.x * b1;
+        if (ROWS > 1u) { acc11 += av0.y * b1; }
+        if (ROWS > 2u) { acc21 += av0.z * b1; }
+        if (ROWS > 3u) { acc31 += av0.w * b1; }
+        if (ROWS > 4u) { acc41 += av1.x * b1; }
+        if (ROWS > 5u) { acc51 += av1.y * b1; }
+        if (ROWS > 6u) { acc61 += av1.z * b1; }
+        if (ROWS > 7u) { acc71 += av1.w * b1; }
     }
     if (NV > 2u) {
         let b2 = subgroupBroadcast(bw2, 0u);
-        acc2 += a.x * b2;
-        if (ROWS > 1u) { acc6 += a.y * b2; }
-        if (ROWS > 2u) { acc10 += a.z * b2; }
-        if (ROWS > 3u) { acc14 += a.w * b2; }
+        acc02 += av0.x * b2;
+        if (ROWS > 1u) { acc12 += av0.y * b2; }
+        if (ROWS > 2u) { acc22 += av0.z * b2; }
+        if (ROWS > 3u) { acc32 += av0.w * b2; }
+        if (ROWS > 4u) { acc42 += av1.x * b2; }
+        if (ROWS > 5u) { acc52 += av1.y * b2; }
+        if (ROWS > 6u) { acc62 += av1.z * b2; }
+        if (ROWS > 7u) { acc72 += av1.w * b2; }
     }
     if (NV > 3u) {
         let b3 = subgroupBroadcast(bw3, 0u);
-        acc3 += a.x * b3;
-        if (ROWS > 1u) { acc7 += a.y * b3; }
-        if (ROWS > 2u) { acc11 += a.z * b3; }
-        if (ROWS > 3u) { acc15 += a.w * b3; }
+        acc03 += av0.x * b3;
+        if (ROWS > 1u) { acc13 += av0.y * b3; }
+        if (ROWS > 2u) { acc23 += av0.z * b3; }
+        if (ROWS > 3u) { acc33 += av0.w * b3; }
+        if (ROWS > 4u) { acc43 += av1.x * b3; }
+        if (ROWS > 5u) { acc53 += av1.y * b3; }
+        if (ROWS > 6u) { acc63 += av1.z * b3; }
+        if (ROWS > 7u) { acc73 += av1.w * b3; }
+    }
+    if (NV > 4u) {
+        let b4 = subgroupBroadcast(bw4, 0u);
+        acc04 += av0.x * b4;
+        if (ROWS > 1u) { acc14 += av0.y * b4; }
+        if (ROWS > 2u) { acc24 += av0.z * b4; }
+        if (ROWS > 3u) { acc34 += av0.w * b4; }
+        if (ROWS > 4u) { acc44 += av1.x * b4; }
+        if (ROWS > 5u) { acc54 += av1.y * b4; }
+        if (ROWS > 6u) { acc64 += av1.z * b4; }
+        if (ROWS > 7u) { acc74 += av1.w * b4; }
+    }
+    if (NV > 5u) {
+        let b5 = subgroupBroadcast(bw5, 0u);
+        acc05 += av0.x * b5;
+        if (ROWS > 1u) { acc15 += av0.y * b5; }
+        if (ROWS > 2u) { acc25 += av0.z * b5; }
+        if (ROWS > 3u) { acc35 += av0.w * b5; }
+        if (ROWS > 4u) { acc45 += av1.x * b5; }
+        if (ROWS > 5u) { acc55 += av1.y * b5; }
+        if (ROWS > 6u) { acc65 += av1.z * b5; }
+        if (ROWS > 7u) { acc75 += av1.w * b5; }
+    }
+    if (NV > 6u) {
+        let b6 = subgroupBroadcast(bw6, 0u);
+        acc06 += av0.x * b6;
+        if (ROWS > 1u) { acc16 += av0.y * b6; }
+        if (ROWS > 2u) { acc26 += av0.z * b6; }
+        if (ROWS > 3u) { acc36 += av0.w * b6; }
+        if (ROWS > 4u) { acc46 += av1.x * b6; }
+        if (ROWS > 5u) { acc56 += av1.y * b6; }
+        if (ROWS > 6u) { acc66 += av1.z * b6; }
+        if (ROWS > 7u) { acc76 += av1.w * b6; }
+    }
+    if (NV > 7u) {
+        let b7 = subgroupBroadcast(bw7, 0u);
+        acc07 += av0.x * b7;
+        if (ROWS > 1u) { acc17 += av0.y * b7; }
+        if (ROWS > 2u) { acc27 += av0.z * b7; }
+        if (ROWS > 3u) { acc37 += av0.w * b7; }
+        if (ROWS > 4u) { acc47 += av1.x * b7; }
+        if (ROWS > 5u) { acc57 += av1.y * b7; }
+        if (ROWS > 6u) { acc67 += av1.z * b7; }
+        if (ROWS > 7u) { acc77 += av1.w * b7; }
     }
 }
-fn step1(a: vec4<f32>) {
+fn step1() {
     let b0 = subgroupBroadcast(bw0, 1u);
-    acc0 += a.x * b0;
-    if (ROWS > 1u) { acc4 += a.y * b0; }
-    if (ROWS > 2u) { acc8 += a.z * b0; }
-    if (ROWS > 3u) { acc12 += a.w * b0; }
+    acc00 += av0.x * b0;
+    if (ROWS > 1u) { acc10 += av0.y * b0; }
+    if (ROWS > 2u) { acc20 += av0.z * b0; }
+    if (ROWS > 3u) { acc30 += av0.w * b0; }
+    if (ROWS > 4u) { acc40 += av1.x * b0; }
+    if (ROWS > 5u) { acc50 += av1.y * b0; }
+    if (ROWS > 6u) { acc60 += av1.z * b0; }
+    if (ROWS > 7u) { acc70 += av1.w * b0; }
     if (NV > 1u) {
         let b1 = subgroupBroadcast(bw1, 1u);
-        acc1 += a.x * b1;
-        if (ROWS > 1u) { acc5 += a.y * b1; }
-        if (ROWS > 2u) { acc9 += a.z * b1; }
-        if (ROWS > 3u) { acc13 += a.w * b1; }
+        acc01 += av0.x * b1;
+        if (ROWS > 1u) { acc11 += av0.y * b1; }
+        if (ROWS > 2u) { acc21 += av0.z * b1; }
+        if (ROWS > 3u) { acc31 += av0.w * b1; }
+        if (ROWS > 4u) { acc41 += av1.x * b1; }
+        if (ROWS > 5u) { acc51 += av1.y * b1; }
+        if (ROWS > 6u) { acc61 += av1.z * b1; }
+        if (ROWS > 7u) { acc71 += av1.w * b1; }
     }
     if (NV > 2u) {
         let b2 = subgroupBroadcast(bw2, 1u);
-        acc2 += a.x * b2;
-        if (ROWS > 1u) { acc6 += a.y * b2; }
-        if (ROWS > 2u) { acc10 += a.z * b2; }
-        if (ROWS > 3u) { acc14 += a.w * b2; }
+        acc02 += av0.x * b2;
+        if (ROWS > 1u) { acc12 += av0.y * b2; }
+        if (ROWS > 2u) { acc22 += av0.z * b2; }
+        if (ROWS > 3u) { acc32 += av0.w * b2; }
+        if (ROWS > 4u) { acc42 += av1.x * b2; }
+        if (ROWS > 5u) { acc52 += av1.y * b2; }
+        if (ROWS > 6u) { acc62 += av1.z * b2; }
+        if (ROWS > 7u) { acc72 += av1.w * b2; }
     }
     if (NV > 3u) {
         let b3 = subgroupBroadcast(bw3, 1u);
-        acc3 += a.x * b3;
-        if (ROWS > 1u) { acc7 += a.y * b3; }
-        if (ROWS > 2u) { acc11 += a.z * b3; }
-        if (ROWS > 3u) { acc15 += a.w * b3; }
+        acc03 += av0.x * b3;
+        if (ROWS > 1u) { acc13 += av0.y * b3; }
+        if (ROWS > 2u) { acc23 += av0.z * b3; }
+        if (ROWS > 3u) { acc33 += av0.w * b3; }
+        if (ROWS > 4u) { acc43 += av1.x * b3; }
+        if (ROWS > 5u) { acc53 += av1.y * b3; }
+        if (ROWS > 6u) { acc63 += av1.z * b3; }
+        if (ROWS > 7u) { acc73 += av1.w * b3; }
+    }
+    if (NV > 4u) {
+        let b4 = subgroupBroadcast(bw4, 1u);
+        acc04 += av0.x * b4;
+        if (ROWS > 1u) { acc14 += av0.y * b4; }
+        if (ROWS > 2u) { acc24 += av0.z * b4; }
+        if (ROWS > 3u) { acc34 += av0.w * b4; }
+        if (ROWS > 4u) { acc44 += av1.x * b4; }
+        if (ROWS > 5u) { acc54 += av1.y * b4; }
+        if (ROWS > 6u) { acc64 += av1.z * b4; }
+        if (ROWS > 7u) { acc74 += av1.w * b4; }
+    }
+    if (NV > 5u) {
+        let b5 = subgroupBroadcast(bw5, 1u);
+        acc05 += av0.x * b5;
+        if (ROWS > 1u) { acc15 += av0.y * b5; }
+        if (ROWS > 2u) { acc25 += av0.z * b5; }
+        if (ROWS > 3u) { acc35 += av0.w * b5; }
+        if (ROWS > 4u) { acc45 += av1.x * b5; }
+        if (ROWS > 5u) { acc55 += av1.y * b5; }
+        if (ROWS > 6u) { acc65 += av1.z * b5; }
+        if (ROWS > 7u) { acc75 += av1.w * b5; }
+    }
+    if (NV > 6u) {
+        let b6 = subgroupBroadcast(bw6, 1u);
+        acc06 += av0.x * b6;
+        if (ROWS > 1u) { acc16 += av0.y * b6; }
+        if (ROWS > 2u) { acc26 += av0.z * b6; }
+        if (ROWS > 3u) { acc36 += av0.w * b6; }
+        if (ROWS > 4u) { acc46 += av1.x * b6; }
+        if (ROWS > 5u) { acc56 += av1.y * b6; }
+        if (ROWS > 6u) { acc66 += av1.z * b6; }
+        if (ROWS > 7u) { acc76 += av1.w * b6; }
+    }
+    if (NV > 7u) {
+        let b7 = subgroupBroadcast(bw7, 1u);
+        acc07 += av0.x * b7;
+        if (ROWS > 1u) { acc17 += av0.y * b7; }
+        if (ROWS > 2u) { acc27 += av0.z * b7; }
+        if (ROWS > 3u) { acc37 += av0.w * b7; }
+        if (ROWS > 4u) { acc47 += av1.x * b7; }
+        if (ROWS > 5u) { acc57 += av1.y * b7; }
+        if (ROWS > 6u) { acc67 += av1.z * b7; }
+        if (ROWS > 7u) { acc77 += av1.w * b7; }
     }
 }
-fn step2(a: vec4<f32>) {
+fn step2() {
     let b0 = subgroupBroadcast(bw0, 2u);
-    acc0 += a.x * b0;
-    if (ROWS > 1u) { acc4 += a.y * b0; }
-    if (ROWS > 2u) { acc8 += a.z * b0; }
-    if (ROWS > 3u) { acc12 += a.w * b0; }
+    acc00 += av0.x * b0;
+    if (ROWS > 1u) { acc10 += av0.y * b0; }
+    if (ROWS > 2u) { acc20 += av0.z * b0; }
+    if (ROWS > 3u) { acc30 += av0.w * b0; }
+    if (ROWS > 4u) { acc40 += av1.x * b0; }
+    if (ROWS > 5u) { acc50 += av1.y * b0; }
+    if (ROWS > 6u) { acc60 += av1.z * b0; }
+    if (ROWS > 7u) { acc70 += av1.w * b0; }
     if (NV > 1u) {
         let b1 = subgroupBroadcast(bw1, 2u);
-        acc1 += a.x * b1;
-        if (ROWS > 1u) { acc5 += a.y * b1; }
-        if (ROWS > 2u) { acc9 += a.z * b1; }
-        if (ROWS > 3u) { acc13 += a.w * b1; }
+        acc01 += av0.x * b1;
+        if (ROWS > 1u) { acc11 += av0.y * b1; }
+        if (ROWS > 2u) { acc21 += av0.z * b1; }
+        if (ROWS > 3u) { acc31 += av0.w * b1; }
+        if (ROWS > 4u) { acc41 += av1.x * b1; }
+        if (ROWS > 5u) { acc51 += av1.y * b1; }
+        if (ROWS > 6u) { acc61 += av1.z * b1; }
+        if (ROWS > 7u) { acc71 += av1.w * b1; }
     }
     if (NV > 2u) {
         let b2 = subgroupBroadcast(bw2, 2u);
-        acc2 += a.x * b2;
-        if (ROWS > 1u) { acc6 += a.y * b2; }
-        if (ROWS > 2u) { acc10 += a.z * b2; }
-        if (ROWS > 3u) { acc14 += a.w * b2; }
+        acc02 += av0.x * b2;
+        if (ROWS > 1u) { acc12 += av0.y * b2; }
+        if (ROWS > 2u) { acc22 += av0.z * b2; }
+        if (ROWS > 3u) { acc32 += av0.w * b2; }
+        if (ROWS > 4u) { acc42 += av1.x * b2; }
+        if (ROWS > 5u) { acc52 += av1.y * b2; }
+        if (ROWS > 6u) { acc62 += av1.z * b2; }
+        if (ROWS > 7u) { acc72 += av1.w * b2; }
     }
     if (NV > 3u) {
         let b3 = subgroupBroadcast(bw3, 2u);
-        acc3 += a.x * b3;
-        if (ROWS > 1u) { acc7 += a.y * b3; }
-        if (ROWS > 2u) { acc11 += a.z * b3; }
-        if (ROWS > 3u) { acc15 += a.w * b3; }
+        acc03 += av0.x * b3;
+        if (ROWS > 1u) { acc13 += av0.y * b3; }
+        if (ROWS > 2u) { acc23 += av0.z * b3; }
+        if (ROWS > 3u) { acc33 += av0.w * b3; }
+        if (ROWS > 4u) { acc43 += av1.x * b3; }
+        if (ROWS > 5u) { acc53 += av1.y * b3; }
+        if (ROWS > 6u) { acc63 += av1.z * b3; }
+        if (ROWS > 7u) { acc73 += av1.w * b3; }
+    }
+    if (NV > 4u) {
+        let b4 = subgroupBroadcast(bw4, 2u);
+        acc04 += av0.x * b4;
+        if (ROWS > 1u) { acc14 += av0.y * b4; }
+        if (ROWS > 2u) { acc24 += av0.z * b4; }
+        if (ROWS > 3u) { acc34 += av0.w * b4; }
+        if (ROWS > 4u) { acc44 += av1.x * b4; }
+        if (ROWS > 5u) { acc54 += av1.y * b4; }
+        if (ROWS > 6u) { acc64 += av1.z * b4; }
+        if (ROWS > 7u) { acc74 += av1.w * b4; }
+    }
+    if (NV > 5u) {
+        let b5 = subgroupBroadcast(bw5, 2u);
+        acc05 += av0.x * b5;
+        if (ROWS > 1u) { acc15 += av0.y * b5; }
+        if (ROWS > 2u) { acc25 += av0.z * b5; }
+        if (ROWS > 3u) { acc35 += av0.w * b5; }
+        if (ROWS > 4u) { acc45 += av1.x * b5; }
+        if (ROWS > 5u) { acc55 += av1.y * b5; }
+        if (ROWS > 6u) { acc65 += av1.z * b5; }
+        if (ROWS > 7u) { acc75 += av1.w * b5; }
+    }
+    if (NV > 6u) {
+        let b6 = subgroupBroadcast(bw6, 2u);
+        acc06 += av0.x * b6;
+        if (ROWS > 1u) { acc16 += av0.y * b6; }
+        if (ROWS > 2u) { acc26 += av0.z * b6; }
+        if (ROWS > 3u) { acc36 += av0.w * b6; }
+        if (ROWS > 4u) { acc46 += av1.x * b6; }
+        if (ROWS > 5u) { acc56 += av1.y * b6; }
+        if (ROWS > 6u) { acc66 += av1.z * b6; }
+        if (ROWS > 7u) { acc76 += av1.w * b6; }
+    }
+    if (NV > 7u) {
+        let b7 = subgroupBroadcast(bw7, 2u);
+        acc07 += av0.x * b7;
+        if (ROWS > 1u) { acc17 += av0.y * b7; }
+        if (ROWS > 2u) { acc27 += av0.z * b7; }
+        if (ROWS > 3u) { acc37 += av0.w * b7; }
+        if (ROWS > 4u) { acc47 += av1.x * b7; }
+        if (ROWS > 5u) { acc57 += av1.y * b7; }
+        if (ROWS > 6u) { acc67 += av1.z * b7; }
+        if (ROWS > 7u) { acc77 += av1.w * b7; }
     }
 }
-fn step3(a: vec4<f32>) {
+fn step3() {
     let b0 = subgroupBroadcast(bw0, 3u);
-    acc0 += a.x * b0;
-    if (ROWS > 1u) { acc4 += a.y * b0; }
-    if (ROWS > 2u) { acc8 += a.z * b0; }
-    if (ROWS > 3u) { acc12 += a.w * b0; }
+    acc00 += av0.x * b0;
+    if (ROWS > 1u) { acc10 += av0.y * b0; }
+    if (ROWS > 2u) { acc20 += av0.z * b0; }
+    if (ROWS > 3u) { acc30 += av0.w * b0; }
+    if (ROWS > 4u) { acc40 += av1.x * b0; }
+    if (ROWS > 5u) { acc50 += av1.y * b0; }
+    if (ROWS > 6u) { acc60 += av1.z * b0; }
+    if (ROWS > 7u) { acc70 += av1.w * b0; }
     if (NV > 1u) {
         let b1 = subgroupBroadcast(bw1, 3u);
-        acc1 += a.x * b1;
-        if (ROWS > 1u) { acc5 += a.y * b1; }
-        if (ROWS > 2u) { acc9 += a.z * b1; }
-        if (ROWS > 3u) { acc13 += a.w * b1; }
+        acc01 += av0.x * b1;
+        if (ROWS > 1u) { acc11 += av0.y * b1; }
+        if (ROWS > 2u) { acc21 += av0.z * b1; }
+        if (ROWS > 3u) { acc31 += av0.w * b1; }
+        if (ROWS > 4u) { acc41 += av1.x * b1; }
+        if (ROWS > 5u) { acc51 += av1.y * b1; }
+        if (ROWS > 6u) { acc61 += av1.z * b1; }
+        if (ROWS > 7u) { acc71 += av1.w * b1; }
     }
     if (NV > 2u) {
         let b2 = subgroupBroadcast(bw2, 3u);
-        acc2 += a.x * b2;
-        if (ROWS > 1u) { acc6 += a.y * b2; }
-        if (ROWS > 2u) { acc10 += a.z * b2; }
-        if (ROWS > 3u) { acc14 += a.w * b2; }
+        acc02 += av0.x * b2;
+        if (ROWS > 1u) { acc12 += av0.y * b2; }
+        if (ROWS > 2u) { acc22 += av0.z * b2; }
+        if (ROWS > 3u) { acc32 += av0.w * b2; }
+        if (ROWS > 4u) { acc42 += av1.x * b2; }
+        if (ROWS > 5u) { acc52 += av1.y * b2; }
+        if (ROWS > 6u) { acc62 += av1.z * b2; }
+        if (ROWS > 7u) { acc72 += av1.w * b2; }
     }
     if (NV > 3u) {
         let b3 = subgroupBroadcast(bw3, 3u);
-        acc3 += a.x * b3;
-        if (ROWS > 1u) { acc7 += a.y * b3; }
-        if (ROWS > 2u) { acc11 += a.z * b3; }
-        if (ROWS > 3u) { acc15 += a.w * b3; }
+        acc03 += av0.x * b3;
+        if (ROWS > 1u) { acc13 += av0.y * b3; }
+        if (ROWS > 2u) { acc23 += av0.z * b3; }
+        if (ROWS > 3u) { acc33 += av0.w * b3; }
+        if (ROWS > 4u) { acc43 += av1.x * b3; }
+        if (ROWS > 5u) { acc53 += av1.y * b3; }
+        if (ROWS > 6u) { acc63 += av1.z * b3; }
+        if (ROWS > 7u) { acc73 += av1.w * b3; }
+    }
+    if (NV > 4u) {
+        let b4 = subgroupBroadcast(bw4, 3u);
+        acc04 += av0.x * b4;
+        if (ROWS > 1u) { acc14 += av0.y * b4; }
+        if (ROWS > 2u) { acc24 += av0.z * b4; }
+        if (ROWS > 3u) { acc34 += av0.w * b4; }
+        if (ROWS > 4u) { acc44 += av1.x * b4; }
+        if (ROWS > 5u) { acc54 += av1.y * b4; }
+        if (ROWS > 6u) { acc64 += av1.z * b4; }
+        if (ROWS > 7u) { acc74 += av1.w * b4; }
+    }
+    if (NV > 5u) {
+        let b5 = subgroupBroadcast(bw5, 3u);
+        acc05 += av0.x * b5;
+        if (ROWS > 1u) { acc15 += av0.y * b5; }
+        if (ROWS > 2u) { acc25 += av0.z * b5; }
+        if (ROWS > 3u) { acc35 += av0.w * b5; }
+        if (ROWS > 4u) { acc45 += av1.x * b5; }
+        if (ROWS > 5u) { acc55 += av1.y * b5; }
+        if (ROWS > 6u) { acc65 += av1.z * b5; }
+        if (ROWS > 7u) { acc75 += av1.w * b5; }
+    }
+    if (NV > 6u) {
+        let b6 = subgroupBroadcast(bw6, 3u);
+        acc06 += av0.x * b6;
+        if (ROWS > 1u) { acc16 += av0.y * b6; }
+        if (ROWS > 2u) { acc26 += av0.z * b6; }
+        if (ROWS > 3u) { acc36 += av0.w * b6; }
+        if (ROWS > 4u) { acc46 += av1.x * b6; }
+        if (ROWS > 5u) { acc56 += av1.y * b6; }
+        if (ROWS > 6u) { acc66 += av1.z * b6; }
+        if (ROWS > 7u) { acc76 += av1.w * b6; }
+    }
+    if (NV > 7u) {
+        let b7 = subgroupBroadcast(bw7, 3u);
+        acc07 += av0.x * b7;
+        if (ROWS > 1u) { acc17 += av0.y * b7; }
+        if (ROWS > 2u) { acc27 += av0.z * b7; }
+        if (ROWS > 3u) { acc37 += av0.w * b7; }
+        if (ROWS > 4u) { acc47 += av1.x * b7; }
+        if (ROWS > 5u) { acc57 += av1.y * b7; }
+        if (ROWS > 6u) { acc67 += av1.z * b7; }
+        if (ROWS > 7u) { acc77 += av1.w * b7; }
     }
 }
-fn step4(a: vec4<f32>) {
+fn step4() {
     let b0 = subgroupBroadcast(bw0, 4u);
-    acc0 += a.x * b0;
-    if (ROWS > 1u) { acc4 += a.y * b0; }
-    if (ROWS > 2u) { acc8 += a.z * b0; }
-    if (ROWS > 3u) { acc12 += a.w * b0; }
+    acc00 += av0.x * b0;
+    if (ROWS > 1u) { acc10 += av0.y * b0; }
+    if (ROWS > 2u) { acc20 += av0.z * b0; }
+    if (ROWS > 3u) { acc30 += av0.w * b0; }
+    if (ROWS > 4u) { acc40 += av1.x * b0; }
+    if (ROWS > 5u) { acc50 += av1.y * b0; }
+    if (ROWS > 6u) { acc60 += av1.z * b0; }
+    if (ROWS > 7u) { acc70 += av1.w * b0; }
     if (NV > 1u) {
         let b1 = subgroupBroadcast(bw1, 4u);
-        acc1 += a.x * b1;
-        if (ROWS > 1u) { acc5 += a.y * b1; }
-        if (ROWS > 2u) { acc9 += a.z * b1; }
-        if (ROWS > 3u) { acc13 += a.w * b1; }
+        acc01 += av0.x * b1;
+        if (ROWS > 1u) { acc11 += av0.y * b1; }
+        if (ROWS > 2u) { acc21 += av0.z * b1; }
+        if (ROWS > 3u) { acc31 += av0.w * b1; }
+        if (ROWS > 4u) { acc41 += av1.x * b1; }
+        if (ROWS > 5u) { acc51 += av1.y * b1; }
+        if (ROWS > 6u) { acc61 += av1.z * b1; }
+        if (ROWS > 7u) { acc71 += av1.w * b1; }
     }
     if (NV > 2u) {
         let b2 = subgroupBroadcast(bw2, 4u);
-        acc2 += a.x * b2;
-        if (ROWS > 1u) { acc6 += a.y * b2; }
-        if (ROWS > 2u) { acc10 += a.z * b2; }
-        if (ROWS > 3u) { acc14 += a.w * b2; }
+        acc02 += av0.x * b2;
+        if (ROWS > 1u) { acc12 += av0.y * b2; }
+        if (ROWS > 2u) { acc22 += av0.z * b2; }
+        if (ROWS > 3u) { acc32 += av0.w * b2; }
+        if (ROWS > 4u) { acc42 += av1.x * b2; }
+        if (ROWS > 5u) { acc52 += av1.y * b2; }
+        if (ROWS > 6u) { acc62 += av1.z * b2; }
+        if (ROWS > 7u) { acc72 += av1.w * b2; }
     }
     if (NV > 3u) {
         let b3 = subgroupBroadcast(bw3, 4u);
-        acc3 += a.x * b3;
-        if (ROWS > 1u) { acc7 += a.y * b3; }
-        if (ROWS > 2u) { acc11 += a.z * b3; }
-        if (ROWS > 3u) { acc15 += a.w * b3; }
+        acc03 += av0.x * b3;
+        if (ROWS > 1u) { acc13 += av0.y * b3; }
+        if (ROWS > 2u) { acc23 += av0.z * b3; }
+        if (ROWS > 3u) { acc33 += av0.w * b3; }
+        if (ROWS > 4u) { acc43 += av1.x * b3; }
+        if (ROWS > 5u) { acc53 += av1.y * b3; }
+        if (ROWS > 6u) { acc63 += av1.z * b3; }
+        if (ROWS > 7u) { acc73 += av1.w * b3; }
+    }
+    if (NV > 4u) {
+        let b4 = subgroupBroadcast(bw4, 4u);
+        acc04 += av0.x * b4;
+        if (ROWS > 1u) { acc14 += av0.y * b4; }
+        if (ROWS > 2u) { acc24 += av0.z * b4; }
+        if (ROWS > 3u) { acc34 += av0.w * b4; }
+        if (ROWS > 4u) { acc44 += av1.x * b4; }
+        if (ROWS > 5u) { acc54 += av1.y * b4; }
+        if (ROWS > 6u) { acc64 += av1.z * b4; }
+        if (ROWS > 7u) { acc74 += av1.w * b4; }
+    }
+    if (NV > 5u) {
+        let b5 = subgroupBroadcast(bw5, 4u);
+        acc05 += av0.x * b5;
+        if (ROWS > 1u) { acc15 += av0.y * b5; }
+        if (ROWS > 2u) { acc25 += av0.z * b5; }
+        if (ROWS > 3u) { acc35 += av0.w * b5; }
+        if (ROWS > 4u) { acc45 += av1.x * b5; }
+        if (ROWS > 5u) { acc55 += av1.y * b5; }
+        if (ROWS > 6u) { acc65 += av1.z * b5; }
+        if (ROWS > 7u) { acc75 += av1.w * b5; }
+    }
+    if (NV > 6u) {
+        let b6 = subgroupBroadcast(bw6, 4u);
+        acc06 += av0.x * b6;
+        if (ROWS > 1u) { acc16 += av0.y * b6; }
+        if (ROWS > 2u) { acc26 += av0.z * b6; }
+        if (ROWS > 3u) { acc36 += av0.w * b6; }
+        if (ROWS > 4u) { acc46 += av1.x * b6; }
+        if (ROWS > 5u) { acc56 += av1.y * b6; }
+        if (ROWS > 6u) { acc66 += av1.z * b6; }
+        if (ROWS > 7u) { acc76 += av1.w * b6; }
+    }
+    if (NV > 7u) {
+        let b7 = subgroupBroadcast(bw7, 4u);
+        acc07 += av0.x * b7;
+        if (ROWS > 1u) { acc17 += av0.y * b7; }
+        if (ROWS > 2u) { acc27 += av0.z * b7; }
+        if (ROWS > 3u) { acc37 += av0.w * b7; }
+        if (ROWS > 4u) { acc47 += av1.x * b7; }
+        if (ROWS > 5u) { acc57 += av1.y * b7; }
+        if (ROWS > 6u) { acc67 += av1.z * b7; }
+        if (ROWS > 7u) { acc77 += av1.w * b7; }
     }
 }
-fn step5(a: vec4<f32>) {
+fn step5() {
     let b0 = subgroupBroadcast(bw0, 5u);
-    acc0 += a.x * b0;
-    if (ROWS > 1u) { acc4 += a.y * b0; }
-    if (ROWS > 2u) { acc8 += a.z * b0; }
-    if (ROWS > 3u) { acc12 += a.w * b0; }
+    acc00 += av0.x * b0;
+    if (ROWS > 1u) { acc10 += av0.y * b0; }
+    if (ROWS > 2u) { acc20 += av0.z * b0; }
+    if (ROWS > 3u) { acc30 += av0.w * b0; }
+    if (ROWS > 4u) { acc40 += av1.x * b0; }
+    if (ROWS > 5u) { acc50 += av1.y * b0; }
+    if (ROWS > 6u) { acc60 += av1.z * b0; }
+    if (ROWS > 7u) { acc70 += av1.w * b0; }
     if (NV > 1u) {
         let b1 = subgroupBroadcast(bw1, 5u);
-        acc1 += a.x * b1;
-        if (ROWS > 1u) { acc5 += a.y * b1; }
-        if (ROWS > 2u) { acc9 += a.z * b1; }
-        if (ROWS > 3u) { acc13 += a.w * b1; }
+        acc01 += av0.x * b1;
+        if (ROWS > 1u) { acc11 += av0.y * b1; }
+        if (ROWS > 2u) { acc21 += av0.z * b1; }
+        if (ROWS > 3u) { acc31 += av0.w * b1; }
+        if (ROWS > 4u) { acc41 += av1.x * b1; }
+        if (ROWS > 5u) { acc51 += av1.y * b1; }
+        if (ROWS > 6u) { acc61 += av1.z * b1; }
+        if (ROWS > 7u) { acc71 += av1.w * b1; }
     }
     if (NV > 2u) {
         let b2 = subgroupBroadcast(bw2, 5u);
-        acc2 += a.x * b2;
-        if (ROWS > 1u) { acc6 += a.y * b2; }
-        if (ROWS > 2u) { acc10 += a.z * b2; }
-        if (ROWS > 3u) { acc14 += a.w * b2; }
+        acc02 += av0.x * b2;
+        if (ROWS > 1u) { acc12 += av0.y * b2; }
+        if (ROWS > 2u) { acc22 += av0.z * b2; }
+        if (ROWS > 3u) { acc32 += av0.w * b2; }
+        if (ROWS > 4u) { acc42 += av1.x * b2; }
+        if (ROWS > 5u) { acc52 += av1.y * b2; }
+        if (ROWS > 6u) { acc62 += av1.z * b2; }
+        if (ROWS > 7u) { acc72 += av1.w * b2; }
     }
     if (NV > 3u) {
         let b3 = subgroupBroadcast(bw3, 5u);
-        acc3 += a.x * b3;
-        if (ROWS > 1u) { acc7 += a.y * b3; }
-        if (ROWS > 2u) { acc11 += a.z * b3; }
-        if (ROWS > 3u) { acc15 += a.w * b3; }
+        acc03 += av0.x * b3;
+        if (ROWS > 1u) { acc13 += av0.y * b3; }
+        if (ROWS > 2u) { acc23 += av0.z * b3; }
+        if (ROWS > 3u) { acc33 += av0.w * b3; }
+        if (ROWS > 4u) { acc43 += av1.x * b3; }
+        if (ROWS > 5u) { acc53 += av1.y * b3; }
+        if (ROWS > 6u) { acc63 += av1.z * b3; }
+        if (ROWS > 7u) { acc73 += av1.w * b3; }
+    }
+    if (NV > 4u) {
+        let b4 = subgroupBroadcast(bw4, 5u);
+        acc04 += av0.x * b4;
+        if (ROWS > 1u) { acc14 += av0.y * b4; }
+        if (ROWS > 2u) { acc24 += av0.z * b4; }
+        if (ROWS > 3u) { acc34 += av0.w * b4; }
+        if (ROWS > 4u) { acc44 += av1.x * b4; }
+        if (ROWS > 5u) { acc54 += av1.y * b4; }
+        if (ROWS > 6u) { acc64 += av1.z * b4; }
+        if (ROWS > 7u) { acc74 += av1.w * b4; }
+    }
+    if (NV > 5u) {
+        let b5 = subgroupBroadcast(bw5, 5u);
+        acc05 += av0.x * b5;
+        if (ROWS > 1u) { acc15 += av0.y * b5; }
+        if (ROWS > 2u) { acc25 += av0.z * b5; }
+        if (ROWS > 3u) { acc35 += av0.w * b5; }
+        if (ROWS > 4u) { acc45 += av1.x * b5; }
+        if (ROWS > 5u) { acc55 += av1.y * b5; }
+        if (ROWS > 6u) { acc65 += av1.z * b5; }
+        if (ROWS > 7u) { acc75 += av1.w * b5; }
+    }
+    if (NV > 6u) {
+        let b6 = subgroupBroadcast(bw6, 5u);
+        acc06 += av0.x * b6;
+        if (ROWS > 1u) { acc16 += av0.y * b6; }
+        if (ROWS > 2u) { acc26 += av0.z * b6; }
+        if (ROWS > 3u) { acc36 += av0.w * b6; }
+        if (ROWS > 4u) { acc46 += av1.x * b6; }
+        if (ROWS > 5u) { acc56 += av1.y * b6; }
+        if (ROWS > 6u) { acc66 += av1.z * b6; }
+        if (ROWS > 7u) { acc76 += av1.w * b6; }
+    }
+    if (NV > 7u) {
+        let b7 = subgroupBroadcast(bw7, 5u);
+        acc07 += av0.x * b7;
+        if (ROWS > 1u) { acc17 += av0.y * b7; }
+        if (ROWS > 2u) { acc27 += av0.z * b7; }
+        if (ROWS > 3u) { acc37 += av0.w * b7; }
+        if (ROWS > 4u) { acc47 += av1.x * b7; }
+        if (ROWS > 5u) { acc57 += av1.y * b7; }
+        if (ROWS > 6u) { acc67 += av1.z * b7; }
+        if (ROWS > 7u) { acc77 += av1.w * b7; }
     }
 }
-fn step6(a: vec4<f32>) {
+fn step6() {
     let b0 = subgroupBroadcast(bw0, 6u);
-    acc0 += a.x * b0;
-    if (ROWS > 1u) { acc4 += a.y * b0; }
-    if (ROWS > 2u) { acc8 += a.z * b0; }
-    if (ROWS > 3u) { acc12 += a.w * b0; }
+    acc00 += av0.x * b0;
+    if (ROWS > 1u) { acc10 += av0.y * b0; }
+    if (ROWS > 2u) { acc20 += av0.z * b0; }
+    if (ROWS > 3u) { acc30 += av0.w * b0; }
+    if (ROWS > 4u) { acc40 += av1.x * b0; }
+    if (ROWS > 5u) { acc50 += av1.y * b0; }
+    if (ROWS > 6u) { acc60 += av1.z * b0; }
+    if (ROWS > 7u) { acc70 += av1.w * b0; }
     if (NV > 1u) {
         let b1 = subgroupBroadcast(bw1, 6u);
-        acc1 += a.x * b1;
-        if (ROWS > 1u) { acc5 += a.y * b1; }
-        if (ROWS > 2u) { acc9 += a.z * b1; }
-        if (ROWS > 3u) { acc13 += a.w * b1; }
+        acc01 += av0.x * b1;
+        if (ROWS > 1u) { acc11 += av0.y * b1; }
+        if (ROWS > 2u) { acc21 += av0.z * b1; }
+        if (ROWS > 3u) { acc31 += av0.w * b1; }
+        if (ROWS > 4u) { acc41 += av1.x * b1; }
+        if (ROWS > 5u) { acc51 += av1.y * b1; }
+        if (ROWS > 6u) { acc61 += av1.z * b1; }
+        if (ROWS > 7u) { acc71 += av1.w * b1; }
     }
     if (NV > 2u) {
         let b2 = subgroupBroadcast(bw2, 6u);
-        acc2 += a.x * b2;
-        if (ROWS > 1u) { acc6 += a.y * b2; }
-        if (ROWS > 2u) { acc10 += a.z * b2; }
-        if (ROWS > 3u) { acc14 += a.w * b2; }
+        acc02 += av0.x * b2;
+        if (ROWS > 1u) { acc12 += av0.y * b2; }
+        if (ROWS > 2u) { acc22 += av0.z * b2; }
+        if (ROWS > 3u) { acc32 += av0.w * b2; }
+        if (ROWS > 4u) { acc42 += av1.x * b2; }
+        if (ROWS > 5u) { acc52 += av1.y * b2; }
+        if (ROWS > 6u) { acc62 += av1.z * b2; }
+        if (ROWS > 7u) { acc72 += av1.w * b2; }
     }
     if (NV > 3u) {
         let b3 = subgroupBroadcast(bw3, 6u);
-        acc3 += a.x * b3;
-        if (ROWS > 1u) { acc7 += a.y * b3; }
-        if (ROWS > 2u) { acc11 += a.z * b3; }
-        if (ROWS > 3u) { acc15 += a.w * b3; }
+        acc03 += av0.x * b3;
+        if (ROWS > 1u) { acc13 += av0.y * b3; }
+        if (ROWS > 2u) { acc23 += av0.z * b3; }
+        if (ROWS > 3u) { acc33 += av0.w * b3; }
+        if (ROWS > 4u) { acc43 += av1.x * b3; }
+        if (ROWS > 5u) { acc53 += av1.y * b3; }
+        if (ROWS > 6u) { acc63 += av1.z * b3; }
+        if (ROWS > 7u) { acc73 += av1.w * b3; }
+    }
+    if (NV > 4u) {
+        let b4 = subgroupBroadcast(bw4, 6u);
+        acc04 += av0.x * b4;
+        if (ROWS > 1u) { acc14 += av0.y * b4; }
+        if (ROWS > 2u) { acc24 += av0.z * b4; }
+        if (ROWS > 3u) { acc34 += av0.w * b4; }
+        if (ROWS > 4u) { acc44 += av1.x * b4; }
+        if (ROWS > 5u) { acc54 += av1.y * b4; }
+        if (ROWS > 6u) { acc64 += av1.z * b4; }
+        if (ROWS > 7u) { acc74 += av1.w * b4; }
+    }
+    if (NV > 5u) {
+        let b5 = subgroupBroadcast(bw5, 6u);
+        acc05 += av0.x * b5;
+        if (ROWS > 1u) { acc15 += av0.y * b5; }
+        if (ROWS > 2u) { acc25 += av0.z * b5; }
+        if (ROWS > 3u) { acc35 += av0.w * b5; }
+        if (ROWS > 4u) { acc45 += av1.x * b5; }
+        if (ROWS > 5u) { acc55 += av1.y * b5; }
+        if (ROWS > 6u) { acc65 += av1.z * b5; }
+        if (ROWS > 7u) { acc75 += av1.w * b5; }
+    }
+    if (NV > 6u) {
+        let b6 = subgroupBroadcast(bw6, 6u);
+        acc06 += av0.x * b6;
+        if (ROWS > 1u) { acc16 += av0.y * b6; }
+        if (ROWS > 2u) { acc26 += av0.z * b6; }
+        if (ROWS > 3u) { acc36 += av0.w * b6; }
+        if (ROWS > 4u) { acc46 += av1.x * b6; }
+        if (ROWS > 5u) { acc56 += av1.y * b6; }
+        if (ROWS > 6u) { acc66 += av1.z * b6; }
+        if (ROWS > 7u) { acc76 += av1.w * b6; }
+    }
+    if (NV > 7u) {
+        let b7 = subgroupBroadcast(bw7, 6u);
+        acc07 += av0.x * b7;
+        if (ROWS > 1u) { acc17 += av0.y * b7; }
+        if (ROWS > 2u) { acc27 += av0.z * b7; }
+        if (ROWS > 3u) { acc37 += av0.w * b7; }
+        if (ROWS > 4u) { acc47 += av1.x * b7; }
+        if (ROWS > 5u) { acc57 += av1.y * b7; }
+        if (ROWS > 6u) { acc67 += av1.z * b7; }
+        if (ROWS > 7u) { acc77 += av1.w * b7; }
     }
 }
-fn step7(a: vec4<f32>) {
+fn step7() {
     let b0 = subgroupBroadcast(bw0, 7u);
-    acc0 += a.x * b0;
-    if (ROWS > 1u) { acc4 += a.y * b0; }
-    if (ROWS > 2u) { acc8 += a.z * b0; }
-    if (ROWS > 3u) { acc12 += a.w * b0; }
+    acc00 += av0.x * b0;
+    if (ROWS > 1u) { acc10 += av0.y * b0; }
+    if (ROWS > 2u) { acc20 += av0.z * b0; }
+    if (ROWS > 3u) { acc30 += av0.w * b0; }
+    if (ROWS > 4u) { acc40 += av1.x * b0; }
+    if (ROWS > 5u) { acc50 += av1.y * b0; }
+    if (ROWS > 6u) { acc60 += av1.z * b0; }
+    if (ROWS > 7u) { acc70 += av1.w * b0; }
     if (NV > 1u) {
         let b1 = subgroupBroadcast(bw1, 7u);
-        acc1 += a.x * b1;
-        if (ROWS > 1u) { acc5 += a.y * b1; }
-        if (ROWS > 2u) { acc9 += a.z * b1; }
-        if (ROWS > 3u) { acc13 += a.w * b1; }
+        acc01 += av0.x * b1;
+        if (ROWS > 1u) { acc11 += av0.y * b1; }
+        if (ROWS > 2u) { acc21 += av0.z * b1; }
+        if (ROWS > 3u) { acc31 += av0.w * b1; }
+        if (ROWS > 4u) { acc41 += av1.x * b1; }
+        if (ROWS > 5u) { acc51 += av1.y * b1; }
+        if (ROWS > 6u) { acc61 += av1.z * b1; }
+        if (ROWS > 7u) { acc71 += av1.w * b1; }
     }
     if (NV > 2u) {
         let b2 = subgroupBroadcast(bw2, 7u);
-        acc2 += a.x * b2;
-        if (ROWS > 1u) { acc6 += a.y * b2; }
-        if (ROWS > 2u) { acc10 += a.z * b2; }
-        if (ROWS > 3u) { acc14 += a.w * b2; }
+        acc02 += av0.x * b2;
+        if (ROWS > 1u) { acc12 += av0.y * b2; }
+        if (ROWS > 2u) { acc22 += av0.z * b2; }
+        if (ROWS > 3u) { acc32 += av0.w * b2; }
+        if (ROWS > 4u) { acc42 += av1.x * b2; }
+        if (ROWS > 5u) { acc52 += av1.y * b2; }
+        if (ROWS > 6u) { acc62 += av1.z * b2; }
+        if (ROWS > 7u) { acc72 += av1.w * b2; }
     }
     if (NV > 3u) {
         let b3 = subgroupBroadcast(bw3, 7u);
-        acc3 += a.x * b3;
-        if (ROWS > 1u) { acc7 += a.y * b3; }
-        if (ROWS > 2u) { acc11 += a.z * b3; }
-        if (ROWS > 3u) { acc15 += a.w * b3; }
+        acc03 += av0.x * b3;
+        if (ROWS > 1u) { acc13 += av0.y * b3; }
+        if (ROWS > 2u) { acc23 += av0.z * b3; }
+        if (ROWS > 3u) { acc33 += av0.w * b3; }
+        if (ROWS > 4u) { acc43 += av1.x * b3; }
+        if (ROWS > 5u) { acc53 += av1.y * b3; }
+        if (ROWS > 6u) { acc63 += av1.z * b3; }
+        if (ROWS > 7u) { acc73 += av1.w * b3; }
+    }
+    if (NV > 4u) {
+        let b4 = subgroupBroadcast(bw4, 7u);
+        acc04 += av0.x * b4;
+        if (ROWS > 1u) { acc14 += av0.y * b4; }
+        if (ROWS > 2u) { acc24 += av0.z * b4; }
+        if (ROWS > 3u) { acc34 += av0.w * b4; }
+        if (ROWS > 4u) { acc44 += av1.x * b4; }
+        if (ROWS > 5u) { acc54 += av1.y * b4; }
+        if (ROWS > 6u) { acc64 += av1.z * b4; }
+        if (ROWS > 7u) { acc74 += av1.w * b4; }
+    }
+    if (NV > 5u) {
+        let b5 = subgroupBroadcast(bw5, 7u);
+        acc05 += av0.x * b5;
+        if (ROWS > 1u) { acc15 += av0.y * b5; }
+        if (ROWS > 2u) { acc25 += av0.z * b5; }
+        if (ROWS > 3u) { acc35 += av0.w * b5; }
+        if (ROWS > 4u) { acc45 += av1.x * b5; }
+        if (ROWS > 5u) { acc55 += av1.y * b5; }
+        if (ROWS > 6u) { acc65 += av1.z * b5; }
+        if (ROWS > 7u) { acc75 += av1.w * b5; }
+    }
+    if (NV > 6u) {
+        let b6 = subgroupBroadcast(bw6, 7u);
+        acc06 += av0.x * b6;
+        if (ROWS > 1u) { acc16 += av0.y * b6; }
+        if (ROWS > 2u) { acc26 += av0.z * b6; }
+        if (ROWS > 3u) { acc36 += av0.w * b6; }
+        if (ROWS > 4u) { acc46 += av1.x * b6; }
+        if (ROWS > 5u) { acc56 += av1.y * b6; }
+        if (ROWS > 6u) { acc66 += av1.z * b6; }
+        if (ROWS > 7u) { acc76 += av1.w * b6; }
+    }
+    if (NV > 7u) {
+        let b7 = subgroupBroadcast(bw7, 7u);
+        acc07 += av0.x * b7;
+        if (ROWS > 1u) { acc17 += av0.y * b7; }
+        if (ROWS > 2u) { acc27 += av0.z * b7; }
+        if (ROWS > 3u) { acc37 += av0.w * b7; }
+        if (ROWS > 4u) { acc47 += av1.x * b7; }
+        if (ROWS > 5u) { acc57 += av1.y * b7; }
+        if (ROWS > 6u) { acc67 += av1.z * b7; }
+        if (ROWS > 7u) { acc77 += av1.w * b7; }
     }
 }
 
@@ -564,6 +1165,10 @@ fn load_chunk(at: u32, ok: bool) {
     if (NV > 1u) { bw1 = select(vec4<f32>(0.0), bp[i + 1u], ok); }
     if (NV > 2u) { bw2 = select(vec4<f32>(0.0), bp[i + 2u], ok); }
     if (NV > 3u) { bw3 = select(vec4<f32>(0.0), bp[i + 3u], ok); }
+    if (NV > 4u) { bw4 = select(vec4<f32>(0.0), bp[i + 4u], ok); }
+    if (NV > 5u) { bw5 = select(vec4<f32>(0.0), bp[i + 5u], ok); }
+    if (NV > 6u) { bw6 = select(vec4<f32>(0.0), bp[i + 6u], ok); }
+    if (NV > 7u) { bw7 = select(vec4<f32>(0.0), bp[i + 7u], ok); }
 }
 
 // Points the walk at reduction index k (once per reduction: the divisions
@@ -583,13 +1188,18 @@ fn row_a(r: Row, in_range: bool) -> f32 {
     return select(load_a(r.at + k_off, ok), 1.0, r.ones && in_range);
 }
 
-// A of the lane's rows at the walk's position, then one step on.
-fn next_a() -> vec4<f32> {
+// A of the lane's rows at the walk's position (into av0, av1), then one
+// step on.
+fn next_a() {
     let in_range = k_left > 0u;
-    var a = vec4<f32>(row_a(row0, in_range), 0.0, 0.0, 0.0);
-    if (ROWS > 1u) { a.y = row_a(row1, in_range); }
-    if (ROWS > 2u) { a.z = row_a(row2, in_range); }
-    if (ROWS > 3u) { a.w = row_a(row3, in_range); }
+    av0 = vec4<f32>(row_a(row0, in_range), 0.0, 0.0, 0.0);
+    if (ROWS > 1u) { av0.y = row_a(row1, in_range); }
+    if (ROWS > 2u) { av0.z = row_a(row2, in_range); }
+    if (ROWS > 3u) { av0.w = row_a(row3, in_range); }
+    if (ROWS > 4u) { av1 = vec4<f32>(row_a(row4, in_range), 0.0, 0.0, 0.0); }
+    if (ROWS > 5u) { av1.y = row_a(row5, in_range); }
+    if (ROWS > 6u) { av1.z = row_a(row6, in_range); }
+    if (ROWS > 7u) { av1.w = row_a(row7, in_range); }
 
     k_left = select(0u, k_left - 1u, in_range);
     k_inner += 1u;
@@ -605,24 +1215,23 @@ fn next_a() -> vec4<f32> {
     k_mid = select(k_mid, 0u, wrap2);
     ry = select(ry, 0, wrap2);
     k_off += select(0u, wk.d_outer, wrap2);
-    return a;
 }
 
 // The whole reduction: k in [first, end), B entries of k at bp[b_at + k*NV].
 fn reduce(first: u32, end: u32, b_at: u32, lane: u32, sgs: u32) {
     // A subgroup whose rows all lie past the end has nothing to do.
     // (Rows past ROWS are never set: store is false.)
-    if (subgroupAll(!row0.store && !row1.store && !row2.store && !row3.store)) { return; }
+    if (subgroupAll(!row0.store && !row1.store && !row2.store && !row3.store && !row4.store && !row5.store && !row6.store && !row7.store)) { return; }
     let ch = select(min(sgs, SHUFFLE_CHUNK), CHUNK, SHUFFLE_CHUNK == 0u);
     start_walk(first);
     for (var k0 = first; k0 < end; k0 += ch) {
         load_chunk(b_at + (k0 + lane) * NV, lane < ch && k0 + lane < end);
         k_left = min(ch, end - k0);
         if (SHUFFLE_CHUNK == 0u) {
-            step0(next_a()); step1(next_a()); step2(next_a()); step3(next_a());
-            step4(next_a()); step5(next_a()); step6(next_a()); step7(next_a());
+            next_a(); step0(); next_a(); step1(); next_a(); step2(); next_a(); step3();
+            next_a(); step4(); next_a(); step5(); next_a(); step6(); next_a(); step7();
         } else {
-            for (var j = 0u; j < ch; j++) { step_shuffle(next_a(), j); }
+            for (var j = 0u; j < ch; j++) { next_a(); step_shuffle(j); }
         }
     }
 }
@@ -634,37 +1243,107 @@ fn store_rows(step: u32, c0: u32, cols: u32, bias: bool, bias_at: u32) {
     var b1 = vec4<f32>(0.0);
     var b2 = vec4<f32>(0.0);
     var b3 = vec4<f32>(0.0);
+    var b4 = vec4<f32>(0.0);
+    var b5 = vec4<f32>(0.0);
+    var b6 = vec4<f32>(0.0);
+    var b7 = vec4<f32>(0.0);
     if (bias) {
         b0 = load_v4(bias_at, cols_left(c0, 0u, cols));
         if (NV > 1u) { b1 = load_v4(bias_at + 4u, cols_left(c0, 1u, cols)); }
         if (NV > 2u) { b2 = load_v4(bias_at + 8u, cols_left(c0, 2u, cols)); }
         if (NV > 3u) { b3 = load_v4(bias_at + 12u, cols_left(c0, 3u, cols)); }
+        if (NV > 4u) { b4 = load_v4(bias_at + 16u, cols_left(c0, 4u, cols)); }
+        if (NV > 5u) { b5 = load_v4(bias_at + 20u, cols_left(c0, 5u, cols)); }
+        if (NV > 6u) { b6 = load_v4(bias_at + 24u, cols_left(c0, 6u, cols)); }
+        if (NV > 7u) { b7 = load_v4(bias_at + 28u, cols_left(c0, 7u, cols)); }
     }
-    acc0 = acc0 + b0;
-    acc1 = acc1 + b1;
-    acc2 = acc2 + b2;
-    acc3 = acc3 + b3;
-    if (row0.store) { store_all(row0.out_at, step, c0, cols); }
-    if (ROWS > 1u) {
-        acc0 = acc4 + b0;
-        acc1 = acc5 + b1;
-        acc2 = acc6 + b2;
-        acc3 = acc7 + b3;
-        if (row1.store) { store_all(row1.out_at, step, c0, cols); }
+    if (row0.store) {
+        let at = row0.out_at;
+        store_cols(acc00 + b0, at, step, cols_left(c0, 0u, cols));
+        if (NV > 1u) { store_cols(acc01 + b1, at + 4u * step, step, cols_left(c0, 1u, cols)); }
+        if (NV > 2u) { store_cols(acc02 + b2, at + 8u * step, step, cols_left(c0, 2u, cols)); }
+        if (NV > 3u) { store_cols(acc03 + b3, at + 12u * step, step, cols_left(c0, 3u, cols)); }
+        if (NV > 4u) { store_cols(acc04 + b4, at + 16u * step, step, cols_left(c0, 4u, cols)); }
+        if (NV > 5u) { store_cols(acc05 + b5, at + 20u * step, step, cols_left(c0, 5u, cols)); }
+        if (NV > 6u) { store_cols(acc06 + b6, at + 24u * step, step, cols_left(c0, 6u, cols)); }
+        if (NV > 7u) { store_cols(acc07 + b7, at + 28u * step, step, cols_left(c0, 7u, cols)); }
     }
-    if (ROWS > 2u) {
-        acc0 = acc8 + b0;
-        acc1 = acc9 + b1;
-        acc2 = acc10 + b2;
-        acc3 = acc11 + b3;
-        if (row2.store) { store_all(row2.out_at, step, c0, cols); }
+    if (ROWS > 1u && row1.store) {
+        let at = row1.out_at;
+        store_cols(acc10 + b0, at, step, cols_left(c0, 0u, cols));
+        if (NV > 1u) { store_cols(acc11 + b1, at + 4u * step, step, cols_left(c0, 1u, cols)); }
+        if (NV > 2u) { store_cols(acc12 + b2, at + 8u * step, step, cols_left(c0, 2u, cols)); }
+        if (NV > 3u) { store_cols(acc13 + b3, at + 12u * step, step, cols_left(c0, 3u, cols)); }
+        if (NV > 4u) { store_cols(acc14 + b4, at + 16u * step, step, cols_left(c0, 4u, cols)); }
+        if (NV > 5u) { store_cols(acc15 + b5, at + 20u * step, step, cols_left(c0, 5u, cols)); }
+        if (NV > 6u) { store_cols(acc16 + b6, at + 24u * step, step, cols_left(c0, 6u, cols)); }
+        if (NV > 7u) { store_cols(acc17 + b7, at + 28u * step, step, cols_left(c0, 7u, cols)); }
     }
-    if (ROWS > 3u) {
-        acc0 = acc12 + b0;
-        acc1 = acc13 + b1;
-        acc2 = acc14 + b2;
-        acc3 = acc15 + b3;
-        if (row3.store) { store_all(row3.out_at, step, c0, cols); }
+    if (ROWS > 2u && row2.store) {
+        let at = row2.out_at;
+        store_cols(acc20 + b0, at, step, cols_left(c0, 0u, cols));
+        if (NV > 1u) { store_cols(acc21 + b1, at + 4u * step, step, cols_left(c0, 1u, cols)); }
+        if (NV > 2u) { store_cols(acc22 + b2, at + 8u * step, step, cols_left(c0, 2u, cols)); }
+        if (NV > 3u) { store_cols(acc23 + b3, at + 12u * step, step, cols_left(c0, 3u, cols)); }
+        if (NV > 4u) { store_cols(acc24 + b4, at + 16u * step, step, cols_left(c0, 4u, cols)); }
+        if (NV > 5u) { store_cols(acc25 + b5, at + 20u * step, step, cols_left(c0, 5u, cols)); }
+        if (NV > 6u) { store_cols(acc26 + b6, at + 24u * step, step, cols_left(c0, 6u, cols)); }
+        if (NV > 7u) { store_cols(acc27 + b7, at + 28u * step, step, cols_left(c0, 7u, cols)); }
+    }
+    if (ROWS > 3u && row3.store) {
+        let at = row3.out_at;
+        store_cols(acc30 + b0, at, step, cols_left(c0, 0u, cols));
+        if (NV > 1u) { store_cols(acc31 + b1, at + 4u * step, step, cols_left(c0, 1u, cols)); }
+        if (NV > 2u) { store_cols(acc32 + b2, at + 8u * step, step, cols_left(c0, 2u, cols)); }
+        if (NV > 3u) { store_cols(acc33 + b3, at + 12u * step, step, cols_left(c0, 3u, cols)); }
+        if (NV > 4u) { store_cols(acc34 + b4, at + 16u * step, step, cols_left(c0, 4u, cols)); }
+        if (NV > 5u) { store_cols(acc35 + b5, at + 20u * step, step, cols_left(c0, 5u, cols)); }
+        if (NV > 6u) { store_cols(acc36 + b6, at + 24u * step, step, cols_left(c0, 6u, cols)); }
+        if (NV > 7u) { store_cols(acc37 + b7, at + 28u * step, step, cols_left(c0, 7u, cols)); }
+    }
+    if (ROWS > 4u && row4.store) {
+        let at = row4.out_at;
+        store_cols(acc40 + b0, at, step, cols_left(c0, 0u, cols));
+        if (NV > 1u) { store_cols(acc41 + b1, at + 4u * step, step, cols_left(c0, 1u, cols)); }
+        if (NV > 2u) { store_cols(acc42 + b2, at + 8u * step, step, cols_left(c0, 2u, cols)); }
+        if (NV > 3u) { store_cols(acc43 + b3, at + 12u * step, step, cols_left(c0, 3u, cols)); }
+        if (NV > 4u) { store_cols(acc44 + b4, at + 16u * step, step, cols_left(c0, 4u, cols)); }
+        if (NV > 5u) { store_cols(acc45 + b5, at + 20u * step, step, cols_left(c0, 5u, cols)); }
+        if (NV > 6u) { store_cols(acc46 + b6, at + 24u * step, step, cols_left(c0, 6u, cols)); }
+        if (NV > 7u) { store_cols(acc47 + b7, at + 28u * step, step, cols_left(c0, 7u, cols)); }
+    }
+    if (ROWS > 5u && row5.store) {
+        let at = row5.out_at;
+        store_cols(acc50 + b0, at, step, cols_left(c0, 0u, cols));
+        if (NV > 1u) { store_cols(acc51 + b1, at + 4u * step, step, cols_left(c0, 1u, cols)); }
+        if (NV > 2u) { store_cols(acc52 + b2, at + 8u * step, step, cols_left(c0, 2u, cols)); }
+        if (NV > 3u) { store_cols(acc53 + b3, at + 12u * step, step, cols_left(c0, 3u, cols)); }
+        if (NV > 4u) { store_cols(acc54 + b4, at + 16u * step, step, cols_left(c0, 4u, cols)); }
+        if (NV > 5u) { store_cols(acc55 + b5, at + 20u * step, step, cols_left(c0, 5u, cols)); }
+        if (NV > 6u) { store_cols(acc56 + b6, at + 24u * step, step, cols_left(c0, 6u, cols)); }
+        if (NV > 7u) { store_cols(acc57 + b7, at + 28u * step, step, cols_left(c0, 7u, cols)); }
+    }
+    if (ROWS > 6u && row6.store) {
+        let at = row6.out_at;
+        store_cols(acc60 + b0, at, step, cols_left(c0, 0u, cols));
+        if (NV > 1u) { store_cols(acc61 + b1, at + 4u * step, step, cols_left(c0, 1u, cols)); }
+        if (NV > 2u) { store_cols(acc62 + b2, at + 8u * step, step, cols_left(c0, 2u, cols)); }
+        if (NV > 3u) { store_cols(acc63 + b3, at + 12u * step, step, cols_left(c0, 3u, cols)); }
+        if (NV > 4u) { store_cols(acc64 + b4, at + 16u * step, step, cols_left(c0, 4u, cols)); }
+        if (NV > 5u) { store_cols(acc65 + b5, at + 20u * step, step, cols_left(c0, 5u, cols)); }
+        if (NV > 6u) { store_cols(acc66 + b6, at + 24u * step, step, cols_left(c0, 6u, cols)); }
+        if (NV > 7u) { store_cols(acc67 + b7, at + 28u * step, step, cols_left(c0, 7u, cols)); }
+    }
+    if (ROWS > 7u && row7.store) {
+        let at = row7.out_at;
+        store_cols(acc70 + b0, at, step, cols_left(c0, 0u, cols));
+        if (NV > 1u) { store_cols(acc71 + b1, at + 4u * step, step, cols_left(c0, 1u, cols)); }
+        if (NV > 2u) { store_cols(acc72 + b2, at + 8u * step, step, cols_left(c0, 2u, cols)); }
+        if (NV > 3u) { store_cols(acc73 + b3, at + 12u * step, step, cols_left(c0, 3u, cols)); }
+        if (NV > 4u) { store_cols(acc74 + b4, at + 16u * step, step, cols_left(c0, 4u, cols)); }
+        if (NV > 5u) { store_cols(acc75 + b5, at + 20u * step, step, cols_left(c0, 5u, cols)); }
+        if (NV > 6u) { store_cols(acc76 + b6, at + 24u * step, step, cols_left(c0, 6u, cols)); }
+        if (NV > 7u) { store_cols(acc77 + b7, at + 28u * step, step, cols_left(c0, 7u, cols)); }
     }
 }
 
@@ -679,17 +1358,17 @@ fn load_v4(at: u32, left: u32) -> vec4<f32> {
 
 // out[base + c*step] = acc[c] for the first `left` c.
 fn store_cols(acc: vec4<f32>, base: u32, step: u32, left: u32) {
-    for (var c = 0u; c < min(left, 4u); c++) {
+    if (left >= 4u) {
+        // The usual case, unrolled.
+        out[base] = acc.x;
+        out[base + step] = acc.y;
+        out[base + 2u * step] = acc.z;
+        out[base + 3u * step] = acc.w;
+        return;
+    }
+    for (var c = 0u; c < left; c++) {
         out[base + c * step] = acc[c];
     }
-}
-
-// Stores the accumulators of columns c0.. (of `cols`) at base + c*step.
-fn store_all(base: u32, step: u32, c0: u32, cols: u32) {
-    store_cols(acc0, base, step, cols_left(c0, 0u, cols));
-    if (NV > 1u) { store_cols(acc1, base + 4u * step, step, cols_left(c0, 1u, cols)); }
-    if (NV > 2u) { store_cols(acc2, base + 8u * step, step, cols_left(c0, 2u, cols)); }
-    if (NV > 3u) { store_cols(acc3, base + 12u * step, step, cols_left(c0, 3u, cols)); }
 }
 
 // Column c of block gb = g * blocks + block: channel g*count + block*4*NV + c
@@ -804,6 +1483,10 @@ fn conv2d_forward_sg(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgrou
     if (ROWS > 1u) { row1 = forward_row(i0 + 1u * WG, g, c0); }
     if (ROWS > 2u) { row2 = forward_row(i0 + 2u * WG, g, c0); }
     if (ROWS > 3u) { row3 = forward_row(i0 + 3u * WG, g, c0); }
+    if (ROWS > 4u) { row4 = forward_row(i0 + 4u * WG, g, c0); }
+    if (ROWS > 5u) { row5 = forward_row(i0 + 5u * WG, g, c0); }
+    if (ROWS > 6u) { row6 = forward_row(i0 + 6u * WG, g, c0); }
+    if (ROWS > 7u) { row7 = forward_row(i0 + 7u * WG, g, c0); }
     wk = walk(p.kh, p.kw, p.h * p.w, p.w, 1u, 1, 1, p.h, p.w);
     let r_len = p.cin_g * p.kh * p.kw;
     reduce(0u, r_len, wg.z * r_len * NV, lane, sgs);
@@ -874,6 +1557,10 @@ fn conv2d_backward_input_sg(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_w
     if (ROWS > 1u) { row1 = backward_input_row(ph, i0 + 1u * WG, g, c0); }
     if (ROWS > 2u) { row2 = backward_input_row(ph, i0 + 2u * WG, g, c0); }
     if (ROWS > 3u) { row3 = backward_input_row(ph, i0 + 3u * WG, g, c0); }
+    if (ROWS > 4u) { row4 = backward_input_row(ph, i0 + 4u * WG, g, c0); }
+    if (ROWS > 5u) { row5 = backward_input_row(ph, i0 + 5u * WG, g, c0); }
+    if (ROWS > 6u) { row6 = backward_input_row(ph, i0 + 6u * WG, g, c0); }
+    if (ROWS > 7u) { row7 = backward_input_row(ph, i0 + 7u * WG, g, c0); }
     let neg = 0xffffffffu;
     wk = walk(max(ph.nty, 1u), max(ph.ntx, 1u), p.oh * p.ow, neg * p.ow, neg, -1, -1, p.oh, p.ow);
     // bp holds the taps of each phase together, phase after phase.
@@ -918,6 +1605,10 @@ fn conv2d_backward_weight_sg(@builtin(workgroup_id) wg: vec3<u32>,
     if (ROWS > 1u) { row1 = backward_weight_row(r + 1u, g, c0, wg.z); }
     if (ROWS > 2u) { row2 = backward_weight_row(r + 2u, g, c0, wg.z); }
     if (ROWS > 3u) { row3 = backward_weight_row(r + 3u, g, c0, wg.z); }
+    if (ROWS > 4u) { row4 = backward_weight_row(r + 4u, g, c0, wg.z); }
+    if (ROWS > 5u) { row5 = backward_weight_row(r + 5u, g, c0, wg.z); }
+    if (ROWS > 6u) { row6 = backward_weight_row(r + 6u, g, c0, wg.z); }
+    if (ROWS > 7u) { row7 = backward_weight_row(r + 7u, g, c0, wg.z); }
     let s = i32(p.stride);
     wk = walk(p.oh, p.ow, p.a_stride, p.stride * p.w, p.stride, s, s, p.h, p.w);
     let pixels = p.n * p.oh * p.ow;

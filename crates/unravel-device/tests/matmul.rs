@@ -40,6 +40,9 @@ fn subgroup_matmul_matches_reference() {
     }
     check(MatmulAlgo::Subgroup8, 144, 37, 96);
     check(MatmulAlgo::Subgroup8, 16, 1, 32);
+    // The wide variant (N % 64 == 0, K % 4 == 0).
+    check(MatmulAlgo::Subgroup8, 144, 36, 192);
+    check(MatmulAlgo::Subgroup8, 16, 4, 64);
 }
 
 #[test]

@@ -32,7 +32,10 @@ const WEIGHT_ROWS: u32 = 4;
 /// Pixels and channels of a tile of the tiled forward (TM, TN in WGSL).
 const TILE: u32 = 64;
 /// Output channels one invocation of the subgroup kernels keeps in registers.
-const MAX_COLS: usize = 16;
+/// 32 (8 vec4 blocks; with 4 rows, 32 vec4 accumulators a lane) halves the
+/// loads of A per FMA where a group has 32+ channels; on lavapipe that was
+/// worth 0-5% over 16 (and 16 columns x 8 rows was 10-20% slower than x 4).
+const MAX_COLS: usize = 32;
 
 /// The geometry of one convolution.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -371,12 +374,13 @@ pub fn conv2d_forward_with(
                 [x, w],
                 r_len,
             )?;
-            let [gx, gy, _] = grid_1d(pixels, PIXEL_ROWS * GROUP);
+            let rows = PIXEL_ROWS;
+            let [gx, gy, _] = grid_1d(pixels, rows * GROUP);
             let grid = [gx, gy, blocks * s.groups as u32];
             let mut tensors = tensors.to_vec();
             tensors.push(&packed.1);
             let entry = "conv2d_forward_sg";
-            let constants = algo.constants(gpu, nv, PIXEL_ROWS);
+            let constants = algo.constants(gpu, nv, rows);
             let conv = gpu.dispatch_with(FILE, entry, &constants, &params, &tensors, grid)?;
             Ok(vec![packed.0, conv])
         }
@@ -428,12 +432,13 @@ pub fn conv2d_backward_input_with(
             let entry = "conv2d_pack_backward_input_weights";
             let packed = pack(gpu, entry, &params, nv, [dy, w], k_len)?;
             let per_phase = s.n * s.h.div_ceil(s.stride) * s.w.div_ceil(s.stride);
-            let [gx, gy, _] = grid_1d(per_phase, PIXEL_ROWS * GROUP);
+            let rows = PIXEL_ROWS;
+            let [gx, gy, _] = grid_1d(per_phase, rows * GROUP);
             let phases = (s.stride * s.stride) as u32;
             let grid = [gx, gy, blocks * s.groups as u32 * phases];
             let tensors = [dy, w, w, dx, &packed.1];
             let entry = "conv2d_backward_input_sg";
-            let constants = algo.constants(gpu, nv, PIXEL_ROWS);
+            let constants = algo.constants(gpu, nv, rows);
             let conv = gpu.dispatch_with(FILE, entry, &constants, &params, &tensors, grid)?;
             Ok(vec![packed.0, conv])
         }
@@ -496,14 +501,15 @@ pub fn conv2d_backward_weight_with(
             params.splits = pixels.div_ceil(chunk) as u32;
             let packed = pack_dy(gpu, &params, nv, dy, pixels)?;
             let partials = gpu.zeros(&[params.splits as usize, s.c_out, r1])?;
+            let rows = WEIGHT_ROWS;
             let grid = [
-                r1.div_ceil((WEIGHT_ROWS * GROUP) as usize) as u32,
+                r1.div_ceil((rows * GROUP) as usize) as u32,
                 blocks * s.groups as u32,
                 params.splits,
             ];
             let entry = "conv2d_backward_weight_sg";
             let tensors = [x, dy, dy, &partials, &packed.1];
-            let constants = algo.constants(gpu, nv, WEIGHT_ROWS);
+            let constants = algo.constants(gpu, nv, rows);
             let pass1 = gpu.dispatch_with(FILE, entry, &constants, &params, &tensors, grid)?;
             let grid = grid_1d(s.c_out * r1, GROUP);
             let entry = "conv2d_backward_weight_reduce";

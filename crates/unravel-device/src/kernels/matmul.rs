@@ -13,7 +13,8 @@ const FILE: &str = "matmul.wgsl";
 /// Which matmul kernel runs; [`MatmulAlgo::for_device`] picks one per adapter.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MatmulAlgo {
-    /// Subgroup-broadcast register blocking (CPU adapters, 8-lane subgroups).
+    /// Subgroup-broadcast register blocking (CPU adapters, 8-lane subgroups);
+    /// a wider variant with vec4 loads of A where N % 64 == 0 and K % 4 == 0.
     Subgroup8,
     /// Workgroup-memory tiling (GPUs).
     Tiled,
@@ -88,8 +89,15 @@ pub fn matmul_with(
                     ),
                 ));
             }
-            let grid = [(n / 32) as u32, m.div_ceil(128) as u32, 1];
-            gpu.dispatch(FILE, "matmul_subgroup8", &params, &[a, b, c], grid)
+            if n % 64 == 0 && k % 4 == 0 {
+                // Wider tiles and vec4 loads of A (see the shader).
+                let grid = [(n / 64) as u32, m.div_ceil(128) as u32, 1];
+                let tensors = [a, b, c, b, c, a];
+                gpu.dispatch(FILE, "matmul_subgroup8_wide", &params, &tensors, grid)
+            } else {
+                let grid = [(n / 32) as u32, m.div_ceil(128) as u32, 1];
+                gpu.dispatch(FILE, "matmul_subgroup8", &params, &[a, b, c], grid)
+            }
         }
         MatmulAlgo::Tiled => {
             let grid = [n.div_ceil(64) as u32, m.div_ceil(64) as u32, 1];
