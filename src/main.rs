@@ -34,6 +34,8 @@ enum Command {
     Eval(cmd::eval::EvalArgs),
     /// Measure training and inference throughput on random data.
     Bench(cmd::bench::BenchArgs),
+    /// Distribution of path lengths through a residual network's blocks.
+    Paths(cmd::paths::PathsArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -50,6 +52,7 @@ fn main() -> std::process::ExitCode {
         Command::Bench(args) => cmd::bench::run(&options, &args),
         Command::Train(args) => cmd::train::run(&options, &args),
         Command::Eval(args) => cmd::eval::run(&options, &args),
+        Command::Paths(args) => cmd::paths::run(&args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -114,3 +114,35 @@ fn bench_reports_json_on_the_last_line() {
     assert!(v["first_step_s"].as_f64().unwrap() > 0.0);
     assert!(v["peak_memory_bytes"].as_u64().unwrap() > 4 * 269_434);
 }
+
+#[test]
+fn paths_writes_the_binomial_distribution() {
+    let out = std::env::temp_dir().join(format!("unravel-paths-{}", std::process::id()));
+    let o = unravel(&[
+        "paths",
+        "--model",
+        "resnet20",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let csv = std::fs::read_to_string(out.join("paths.csv")).unwrap();
+    let rows: Vec<Vec<String>> = csv
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').map(String::from).collect())
+        .collect();
+    // 9 residual blocks: lengths 0..=9 with counts C(9, k).
+    let counts: Vec<u64> = rows.iter().map(|r| r[1].parse().unwrap()).collect();
+    assert_eq!(counts, [1, 9, 36, 84, 126, 126, 84, 36, 9, 1]);
+    let total: f64 = rows.iter().map(|r| r[2].parse::<f64>().unwrap()).sum();
+    assert!((total - 1.0).abs() < 1e-12);
+    assert!(out.join("paths.png").exists());
+    let last = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .last()
+        .unwrap()
+        .to_string();
+    let v: serde_json::Value = serde_json::from_str(&last).unwrap();
+    assert_eq!(v["blocks"], 9);
+}

@@ -4,5 +4,6 @@ pub mod bench;
 pub mod eval;
 pub mod info;
 pub mod models;
+pub mod paths;
 pub mod summary;
 pub mod train;
