@@ -36,6 +36,8 @@ enum Command {
     Bench(cmd::bench::BenchArgs),
     /// Distribution of path lengths through a residual network's blocks.
     Paths(cmd::paths::PathsArgs),
+    /// Test error with residual blocks deleted or reordered.
+    Lesion(cmd::lesion::LesionArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -53,6 +55,7 @@ fn main() -> std::process::ExitCode {
         Command::Train(args) => cmd::train::run(&options, &args),
         Command::Eval(args) => cmd::eval::run(&options, &args),
         Command::Paths(args) => cmd::paths::run(&args),
+        Command::Lesion(args) => cmd::lesion::run(&options, &args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

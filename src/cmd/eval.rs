@@ -11,7 +11,7 @@ use unravel_train::data::{self, LastBatch, Loader, LoaderConfig, Normalization};
 use unravel_train::evaluate::Evaluator;
 use unravel_train::models::{build, ModelConfig};
 use unravel_train::stochastic_depth::StochasticDepth;
-use unravel_train::trainer::{checkpoint_config, MODEL_FILE};
+use unravel_train::trainer::{checkpoint_config, TrainConfig, MODEL_FILE};
 use unravel_train::DatasetKind;
 
 #[derive(clap::Args, Debug)]
@@ -32,8 +32,9 @@ pub struct EvalArgs {
     pub batch_size: usize,
 }
 
-pub fn run(adapter: &AdapterOptions, args: &EvalArgs) -> anyhow::Result<()> {
-    let config = checkpoint_config(&args.checkpoint)?;
+/// The test set a checkpoint is evaluated on, normalised with the statistics
+/// of the training set the model saw.
+pub fn test_loader(config: &TrainConfig, args: &EvalArgs) -> anyhow::Result<Loader> {
     let dataset = args.dataset.unwrap_or(config.dataset);
     let data_dir = args.data_dir.clone().or(config.data_dir.clone());
     anyhow::ensure!(
@@ -43,15 +44,6 @@ pub fn run(adapter: &AdapterOptions, args: &EvalArgs) -> anyhow::Result<()> {
         config.dataset.input(),
         config.dataset.classes()
     );
-    let gpu = Gpu::new(adapter).context("opening the GPU adapter")?;
-    let graph = build(
-        &config.model,
-        &ModelConfig::for_dataset(dataset, config.shortcut),
-    )?;
-    let mut state = ModelState::new(&gpu, &graph, 0)?;
-    Checkpoint::read(&args.checkpoint.join(MODEL_FILE))?.load_model(&gpu, &graph, &mut state)?;
-
-    // Normalise with the statistics of the training set the model saw.
     let mut train = data::load_split(dataset, data_dir.as_deref(), data::Split::Train)?;
     if let Some(n) = config.train_subset {
         train = train.random_subset(n, config.seed);
@@ -61,11 +53,24 @@ pub fn run(adapter: &AdapterOptions, args: &EvalArgs) -> anyhow::Result<()> {
     if let Some(n) = args.test_subset {
         test = test.random_subset(n, 0);
     }
-    let loader = Loader::new(
+    Ok(Loader::new(
         Arc::new(test),
         norm,
         LoaderConfig::eval(args.batch_size, LastBatch::Partial),
+    )?)
+}
+
+pub fn run(adapter: &AdapterOptions, args: &EvalArgs) -> anyhow::Result<()> {
+    let config = checkpoint_config(&args.checkpoint)?;
+    let loader = test_loader(&config, args)?;
+    let dataset = args.dataset.unwrap_or(config.dataset);
+    let gpu = Gpu::new(adapter).context("opening the GPU adapter")?;
+    let graph = build(
+        &config.model,
+        &ModelConfig::for_dataset(dataset, config.shortcut),
     )?;
+    let mut state = ModelState::new(&gpu, &graph, 0)?;
+    Checkpoint::read(&args.checkpoint.join(MODEL_FILE))?.load_model(&gpu, &graph, &mut state)?;
     let scaling = config
         .stochastic_depth
         .map(|p| StochasticDepth::new(&graph, p));

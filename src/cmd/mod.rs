@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod eval;
 pub mod info;
+pub mod lesion;
 pub mod models;
 pub mod paths;
 pub mod summary;

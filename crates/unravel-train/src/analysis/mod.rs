@@ -1,4 +1,5 @@
 //! The analyses of "Residual Networks Behave Like Ensembles of Relatively
 //! Shallow Networks" (Veit et al. 2016).
 
+pub mod lesion;
 pub mod paths;
