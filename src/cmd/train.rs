@@ -51,9 +51,13 @@ pub struct TrainArgs {
     /// [default: multistep].
     #[arg(long)]
     schedule: Option<String>,
-    /// Epochs of linear learning-rate warm-up [default: 0].
+    /// Epochs of learning-rate warm-up [default: 0].
     #[arg(long)]
     warmup_epochs: Option<f64>,
+    /// linear (from 0 to the base rate) or constant (a tenth of the base
+    /// rate, He et al.'s ResNet-110 recipe) [default: linear].
+    #[arg(long)]
+    warmup: Option<String>,
     /// Seed of initialisation, data order, augmentation and stochastic
     /// depth [default: 0].
     #[arg(long)]
@@ -99,6 +103,7 @@ impl TrainArgs {
             nesterov: self.nesterov,
             schedule: self.schedule.clone(),
             warmup_epochs: self.warmup_epochs,
+            warmup: self.warmup.clone(),
             seed: self.seed,
             stochastic_depth: self.stochastic_depth,
             shortcut: self.shortcut.clone(),

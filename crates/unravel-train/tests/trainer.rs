@@ -172,4 +172,18 @@ fn flags_override_the_toml_file_and_bad_values_are_errors() {
         ..Default::default()
     };
     assert!(zero.resolve().is_err());
+    let constant = TrainOptions {
+        warmup: Some("constant".into()),
+        ..Default::default()
+    };
+    assert!(constant.resolve().unwrap().constant_warmup);
+    let sideways = TrainOptions {
+        warmup: Some("sideways".into()),
+        ..Default::default()
+    };
+    assert!(sideways
+        .resolve()
+        .unwrap_err()
+        .to_string()
+        .contains("sideways"));
 }

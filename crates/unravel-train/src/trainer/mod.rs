@@ -249,12 +249,13 @@ pub fn train(
     let schedule = Schedule {
         base_lr: config.lr,
         decay: config.schedule.clone(),
-        warmup: if config.warmup_epochs > 0.0 {
-            Warmup::Linear {
-                steps: (config.warmup_epochs * per_epoch as f64).round() as usize,
+        warmup: {
+            let steps = (config.warmup_epochs * per_epoch as f64).round() as usize;
+            match (steps, config.constant_warmup) {
+                (0, _) => Warmup::None,
+                (steps, true) => Warmup::Constant { steps, factor: 0.1 },
+                (steps, false) => Warmup::Linear { steps },
             }
-        } else {
-            Warmup::None
         },
         total_steps: total,
     };
