@@ -113,6 +113,12 @@ fn bench_reports_json_on_the_last_line() {
     assert!(v["inference_images_per_s"].as_f64().unwrap() > 0.0);
     assert!(v["first_step_s"].as_f64().unwrap() > 0.0);
     assert!(v["peak_memory_bytes"].as_u64().unwrap() > 4 * 269_434);
+    // resnet20: 9 blocks with p_l = 1 - l/18, so 9 - 0.5 * 45 / 9 = 6.5 expected.
+    let sd = &v["stochastic_depth"];
+    assert!((sd["expected_active_blocks"].as_f64().unwrap() - 6.5).abs() < 1e-9);
+    assert!(
+        sd["step_s"].as_f64().unwrap() > 0.0 && sd["full_depth_step_s"].as_f64().unwrap() > 0.0
+    );
 }
 
 #[test]

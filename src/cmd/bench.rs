@@ -9,6 +9,7 @@ use unravel_device::kernels::sgd::SgdConfig;
 use unravel_device::{AdapterOptions, Gpu};
 use unravel_graph::{Mode, ModelState, Optimizer, Plan};
 use unravel_train::models::{build, ModelConfig, ShortcutKind};
+use unravel_train::stochastic_depth::StochasticDepth;
 use unravel_train::DatasetKind;
 
 #[derive(clap::Args)]
@@ -32,6 +33,10 @@ pub struct BenchArgs {
     /// Also time every node on its own and print the time per op kind.
     #[arg(long)]
     profile: bool,
+    /// Also time training steps with stochastic depth (survival probability
+    /// P_L for the last block), in the same run as the constant-depth steps.
+    #[arg(long, value_name = "P_L")]
+    stochastic_depth: Option<f64>,
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -78,6 +83,39 @@ pub fn run(options: &AdapterOptions, args: &BenchArgs) -> anyhow::Result<()> {
         times.push(t.elapsed().as_secs_f64());
     }
     let train_step_s = median(times);
+    let stochastic = match args.stochastic_depth {
+        Some(p) => {
+            anyhow::ensure!(
+                (0.0..=1.0).contains(&p),
+                "--stochastic-depth {p} is not a probability"
+            );
+            let sd = StochasticDepth::new(&graph, p);
+            let mut draws = rand::rngs::StdRng::seed_from_u64(1);
+            // Alternate with constant-depth steps so both see the same load.
+            let (mut with, mut without, mut active) = (Vec::new(), Vec::new(), 0usize);
+            let blocks = sd.probabilities().len();
+            for _ in 0..args.steps.max(3) * 2 {
+                let dropped = sd.sample_dropped(&mut draws);
+                active += blocks - dropped.len();
+                let t = Instant::now();
+                train.train_step(&gpu, &images, &labels, &dropped, Some(&optimizer))?;
+                with.push(t.elapsed().as_secs_f64());
+                let t = Instant::now();
+                train.train_step(&gpu, &images, &labels, &[], Some(&optimizer))?;
+                without.push(t.elapsed().as_secs_f64());
+            }
+            let steps = with.len();
+            let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+            Some((
+                mean(&with),
+                mean(&without),
+                active as f64 / steps as f64,
+                sd.expected_active(),
+                blocks,
+            ))
+        }
+        None => None,
+    };
     if args.profile {
         print_profile(&train.profile(&gpu, 3)?);
     }
@@ -131,6 +169,9 @@ pub fn run(options: &AdapterOptions, args: &BenchArgs) -> anyhow::Result<()> {
             "first_step_s": first_step_s,
             "peak_memory_bytes": memory,
             "train_dispatches": first.dispatches,
+            "stochastic_depth": stochastic.map(|(with, without, active, expected, _)| serde_json::json!({
+                "step_s": with, "full_depth_step_s": without, "active_blocks": active, "expected_active_blocks": expected,
+            })),
         })
     );
     Ok(())
