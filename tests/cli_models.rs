@@ -100,6 +100,8 @@ fn bench_reports_json_on_the_last_line() {
         "0",
         "--dataset",
         "mnist",
+        "--stochastic-depth",
+        "0.5",
     ]);
     assert!(
         out.status.success(),

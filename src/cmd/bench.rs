@@ -158,6 +158,15 @@ pub fn run(options: &AdapterOptions, args: &BenchArgs) -> anyhow::Result<()> {
         "  planned memory  {:.1} MiB",
         memory as f64 / (1 << 20) as f64
     );
+    if let Some((with, without, active, expected, blocks)) = stochastic {
+        println!(
+            "  stochastic depth  {:.1} ms/step against {:.1} ms at full depth ({:.0}% less time), \
+             {active:.1} of {blocks} blocks active on average (expected {expected:.1})",
+            with * 1e3,
+            without * 1e3,
+            100.0 * (1.0 - with / without)
+        );
+    }
     println!(
         "{}",
         serde_json::json!({
