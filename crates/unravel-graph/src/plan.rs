@@ -64,6 +64,10 @@ pub(crate) struct BlockPlan {
     pub scale: Dispatch,
     pub scale_value: f32,
     pub branch_output: ValueId,
+    pub shortcut: ValueId,
+    /// Nodes outside the block that compute its shortcut from its input
+    /// (a projection or option A; none for the identity).
+    pub shortcut_nodes: Vec<NodeId>,
 }
 
 pub struct Plan {
@@ -493,6 +497,20 @@ impl Compiler<'_> {
     }
 }
 
+/// The nodes that lead from `input` to `shortcut` (producer chain).
+fn shortcut_chain(graph: &Graph, input: ValueId, shortcut: ValueId) -> Vec<NodeId> {
+    let mut nodes = Vec::new();
+    let mut v = shortcut;
+    while v != input {
+        let Some(node) = graph.value(v).producer else {
+            break;
+        };
+        nodes.push(node);
+        v = graph.node(node).inputs[0];
+    }
+    nodes
+}
+
 /// An N x C x H x W value seen as N rows of C*H*W features.
 fn flat(t: &Tensor) -> Result<Tensor> {
     let n = t.shape()[0];
@@ -706,6 +724,8 @@ impl Plan {
                     scale,
                     scale_value: 1.0,
                     branch_output,
+                    shortcut,
+                    shortcut_nodes: shortcut_chain(graph, block.input, shortcut),
                 },
             );
         }

@@ -7,7 +7,7 @@ use unravel_device::kernels::sgd;
 use unravel_device::{Dispatch, Gpu, Recorder};
 
 use crate::error::{GraphError, Result};
-use crate::ir::{BlockId, NodeId};
+use crate::ir::{BlockId, NodeId, ValueId};
 use crate::plan::{Mode, Part, Plan};
 use crate::state::ModelState;
 
@@ -118,7 +118,33 @@ impl Plan {
         rec.record(&self.loss_dispatch);
     }
 
-    fn record_backward(&self, rec: &mut Recorder, dropped: &[BlockId], skip: &[bool]) {
+    /// Backward; with `paths`, gradient flows only through the branch of the
+    /// listed blocks and only through the shortcut of every other block.
+    fn record_backward(
+        &self,
+        rec: &mut Recorder,
+        dropped: &[BlockId],
+        skip: &[bool],
+        paths: Option<&[BlockId]>,
+    ) {
+        let mut skip = skip.to_vec();
+        // (merge, shortcut value, through the branch?) of every block.
+        let mut cut: Vec<(NodeId, ValueId, bool)> = Vec::new();
+        if let Some(branch) = paths {
+            for (id, p) in &self.blocks {
+                let through_branch = branch.contains(id);
+                if through_branch {
+                    for n in &p.shortcut_nodes {
+                        skip[n.0] = true;
+                    }
+                } else {
+                    for (s, m) in skip.iter_mut().zip(&p.member) {
+                        *s |= *m;
+                    }
+                }
+                cut.push((p.merge, p.shortcut, through_branch));
+            }
+        }
         let mut written = vec![false; self.graph.values.len()];
         written[self.graph.output.0] = true;
         for r in &self.dense_roots {
@@ -141,7 +167,14 @@ impl Plan {
                 Some(p) => &p.backward_dropped,
                 None => &self.nodes[i].backward,
             };
-            for part in parts {
+            let keep = |part: &Part| match cut.iter().find(|c| c.0 == NodeId(i)) {
+                // Through the branch: everything but the shortcut's share;
+                // through the shortcut: its share (and shared work) only.
+                Some(&(_, s, true)) => part.value != Some(s),
+                Some(&(_, s, false)) => part.value.is_none_or(|v| v == s),
+                None => true,
+            };
+            for part in parts.iter().filter(|p| keep(p)) {
                 match part.value {
                     None => rec.record_all(&part.direct),
                     Some(v) => {
@@ -211,10 +244,37 @@ impl Plan {
         let mut rec = gpu.recorder();
         rec.clear(&self.grads_arena);
         self.record_forward(&mut rec, dropped, &skip);
-        self.record_backward(&mut rec, dropped, &skip);
+        self.record_backward(&mut rec, dropped, &skip, None);
         if let Some(opt) = optimizer {
             rec.record(&opt.dispatch);
         }
+        self.finish(gpu, rec)
+    }
+
+    /// Forward and loss through the whole network, then backward along a
+    /// chosen set of paths (Veit et al. 2016): through the branch of each
+    /// block in `through_branch` and through the shortcut of every other
+    /// block. With every block listed this is the ordinary gradient; with
+    /// none, the gradient of the shortcut-only path. Parameters are not
+    /// updated; read gradients of kept values with [`Plan::read_value_grad`].
+    pub fn path_gradients(
+        &self,
+        gpu: &Gpu,
+        images: &[f32],
+        labels: &[u32],
+        through_branch: &[BlockId],
+    ) -> Result<StepStats> {
+        if self.mode != Mode::Train {
+            return Err(GraphError::Invalid(
+                "path_gradients needs a plan compiled in train mode".into(),
+            ));
+        }
+        self.upload(gpu, images, labels)?;
+        let skip = vec![false; self.graph.nodes.len()];
+        let mut rec = gpu.recorder();
+        rec.clear(&self.grads_arena);
+        self.record_forward(&mut rec, &[], &skip);
+        self.record_backward(&mut rec, &[], &skip, Some(through_branch));
         self.finish(gpu, rec)
     }
 

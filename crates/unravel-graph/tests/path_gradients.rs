@@ -1,0 +1,144 @@
+//! Gradients along chosen paths (Veit et al. 2016): through the branch of
+//! the sampled blocks and the shortcut of the others. Backward is linear in
+//! the output gradient once the forward pass is fixed, so the gradients of
+//! all 2^n paths add up to the ordinary gradient; the path through no
+//! branch is the shortcut-only path.
+
+use unravel_device::Gpu;
+use unravel_graph::*;
+
+fn gpu() -> Gpu {
+    Gpu::default_adapter().expect("a GPU adapter (lavapipe in CI)")
+}
+
+fn basic(b: &mut GraphBuilder, x: ValueId, c: usize, stride: usize) -> Result<ValueId> {
+    let h = b.conv2d(x, "conv1", c, 3, stride, 1, 1, false)?;
+    let h = b.batchnorm(h, "bn1", true)?;
+    let h = b.conv2d(h, "conv2", c, 3, 1, 1, 1, false)?;
+    b.batchnorm(h, "bn2", false)
+}
+
+/// Stem, then an identity block, an option-A downsampling block and a
+/// highway block, then a linear layer. Returns the graph and the input of
+/// the first block.
+fn net() -> (Graph, ValueId) {
+    let mut b = GraphBuilder::new(Shape::new(2, 6, 6));
+    let x = b.input();
+    let x = b.conv2d(x, "stem", 3, 3, 1, 1, 1, false).unwrap();
+    let first = b.batchnorm(x, "stem_bn", true).unwrap();
+    let x = b
+        .scoped("b0", |b| {
+            b.residual(
+                first,
+                1,
+                Merge::AddRelu,
+                |_, x| Ok(x),
+                |b, x| basic(b, x, 3, 1),
+            )
+        })
+        .unwrap();
+    let x = b
+        .scoped("b1", |b| {
+            b.residual(
+                x,
+                2,
+                Merge::AddRelu,
+                |b, x| b.shortcut_a(x, "sc", 5, 2),
+                |b, x| basic(b, x, 5, 2),
+            )
+        })
+        .unwrap();
+    let x = b
+        .scoped("b2", |b| {
+            b.residual(
+                x,
+                2,
+                Merge::Highway { gate_bias: -1.0 },
+                |_, x| Ok(x),
+                |b, x| basic(b, x, 5, 1),
+            )
+        })
+        .unwrap();
+    let y = b.linear(x, "fc", 3).unwrap();
+    (b.finish(y), first)
+}
+
+const N: usize = 3;
+
+fn batch(graph: &Graph) -> (Vec<f32>, Vec<u32>) {
+    let len = N * graph.shape(graph.input).numel();
+    (
+        (0..len)
+            .map(|i| ((i * 29) % 17) as f32 / 8.0 - 1.0)
+            .collect(),
+        vec![2, 0, 1],
+    )
+}
+
+#[test]
+fn the_gradients_of_all_paths_add_up_to_the_ordinary_gradient() {
+    let g = gpu();
+    let (graph, first) = net();
+    let state = ModelState::new(&g, &graph, 5).unwrap();
+    let options = PlanOptions { keep: vec![first] };
+    let plan = Plan::compile_with(&g, &graph, &state, N, Mode::Train, &options).unwrap();
+    let (images, labels) = batch(&graph);
+    plan.gradients(&g, &images, &labels, &[]).unwrap();
+    let ordinary = plan.read_value_grad(&g, first).unwrap();
+    let blocks: Vec<BlockId> = graph.residual_blocks().map(|(id, _)| id).collect();
+    assert_eq!(blocks.len(), 3);
+    let mut sum = vec![0.0f64; ordinary.len()];
+    for subset in 0..(1 << blocks.len()) {
+        let through: Vec<BlockId> = blocks
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| subset & (1 << i) != 0)
+            .map(|(_, b)| *b)
+            .collect();
+        plan.path_gradients(&g, &images, &labels, &through).unwrap();
+        for (s, v) in sum.iter_mut().zip(plan.read_value_grad(&g, first).unwrap()) {
+            *s += v as f64;
+        }
+    }
+    let scale = ordinary.iter().fold(1e-6f32, |m, v| m.max(v.abs())) as f64;
+    for (s, o) in sum.iter().zip(&ordinary) {
+        assert!(
+            (s - *o as f64).abs() / scale < 1e-4,
+            "sum of paths {s} vs ordinary {o}"
+        );
+    }
+}
+
+#[test]
+fn the_path_through_no_branch_is_the_shortcut_path() {
+    // Identity shortcuts and plain additions: the shortcut-only path
+    // carries the output gradient of the last block unchanged to the first.
+    let mut b = GraphBuilder::new(Shape::new(3, 5, 5));
+    let first = b.input();
+    let first = b.conv2d(first, "stem", 3, 3, 1, 1, 1, false).unwrap();
+    let mut x = first;
+    for i in 0..3 {
+        x = b
+            .scoped(&format!("b{i}"), |b| {
+                b.residual(x, 1, Merge::Add, |_, x| Ok(x), |b, x| basic(b, x, 3, 1))
+            })
+            .unwrap();
+    }
+    let last = x;
+    let y = b.linear(x, "fc", 4).unwrap();
+    let graph = b.finish(y);
+    let g = gpu();
+    let state = ModelState::new(&g, &graph, 6).unwrap();
+    let options = PlanOptions {
+        keep: vec![first, last],
+    };
+    let plan = Plan::compile_with(&g, &graph, &state, N, Mode::Train, &options).unwrap();
+    let (images, labels) = batch(&graph);
+    plan.path_gradients(&g, &images, &labels, &[]).unwrap();
+    let at_first = plan.read_value_grad(&g, first).unwrap();
+    let at_last = plan.read_value_grad(&g, last).unwrap();
+    assert_eq!(at_first, at_last);
+    // And no branch parameter received a gradient.
+    let conv = state.param_id("b1.conv1.weight").unwrap();
+    assert!(state.read_grad(&g, conv).unwrap().iter().all(|&v| v == 0.0));
+}
