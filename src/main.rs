@@ -54,7 +54,7 @@ fn main() -> std::process::ExitCode {
         Command::Bench(args) => cmd::bench::run(&options, &args),
         Command::Train(args) => cmd::train::run(&options, &args),
         Command::Eval(args) => cmd::eval::run(&options, &args),
-        Command::Paths(args) => cmd::paths::run(&args),
+        Command::Paths(args) => cmd::paths::run(&options, &args),
         Command::Lesion(args) => cmd::lesion::run(&options, &args),
     };
     match result {

@@ -44,3 +44,30 @@ fn large_networks_stay_exact() {
     let (lo, hi) = shortest_range(&c, 0.95);
     assert!(lo < 300 && hi > 300 && hi - lo < 60, "{lo}..{hi}");
 }
+
+#[test]
+fn contributions_weight_each_length_by_its_number_of_paths() {
+    use unravel_train::analysis::gradient::{contributions, shortest_share, LengthGradient};
+    // 4 blocks; a path of length k carries 2^-k: shares ∝ C(4,k) 2^-k.
+    let g: Vec<LengthGradient> = (0..=4)
+        .map(|k| LengthGradient {
+            k,
+            mean: 0.5f64.powi(k as i32),
+            std: 0.0,
+        })
+        .collect();
+    let shares = contributions(&g);
+    let raw: Vec<f64> = [1.0, 4.0, 6.0, 4.0, 1.0]
+        .iter()
+        .enumerate()
+        .map(|(k, c)| c * 0.5f64.powi(k as i32))
+        .collect();
+    let total: f64 = raw.iter().sum();
+    for (s, r) in shares.iter().zip(&raw) {
+        assert!((s - r / total).abs() < 1e-12);
+    }
+    // Shares 16, 32, 24, 8, 1 (of 81): lengths 0..=2 hold 72/81 < 90%,
+    // 1..=3 hold 64/81; 0..=3 hold 80/81.
+    assert_eq!(shortest_share(&shares, 0.9), (0, 3));
+    assert_eq!(shortest_share(&shares, 0.5), (1, 2));
+}
