@@ -14,6 +14,9 @@ pub enum Merge {
     /// y = T * F(x) + (1 - T) * s with T = sigmoid(conv1x1(s) + b), b
     /// initialised to `gate_bias` (negative: start close to the shortcut).
     Highway { gate_bias: f32 },
+    /// y = relu(F(x)): no shortcut at all (a plain network, for the lesion
+    /// comparison); the shortcut is only what replaces a deleted block.
+    Plain,
 }
 
 pub struct GraphBuilder {
@@ -372,6 +375,13 @@ impl GraphBuilder {
         let y = match (merge, gate) {
             (Merge::Highway { .. }, Some(t)) => self.highway(t, h, s, "merge")?,
             (Merge::AddRelu, _) => self.add(s, h, "merge", true)?,
+            (Merge::Plain, _) => {
+                // The shortcut rides along as an unused input so that it
+                // stays alive for the moment the block is deleted.
+                let name = self.qualified("merge");
+                let shape = self.shape(h);
+                self.push(name, Op::Relu, vec![h, s], shape)
+            }
             _ => self.add(s, h, "merge", false)?,
         };
         let merge_id = self.graph.value(y).producer.expect("merge node");

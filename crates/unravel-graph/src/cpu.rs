@@ -168,7 +168,7 @@ pub fn forward(
         let p = |id: ParamId| &model.params[id.0];
         let y = if let Some(&(block, s, h)) = merges.get(&NodeId(i)) {
             let shortcut = vals.get(s);
-            let relu = node.op == Op::Add { relu: true };
+            let relu = matches!(node.op, Op::Add { relu: true } | Op::Relu);
             let out = if step.dropped.contains(&block) {
                 shortcut
             } else {
@@ -180,6 +180,7 @@ pub fn forward(
                         &branch,
                         &shortcut,
                     ),
+                    Op::Relu => branch,
                     _ => r::elementwise::add_forward(&shortcut, &branch),
                 }
             };

@@ -476,7 +476,8 @@ impl Compiler<'_> {
         let node = self.graph.nodes[merge.0].clone();
         let s = self.values[shortcut.0].clone();
         let y = self.values[node.output.0].clone();
-        let relu = node.op == Op::Add { relu: true };
+        // A plain block's merge is a ReLU of the branch.
+        let relu = matches!(node.op, Op::Add { relu: true } | Op::Relu);
         let forward = if relu {
             vec![ew::relu_forward(gpu, &s, &y)?]
         } else {

@@ -156,7 +156,10 @@ impl Plan {
             written[r.0] = true;
         }
         for i in (0..self.nodes.len()).rev() {
-            if skip[i] {
+            // A node whose output no gradient reached (skipped, or feeding
+            // only a merge that ignores it) has nothing to pass back.
+            let output = self.graph.nodes[i].output;
+            if skip[i] || !written[self.root[output.0].0] {
                 continue;
             }
             let parts: &[Part] = match dropped

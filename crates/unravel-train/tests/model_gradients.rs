@@ -169,3 +169,33 @@ fn imagenet_stem_with_max_pooling() {
         assert!((*a as f64 - b).abs() / scale < 1e-3, "{a} vs {b}");
     }
 }
+
+#[test]
+fn plain_network_and_its_block_deletion() {
+    let graph = plain_cifar(8, &config(ShortcutKind::A)).unwrap();
+    check_model("plain", &graph);
+    // Deleting a plain block replaces it by the identity (option A where
+    // the shape changes), on the GPU as in the CPU reference.
+    let g = gpu();
+    let state = ModelState::new(g, &graph, 12).unwrap();
+    let model = CpuModel::from_state(g, &graph, &state).unwrap();
+    let plan = Plan::compile(g, &graph, &state, 2, Mode::Eval).unwrap();
+    let images: Vec<f32> = (0..2 * 192)
+        .map(|i| ((i * 13) % 11) as f32 / 5.0 - 1.0)
+        .collect();
+    let input: Vec<f64> = images.iter().map(|&v| v as f64).collect();
+    for (id, _) in graph.residual_blocks() {
+        plan.eval_step(g, &images, &[0, 1], &[id]).unwrap();
+        let step = CpuStep {
+            dropped: vec![id],
+            ..Default::default()
+        };
+        let (values, _) = cpu::forward(&graph, &model, &input, 2, Mode::Eval, &step).unwrap();
+        let want = &values[graph.output.0];
+        let got = plan.read_value(g, graph.output).unwrap();
+        let scale = want.iter().fold(1e-3f64, |m, w| m.max(w.abs()));
+        for (a, b) in got.iter().zip(want) {
+            assert!((*a as f64 - b).abs() / scale < 1e-4, "{a} vs {b}");
+        }
+    }
+}

@@ -53,6 +53,9 @@ fn cifar_resnets_match_the_closed_form_and_the_paper() {
         );
     }
     assert_eq!(count("resnet20"), 269_722);
+    // The plain baseline has the same layers without shortcuts.
+    assert_eq!(count("plain20"), 269_722);
+    assert_eq!(count("plain56"), resnet_cifar_closed_form(9, 3, 10));
 }
 
 #[test]

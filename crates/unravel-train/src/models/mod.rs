@@ -2,7 +2,8 @@
 //! `resnet20`..`resnet1202` (CIFAR, He et al. 2015), `resnet18`..`resnet152`
 //! (ImageNet), `preact-resnet{20,110,164,1001}` (He et al. 2016),
 //! `resnext29-{C}x{W}d` (Xie et al. 2017), `densenet{L}-k{k}` and
-//! `densenet-bc{L}-k{k}` (Huang et al. 2017).
+//! `densenet-bc{L}-k{k}` (Huang et al. 2017), and `plain{6n+2}`, the CIFAR
+//! ResNet without shortcuts.
 
 mod densenet;
 mod resnet_cifar;
@@ -13,7 +14,9 @@ use thiserror::Error;
 use unravel_graph::{Graph, GraphError, Shape};
 
 pub use densenet::{densenet, densenet_layers};
-pub use resnet_cifar::{preact_blocks, preact_resnet, resnet_cifar, resnet_cifar_blocks};
+pub use resnet_cifar::{
+    plain_cifar, preact_blocks, preact_resnet, resnet_cifar, resnet_cifar_blocks,
+};
 pub use resnet_imagenet::resnet_imagenet;
 pub use resnext::{resnext29, resnext_blocks};
 
@@ -109,6 +112,8 @@ pub const NAMED_MODELS: &[&str] = &[
     "densenet-bc100-k12",
     "densenet-bc250-k24",
     "densenet-bc190-k40",
+    "plain20",
+    "plain56",
 ];
 
 const IMAGENET_DEPTHS: [usize; 5] = [18, 34, 50, 101, 152];
@@ -142,6 +147,10 @@ pub fn build(name: &str, config: &ModelConfig) -> Result<Graph, ModelError> {
             .and_then(|(d, k)| Some((d.parse().ok()?, k.parse().ok()?)))
             .ok_or_else(|| unknown("densenet<depth>-k<growth> or densenet-bc<depth>-k<growth>"))?;
         return densenet(depth, k, bc, config);
+    }
+    if let Some(rest) = lower.strip_prefix("plain") {
+        let depth: usize = rest.parse().map_err(|_| unknown("plain<depth>"))?;
+        return plain_cifar(depth, config);
     }
     if let Some(rest) = lower.strip_prefix("resnet") {
         let depth: usize = rest.parse().map_err(|_| unknown("resnet<depth>"))?;

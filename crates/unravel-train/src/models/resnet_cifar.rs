@@ -76,13 +76,35 @@ pub fn resnet_cifar(depth: usize, config: &ModelConfig) -> Result<Graph, ModelEr
     Ok(resnet_cifar_blocks([n, n, n], config)?)
 }
 
+/// `plain{6n+2}`: the CIFAR ResNet without its shortcuts (He et al.'s plain
+/// baseline), for the lesion comparison: each block is recorded as a
+/// residual block whose merge ignores the shortcut, so deleting it replaces
+/// the block by an identity (option A where the shape changes).
+pub fn plain_cifar(depth: usize, config: &ModelConfig) -> Result<Graph, ModelError> {
+    if depth < 8 || !(depth - 2).is_multiple_of(6) {
+        return Err(ModelError::Config(format!(
+            "plain network depth must be 6n+2 (20, 32, 44, 56, 110), got {depth}"
+        )));
+    }
+    let n = (depth - 2) / 6;
+    Ok(cifar_blocks([n, n, n], config, Some(Merge::Plain))?)
+}
+
 /// A CIFAR ResNet with `blocks[i]` basic blocks in stage i (tests use one).
 pub fn resnet_cifar_blocks(blocks: [usize; 3], config: &ModelConfig) -> GraphResult<Graph> {
+    cifar_blocks(blocks, config, None)
+}
+
+fn cifar_blocks(
+    blocks: [usize; 3],
+    config: &ModelConfig,
+    merge: Option<Merge>,
+) -> GraphResult<Graph> {
     let mut b = GraphBuilder::new(config.input);
     let x = b.input();
     let x = b.conv2d(x, "conv1", WIDTHS[0], 3, 1, 1, 1, false)?;
     let mut x = b.batchnorm(x, "bn1", true)?;
-    let merge = merge_of(config.shortcut, Merge::AddRelu);
+    let merge = merge.unwrap_or_else(|| merge_of(config.shortcut, Merge::AddRelu));
     for (stage, (&width, &count)) in WIDTHS.iter().zip(&blocks).enumerate() {
         for i in 0..count {
             let stride = if stage > 0 && i == 0 { 2 } else { 1 };
