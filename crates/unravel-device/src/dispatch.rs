@@ -167,6 +167,7 @@ impl Gpu {
 enum Command {
     Dispatch(Dispatch),
     Clear(Tensor),
+    Readback(Tensor, Arc<wgpu::Buffer>, u64),
 }
 
 /// Collects dispatches (and buffer clears) for ONE command buffer.
@@ -193,6 +194,16 @@ impl Recorder<'_> {
         self.commands.push(Command::Clear(tensor.clone()));
     }
 
+    /// Copies a contiguous tensor into a [`Readback`] buffer at byte
+    /// `offset`, after the dispatches recorded before it.
+    pub fn read_into(&mut self, tensor: &Tensor, readback: &Readback, offset: u64) {
+        self.commands.push(Command::Readback(
+            tensor.clone(),
+            readback.buffer.clone(),
+            offset,
+        ));
+    }
+
     /// Dispatches recorded so far (the count a test of skipped blocks reads).
     pub fn dispatch_count(&self) -> usize {
         self.dispatches
@@ -209,14 +220,28 @@ impl Recorder<'_> {
                 });
             let mut commands = self.commands.iter().peekable();
             while commands.peek().is_some() {
-                if let Some(Command::Clear(t)) = commands.peek() {
-                    encoder.clear_buffer(
-                        t.buffer(),
-                        t.offset() as u64 * 4,
-                        Some(t.numel() as u64 * 4),
-                    );
-                    commands.next();
-                    continue;
+                match commands.peek() {
+                    Some(Command::Clear(t)) => {
+                        encoder.clear_buffer(
+                            t.buffer(),
+                            t.offset() as u64 * 4,
+                            Some(t.numel() as u64 * 4),
+                        );
+                        commands.next();
+                        continue;
+                    }
+                    Some(Command::Readback(t, dst, offset)) => {
+                        encoder.copy_buffer_to_buffer(
+                            t.buffer(),
+                            t.offset() as u64 * 4,
+                            dst,
+                            *offset,
+                            t.numel() as u64 * 4,
+                        );
+                        commands.next();
+                        continue;
+                    }
+                    _ => {}
                 }
                 // Consecutive dispatches share one compute pass; wgpu places
                 // the barriers between them.
@@ -234,5 +259,49 @@ impl Recorder<'_> {
             }
             gpu.queue.submit([encoder.finish()])
         })
+    }
+}
+
+/// A small host-readable buffer, made once and reused every step, that a
+/// recorder copies results into (a step's loss and correct count) so that
+/// reading them back allocates nothing.
+pub struct Readback {
+    buffer: Arc<wgpu::Buffer>,
+}
+
+impl Gpu {
+    /// A readback buffer of `bytes` bytes (a multiple of 4).
+    pub fn readback_buffer(&self, bytes: u64) -> Readback {
+        Readback {
+            buffer: Arc::new(self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("readback"),
+                size: bytes.max(4).next_multiple_of(4),
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            })),
+        }
+    }
+
+    /// Waits for the GPU and returns the readback buffer's words.
+    pub fn read_readback(&self, readback: &Readback) -> Result<Vec<u32>> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        readback
+            .buffer
+            .map_async(wgpu::MapMode::Read, .., move |r| {
+                let _ = tx.send(r);
+            });
+        self.wait()?;
+        rx.recv()
+            .map_err(|e| DeviceError::Readback(e.to_string()))?
+            .map_err(|e| DeviceError::Readback(e.to_string()))?;
+        let words = {
+            let view = readback
+                .buffer
+                .get_mapped_range(..)
+                .map_err(|e| DeviceError::Readback(e.to_string()))?;
+            bytemuck::cast_slice::<u8, u32>(&view).to_vec()
+        };
+        readback.buffer.unmap();
+        Ok(words)
     }
 }

@@ -18,7 +18,7 @@ pub mod summary;
 pub mod tensor;
 
 pub use context::{AdapterOptions, Gpu, WANTED_FEATURES};
-pub use dispatch::{grid_1d, Dispatch, Recorder};
+pub use dispatch::{grid_1d, Dispatch, Readback, Recorder};
 pub use error::{DeviceError, Result};
 pub use registry::{BindingKind, Kernel};
 pub use summary::AdapterSummary;

@@ -88,6 +88,10 @@ pub struct Plan {
     pub(crate) loss: Tensor,
     pub(crate) correct: Tensor,
     pub(crate) loss_dispatch: Dispatch,
+    /// Where each step's loss and correct count are copied for the host.
+    pub(crate) stats: unravel_device::Readback,
+    /// The residual block whose merge each node is, if any.
+    pub(crate) merge_of: HashMap<NodeId, BlockId>,
     pub(crate) grads_arena: Tensor,
     /// Bytes of activations, gradients and scratch this plan allocated.
     pub(crate) activation_bytes: u64,
@@ -749,7 +753,9 @@ impl Plan {
             }
             Mode::Eval => loss::softmax_cross_entropy_eval(gpu, &logits, &labels, &loss, &correct)?,
         };
+        let merge_of = blocks.iter().map(|(id, p)| (p.merge, *id)).collect();
         Ok(Plan {
+            merge_of,
             graph: graph.clone(),
             batch,
             mode,
@@ -764,6 +770,7 @@ impl Plan {
             loss,
             correct,
             loss_dispatch,
+            stats: gpu.readback_buffer(8),
             grads_arena: state.grads.clone(),
             activation_bytes,
         })

@@ -96,23 +96,16 @@ impl Plan {
             if skip[i] {
                 continue;
             }
-            let dropped_merge = dropped
-                .iter()
-                .map(|b| &self.blocks[b])
-                .find(|p| p.merge == NodeId(i));
-            match dropped_merge {
-                Some(p) => rec.record_all(&p.forward_dropped),
-                None => {
-                    if self.mode == Mode::Eval {
-                        // A scaled branch is scaled just before its merge.
-                        if let Some(p) = self.blocks.values().find(|p| p.merge == NodeId(i)) {
-                            if p.scale_value != 1.0 {
-                                rec.record(&p.scale);
-                            }
-                        }
+            match self.merge_of.get(&NodeId(i)).map(|b| (b, &self.blocks[b])) {
+                Some((b, p)) if dropped.contains(b) => rec.record_all(&p.forward_dropped),
+                Some((_, p)) => {
+                    // A scaled branch (eval) is scaled just before its merge.
+                    if self.mode == Mode::Eval && p.scale_value != 1.0 {
+                        rec.record(&p.scale);
                     }
                     rec.record_all(&node.forward)
                 }
+                None => rec.record_all(&node.forward),
             }
         }
         rec.record(&self.loss_dispatch);
@@ -162,13 +155,9 @@ impl Plan {
             if skip[i] || !written[self.root[output.0].0] {
                 continue;
             }
-            let parts: &[Part] = match dropped
-                .iter()
-                .map(|b| &self.blocks[b])
-                .find(|p| p.merge == NodeId(i))
-            {
-                Some(p) => &p.backward_dropped,
-                None => &self.nodes[i].backward,
+            let parts: &[Part] = match self.merge_of.get(&NodeId(i)) {
+                Some(b) if dropped.contains(b) => &self.blocks[b].backward_dropped,
+                _ => &self.nodes[i].backward,
             };
             let keep = |part: &Part| match cut.iter().find(|c| c.0 == NodeId(i)) {
                 // Through the branch: everything but the shortcut's share;
@@ -194,14 +183,15 @@ impl Plan {
         }
     }
 
-    fn finish(&self, gpu: &Gpu, rec: Recorder) -> Result<StepStats> {
+    fn finish(&self, gpu: &Gpu, mut rec: Recorder) -> Result<StepStats> {
         let dispatches = rec.dispatch_count();
+        rec.read_into(&self.loss, &self.stats, 0);
+        rec.read_into(&self.correct, &self.stats, 4);
         rec.submit()?;
-        let loss = gpu.read(&self.loss)?[0];
-        let correct = gpu.read_u32(&self.correct)?[0];
+        let words = gpu.read_readback(&self.stats)?;
         Ok(StepStats {
-            loss,
-            correct,
+            loss: f32::from_bits(words[0]),
+            correct: words[1],
             dispatches,
         })
     }
