@@ -9,6 +9,10 @@
 
 use std::time::Instant;
 
+#[path = "common/cpu_time.rs"]
+mod cpu_time;
+use cpu_time::cpu_seconds;
+
 use unravel_device::kernels::conv2d::{
     conv2d_backward_input_with, conv2d_backward_weight_with, conv2d_forward_with, Conv2dAlgo,
     Conv2dShape,
@@ -31,21 +35,6 @@ fn shape(c_in: usize, c_out: usize, hw: usize, stride: usize) -> Conv2dShape {
         pad: 1,
         groups: 1,
     }
-}
-
-/// CPU seconds used by this process (all threads, lavapipe's included).
-fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // Fields after the command name: state is field 3; utime, stime are 14, 15.
-    let rest = stat.rsplit(')').next().unwrap_or("");
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    (ticks(11) + ticks(12)) / 100.0
 }
 
 /// Median wall seconds of one submission of REPEAT copies of `dispatches`,

@@ -7,24 +7,15 @@
 
 use std::time::Instant;
 
+#[path = "common/cpu_time.rs"]
+mod cpu_time;
+use cpu_time::cpu_seconds;
+
 use unravel_device::kernels::matmul::{matmul_with, MatmulAlgo};
 use unravel_device::{AdapterOptions, Gpu, Result};
 
 const REPEAT: usize = 5;
 const RUNS: usize = 5;
-
-fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let rest = stat.rsplit(')').next().unwrap_or("");
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    (ticks(11) + ticks(12)) / 100.0
-}
 
 fn main() -> Result<()> {
     let n = 1024;
