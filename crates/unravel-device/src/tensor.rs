@@ -125,11 +125,6 @@ impl Tensor {
     pub(crate) fn view_params(&self) -> [u32; 2] {
         [self.offset as u32, self.batch_stride as u32]
     }
-
-    /// Same buffer object (views of one allocation alias).
-    pub fn same_buffer(&self, other: &Tensor) -> bool {
-        Arc::ptr_eq(&self.buffer, &other.buffer)
-    }
 }
 
 impl Gpu {

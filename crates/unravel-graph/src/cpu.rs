@@ -6,7 +6,6 @@
 
 use std::collections::HashMap;
 
-use unravel_device::kernels::conv2d::Conv2dShape;
 use unravel_device::reference as r;
 
 use crate::error::{GraphError, Result};
@@ -191,26 +190,8 @@ pub fn forward(
             }
         } else {
             match &node.op {
-                Op::Conv2d {
-                    weight,
-                    bias,
-                    kernel,
-                    stride,
-                    pad,
-                    groups,
-                } => {
-                    let s = Conv2dShape {
-                        n,
-                        c_in: xs[1],
-                        h: xs[2],
-                        w: xs[3],
-                        c_out: graph.shape(node.output).c,
-                        kh: *kernel,
-                        kw: *kernel,
-                        stride: *stride,
-                        pad: *pad,
-                        groups: *groups,
-                    };
+                Op::Conv2d { weight, bias, .. } => {
+                    let s = graph.conv_shape(node, n).expect("a Conv2d node");
                     r::conv2d::conv2d_forward(&s, &x, p(*weight), bias.map(|b| p(b).as_slice()))
                 }
                 Op::BatchNorm {

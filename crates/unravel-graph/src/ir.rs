@@ -276,6 +276,37 @@ impl Graph {
         }
     }
 
+    /// The convolution a `Conv2d` node performs on a batch of `batch`.
+    pub fn conv_shape(
+        &self,
+        node: &Node,
+        batch: usize,
+    ) -> Option<unravel_device::kernels::conv2d::Conv2dShape> {
+        let Op::Conv2d {
+            kernel,
+            stride,
+            pad,
+            groups,
+            ..
+        } = node.op
+        else {
+            return None;
+        };
+        let x = self.shape(node.inputs[0]);
+        Some(unravel_device::kernels::conv2d::Conv2dShape {
+            n: batch,
+            c_in: x.c,
+            h: x.h,
+            w: x.w,
+            c_out: self.shape(node.output).c,
+            kh: kernel,
+            kw: kernel,
+            stride,
+            pad,
+            groups,
+        })
+    }
+
     /// Parameters a node owns.
     pub fn node_params(&self, node: &Node) -> Vec<ParamId> {
         match &node.op {

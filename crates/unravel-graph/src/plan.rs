@@ -193,27 +193,10 @@ impl Compiler<'_> {
         })
     }
 
-    fn conv_shape(
-        &self,
-        node: &Node,
-        kernel: usize,
-        stride: usize,
-        pad: usize,
-        groups: usize,
-    ) -> Conv2dShape {
-        let [n, c_in, h, w] = self.shape(node.inputs[0]);
-        Conv2dShape {
-            n,
-            c_in,
-            h,
-            w,
-            c_out: self.graph.shape(node.output).c,
-            kh: kernel,
-            kw: kernel,
-            stride,
-            pad,
-            groups,
-        }
+    fn conv_shape(&self, node: &Node) -> Conv2dShape {
+        self.graph
+            .conv_shape(node, self.batch)
+            .expect("called on Conv2d nodes only")
     }
 
     fn bn_config(relu: bool) -> BatchNormConfig {
@@ -229,15 +212,8 @@ impl Compiler<'_> {
         let x = self.values[node.inputs[0].0].clone();
         let y = self.values[node.output.0].clone();
         Ok(match &node.op {
-            Op::Conv2d {
-                weight,
-                bias,
-                kernel,
-                stride,
-                pad,
-                groups,
-            } => {
-                let s = self.conv_shape(node, *kernel, *stride, *pad, *groups);
+            Op::Conv2d { weight, bias, .. } => {
+                let s = self.conv_shape(node);
                 let b = bias.map(|b| self.param(b)).transpose()?;
                 conv2d::conv2d_forward(gpu, &s, &x, &self.param(*weight)?, b.as_ref(), &y)?
             }
@@ -307,15 +283,8 @@ impl Compiler<'_> {
         let dy = self.grad(node.output)?;
         let mut parts = Vec::new();
         match &node.op {
-            Op::Conv2d {
-                weight,
-                bias,
-                kernel,
-                stride,
-                pad,
-                groups,
-            } => {
-                let s = self.conv_shape(&node, *kernel, *stride, *pad, *groups);
+            Op::Conv2d { weight, bias, .. } => {
+                let s = self.conv_shape(&node);
                 let db = bias.map(|b| self.state.grad(b)).transpose()?;
                 parts.push(Part {
                     value: None,

@@ -379,17 +379,42 @@ pub fn batchnorm_eval_forward(
     ] {
         check_vector(OP, what, t, &[s.c])?;
     }
-    let plan = Plan::new(gpu, s, &[x, y]);
     let ops = Operands {
-        y: Some(y),
-        beta: Some(beta),
         running_mean: Some(running_mean),
         running_var: Some(running_var),
         ..Operands::new(x, gamma)
     };
+    normalise_only(
+        gpu,
+        s,
+        cfg,
+        ops,
+        beta,
+        y,
+        ("bn_apply_eval", "bn_apply_eval4"),
+    )
+}
+
+/// The one-pass normalisations with known statistics (eval, recompute):
+/// `ops` names where the statistics come from.
+fn normalise_only(
+    gpu: &Gpu,
+    s: &BatchNormShape,
+    cfg: &BatchNormConfig,
+    ops: Operands,
+    beta: &Tensor,
+    y: &Tensor,
+    (scalar, vec4): (&'static str, &'static str),
+) -> Result<Vec<Dispatch>> {
+    let plan = Plan::new(gpu, s, &[ops.x, y]);
+    let ops = Operands {
+        y: Some(y),
+        beta: Some(beta),
+        ..ops
+    };
     Ok(vec![ops.dispatch(
         gpu,
-        plan.entry("bn_apply_eval", "bn_apply_eval4"),
+        plan.entry(scalar, vec4),
         s,
         cfg,
         &plan,
@@ -417,20 +442,19 @@ pub fn batchnorm_apply_saved(
     check_vector(OP, "gamma", gamma, &[s.c])?;
     check_vector(OP, "beta", beta, &[s.c])?;
     check_vector(OP, "saved", saved, &[2, s.c])?;
-    let plan = Plan::new(gpu, s, &[x, y]);
     let ops = Operands {
-        y: Some(y),
-        beta: Some(beta),
         saved: Some(saved),
         ..Operands::new(x, gamma)
     };
-    Ok(vec![ops.dispatch(
+    normalise_only(
         gpu,
-        plan.entry("bn_apply_saved", "bn_apply_saved4"),
         s,
         cfg,
-        &plan,
-    )?])
+        ops,
+        beta,
+        y,
+        ("bn_apply_saved", "bn_apply_saved4"),
+    )
 }
 
 /// Backward of [`batchnorm_train_forward`] (batch statistics depend on x):
