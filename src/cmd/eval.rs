@@ -69,8 +69,8 @@ pub fn run(adapter: &AdapterOptions, args: &EvalArgs) -> anyhow::Result<()> {
         &config.model,
         &ModelConfig::for_dataset(dataset, config.shortcut),
     )?;
-    let mut state = ModelState::new(&gpu, &graph, 0)?;
-    Checkpoint::read(&args.checkpoint.join(MODEL_FILE))?.load_model(&gpu, &graph, &mut state)?;
+    let state = ModelState::new(&gpu, &graph, 0)?;
+    Checkpoint::read(&args.checkpoint.join(MODEL_FILE))?.load_model(&gpu, &graph, &state)?;
     let scaling = config
         .stochastic_depth
         .map(|p| StochasticDepth::new(&graph, p));

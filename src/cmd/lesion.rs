@@ -44,8 +44,8 @@ pub fn run(adapter: &AdapterOptions, args: &LesionArgs) -> anyhow::Result<()> {
         "{} has no residual blocks to delete",
         config.model
     );
-    let mut state = ModelState::new(&gpu, &graph, 0)?;
-    Checkpoint::read(&dir.join(MODEL_FILE))?.load_model(&gpu, &graph, &mut state)?;
+    let state = ModelState::new(&gpu, &graph, 0)?;
+    Checkpoint::read(&dir.join(MODEL_FILE))?.load_model(&gpu, &graph, &state)?;
     let test = test_loader(&config, &args.eval)?;
     let out = args.out.clone().unwrap_or_else(|| dir.join("lesion"));
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;

@@ -112,8 +112,8 @@ fn gradient(
 ) -> anyhow::Result<serde_json::Value> {
     let config = checkpoint_config(dir)?;
     let gpu = Gpu::new(adapter).context("opening the GPU adapter")?;
-    let mut state = ModelState::new(&gpu, graph, 0)?;
-    Checkpoint::read(&dir.join(MODEL_FILE))?.load_model(&gpu, graph, &mut state)?;
+    let state = ModelState::new(&gpu, graph, 0)?;
+    Checkpoint::read(&dir.join(MODEL_FILE))?.load_model(&gpu, graph, &state)?;
     let eval_args = EvalArgs {
         checkpoint: dir.to_path_buf(),
         dataset: args.dataset,

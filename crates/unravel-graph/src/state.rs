@@ -28,7 +28,7 @@ pub struct ModelState {
     bn_prefixes: Vec<String>,
     /// Training steps that updated the running statistics (PyTorch's
     /// `num_batches_tracked`).
-    pub batches_tracked: u64,
+    batches_tracked: std::sync::atomic::AtomicU64,
 }
 
 impl ModelState {
@@ -87,7 +87,7 @@ impl ModelState {
             momentum,
             bn_running,
             bn_prefixes: graph.bn_states.iter().map(|b| b.prefix.clone()).collect(),
-            batches_tracked: 0,
+            batches_tracked: Default::default(),
         })
     }
 
@@ -101,6 +101,24 @@ impl ModelState {
             .map(|(m, v)| m.buffer().size() + v.buffer().size())
             .sum();
         arenas + bn
+    }
+
+    /// Training steps that updated the batch-norm running statistics.
+    pub fn batches_tracked(&self) -> u64 {
+        self.batches_tracked
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Counts one more training step. (A counter behind `&self`, so that
+    /// evaluation plans may hold the state while training goes on.)
+    pub fn count_batch(&self) {
+        self.batches_tracked
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn set_batches_tracked(&self, n: u64) {
+        self.batches_tracked
+            .store(n, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Elements of the arena that get weight decay (a prefix).

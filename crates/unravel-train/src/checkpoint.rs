@@ -109,7 +109,7 @@ pub fn save_model(
             format!("{prefix}.num_batches_tracked"),
             Dtype::I64,
             vec![],
-            (state.batches_tracked as i64).to_le_bytes().to_vec(),
+            (state.batches_tracked() as i64).to_le_bytes().to_vec(),
         ));
     }
     serialize_atomic(path, &tensors, metadata)
@@ -199,7 +199,7 @@ impl Checkpoint {
 
     /// Loads every parameter and batch-norm statistic of `graph` into
     /// `state`; a missing tensor or a wrong shape is an error naming it.
-    pub fn load_model(&self, gpu: &Gpu, graph: &Graph, state: &mut ModelState) -> Result<()> {
+    pub fn load_model(&self, gpu: &Gpu, graph: &Graph, state: &ModelState) -> Result<()> {
         let st = self.parse()?;
         for (i, p) in graph.params.iter().enumerate() {
             let values = self.f32s(&st, &p.name, &p.shape)?;
@@ -211,7 +211,7 @@ impl Checkpoint {
             state.write_bn(gpu, i, &mean, &var)?;
             if let Ok(t) = st.tensor(&format!("{}.num_batches_tracked", bn.prefix)) {
                 if let Ok(b) = <[u8; 8]>::try_from(t.data()) {
-                    state.batches_tracked = i64::from_le_bytes(b).max(0) as u64;
+                    state.set_batches_tracked(i64::from_le_bytes(b).max(0) as u64);
                 }
             }
         }

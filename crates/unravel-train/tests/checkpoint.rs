@@ -31,7 +31,7 @@ fn config() -> ModelConfig {
 /// momentum).
 fn trained(g: &Gpu) -> (unravel_graph::Graph, ModelState) {
     let graph = build("resnet20", &config()).unwrap();
-    let mut state = ModelState::new(g, &graph, 3).unwrap();
+    let state = ModelState::new(g, &graph, 3).unwrap();
     let plan = Plan::compile(g, &graph, &state, 4, Mode::Train).unwrap();
     let opt = Optimizer::new(
         g,
@@ -48,7 +48,7 @@ fn trained(g: &Gpu) -> (unravel_graph::Graph, ModelState) {
     for _ in 0..3 {
         plan.train_step(g, &images, &[1, 2, 3, 4], &[], Some(&opt))
             .unwrap();
-        state.batches_tracked += 1;
+        state.count_batch();
     }
     (graph, state)
 }
@@ -99,9 +99,9 @@ fn a_round_trip_restores_everything_and_the_same_outputs() {
     save_model(&model, &g, &graph, &state, HashMap::new()).unwrap();
     save_momentum(&opt, &g, &graph, &state, HashMap::new()).unwrap();
 
-    let mut fresh = ModelState::new(&g, &graph, 99).unwrap();
+    let fresh = ModelState::new(&g, &graph, 99).unwrap();
     let c = Checkpoint::read(&model).unwrap();
-    c.load_model(&g, &graph, &mut fresh).unwrap();
+    c.load_model(&g, &graph, &fresh).unwrap();
     Checkpoint::read(&opt)
         .unwrap()
         .load_momentum(&g, &graph, &fresh)
@@ -117,7 +117,7 @@ fn a_round_trip_restores_everything_and_the_same_outputs() {
         let m = |s: &ModelState| g.read(&s.momentum(ParamId(i)).unwrap()).unwrap();
         assert_eq!(m(&fresh), m(&state));
     }
-    assert_eq!(fresh.batches_tracked, 3);
+    assert_eq!(fresh.batches_tracked(), 3);
     let images: Vec<f32> = (0..2 * 192).map(|i| (i % 5) as f32 - 2.0).collect();
     let out = |s: &ModelState| {
         let plan = Plan::compile(&g, &graph, s, 2, Mode::Eval).unwrap();
@@ -150,10 +150,10 @@ fn bad_files_are_clear_errors() {
     assert!(matches!(err, CheckpointError::Io { .. }), "{err}");
     // Another architecture.
     let other = build("resnet32", &config()).unwrap();
-    let mut other_state = ModelState::new(&g, &other, 0).unwrap();
+    let other_state = ModelState::new(&g, &other, 0).unwrap();
     let err = Checkpoint::read(&path)
         .unwrap()
-        .load_model(&g, &other, &mut other_state)
+        .load_model(&g, &other, &other_state)
         .unwrap_err();
     assert!(err.to_string().contains("layer1.3.conv1.weight"), "{err}");
 }

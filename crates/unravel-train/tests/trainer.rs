@@ -98,10 +98,10 @@ fn resuming_after_a_stop_matches_an_uninterrupted_run() {
             ),
         )
         .unwrap();
-        let mut state = unravel_graph::ModelState::new(&gpu, &graph, 1).unwrap();
+        let state = unravel_graph::ModelState::new(&gpu, &graph, 1).unwrap();
         Checkpoint::read(&dir.join(MODEL_FILE))
             .unwrap()
-            .load_model(&gpu, &graph, &mut state)
+            .load_model(&gpu, &graph, &state)
             .unwrap();
         state.read_params(&gpu).unwrap()
     };

@@ -232,10 +232,10 @@ pub fn train(
     };
     std::fs::create_dir_all(&out).map_err(|e| TrainError::io(&out, e))?;
     let Setup { graph, train, test } = setup(&config)?;
-    let mut state = ModelState::new(gpu, &graph, config.seed)?;
+    let state = ModelState::new(gpu, &graph, config.seed)?;
     let mut pos = Position::default();
     if resume.is_some() {
-        Checkpoint::read(&out.join(MODEL_FILE))?.load_model(gpu, &graph, &mut state)?;
+        Checkpoint::read(&out.join(MODEL_FILE))?.load_model(gpu, &graph, &state)?;
         let opt = Checkpoint::read(&out.join(OPTIMIZER_FILE))?;
         opt.load_momentum(gpu, &graph, &state)?;
         pos = Position::from_metadata(&opt.metadata()?)?;
@@ -272,6 +272,8 @@ pub fn train(
         .map(|p| StochasticDepth::new(&graph, p));
     let blocks = graph.residual_blocks().count() as f64;
     let meta = model_metadata(&config)?;
+    // Evaluation plans are compiled on the first evaluation and reused.
+    let mut evaluator = Evaluator::new(gpu, &graph, &state, sd.clone());
     let mut report = TrainReport {
         out: out.clone(),
         epochs: metrics::read_all(&out.join(METRICS_FILE)),
@@ -312,7 +314,7 @@ pub fn train(
                     loss: stats.loss,
                 });
             }
-            state.batches_tracked += 1;
+            state.count_batch();
             pos.batch += 1;
             pos.step += 1;
             pos.loss_sum += stats.loss as f64 * batch.valid as f64;
@@ -335,7 +337,7 @@ pub fn train(
             }
         }
         bar.finish_and_clear();
-        let eval = Evaluator::new(gpu, &graph, &state, sd.clone()).run(&test, &[])?;
+        let eval = evaluator.run(&test, &[])?;
         let row = epoch_row(pos, lr, eval, sd.is_some());
         if progress {
             eprintln!(
