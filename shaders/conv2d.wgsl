@@ -219,6 +219,9 @@ fn conv2d_backward_weight_direct(@builtin(workgroup_id) wg: vec3<u32>, @builtin(
 // acc{row}{block}: row `row`, columns 4*block .. 4*block + 3. Only
 // ROWS x NV of them are live (the rest are pruned with the overrides);
 // the host keeps ROWS * NV <= 32.
+// The unrolled regions between BEGIN GENERATED and END GENERATED are written
+// by crates/unravel-device/tests/shader_codegen.rs, which checks them.
+// BEGIN GENERATED accumulators
 var<private> acc00: vec4<f32>;
 var<private> acc01: vec4<f32>;
 var<private> acc02: vec4<f32>;
@@ -283,7 +286,9 @@ var<private> acc74: vec4<f32>;
 var<private> acc75: vec4<f32>;
 var<private> acc76: vec4<f32>;
 var<private> acc77: vec4<f32>;
+// END GENERATED accumulators
 // This lane's entry of the current chunk of B, 4*NV columns.
+// BEGIN GENERATED chunk registers
 var<private> bw0: vec4<f32>;
 var<private> bw1: vec4<f32>;
 var<private> bw2: vec4<f32>;
@@ -292,6 +297,7 @@ var<private> bw4: vec4<f32>;
 var<private> bw5: vec4<f32>;
 var<private> bw6: vec4<f32>;
 var<private> bw7: vec4<f32>;
+// END GENERATED chunk registers
 // A of the lane's rows at the current step: rows 0..3 in av0, 4..7 in av1.
 var<private> av0: vec4<f32>;
 var<private> av1: vec4<f32>;
@@ -363,6 +369,7 @@ override SHUFFLE_CHUNK: u32 = 0u;
 override ROWS: u32 = 4u;
 
 // acc{row}{block} += a[row] * (lane j's B entry, block), j dynamic.
+// BEGIN GENERATED steps
 fn step_shuffle(j: u32) {
     let b0 = subgroupShuffle(bw0, j);
     acc00 += av0.x * b0;
@@ -1157,6 +1164,7 @@ fn step7() {
         if (ROWS > 7u) { acc77 += av1.w * b7; }
     }
 }
+// END GENERATED steps
 
 // Loads this lane's chunk entry of B from bp[at .. at + NV], zeros if !ok.
 fn load_chunk(at: u32, ok: bool) {
@@ -1257,6 +1265,7 @@ fn store_rows(step: u32, c0: u32, cols: u32, bias: bool, bias_at: u32) {
         if (NV > 6u) { b6 = load_v4(bias_at + 24u, cols_left(c0, 6u, cols)); }
         if (NV > 7u) { b7 = load_v4(bias_at + 28u, cols_left(c0, 7u, cols)); }
     }
+// BEGIN GENERATED store each row
     if (row0.store) {
         let at = row0.out_at;
         store_cols(acc00 + b0, at, step, cols_left(c0, 0u, cols));
@@ -1345,6 +1354,7 @@ fn store_rows(step: u32, c0: u32, cols: u32, bias: bool, bias_at: u32) {
         if (NV > 6u) { store_cols(acc76 + b6, at + 24u * step, step, cols_left(c0, 6u, cols)); }
         if (NV > 7u) { store_cols(acc77 + b7, at + 28u * step, step, cols_left(c0, 7u, cols)); }
     }
+// END GENERATED store each row
 }
 
 // v[at + c] for the first `left` c of 4, zeros after.

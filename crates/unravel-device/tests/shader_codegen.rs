@@ -1,0 +1,174 @@
+//! The unrolled parts of shaders/conv2d.wgsl are generated here and checked
+//! against the committed shader. WGSL has no macros, and lavapipe spills
+//! private arrays indexed at run time to memory, so the `_sg` kernels keep
+//! their ROWS x NV accumulators in named registers and unroll every step over
+//! them (overrides then prune the unused ones). Edit the generators below,
+//! not the regions between `BEGIN GENERATED` and `END GENERATED`, and run
+//! `UNRAVEL_BLESS=1 cargo test -p unravel-device --test shader_codegen` to
+//! rewrite them.
+
+use std::fmt::Write;
+use std::path::PathBuf;
+
+/// Largest ROWS (rows per lane) and NV (vec4 column blocks per lane).
+const MAX_ROWS: usize = 8;
+const MAX_NV: usize = 8;
+
+/// Row r's A value: rows 0..3 in av0, 4..7 in av1.
+fn a_of_row(r: usize) -> String {
+    format!("av{}.{}", r / 4, ["x", "y", "z", "w"][r % 4])
+}
+
+/// `if (COND) { BODY }`, or BODY alone when the condition always holds.
+fn guarded(cond: Option<String>, body: &str) -> String {
+    match cond {
+        Some(c) => format!("if ({c}) {{ {body} }}"),
+        None => body.to_string(),
+    }
+}
+
+fn rows_above(r: usize) -> Option<String> {
+    (r > 0).then(|| format!("ROWS > {r}u"))
+}
+
+fn accumulators() -> String {
+    let mut s = String::new();
+    for r in 0..MAX_ROWS {
+        for b in 0..MAX_NV {
+            writeln!(s, "var<private> acc{r}{b}: vec4<f32>;").unwrap();
+        }
+    }
+    s
+}
+
+fn chunk_registers() -> String {
+    (0..MAX_NV)
+        .map(|b| format!("var<private> bw{b}: vec4<f32>;\n"))
+        .collect()
+}
+
+/// One step: every row's A times column block b of the B entry `fetch(b)`.
+fn step(name_and_args: &str, fetch: impl Fn(usize) -> String) -> String {
+    let mut s = format!("fn {name_and_args} {{\n");
+    for b in 0..MAX_NV {
+        let indent = if b == 0 { "    " } else { "        " };
+        if b > 0 {
+            writeln!(s, "    if (NV > {b}u) {{").unwrap();
+        }
+        writeln!(s, "{indent}let b{b} = {};", fetch(b)).unwrap();
+        for r in 0..MAX_ROWS {
+            let fma = format!("acc{r}{b} += {} * b{b};", a_of_row(r));
+            writeln!(s, "{indent}{}", guarded(rows_above(r), &fma)).unwrap();
+        }
+        if b > 0 {
+            s += "    }\n";
+        }
+    }
+    s += "}\n";
+    s
+}
+
+fn steps() -> String {
+    let mut s = step("step_shuffle(j: u32)", |b| {
+        format!("subgroupShuffle(bw{b}, j)")
+    });
+    s += "\n// As step_shuffle for j = 0 .. 7, with constant-index broadcasts.\n";
+    for j in 0..8 {
+        s += &step(&format!("step{j}()"), |b| {
+            format!("subgroupBroadcast(bw{b}, {j}u)")
+        });
+    }
+    s
+}
+
+fn store_each_row() -> String {
+    let mut s = String::new();
+    for r in 0..MAX_ROWS {
+        let cond = match rows_above(r) {
+            Some(c) => format!("{c} && row{r}.store"),
+            None => format!("row{r}.store"),
+        };
+        writeln!(s, "    if ({cond}) {{").unwrap();
+        writeln!(s, "        let at = row{r}.out_at;").unwrap();
+        for b in 0..MAX_NV {
+            let at = if b == 0 {
+                "at".to_string()
+            } else {
+                format!("at + {}u * step", 4 * b)
+            };
+            let store =
+                format!("store_cols(acc{r}{b} + b{b}, {at}, step, cols_left(c0, {b}u, cols));");
+            let cond = (b > 0).then(|| format!("NV > {b}u"));
+            writeln!(s, "        {}", guarded(cond, &store)).unwrap();
+        }
+        s += "    }\n";
+    }
+    s
+}
+
+const REGIONS: [(&str, fn() -> String); 4] = [
+    ("accumulators", accumulators),
+    ("chunk registers", chunk_registers),
+    ("steps", steps),
+    ("store each row", store_each_row),
+];
+
+/// The shader with every generated region replaced by its generator's text.
+fn regenerate(text: &str) -> Result<String, String> {
+    let mut out = text.to_string();
+    for (name, generate) in REGIONS {
+        let begin = format!("// BEGIN GENERATED {name}\n");
+        let end = format!("// END GENERATED {name}\n");
+        let start = out
+            .find(&begin)
+            .ok_or_else(|| format!("no `{}` marker", begin.trim()))?
+            + begin.len();
+        let stop = start
+            + out[start..]
+                .find(&end)
+                .ok_or_else(|| format!("no `{}` marker", end.trim()))?;
+        out.replace_range(start..stop, &generate());
+    }
+    Ok(out)
+}
+
+#[test]
+fn conv2d_generated_regions_are_current() {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shaders/conv2d.wgsl");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let expected = regenerate(&text).unwrap();
+    if expected == text {
+        return;
+    }
+    if std::env::var_os("UNRAVEL_BLESS").is_some() {
+        std::fs::write(&path, expected).unwrap();
+        return;
+    }
+    let line = text
+        .lines()
+        .zip(expected.lines())
+        .position(|(a, b)| a != b)
+        .map_or(text.lines().count().min(expected.lines().count()), |i| i);
+    panic!(
+        "{} differs from its generators from line {}; run \
+         `UNRAVEL_BLESS=1 cargo test -p unravel-device --test shader_codegen`",
+        path.display(),
+        line + 1
+    );
+}
+
+#[test]
+fn generators_cover_every_register() {
+    // Every accumulator the steps update is declared and stored.
+    let steps = steps();
+    let stores = store_each_row();
+    let declared = accumulators();
+    for r in 0..MAX_ROWS {
+        for b in 0..MAX_NV {
+            let acc = format!("acc{r}{b}");
+            assert!(declared.contains(&format!("{acc}:")), "{acc} undeclared");
+            assert_eq!(steps.matches(&format!("{acc} +=")).count(), 9, "{acc}");
+            assert_eq!(stores.matches(&format!("({acc} +")).count(), 1, "{acc}");
+        }
+    }
+}
