@@ -106,7 +106,10 @@ fn store_each_row() -> String {
     s
 }
 
-const REGIONS: [(&str, fn() -> String); 4] = [
+/// A region's name (as in its markers) and its generator.
+type Region = (&'static str, fn() -> String);
+
+const REGIONS: [Region; 4] = [
     ("accumulators", accumulators),
     ("chunk registers", chunk_registers),
     ("steps", steps),
