@@ -55,5 +55,5 @@ pub use ir::*;
 pub use plan::{Mode, Plan, PlanOptions};
 pub use profile::NodeTiming;
 pub use state::ModelState;
-pub use step::{Optimizer, StepStats};
+pub use step::{Optimizer, Route, StepStats};
 pub use unravel_device as device;

@@ -11,6 +11,17 @@ use crate::ir::{BlockId, NodeId, ValueId};
 use crate::plan::{Mode, Part, Plan};
 use crate::state::ModelState;
 
+/// How the backward pass of [`Plan::routed_gradients`] passes a residual
+/// block: the gradient of its output goes back through both its branch and
+/// its shortcut (the ordinary backward), through the branch only, or through
+/// the shortcut only.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Route {
+    Both,
+    Branch,
+    Shortcut,
+}
+
 /// What one step measured, read back from the GPU.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct StepStats {
@@ -111,21 +122,26 @@ impl Plan {
         rec.record(&self.loss_dispatch);
     }
 
-    /// Backward; with `paths`, gradient flows only through the branch of the
-    /// listed blocks and only through the shortcut of every other block.
+    /// Backward; with `route`, gradient flows through each block the way
+    /// `route` says.
     fn record_backward(
         &self,
         rec: &mut Recorder,
         dropped: &[BlockId],
         skip: &[bool],
-        paths: Option<&[BlockId]>,
+        route: Option<&dyn Fn(BlockId) -> Route>,
     ) {
         let mut skip = skip.to_vec();
-        // (merge, shortcut value, through the branch?) of every block.
+        // (merge, shortcut value, through the branch?) of every block that
+        // passes gradient one way only.
         let mut cut: Vec<(NodeId, ValueId, bool)> = Vec::new();
-        if let Some(branch) = paths {
+        if let Some(route) = route {
             for (id, p) in &self.blocks {
-                let through_branch = branch.contains(id);
+                let through_branch = match route(*id) {
+                    Route::Both => continue,
+                    Route::Branch => true,
+                    Route::Shortcut => false,
+                };
                 if through_branch {
                     for n in &p.shortcut_nodes {
                         skip[n.0] = true;
@@ -244,12 +260,13 @@ impl Plan {
         self.finish(gpu, rec)
     }
 
-    /// Forward and loss through the whole network, then backward along a
-    /// chosen set of paths (Veit et al. 2016): through the branch of each
-    /// block in `through_branch` and through the shortcut of every other
-    /// block. With every block listed this is the ordinary gradient; with
-    /// none, the gradient of the shortcut-only path. Parameters are not
-    /// updated; read gradients of kept values with [`Plan::read_value_grad`].
+    /// Forward and loss through the whole network, then backward along one
+    /// path (Veit et al. 2016): through the branch only of each block in
+    /// `through_branch` and through the shortcut only of every other block.
+    /// With none listed this is the gradient of the shortcut-only path; the
+    /// gradients of all 2^n paths add up to the ordinary gradient.
+    /// Parameters are not updated; read gradients of kept values with
+    /// [`Plan::read_value_grad`].
     pub fn path_gradients(
         &self,
         gpu: &Gpu,
@@ -257,9 +274,30 @@ impl Plan {
         labels: &[u32],
         through_branch: &[BlockId],
     ) -> Result<StepStats> {
+        let route = |b: BlockId| {
+            if through_branch.contains(&b) {
+                Route::Branch
+            } else {
+                Route::Shortcut
+            }
+        };
+        self.routed_gradients(gpu, images, labels, &route)
+    }
+
+    /// Forward and loss through the whole network, then backward through
+    /// each residual block the way `route` says: both ways (the ordinary
+    /// backward when every block says so), the branch only, or the shortcut
+    /// only. Parameters are not updated.
+    pub fn routed_gradients(
+        &self,
+        gpu: &Gpu,
+        images: &[f32],
+        labels: &[u32],
+        route: &dyn Fn(BlockId) -> Route,
+    ) -> Result<StepStats> {
         if self.mode != Mode::Train {
             return Err(GraphError::Invalid(
-                "path_gradients needs a plan compiled in train mode".into(),
+                "path gradients need a plan compiled in train mode".into(),
             ));
         }
         self.upload(gpu, images, labels)?;
@@ -267,7 +305,7 @@ impl Plan {
         let mut rec = gpu.recorder();
         rec.clear(&self.grads_arena);
         self.record_forward(&mut rec, &[], &skip);
-        self.record_backward(&mut rec, &[], &skip, Some(through_branch));
+        self.record_backward(&mut rec, &[], &skip, Some(route));
         self.finish(gpu, rec)
     }
 

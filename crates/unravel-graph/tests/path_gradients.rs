@@ -2,7 +2,8 @@
 //! the sampled blocks and the shortcut of the others. Backward is linear in
 //! the output gradient once the forward pass is fixed, so the gradients of
 //! all 2^n paths add up to the ordinary gradient; the path through no
-//! branch is the shortcut-only path.
+//! branch is the shortcut-only path; routing every block both ways is the
+//! ordinary backward.
 
 use unravel_device::Gpu;
 use unravel_graph::*;
@@ -141,4 +142,67 @@ fn the_path_through_no_branch_is_the_shortcut_path() {
     // And no branch parameter received a gradient.
     let conv = state.param_id("b1.conv1.weight").unwrap();
     assert!(state.read_grad(&g, conv).unwrap().iter().all(|&v| v == 0.0));
+}
+
+fn close(a: &[f32], b: &[f32], what: &str) {
+    let scale = b.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
+    for (x, y) in a.iter().zip(b) {
+        assert!((x - y).abs() / scale < 1e-5, "{what}: {x} vs {y}");
+    }
+}
+
+#[test]
+fn routing_every_block_both_ways_is_the_ordinary_gradient() {
+    let g = gpu();
+    let (graph, first) = net();
+    let state = ModelState::new(&g, &graph, 7).unwrap();
+    let options = PlanOptions { keep: vec![first] };
+    let plan = Plan::compile_with(&g, &graph, &state, N, Mode::Train, &options).unwrap();
+    let (images, labels) = batch(&graph);
+    let conv = state.param_id("b0.conv1.weight").unwrap();
+    plan.gradients(&g, &images, &labels, &[]).unwrap();
+    let ordinary = plan.read_value_grad(&g, first).unwrap();
+    let ordinary_conv = state.read_grad(&g, conv).unwrap();
+    plan.routed_gradients(&g, &images, &labels, &|_| Route::Both)
+        .unwrap();
+    close(
+        &plan.read_value_grad(&g, first).unwrap(),
+        &ordinary,
+        "input",
+    );
+    close(
+        &state.read_grad(&g, conv).unwrap(),
+        &ordinary_conv,
+        "b0.conv1",
+    );
+    assert!(ordinary.iter().any(|&v| v != 0.0));
+}
+
+#[test]
+fn a_block_routed_both_ways_adds_its_two_paths() {
+    // Both ways through the first block and the shortcut of the others is
+    // the sum of the shortcut-only path and the path through its branch.
+    let g = gpu();
+    let (graph, first) = net();
+    let state = ModelState::new(&g, &graph, 8).unwrap();
+    let options = PlanOptions { keep: vec![first] };
+    let plan = Plan::compile_with(&g, &graph, &state, N, Mode::Train, &options).unwrap();
+    let (images, labels) = batch(&graph);
+    let b0 = graph.residual_blocks().next().unwrap().0;
+    plan.path_gradients(&g, &images, &labels, &[]).unwrap();
+    let shortcut = plan.read_value_grad(&g, first).unwrap();
+    plan.path_gradients(&g, &images, &labels, &[b0]).unwrap();
+    let branch = plan.read_value_grad(&g, first).unwrap();
+    let route = |b: BlockId| {
+        if b == b0 {
+            Route::Both
+        } else {
+            Route::Shortcut
+        }
+    };
+    plan.routed_gradients(&g, &images, &labels, &route).unwrap();
+    let both = plan.read_value_grad(&g, first).unwrap();
+    let sum: Vec<f32> = shortcut.iter().zip(&branch).map(|(a, b)| a + b).collect();
+    close(&both, &sum, "both ways");
+    assert!(branch.iter().any(|&v| v != 0.0) && shortcut.iter().any(|&v| v != 0.0));
 }
