@@ -282,6 +282,9 @@ pub fn train(
 
     while pos.epoch < config.epochs {
         let bar = progress_bar(progress, per_epoch, pos);
+        // Without a terminal (a run in the background, output to a file) the
+        // bar is hidden: a plain line every tenth of the epoch instead.
+        let line_every = (progress && bar.is_hidden()).then(|| per_epoch.div_ceil(10).max(1));
         let mut lr = schedule.lr(pos.step);
         for batch in train.batches(pos.epoch as u64, pos.batch) {
             let started = Instant::now();
@@ -322,13 +325,21 @@ pub fn train(
             pos.seen += batch.valid as u64;
             pos.seconds += started.elapsed().as_secs_f64();
             pos.active_sum += blocks - dropped.len() as f64;
-            bar.inc(1);
-            bar.set_message(format!(
+            let message = format!(
                 "loss {:.4} acc {:.3} {:.0} img/s lr {lr:.4}",
                 pos.loss_sum / pos.seen as f64,
                 pos.correct as f64 / pos.seen as f64,
                 pos.seen as f64 / pos.seconds.max(1e-9),
-            ));
+            );
+            if line_every.is_some_and(|n| pos.batch % n == 0 || pos.batch == per_epoch) {
+                eprintln!(
+                    "epoch {} {}/{per_epoch} {message}",
+                    pos.epoch + 1,
+                    pos.batch
+                );
+            }
+            bar.inc(1);
+            bar.set_message(message);
             if stop(pos.step) {
                 bar.abandon_with_message("stopped: checkpoint saved");
                 save(gpu, &out, &graph, &state, &meta, pos)?;
@@ -413,25 +424,5 @@ fn progress_bar(visible: bool, per_epoch: usize, pos: Position) -> ProgressBar {
 
 /// `runs/<UTC timestamp>`.
 pub fn default_run_dir() -> PathBuf {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    PathBuf::from("runs").join(format!(
-        "{y:04}{m:02}{d:02}-{:02}{:02}{:02}",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    ))
+    PathBuf::from("runs").join(chrono::Utc::now().format("%Y%m%d-%H%M%S").to_string())
 }
