@@ -37,6 +37,9 @@ pub struct PathsArgs {
     dataset: Option<DatasetKind>,
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
+    /// Draw the measured batch from N samples of the test set.
+    #[arg(long, value_name = "N")]
+    test_subset: Option<usize>,
     /// Images in the measured batch.
     #[arg(long, default_value_t = 64)]
     batch_size: usize,
@@ -118,7 +121,7 @@ fn gradient(
         checkpoint: dir.to_path_buf(),
         dataset: args.dataset,
         data_dir: args.data_dir.clone(),
-        test_subset: None,
+        test_subset: args.test_subset,
         batch_size: args.batch_size,
     };
     let batch = test_loader(&config, &eval_args)?
