@@ -76,14 +76,47 @@ fn batch(graph: &Graph) -> (Vec<f32>, Vec<u32>) {
     )
 }
 
-#[test]
-fn the_gradients_of_all_paths_add_up_to_the_ordinary_gradient() {
+/// The test network with initialisation `seed`, a train plan that keeps the
+/// first block's input, and its batch.
+struct Setup {
+    g: Gpu,
+    graph: Graph,
+    first: ValueId,
+    state: ModelState,
+    plan: Plan,
+    images: Vec<f32>,
+    labels: Vec<u32>,
+}
+
+fn setup(seed: u64) -> Setup {
     let g = gpu();
     let (graph, first) = net();
-    let state = ModelState::new(&g, &graph, 5).unwrap();
+    let state = ModelState::new(&g, &graph, seed).unwrap();
     let options = PlanOptions { keep: vec![first] };
     let plan = Plan::compile_with(&g, &graph, &state, N, Mode::Train, &options).unwrap();
     let (images, labels) = batch(&graph);
+    Setup {
+        g,
+        graph,
+        first,
+        state,
+        plan,
+        images,
+        labels,
+    }
+}
+
+#[test]
+fn the_gradients_of_all_paths_add_up_to_the_ordinary_gradient() {
+    let Setup {
+        g,
+        graph,
+        first,
+        plan,
+        images,
+        labels,
+        ..
+    } = setup(5);
     plan.gradients(&g, &images, &labels, &[]).unwrap();
     let ordinary = plan.read_value_grad(&g, first).unwrap();
     let blocks: Vec<BlockId> = graph.residual_blocks().map(|(id, _)| id).collect();
@@ -153,12 +186,15 @@ fn close(a: &[f32], b: &[f32], what: &str) {
 
 #[test]
 fn routing_every_block_both_ways_is_the_ordinary_gradient() {
-    let g = gpu();
-    let (graph, first) = net();
-    let state = ModelState::new(&g, &graph, 7).unwrap();
-    let options = PlanOptions { keep: vec![first] };
-    let plan = Plan::compile_with(&g, &graph, &state, N, Mode::Train, &options).unwrap();
-    let (images, labels) = batch(&graph);
+    let Setup {
+        g,
+        first,
+        state,
+        plan,
+        images,
+        labels,
+        ..
+    } = setup(7);
     let conv = state.param_id("b0.conv1.weight").unwrap();
     plan.gradients(&g, &images, &labels, &[]).unwrap();
     let ordinary = plan.read_value_grad(&g, first).unwrap();
@@ -182,12 +218,15 @@ fn routing_every_block_both_ways_is_the_ordinary_gradient() {
 fn a_block_routed_both_ways_adds_its_two_paths() {
     // Both ways through the first block and the shortcut of the others is
     // the sum of the shortcut-only path and the path through its branch.
-    let g = gpu();
-    let (graph, first) = net();
-    let state = ModelState::new(&g, &graph, 8).unwrap();
-    let options = PlanOptions { keep: vec![first] };
-    let plan = Plan::compile_with(&g, &graph, &state, N, Mode::Train, &options).unwrap();
-    let (images, labels) = batch(&graph);
+    let Setup {
+        g,
+        graph,
+        first,
+        plan,
+        images,
+        labels,
+        ..
+    } = setup(8);
     let b0 = graph.residual_blocks().next().unwrap().0;
     plan.path_gradients(&g, &images, &labels, &[]).unwrap();
     let shortcut = plan.read_value_grad(&g, first).unwrap();
