@@ -139,9 +139,6 @@ pub fn run(adapter: &AdapterOptions, args: &LesionArgs) -> anyhow::Result<()> {
     let dir = &args.eval.checkpoint;
     let gpu = Gpu::new(adapter).context("opening the GPU adapter")?;
     let out = args.out.clone().unwrap_or_else(|| dir.join("lesion"));
-    let main = study(&gpu, dir, &args.eval, args.samples, args.seed)?;
-    main.write_csv(&out)?;
-    let mut studies = vec![main];
     if let Some(other) = &args.compare {
         let config = checkpoint_config(dir)?;
         let other_config = checkpoint_config(other)?;
@@ -153,6 +150,11 @@ pub fn run(adapter: &AdapterOptions, args: &LesionArgs) -> anyhow::Result<()> {
             dir.display(),
             config.dataset
         );
+    }
+    let main = study(&gpu, dir, &args.eval, args.samples, args.seed)?;
+    main.write_csv(&out)?;
+    let mut studies = vec![main];
+    if let Some(other) = &args.compare {
         let compared = study(&gpu, other, &args.eval, args.samples, args.seed)?;
         compared.write_csv(&out.join("compare"))?;
         studies.push(compared);

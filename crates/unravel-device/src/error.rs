@@ -16,7 +16,7 @@ pub enum DeviceError {
     #[error("no adapter matches {wanted:?}; available: {available}")]
     AdapterNotFound { wanted: String, available: String },
 
-    #[error("could not open a device on adapter {adapter}: {source}")]
+    #[error("could not open a device on adapter {adapter}")]
     RequestDevice {
         adapter: String,
         #[source]

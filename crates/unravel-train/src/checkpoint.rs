@@ -20,7 +20,7 @@ use unravel_graph::{Graph, ModelState, ParamId};
 
 #[derive(Debug, Error)]
 pub enum CheckpointError {
-    #[error("{path}: {source}")]
+    #[error("{}", path.display())]
     Io {
         path: PathBuf,
         #[source]

@@ -29,7 +29,7 @@ pub enum DataError {
     },
 
     /// The operating system refused to read the file.
-    #[error("{}: cannot read: {source}", path.display())]
+    #[error("{}: cannot read", path.display())]
     Io {
         path: PathBuf,
         #[source]
@@ -38,7 +38,7 @@ pub enum DataError {
 
     /// A `.gz` file whose gzip stream does not decode (bad header, bad
     /// deflate data, CRC mismatch or a stream cut short).
-    #[error("{}: corrupt gzip stream: {source}", path.display())]
+    #[error("{}: corrupt gzip stream", path.display())]
     Gzip {
         path: PathBuf,
         #[source]

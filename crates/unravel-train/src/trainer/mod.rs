@@ -49,7 +49,7 @@ pub enum TrainError {
     Graph(#[from] unravel_graph::GraphError),
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
-    #[error("{path}: {source}")]
+    #[error("{}", path.display())]
     Io {
         path: PathBuf,
         #[source]
@@ -195,6 +195,12 @@ fn model_metadata(config: &TrainConfig) -> Result<HashMap<String, String>, Train
 
 /// The configuration a checkpoint was trained with.
 pub fn checkpoint_config(dir: &Path) -> Result<TrainConfig, TrainError> {
+    if !dir.join(MODEL_FILE).is_file() {
+        return Err(TrainError::Config(format!(
+            "{} holds no {MODEL_FILE}: give a run folder written by `unravel train`",
+            dir.display()
+        )));
+    }
     let meta = Checkpoint::read(&dir.join(MODEL_FILE))?.metadata()?;
     let text = meta.get("config").ok_or_else(|| {
         TrainError::Config(format!(

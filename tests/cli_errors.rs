@@ -1,0 +1,65 @@
+//! Bad input on the command line ends in one clear `error:` line and a
+//! failure exit status, never a panic.
+
+use std::process::Command;
+
+/// (exit success, stderr) of `unravel args`.
+fn unravel(args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_unravel"))
+        .args(args)
+        .output()
+        .expect("run unravel");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn assert_clear_error(args: &[&str], expected: &str) {
+    let (ok, stderr) = unravel(args);
+    assert!(!ok, "{args:?} succeeded");
+    assert!(!stderr.contains("panicked"), "{args:?} panicked:\n{stderr}");
+    let line = stderr
+        .lines()
+        .find(|l| l.starts_with("error: "))
+        .unwrap_or_else(|| panic!("{args:?}: no error line in\n{stderr}"));
+    assert!(line.contains(expected), "{args:?}: {line}");
+}
+
+#[test]
+fn a_folder_without_a_checkpoint_says_what_to_give() {
+    let dir = std::env::temp_dir().join("unravel-cli-errors-empty");
+    std::fs::create_dir_all(&dir).unwrap();
+    let dir = dir.to_str().unwrap();
+    let expected = "holds no checkpoint.safetensors: give a run folder written by `unravel train`";
+    assert_clear_error(&["eval", "--checkpoint", dir], expected);
+    assert_clear_error(&["lesion", "--checkpoint", dir], expected);
+    assert_clear_error(&["paths", "--checkpoint", dir, "--gradient"], expected);
+}
+
+#[test]
+fn a_corrupt_checkpoint_is_named() {
+    let dir = std::env::temp_dir().join("unravel-cli-errors-corrupt");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("checkpoint.safetensors"),
+        b"not a safetensors file",
+    )
+    .unwrap();
+    assert_clear_error(
+        &["eval", "--checkpoint", dir.to_str().unwrap()],
+        "checkpoint.safetensors is not a valid safetensors file",
+    );
+}
+
+#[test]
+fn an_unknown_model_names_the_valid_depths() {
+    assert_clear_error(
+        &["summary", "--model", "resnet21"],
+        "CIFAR ResNet depth must be 6n+2",
+    );
+    assert_clear_error(
+        &["paths", "--model", "densenet40-k12"],
+        "no residual blocks",
+    );
+}
