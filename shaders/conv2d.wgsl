@@ -1244,6 +1244,429 @@ fn reduce(first: u32, end: u32, b_at: u32, lane: u32, sgs: u32) {
     }
 }
 
+// ---------------------------------------------------------------- window mode
+// The forward with KW = 3, stride S = WINDOW (1 or 2; 0 is off) and ROWS =
+// 4: a lane's 4 rows are adjacent output pixels of one image row, so at tap
+// kx row r reads x at column x0 + r*S + kx of one input row, and the three
+// taps of the four rows read 3 + 3*S distinct values (6 or 9) instead of 12.
+// k runs over (ci, ky) pairs, CHUNK to a chunk: lane j holds the B entries
+// of the three taps of pair j (tw{kx}*); for each pair the lanes load its
+// window once and run its three taps with lane j's entries broadcast.
+override WINDOW: u32 = 0u;
+const ZERO4 = vec4<f32>(0.0);
+// BEGIN GENERATED tap registers
+var<private> tw00: vec4<f32>;
+var<private> tw01: vec4<f32>;
+var<private> tw02: vec4<f32>;
+var<private> tw03: vec4<f32>;
+var<private> tw04: vec4<f32>;
+var<private> tw05: vec4<f32>;
+var<private> tw06: vec4<f32>;
+var<private> tw07: vec4<f32>;
+var<private> tw10: vec4<f32>;
+var<private> tw11: vec4<f32>;
+var<private> tw12: vec4<f32>;
+var<private> tw13: vec4<f32>;
+var<private> tw14: vec4<f32>;
+var<private> tw15: vec4<f32>;
+var<private> tw16: vec4<f32>;
+var<private> tw17: vec4<f32>;
+var<private> tw20: vec4<f32>;
+var<private> tw21: vec4<f32>;
+var<private> tw22: vec4<f32>;
+var<private> tw23: vec4<f32>;
+var<private> tw24: vec4<f32>;
+var<private> tw25: vec4<f32>;
+var<private> tw26: vec4<f32>;
+var<private> tw27: vec4<f32>;
+// END GENERATED tap registers
+// win{kx}: component r is row r's A at tap kx of the current pair.
+var<private> win0: vec4<f32>;
+var<private> win1: vec4<f32>;
+var<private> win2: vec4<f32>;
+// The next pair (ci, ky) as the offset ci*H*W + ky*W from a row's origin,
+// and its ky; the pairs left in the current chunk.
+var<private> pair_off: u32;
+var<private> pair_ky: u32;
+var<private> pair_left: u32;
+
+// This lane's B entries of its pair's three taps from bp[at ..], zeros if !ok.
+// BEGIN GENERATED load taps
+fn load_taps(at: u32, ok: bool) {
+    let i = select(0u, at, ok);
+    tw00 = select(ZERO4, bp[i + 0u * NV + 0u], ok);
+    if (NV > 1u) { tw01 = select(ZERO4, bp[i + 0u * NV + 1u], ok); }
+    if (NV > 2u) { tw02 = select(ZERO4, bp[i + 0u * NV + 2u], ok); }
+    if (NV > 3u) { tw03 = select(ZERO4, bp[i + 0u * NV + 3u], ok); }
+    if (NV > 4u) { tw04 = select(ZERO4, bp[i + 0u * NV + 4u], ok); }
+    if (NV > 5u) { tw05 = select(ZERO4, bp[i + 0u * NV + 5u], ok); }
+    if (NV > 6u) { tw06 = select(ZERO4, bp[i + 0u * NV + 6u], ok); }
+    if (NV > 7u) { tw07 = select(ZERO4, bp[i + 0u * NV + 7u], ok); }
+    tw10 = select(ZERO4, bp[i + 1u * NV + 0u], ok);
+    if (NV > 1u) { tw11 = select(ZERO4, bp[i + 1u * NV + 1u], ok); }
+    if (NV > 2u) { tw12 = select(ZERO4, bp[i + 1u * NV + 2u], ok); }
+    if (NV > 3u) { tw13 = select(ZERO4, bp[i + 1u * NV + 3u], ok); }
+    if (NV > 4u) { tw14 = select(ZERO4, bp[i + 1u * NV + 4u], ok); }
+    if (NV > 5u) { tw15 = select(ZERO4, bp[i + 1u * NV + 5u], ok); }
+    if (NV > 6u) { tw16 = select(ZERO4, bp[i + 1u * NV + 6u], ok); }
+    if (NV > 7u) { tw17 = select(ZERO4, bp[i + 1u * NV + 7u], ok); }
+    tw20 = select(ZERO4, bp[i + 2u * NV + 0u], ok);
+    if (NV > 1u) { tw21 = select(ZERO4, bp[i + 2u * NV + 1u], ok); }
+    if (NV > 2u) { tw22 = select(ZERO4, bp[i + 2u * NV + 2u], ok); }
+    if (NV > 3u) { tw23 = select(ZERO4, bp[i + 2u * NV + 3u], ok); }
+    if (NV > 4u) { tw24 = select(ZERO4, bp[i + 2u * NV + 4u], ok); }
+    if (NV > 5u) { tw25 = select(ZERO4, bp[i + 2u * NV + 5u], ok); }
+    if (NV > 6u) { tw26 = select(ZERO4, bp[i + 2u * NV + 6u], ok); }
+    if (NV > 7u) { tw27 = select(ZERO4, bp[i + 2u * NV + 7u], ok); }
+}
+// END GENERATED load taps
+
+// Element e of the next pair's window.
+fn window_value(e: u32, ok_y: bool) -> f32 {
+    return load_a(row0.at + pair_off + e, ok_y && u32(row0.x0 + i32(e)) < p.w);
+}
+
+// The window of the next pair into win0..win2 (zeros if !in_range), then
+// one pair on.
+fn next_window(in_range: bool) {
+    let ok_y = row0.live && in_range && u32(row0.y0 + i32(pair_ky)) < p.h;
+    let e0 = window_value(0u, ok_y);
+    let e1 = window_value(1u, ok_y);
+    let e2 = window_value(2u, ok_y);
+    let e3 = window_value(3u, ok_y);
+    let e4 = window_value(4u, ok_y);
+    let e5 = window_value(5u, ok_y);
+    if (WINDOW == 1u) {
+        win0 = vec4<f32>(e0, e1, e2, e3);
+        win1 = vec4<f32>(e1, e2, e3, e4);
+        win2 = vec4<f32>(e2, e3, e4, e5);
+    } else {
+        let e6 = window_value(6u, ok_y);
+        let e7 = window_value(7u, ok_y);
+        let e8 = window_value(8u, ok_y);
+        win0 = vec4<f32>(e0, e2, e4, e6);
+        win1 = vec4<f32>(e1, e3, e5, e7);
+        win2 = vec4<f32>(e2, e4, e6, e8);
+    }
+    pair_ky += 1u;
+    pair_off += p.w;
+    let wrap = pair_ky == p.kh;
+    pair_ky = select(pair_ky, 0u, wrap);
+    // Wrapping u32 arithmetic: KH may exceed H where padding is large.
+    pair_off += select(0u, p.h * p.w - p.kh * p.w, wrap);
+}
+
+// BEGIN GENERATED fma rows
+fn fma_rows(b0: vec4<f32>, b1: vec4<f32>, b2: vec4<f32>, b3: vec4<f32>, b4: vec4<f32>, b5: vec4<f32>, b6: vec4<f32>, b7: vec4<f32>) {
+    acc00 += av0.x * b0;
+    if (ROWS > 1u) { acc10 += av0.y * b0; }
+    if (ROWS > 2u) { acc20 += av0.z * b0; }
+    if (ROWS > 3u) { acc30 += av0.w * b0; }
+    if (NV > 1u) {
+        acc01 += av0.x * b1;
+        if (ROWS > 1u) { acc11 += av0.y * b1; }
+        if (ROWS > 2u) { acc21 += av0.z * b1; }
+        if (ROWS > 3u) { acc31 += av0.w * b1; }
+    }
+    if (NV > 2u) {
+        acc02 += av0.x * b2;
+        if (ROWS > 1u) { acc12 += av0.y * b2; }
+        if (ROWS > 2u) { acc22 += av0.z * b2; }
+        if (ROWS > 3u) { acc32 += av0.w * b2; }
+    }
+    if (NV > 3u) {
+        acc03 += av0.x * b3;
+        if (ROWS > 1u) { acc13 += av0.y * b3; }
+        if (ROWS > 2u) { acc23 += av0.z * b3; }
+        if (ROWS > 3u) { acc33 += av0.w * b3; }
+    }
+    if (NV > 4u) {
+        acc04 += av0.x * b4;
+        if (ROWS > 1u) { acc14 += av0.y * b4; }
+        if (ROWS > 2u) { acc24 += av0.z * b4; }
+        if (ROWS > 3u) { acc34 += av0.w * b4; }
+    }
+    if (NV > 5u) {
+        acc05 += av0.x * b5;
+        if (ROWS > 1u) { acc15 += av0.y * b5; }
+        if (ROWS > 2u) { acc25 += av0.z * b5; }
+        if (ROWS > 3u) { acc35 += av0.w * b5; }
+    }
+    if (NV > 6u) {
+        acc06 += av0.x * b6;
+        if (ROWS > 1u) { acc16 += av0.y * b6; }
+        if (ROWS > 2u) { acc26 += av0.z * b6; }
+        if (ROWS > 3u) { acc36 += av0.w * b6; }
+    }
+    if (NV > 7u) {
+        acc07 += av0.x * b7;
+        if (ROWS > 1u) { acc17 += av0.y * b7; }
+        if (ROWS > 2u) { acc27 += av0.z * b7; }
+        if (ROWS > 3u) { acc37 += av0.w * b7; }
+    }
+}
+// END GENERATED fma rows
+
+// BEGIN GENERATED window pairs
+fn window_pair0() {
+    next_window(0u < pair_left);
+    av0 = win0;
+    fma_rows(subgroupBroadcast(tw00, 0u),
+             select(ZERO4, subgroupBroadcast(tw01, 0u), NV > 1u),
+             select(ZERO4, subgroupBroadcast(tw02, 0u), NV > 2u),
+             select(ZERO4, subgroupBroadcast(tw03, 0u), NV > 3u),
+             select(ZERO4, subgroupBroadcast(tw04, 0u), NV > 4u),
+             select(ZERO4, subgroupBroadcast(tw05, 0u), NV > 5u),
+             select(ZERO4, subgroupBroadcast(tw06, 0u), NV > 6u),
+             select(ZERO4, subgroupBroadcast(tw07, 0u), NV > 7u));
+    av0 = win1;
+    fma_rows(subgroupBroadcast(tw10, 0u),
+             select(ZERO4, subgroupBroadcast(tw11, 0u), NV > 1u),
+             select(ZERO4, subgroupBroadcast(tw12, 0u), NV > 2u),
+             select(ZERO4, subgroupBroadcast(tw13, 0u), NV > 3u),
+             select(ZERO4, subgroupBroadcast(tw14, 0u), NV > 4u),
+             select(ZERO4, subgroupBroadcast(tw15, 0u), NV > 5u),
+             select(ZERO4, subgroupBroadcast(tw16, 0u), NV > 6u),
+             select(ZERO4, subgroupBroadcast(tw17, 0u), NV > 7u));
+    av0 = win2;
+    fma_rows(subgroupBroadcast(tw20, 0u),
+             select(ZERO4, subgroupBroadcast(tw21, 0u), NV > 1u),
+             select(ZERO4, subgroupBroadcast(tw22, 0u), NV > 2u),
+             select(ZERO4, subgroupBroadcast(tw23, 0u), NV > 3u),
+             select(ZERO4, subgroupBroadcast(tw24, 0u), NV > 4u),
+             select(ZERO4, subgroupBroadcast(tw25, 0u), NV > 5u),
+             select(ZERO4, subgroupBroadcast(tw26, 0u), NV > 6u),
+             select(ZERO4, subgroupBroadcast(tw27, 0u), NV > 7u));
+}
+fn window_pair1() {
+    next_window(1u < pair_left);
+    av0 = win0;
+    fma_rows(subgroupBroadcast(tw00, 1u),
+             select(ZERO4, subgroupBroadcast(tw01, 1u), NV > 1u),
+             select(ZERO4, subgroupBroadcast(tw02, 1u), NV > 2u),
+             select(ZERO4, subgroupBroadcast(tw03, 1u), NV > 3u),
+             select(ZERO4, subgroupBroadcast(tw04, 1u), NV > 4u),
+             select(ZERO4, subgroupBroadcast(tw05, 1u), NV > 5u),
+             select(ZERO4, subgroupBroadcast(tw06, 1u), NV > 6u),
+             select(ZERO4, subgroupBroadcast(tw07, 1u), NV > 7u));
+    av0 = win1;
+    fma_rows(subgroupBroadcast(tw10, 1u),
+             select(ZERO4, subgroupBroadcast(tw11, 1u), NV > 1u),
+             select(ZERO4, subgroupBroadcast(tw12, 1u), NV > 2u),
+             select(ZERO4, subgroupBroadcast(tw13, 1u), NV > 3u),
+             select(ZERO4, subgroupBroadcast(tw14, 1u), NV > 4u),
+             select(ZERO4, subgroupBroadcast(tw15, 1u), NV > 5u),
+             select(ZERO4, subgroupBroadcast(tw16, 1u), NV > 6u),
+             select(ZERO4, subgroupBroadcast(tw17, 1u), NV > 7u));
+    av0 = win2;
+    fma_rows(subgroupBroadcast(tw20, 1u),
+             select(ZERO4, subgroupBroadcast(tw21, 1u), NV > 1u),
+             select(ZERO4, subgroupBroadcast(tw22, 1u), NV > 2u),
+             select(ZERO4, subgroupBroadcast(tw23, 1u), NV > 3u),
+             select(ZERO4, subgroupBroadcast(tw24, 1u), NV > 4u),
+             select(ZERO4, subgroupBroadcast(tw25, 1u), NV > 5u),
+             select(ZERO4, subgroupBroadcast(tw26, 1u), NV > 6u),
+             select(ZERO4, subgroupBroadcast(tw27, 1u), NV > 7u));
+}
+fn window_pair2() {
+    next_window(2u < pair_left);
+    av0 = win0;
+    fma_rows(subgroupBroadcast(tw00, 2u),
+             select(ZERO4, subgroupBroadcast(tw01, 2u), NV > 1u),
+             select(ZERO4, subgroupBroadcast(tw02, 2u), NV > 2u),
+             select(ZERO4, subgroupBroadcast(tw03, 2u), NV > 3u),
+             select(ZERO4, subgroupBroadcast(tw04, 2u), NV > 4u),
+             select(ZERO4, subgroupBroadcast(tw05, 2u), NV > 5u),
+             select(ZERO4, subgroupBroadcast(tw06, 2u), NV > 6u),
+             select(ZERO4, subgroupBroadcast(tw07, 2u), NV > 7u));
+    av0 = win1;
+    fma_rows(subgroupBroadcast(tw10, 2u),
+             select(ZERO4, subgroupBroadcast(tw11, 2u), NV > 1u),
+             select(ZERO4, subgroupBroadcast(tw12, 2u), NV > 2u),
+             select(ZERO4, subgroupBroadcast(tw13, 2u), NV > 3u),
+             select(ZERO4, subgroupBroadcast(tw14, 2u), NV > 4u),
+             select(ZERO4, subgroupBroadcast(tw15, 2u), NV > 5u),
+             select(ZERO4, subgroupBroadcast(tw16, 2u), NV > 6u),
+             select(ZERO4, subgroupBroadcast(tw17, 2u), NV > 7u));
+    av0 = win2;
+    fma_rows(subgroupBroadcast(tw20, 2u),
+             select(ZERO4, subgroupBroadcast(tw21, 2u), NV > 1u),
+             select(ZERO4, subgroupBroadcast(tw22, 2u), NV > 2u),
+             select(ZERO4, subgroupBroadcast(tw23, 2u), NV > 3u),
+             select(ZERO4, subgroupBroadcast(tw24, 2u), NV > 4u),
+             select(ZERO4, subgroupBroadcast(tw25, 2u), NV > 5u),
+             select(ZERO4, subgroupBroadcast(tw26, 2u), NV > 6u),
+             select(ZERO4, subgroupBroadcast(tw27, 2u), NV > 7u));
+}
+fn window_pair3() {
+    next_window(3u < pair_left);
+    av0 = win0;
+    fma_rows(subgroupBroadcast(tw00, 3u),
+             select(ZERO4, subgroupBroadcast(tw01, 3u), NV > 1u),
+             select(ZERO4, subgroupBroadcast(tw02, 3u), NV > 2u),
+             select(ZERO4, subgroupBroadcast(tw03, 3u), NV > 3u),
+             select(ZERO4, subgroupBroadcast(tw04, 3u), NV > 4u),
+             select(ZERO4, subgroupBroadcast(tw05, 3u), NV > 5u),
+             select(ZERO4, subgroupBroadcast(tw06, 3u), NV > 6u),
+             select(ZERO4, subgroupBroadcast(tw07, 3u), NV > 7u));
+    av0 = win1;
+    fma_rows(subgroupBroadcast(tw10, 3u),
+             select(ZERO4, subgroupBroadcast(tw11, 3u), NV > 1u),
+             select(ZERO4, subgroupBroadcast(tw12, 3u), NV > 2u),
+             select(ZERO4, subgroupBroadcast(tw13, 3u), NV > 3u),
+             select(ZERO4, subgroupBroadcast(tw14, 3u), NV > 4u),
+             select(ZERO4, subgroupBroadcast(tw15, 3u), NV > 5u),
+             select(ZERO4, subgroupBroadcast(tw16, 3u), NV > 6u),
+             select(ZERO4, subgroupBroadcast(tw17, 3u), NV > 7u));
+    av0 = win2;
+    fma_rows(subgroupBroadcast(tw20, 3u),
+             select(ZERO4, subgroupBroadcast(tw21, 3u), NV > 1u),
+             select(ZERO4, subgroupBroadcast(tw22, 3u), NV > 2u),
+             select(ZERO4, subgroupBroadcast(tw23, 3u), NV > 3u),
+             select(ZERO4, subgroupBroadcast(tw24, 3u), NV > 4u),
+             select(ZERO4, subgroupBroadcast(tw25, 3u), NV > 5u),
+             select(ZERO4, subgroupBroadcast(tw26, 3u), NV > 6u),
+             select(ZERO4, subgroupBroadcast(tw27, 3u), NV > 7u));
+}
+fn window_pair4() {
+    next_window(4u < pair_left);
+    av0 = win0;
+    fma_rows(subgroupBroadcast(tw00, 4u),
+             select(ZERO4, subgroupBroadcast(tw01, 4u), NV > 1u),
+             select(ZERO4, subgroupBroadcast(tw02, 4u), NV > 2u),
+             select(ZERO4, subgroupBroadcast(tw03, 4u), NV > 3u),
+             select(ZERO4, subgroupBroadcast(tw04, 4u), NV > 4u),
+             select(ZERO4, subgroupBroadcast(tw05, 4u), NV > 5u),
+             select(ZERO4, subgroupBroadcast(tw06, 4u), NV > 6u),
+             select(ZERO4, subgroupBroadcast(tw07, 4u), NV > 7u));
+    av0 = win1;
+    fma_rows(subgroupBroadcast(tw10, 4u),
+             select(ZERO4, subgroupBroadcast(tw11, 4u), NV > 1u),
+             select(ZERO4, subgroupBroadcast(tw12, 4u), NV > 2u),
+             select(ZERO4, subgroupBroadcast(tw13, 4u), NV > 3u),
+             select(ZERO4, subgroupBroadcast(tw14, 4u), NV > 4u),
+             select(ZERO4, subgroupBroadcast(tw15, 4u), NV > 5u),
+             select(ZERO4, subgroupBroadcast(tw16, 4u), NV > 6u),
+             select(ZERO4, subgroupBroadcast(tw17, 4u), NV > 7u));
+    av0 = win2;
+    fma_rows(subgroupBroadcast(tw20, 4u),
+             select(ZERO4, subgroupBroadcast(tw21, 4u), NV > 1u),
+             select(ZERO4, subgroupBroadcast(tw22, 4u), NV > 2u),
+             select(ZERO4, subgroupBroadcast(tw23, 4u), NV > 3u),
+             select(ZERO4, subgroupBroadcast(tw24, 4u), NV > 4u),
+             select(ZERO4, subgroupBroadcast(tw25, 4u), NV > 5u),
+             select(ZERO4, subgroupBroadcast(tw26, 4u), NV > 6u),
+             select(ZERO4, subgroupBroadcast(tw27, 4u), NV > 7u));
+}
+fn window_pair5() {
+    next_window(5u < pair_left);
+    av0 = win0;
+    fma_rows(subgroupBroadcast(tw00, 5u),
+             select(ZERO4, subgroupBroadcast(tw01, 5u), NV > 1u),
+             select(ZERO4, subgroupBroadcast(tw02, 5u), NV > 2u),
+             select(ZERO4, subgroupBroadcast(tw03, 5u), NV > 3u),
+             select(ZERO4, subgroupBroadcast(tw04, 5u), NV > 4u),
+             select(ZERO4, subgroupBroadcast(tw05, 5u), NV > 5u),
+             select(ZERO4, subgroupBroadcast(tw06, 5u), NV > 6u),
+             select(ZERO4, subgroupBroadcast(tw07, 5u), NV > 7u));
+    av0 = win1;
+    fma_rows(subgroupBroadcast(tw10, 5u),
+             select(ZERO4, subgroupBroadcast(tw11, 5u), NV > 1u),
+             select(ZERO4, subgroupBroadcast(tw12, 5u), NV > 2u),
+             select(ZERO4, subgroupBroadcast(tw13, 5u), NV > 3u),
+             select(ZERO4, subgroupBroadcast(tw14, 5u), NV > 4u),
+             select(ZERO4, subgroupBroadcast(tw15, 5u), NV > 5u),
+             select(ZERO4, subgroupBroadcast(tw16, 5u), NV > 6u),
+             select(ZERO4, subgroupBroadcast(tw17, 5u), NV > 7u));
+    av0 = win2;
+    fma_rows(subgroupBroadcast(tw20, 5u),
+             select(ZERO4, subgroupBroadcast(tw21, 5u), NV > 1u),
+             select(ZERO4, subgroupBroadcast(tw22, 5u), NV > 2u),
+             select(ZERO4, subgroupBroadcast(tw23, 5u), NV > 3u),
+             select(ZERO4, subgroupBroadcast(tw24, 5u), NV > 4u),
+             select(ZERO4, subgroupBroadcast(tw25, 5u), NV > 5u),
+             select(ZERO4, subgroupBroadcast(tw26, 5u), NV > 6u),
+             select(ZERO4, subgroupBroadcast(tw27, 5u), NV > 7u));
+}
+fn window_pair6() {
+    next_window(6u < pair_left);
+    av0 = win0;
+    fma_rows(subgroupBroadcast(tw00, 6u),
+             select(ZERO4, subgroupBroadcast(tw01, 6u), NV > 1u),
+             select(ZERO4, subgroupBroadcast(tw02, 6u), NV > 2u),
+             select(ZERO4, subgroupBroadcast(tw03, 6u), NV > 3u),
+             select(ZERO4, subgroupBroadcast(tw04, 6u), NV > 4u),
+             select(ZERO4, subgroupBroadcast(tw05, 6u), NV > 5u),
+             select(ZERO4, subgroupBroadcast(tw06, 6u), NV > 6u),
+             select(ZERO4, subgroupBroadcast(tw07, 6u), NV > 7u));
+    av0 = win1;
+    fma_rows(subgroupBroadcast(tw10, 6u),
+             select(ZERO4, subgroupBroadcast(tw11, 6u), NV > 1u),
+             select(ZERO4, subgroupBroadcast(tw12, 6u), NV > 2u),
+             select(ZERO4, subgroupBroadcast(tw13, 6u), NV > 3u),
+             select(ZERO4, subgroupBroadcast(tw14, 6u), NV > 4u),
+             select(ZERO4, subgroupBroadcast(tw15, 6u), NV > 5u),
+             select(ZERO4, subgroupBroadcast(tw16, 6u), NV > 6u),
+             select(ZERO4, subgroupBroadcast(tw17, 6u), NV > 7u));
+    av0 = win2;
+    fma_rows(subgroupBroadcast(tw20, 6u),
+             select(ZERO4, subgroupBroadcast(tw21, 6u), NV > 1u),
+             select(ZERO4, subgroupBroadcast(tw22, 6u), NV > 2u),
+             select(ZERO4, subgroupBroadcast(tw23, 6u), NV > 3u),
+             select(ZERO4, subgroupBroadcast(tw24, 6u), NV > 4u),
+             select(ZERO4, subgroupBroadcast(tw25, 6u), NV > 5u),
+             select(ZERO4, subgroupBroadcast(tw26, 6u), NV > 6u),
+             select(ZERO4, subgroupBroadcast(tw27, 6u), NV > 7u));
+}
+fn window_pair7() {
+    next_window(7u < pair_left);
+    av0 = win0;
+    fma_rows(subgroupBroadcast(tw00, 7u),
+             select(ZERO4, subgroupBroadcast(tw01, 7u), NV > 1u),
+             select(ZERO4, subgroupBroadcast(tw02, 7u), NV > 2u),
+             select(ZERO4, subgroupBroadcast(tw03, 7u), NV > 3u),
+             select(ZERO4, subgroupBroadcast(tw04, 7u), NV > 4u),
+             select(ZERO4, subgroupBroadcast(tw05, 7u), NV > 5u),
+             select(ZERO4, subgroupBroadcast(tw06, 7u), NV > 6u),
+             select(ZERO4, subgroupBroadcast(tw07, 7u), NV > 7u));
+    av0 = win1;
+    fma_rows(subgroupBroadcast(tw10, 7u),
+             select(ZERO4, subgroupBroadcast(tw11, 7u), NV > 1u),
+             select(ZERO4, subgroupBroadcast(tw12, 7u), NV > 2u),
+             select(ZERO4, subgroupBroadcast(tw13, 7u), NV > 3u),
+             select(ZERO4, subgroupBroadcast(tw14, 7u), NV > 4u),
+             select(ZERO4, subgroupBroadcast(tw15, 7u), NV > 5u),
+             select(ZERO4, subgroupBroadcast(tw16, 7u), NV > 6u),
+             select(ZERO4, subgroupBroadcast(tw17, 7u), NV > 7u));
+    av0 = win2;
+    fma_rows(subgroupBroadcast(tw20, 7u),
+             select(ZERO4, subgroupBroadcast(tw21, 7u), NV > 1u),
+             select(ZERO4, subgroupBroadcast(tw22, 7u), NV > 2u),
+             select(ZERO4, subgroupBroadcast(tw23, 7u), NV > 3u),
+             select(ZERO4, subgroupBroadcast(tw24, 7u), NV > 4u),
+             select(ZERO4, subgroupBroadcast(tw25, 7u), NV > 5u),
+             select(ZERO4, subgroupBroadcast(tw26, 7u), NV > 6u),
+             select(ZERO4, subgroupBroadcast(tw27, 7u), NV > 7u));
+}
+// END GENERATED window pairs
+
+// The forward's reduction in window mode; B entries of k = 3*pair + kx at
+// bp[b_at + k*NV].
+fn reduce_window(b_at: u32, lane: u32) {
+    // Row 0 is the first pixel of a lane's image row: if it is past the
+    // end, so are the others.
+    if (subgroupAll(!row0.store)) { return; }
+    let pairs = p.cin_g * p.kh;
+    pair_off = 0u;
+    pair_ky = 0u;
+    for (var q0 = 0u; q0 < pairs; q0 += CHUNK) {
+        load_taps(b_at + (q0 + lane) * 3u * NV, lane < CHUNK && q0 + lane < pairs);
+        pair_left = min(CHUNK, pairs - q0);
+        window_pair0(); window_pair1(); window_pair2(); window_pair3();
+        window_pair4(); window_pair5(); window_pair6(); window_pair7();
+    }
+}
+
 // Stores the rows: columns c0.. (of `cols`) at out_at + c*step, plus the
 // bias at bias_at + c if `bias` (loaded once for all rows).
 fn store_rows(step: u32, c0: u32, cols: u32, bias: bool, bias_at: u32) {
@@ -1480,26 +1903,42 @@ fn forward_row(i: u32, g: u32, c0: u32) -> Row {
 }
 
 // Rows: output pixels (n, oy, ox), ROWS per lane (lid, lid + WG, ... of
-// the workgroup's ROWS*WG); columns: channels g*KG + c0 .. + 4*NV of block
+// the workgroup's ROWS*WG; 4 adjacent ones in window mode); columns: channels g*KG + c0 .. + 4*NV of block
 // wg.z = g * blocks + block; k: (ci, ky, kx).
 @compute @workgroup_size(64)
 fn conv2d_forward_sg(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                      @builtin(local_invocation_index) lid: u32,
                      @builtin(subgroup_invocation_id) lane: u32, @builtin(subgroup_size) sgs: u32) {
-    let i0 = (wg.y * nwg.x + wg.x) * ROWS * WG + lid;
     let g = wg.z / p.blocks;
     let c0 = (wg.z % p.blocks) * 4u * NV;
-    row0 = forward_row(i0, g, c0);
-    if (ROWS > 1u) { row1 = forward_row(i0 + 1u * WG, g, c0); }
-    if (ROWS > 2u) { row2 = forward_row(i0 + 2u * WG, g, c0); }
-    if (ROWS > 3u) { row3 = forward_row(i0 + 3u * WG, g, c0); }
-    if (ROWS > 4u) { row4 = forward_row(i0 + 4u * WG, g, c0); }
-    if (ROWS > 5u) { row5 = forward_row(i0 + 5u * WG, g, c0); }
-    if (ROWS > 6u) { row6 = forward_row(i0 + 6u * WG, g, c0); }
-    if (ROWS > 7u) { row7 = forward_row(i0 + 7u * WG, g, c0); }
-    wk = walk(p.kh, p.kw, p.h * p.w, p.w, 1u, 1, 1, p.h, p.w);
     let r_len = p.cin_g * p.kh * p.kw;
-    reduce(0u, r_len, wg.z * r_len * NV, lane, sgs);
+    if (WINDOW != 0u) {
+        // Lane t: pixels ox .. ox + 3 of image row (n, oy) = t / tiles.
+        let t = (wg.y * nwg.x + wg.x) * WG + lid;
+        let tiles = (p.ow + 3u) / 4u;
+        let image_row = qdiv(t, tiles);
+        let ox = (t - image_row * tiles) * 4u;
+        let i = image_row * p.ow + ox;
+        let live = image_row < p.n * p.oh;
+        let none = 0xffffffffu;
+        row0 = forward_row(select(none, i, live), g, c0);
+        row1 = forward_row(select(none, i + 1u, live && ox + 1u < p.ow), g, c0);
+        row2 = forward_row(select(none, i + 2u, live && ox + 2u < p.ow), g, c0);
+        row3 = forward_row(select(none, i + 3u, live && ox + 3u < p.ow), g, c0);
+        reduce_window(wg.z * r_len * NV, lane);
+    } else {
+        let i0 = (wg.y * nwg.x + wg.x) * ROWS * WG + lid;
+        row0 = forward_row(i0, g, c0);
+        if (ROWS > 1u) { row1 = forward_row(i0 + 1u * WG, g, c0); }
+        if (ROWS > 2u) { row2 = forward_row(i0 + 2u * WG, g, c0); }
+        if (ROWS > 3u) { row3 = forward_row(i0 + 3u * WG, g, c0); }
+        if (ROWS > 4u) { row4 = forward_row(i0 + 4u * WG, g, c0); }
+        if (ROWS > 5u) { row5 = forward_row(i0 + 5u * WG, g, c0); }
+        if (ROWS > 6u) { row6 = forward_row(i0 + 6u * WG, g, c0); }
+        if (ROWS > 7u) { row7 = forward_row(i0 + 7u * WG, g, c0); }
+        wk = walk(p.kh, p.kw, p.h * p.w, p.w, 1u, 1, 1, p.h, p.w);
+        reduce(0u, r_len, wg.z * r_len * NV, lane, sgs);
+    }
     store_rows(p.oh * p.ow, c0, p.cout_g, p.has_bias != 0u, p.v_off + g * p.cout_g + c0);
 }
 

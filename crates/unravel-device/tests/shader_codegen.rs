@@ -106,14 +106,91 @@ fn store_each_row() -> String {
     s
 }
 
+/// Window mode's B registers: tw{kx}{b}, tap kx's column block b.
+fn tap_registers() -> String {
+    let mut s = String::new();
+    for kx in 0..3 {
+        for b in 0..MAX_NV {
+            writeln!(s, "var<private> tw{kx}{b}: vec4<f32>;").unwrap();
+        }
+    }
+    s
+}
+
+fn load_taps() -> String {
+    let mut s =
+        String::from("fn load_taps(at: u32, ok: bool) {\n    let i = select(0u, at, ok);\n");
+    for kx in 0..3 {
+        for b in 0..MAX_NV {
+            let load = format!("tw{kx}{b} = select(ZERO4, bp[i + {kx}u * NV + {b}u], ok);");
+            let cond = (b > 0).then(|| format!("NV > {b}u"));
+            writeln!(s, "    {}", guarded(cond, &load)).unwrap();
+        }
+    }
+    s += "}\n";
+    s
+}
+
+/// acc{row}{block} += av0[row] * b{block}: one step's multiply-adds for
+/// given B values (window mode, rows 0..3).
+fn fma_rows() -> String {
+    let params: Vec<String> = (0..MAX_NV).map(|b| format!("b{b}: vec4<f32>")).collect();
+    let mut s = format!("fn fma_rows({}) {{\n", params.join(", "));
+    for b in 0..MAX_NV {
+        let indent = if b == 0 { "    " } else { "        " };
+        if b > 0 {
+            writeln!(s, "    if (NV > {b}u) {{").unwrap();
+        }
+        for r in 0..4 {
+            let fma = format!("acc{r}{b} += {} * b{b};", a_of_row(r));
+            writeln!(s, "{indent}{}", guarded(rows_above(r), &fma)).unwrap();
+        }
+        if b > 0 {
+            s += "    }\n";
+        }
+    }
+    s += "}\n";
+    s
+}
+
+/// window_pair{j}: the (ci, ky) pair of chunk lane j: its window, then its
+/// three taps with lane j's B entries.
+fn window_pairs() -> String {
+    let mut s = String::new();
+    for j in 0..8 {
+        writeln!(s, "fn window_pair{j}() {{").unwrap();
+        writeln!(s, "    next_window({j}u < pair_left);").unwrap();
+        for kx in 0..3 {
+            let args: Vec<String> = (0..MAX_NV)
+                .map(|b| {
+                    let cast = format!("subgroupBroadcast(tw{kx}{b}, {j}u)");
+                    if b == 0 {
+                        cast
+                    } else {
+                        format!("select(ZERO4, {cast}, NV > {b}u)")
+                    }
+                })
+                .collect();
+            writeln!(s, "    av0 = win{kx};").unwrap();
+            writeln!(s, "    fma_rows({});", args.join(",\n             ")).unwrap();
+        }
+        s += "}\n";
+    }
+    s
+}
+
 /// A region's name (as in its markers) and its generator.
 type Region = (&'static str, fn() -> String);
 
-const REGIONS: [Region; 4] = [
+const REGIONS: [Region; 8] = [
     ("accumulators", accumulators),
     ("chunk registers", chunk_registers),
     ("steps", steps),
     ("store each row", store_each_row),
+    ("tap registers", tap_registers),
+    ("load taps", load_taps),
+    ("fma rows", fma_rows),
+    ("window pairs", window_pairs),
 ];
 
 /// The shader with every generated region replaced by its generator's text.

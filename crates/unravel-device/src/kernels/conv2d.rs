@@ -305,6 +305,18 @@ fn check_bias(op: &'static str, s: &Conv2dShape, bias: Option<&Tensor>) -> Resul
 
 /// Vec4 blocks of output columns per invocation and blocks per group, for
 /// `cols` columns per group.
+/// The forward's window mode (WINDOW in WGSL): the stride, where a lane's 4
+/// adjacent pixels share the loads of their 3 taps along x and the weights
+/// are shared by constant-index broadcasts; else 0.
+fn forward_window(s: &Conv2dShape, broadcasts: bool) -> u32 {
+    let fits = s.kw == 3 && (s.stride == 1 || s.stride == 2) && PIXEL_ROWS == 4;
+    if fits && broadcasts {
+        s.stride as u32
+    } else {
+        0
+    }
+}
+
 fn column_blocks(cols: usize) -> (u32, u32) {
     let nv = cols.div_ceil(4).clamp(1, MAX_COLS / 4);
     (nv as u32, cols.div_ceil(nv * 4) as u32)
@@ -375,12 +387,19 @@ pub fn conv2d_forward_with(
                 r_len,
             )?;
             let rows = PIXEL_ROWS;
-            let [gx, gy, _] = grid_1d(pixels, rows * GROUP);
+            let [nv_c, chunk_c, rows_c] = algo.constants(gpu, nv, rows);
+            let window = forward_window(s, chunk_c.1 == 0.0);
+            // In window mode a lane takes 4 adjacent pixels of an image row.
+            let [gx, gy, _] = if window == 0 {
+                grid_1d(pixels, rows * GROUP)
+            } else {
+                grid_1d(s.n * s.out_h() * s.out_w().div_ceil(4), GROUP)
+            };
             let grid = [gx, gy, blocks * s.groups as u32];
             let mut tensors = tensors.to_vec();
             tensors.push(&packed.1);
             let entry = "conv2d_forward_sg";
-            let constants = algo.constants(gpu, nv, rows);
+            let constants = [nv_c, chunk_c, rows_c, ("WINDOW", window as f64)];
             let conv = gpu.dispatch_with(FILE, entry, &constants, &params, &tensors, grid)?;
             Ok(vec![packed.0, conv])
         }
