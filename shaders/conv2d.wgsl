@@ -1245,13 +1245,17 @@ fn reduce(first: u32, end: u32, b_at: u32, lane: u32, sgs: u32) {
 }
 
 // ---------------------------------------------------------------- window mode
-// The forward with KW = 3, stride S = WINDOW (1 or 2; 0 is off) and ROWS =
-// 4: a lane's 4 rows are adjacent output pixels of one image row, so at tap
-// kx row r reads x at column x0 + r*S + kx of one input row, and the three
-// taps of the four rows read 3 + 3*S distinct values (6 or 9) instead of 12.
-// k runs over (ci, ky) pairs, CHUNK to a chunk: lane j holds the B entries
-// of the three taps of pair j (tw{kx}*); for each pair the lanes load its
-// window once and run its three taps with lane j's entries broadcast.
+// KW = 3 and ROWS = 4, a lane's 4 rows adjacent pixels of one image row:
+// - WINDOW = S = 1 or 2, the forward with stride S: at tap kx row r reads x
+//   at column x0 + r*S + kx of one input row;
+// - WINDOW = 3, the input gradient with stride 1: at tap mx row r reads dy
+//   at column x0 + r - mx.
+// So the three taps of the four rows read 6 (9 for S = 2) distinct values
+// instead of 12. k runs over pairs (input channel, ky) of the forward or
+// (output channel, my) of the input gradient, CHUNK to a chunk: lane j holds
+// the B entries of the three taps of pair j (tw{kx}*); for each pair the
+// lanes load its window once and run its three taps with lane j's entries
+// broadcast. 0 is off.
 override WINDOW: u32 = 0u;
 const ZERO4 = vec4<f32>(0.0);
 // BEGIN GENERATED tap registers
@@ -1284,11 +1288,21 @@ var<private> tw27: vec4<f32>;
 var<private> win0: vec4<f32>;
 var<private> win1: vec4<f32>;
 var<private> win2: vec4<f32>;
-// The next pair (ci, ky) as the offset ci*H*W + ky*W from a row's origin,
-// and its ky; the pairs left in the current chunk.
+// The next pair as the offset of its A row from a row's origin, and its
+// ky (my); the pairs left in the current chunk.
 var<private> pair_off: u32;
 var<private> pair_ky: u32;
 var<private> pair_left: u32;
+// How pairs advance: a row reads A at y = y0 + y_sign*ky and x = x0 +
+// x_shift + e (element e of the window), in range below (lim_y, lim_x);
+// pair_off moves by st_ky per ky and by d_wrap more when ky wraps at kh
+// (wrapping u32 arithmetic, so steps may be negative).
+struct PairWalk {
+    y_sign: i32, x_shift: i32,
+    lim_y: u32, lim_x: u32,
+    st_ky: u32, d_wrap: u32,
+}
+var<private> pw: PairWalk;
 
 // This lane's B entries of its pair's three taps from bp[at ..], zeros if !ok.
 // BEGIN GENERATED load taps
@@ -1322,38 +1336,43 @@ fn load_taps(at: u32, ok: bool) {
 // END GENERATED load taps
 
 // Element e of the next pair's window.
-fn window_value(e: u32, ok_y: bool) -> f32 {
-    return load_a(row0.at + pair_off + e, ok_y && u32(row0.x0 + i32(e)) < p.w);
+fn window_value(e: i32, ok_y: bool) -> f32 {
+    let dx = pw.x_shift + e;
+    return load_a(row0.at + pair_off + u32(dx), ok_y && u32(row0.x0 + dx) < pw.lim_x);
 }
 
 // The window of the next pair into win0..win2 (zeros if !in_range), then
 // one pair on.
 fn next_window(in_range: bool) {
-    let ok_y = row0.live && in_range && u32(row0.y0 + i32(pair_ky)) < p.h;
-    let e0 = window_value(0u, ok_y);
-    let e1 = window_value(1u, ok_y);
-    let e2 = window_value(2u, ok_y);
-    let e3 = window_value(3u, ok_y);
-    let e4 = window_value(4u, ok_y);
-    let e5 = window_value(5u, ok_y);
+    let ok_y = row0.live && in_range && u32(row0.y0 + pw.y_sign * i32(pair_ky)) < pw.lim_y;
+    let e0 = window_value(0, ok_y);
+    let e1 = window_value(1, ok_y);
+    let e2 = window_value(2, ok_y);
+    let e3 = window_value(3, ok_y);
+    let e4 = window_value(4, ok_y);
+    let e5 = window_value(5, ok_y);
     if (WINDOW == 1u) {
         win0 = vec4<f32>(e0, e1, e2, e3);
         win1 = vec4<f32>(e1, e2, e3, e4);
         win2 = vec4<f32>(e2, e3, e4, e5);
-    } else {
-        let e6 = window_value(6u, ok_y);
-        let e7 = window_value(7u, ok_y);
-        let e8 = window_value(8u, ok_y);
+    } else if (WINDOW == 2u) {
+        let e6 = window_value(6, ok_y);
+        let e7 = window_value(7, ok_y);
+        let e8 = window_value(8, ok_y);
         win0 = vec4<f32>(e0, e2, e4, e6);
         win1 = vec4<f32>(e1, e3, e5, e7);
         win2 = vec4<f32>(e2, e4, e6, e8);
+    } else {
+        // x_shift = -2: element e is at x0 + e - 2, row r's tap mx at e = r + 2 - mx.
+        win0 = vec4<f32>(e2, e3, e4, e5);
+        win1 = vec4<f32>(e1, e2, e3, e4);
+        win2 = vec4<f32>(e0, e1, e2, e3);
     }
     pair_ky += 1u;
-    pair_off += p.w;
+    pair_off += pw.st_ky;
     let wrap = pair_ky == p.kh;
     pair_ky = select(pair_ky, 0u, wrap);
-    // Wrapping u32 arithmetic: KH may exceed H where padding is large.
-    pair_off += select(0u, p.h * p.w - p.kh * p.w, wrap);
+    pair_off += select(0u, pw.d_wrap, wrap);
 }
 
 // BEGIN GENERATED fma rows
@@ -1650,13 +1669,12 @@ fn window_pair7() {
 }
 // END GENERATED window pairs
 
-// The forward's reduction in window mode; B entries of k = 3*pair + kx at
-// bp[b_at + k*NV].
-fn reduce_window(b_at: u32, lane: u32) {
+// The reduction in window mode over `pairs` pairs; B entries of k = 3*pair
+// + kx at bp[b_at + k*NV].
+fn reduce_window(pairs: u32, b_at: u32, lane: u32) {
     // Row 0 is the first pixel of a lane's image row: if it is past the
     // end, so are the others.
     if (subgroupAll(!row0.store)) { return; }
-    let pairs = p.cin_g * p.kh;
     pair_off = 0u;
     pair_ky = 0u;
     for (var q0 = 0u; q0 < pairs; q0 += CHUNK) {
@@ -1925,7 +1943,9 @@ fn conv2d_forward_sg(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgrou
         row1 = forward_row(select(none, i + 1u, live && ox + 1u < p.ow), g, c0);
         row2 = forward_row(select(none, i + 2u, live && ox + 2u < p.ow), g, c0);
         row3 = forward_row(select(none, i + 3u, live && ox + 3u < p.ow), g, c0);
-        reduce_window(wg.z * r_len * NV, lane);
+        // Wrapping u32 arithmetic: KH may exceed H where padding is large.
+        pw = PairWalk(1, 0, p.h, p.w, p.w, p.h * p.w - p.kh * p.w);
+        reduce_window(p.cin_g * p.kh, wg.z * r_len * NV, lane);
     } else {
         let i0 = (wg.y * nwg.x + wg.x) * ROWS * WG + lid;
         row0 = forward_row(i0, g, c0);
@@ -2001,6 +2021,30 @@ fn conv2d_backward_input_sg(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_w
     let gb = wg.z / (p.stride * p.stride);
     let g = gb / p.blocks;
     let c0 = (gb % p.blocks) * 4u * NV;
+    let neg = 0xffffffffu;
+    // bp holds the taps of each phase together, phase after phase.
+    let khw = p.kh * p.kw;
+    let b_at = (gb * p.cout_g * khw + p.cout_g * taps_before(ph.phy, ph.phx)) * NV;
+    if (WINDOW != 0u) {
+        // Stride 1 (one phase). Lane t: pixels ix .. ix + 3 of image row
+        // (n, iy) = t / tiles.
+        let t = (wg.y * nwg.x + wg.x) * WG + lid;
+        let tiles = (p.w + 3u) / 4u;
+        let image_row = qdiv(t, tiles);
+        let ix = (t - image_row * tiles) * 4u;
+        let i = image_row * p.w + ix;
+        let live = image_row < p.n * p.h;
+        let none = 0xffffffffu;
+        row0 = backward_input_row(ph, select(none, i, live), g, c0);
+        row1 = backward_input_row(ph, select(none, i + 1u, live && ix + 1u < p.w), g, c0);
+        row2 = backward_input_row(ph, select(none, i + 2u, live && ix + 2u < p.w), g, c0);
+        row3 = backward_input_row(ph, select(none, i + 3u, live && ix + 3u < p.w), g, c0);
+        let ohw = p.oh * p.ow;
+        pw = PairWalk(-1, -2, p.oh, p.ow, neg * p.ow, ohw + p.kh * p.ow);
+        reduce_window(p.cout_g * p.kh, b_at, lane);
+        store_rows(p.h * p.w, c0, p.cin_g, false, 0u);
+        return;
+    }
     let i0 = (wg.y * nwg.x + wg.x) * ROWS * WG + lid;
     row0 = backward_input_row(ph, i0, g, c0);
     if (ROWS > 1u) { row1 = backward_input_row(ph, i0 + 1u * WG, g, c0); }
@@ -2010,11 +2054,7 @@ fn conv2d_backward_input_sg(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_w
     if (ROWS > 5u) { row5 = backward_input_row(ph, i0 + 5u * WG, g, c0); }
     if (ROWS > 6u) { row6 = backward_input_row(ph, i0 + 6u * WG, g, c0); }
     if (ROWS > 7u) { row7 = backward_input_row(ph, i0 + 7u * WG, g, c0); }
-    let neg = 0xffffffffu;
     wk = walk(max(ph.nty, 1u), max(ph.ntx, 1u), p.oh * p.ow, neg * p.ow, neg, -1, -1, p.oh, p.ow);
-    // bp holds the taps of each phase together, phase after phase.
-    let khw = p.kh * p.kw;
-    let b_at = (gb * p.cout_g * khw + p.cout_g * taps_before(ph.phy, ph.phx)) * NV;
     reduce(0u, p.cout_g * ph.nty * ph.ntx, b_at, lane, sgs);
     store_rows(p.h * p.w, c0, p.cin_g, false, 0u);
 }

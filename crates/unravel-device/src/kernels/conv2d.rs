@@ -317,6 +317,17 @@ fn forward_window(s: &Conv2dShape, broadcasts: bool) -> u32 {
     }
 }
 
+/// The input gradient's window mode (WINDOW = 3 in WGSL) for 3-wide kernels
+/// at stride 1, else 0.
+fn backward_input_window(s: &Conv2dShape, broadcasts: bool) -> u32 {
+    let fits = s.kw == 3 && s.stride == 1 && PIXEL_ROWS == 4;
+    if fits && broadcasts {
+        3
+    } else {
+        0
+    }
+}
+
 fn column_blocks(cols: usize) -> (u32, u32) {
     let nv = cols.div_ceil(4).clamp(1, MAX_COLS / 4);
     (nv as u32, cols.div_ceil(nv * 4) as u32)
@@ -452,12 +463,18 @@ pub fn conv2d_backward_input_with(
             let packed = pack(gpu, entry, &params, nv, [dy, w], k_len)?;
             let per_phase = s.n * s.h.div_ceil(s.stride) * s.w.div_ceil(s.stride);
             let rows = PIXEL_ROWS;
-            let [gx, gy, _] = grid_1d(per_phase, rows * GROUP);
+            let [nv_c, chunk_c, rows_c] = algo.constants(gpu, nv, rows);
+            let window = backward_input_window(s, chunk_c.1 == 0.0);
+            let [gx, gy, _] = if window == 0 {
+                grid_1d(per_phase, rows * GROUP)
+            } else {
+                grid_1d(s.n * s.h * s.w.div_ceil(4), GROUP)
+            };
             let phases = (s.stride * s.stride) as u32;
             let grid = [gx, gy, blocks * s.groups as u32 * phases];
             let tensors = [dy, w, w, dx, &packed.1];
             let entry = "conv2d_backward_input_sg";
-            let constants = algo.constants(gpu, nv, rows);
+            let constants = [nv_c, chunk_c, rows_c, ("WINDOW", window as f64)];
             let conv = gpu.dispatch_with(FILE, entry, &constants, &params, &tensors, grid)?;
             Ok(vec![packed.0, conv])
         }
