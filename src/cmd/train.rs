@@ -121,7 +121,16 @@ pub fn run(adapter: &AdapterOptions, args: &TrainArgs) -> anyhow::Result<()> {
         Some(path) => TrainOptions::from_toml_file(path)?,
         None => TrainOptions::default(),
     };
-    let config = file.overridden_by(args.options()).resolve()?;
+    let config = match &args.resume {
+        // A resumed run keeps the configuration it was started with (the
+        // defaults must not replace it); only --epochs may extend it.
+        Some(dir) => {
+            let mut c = trainer::checkpoint_config(dir)?;
+            c.epochs = c.epochs.max(args.epochs.unwrap_or(0));
+            c
+        }
+        None => file.overridden_by(args.options()).resolve()?,
+    };
     let gpu = Gpu::new(adapter).context("opening the GPU adapter")?;
 
     // Ctrl-C finishes the current step, saves a checkpoint and exits 0; a

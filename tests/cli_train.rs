@@ -1,0 +1,65 @@
+//! `unravel train --resume` keeps the run's own configuration: the flags'
+//! defaults do not replace it, and only --epochs extends it.
+
+use std::path::Path;
+use std::process::Command;
+
+/// The last line of `unravel args` (JSON), after checking that it succeeded.
+fn unravel(args: &[&str]) -> serde_json::Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_unravel"))
+        .args(args)
+        .output()
+        .expect("run unravel");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(stdout.lines().last().unwrap()).unwrap()
+}
+
+fn epochs_written(dir: &Path) -> usize {
+    std::fs::read_to_string(dir.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .count()
+}
+
+#[test]
+fn resume_keeps_the_epochs_of_the_run_unless_extended() {
+    let dir = std::env::temp_dir().join("unravel-cli-train-resume");
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = dir.to_str().unwrap();
+    let quick = [
+        "--train-subset",
+        "128",
+        "--test-subset",
+        "64",
+        "--batch-size",
+        "64",
+        "--quiet",
+    ];
+    let first = [
+        &[
+            "train",
+            "--epochs",
+            "1",
+            "--schedule",
+            "cosine",
+            "--out",
+            out,
+        ][..],
+        &quick,
+    ]
+    .concat();
+    assert_eq!(unravel(&first)["epochs"], 1);
+    // The default of --epochs (20) must not extend a finished 1-epoch run.
+    assert_eq!(unravel(&["train", "--resume", out, "--quiet"])["epochs"], 1);
+    assert_eq!(epochs_written(&dir), 1);
+    assert_eq!(
+        unravel(&["train", "--resume", out, "--epochs", "2", "--quiet"])["epochs"],
+        2
+    );
+    assert_eq!(epochs_written(&dir), 2);
+}
