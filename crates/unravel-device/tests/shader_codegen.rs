@@ -47,16 +47,19 @@ fn chunk_registers() -> String {
         .collect()
 }
 
-/// One step: every row's A times column block b of the B entry `fetch(b)`.
-fn step(name_and_args: &str, fetch: impl Fn(usize) -> String) -> String {
-    let mut s = format!("fn {name_and_args} {{\n");
+/// A function whose body multiplies `rows` rows' A by each column block b
+/// of B, after `fetch(b)` (a line that binds b{b}, or nothing).
+fn fma_function(signature: &str, rows: usize, fetch: impl Fn(usize) -> Option<String>) -> String {
+    let mut s = format!("fn {signature} {{\n");
     for b in 0..MAX_NV {
         let indent = if b == 0 { "    " } else { "        " };
         if b > 0 {
             writeln!(s, "    if (NV > {b}u) {{").unwrap();
         }
-        writeln!(s, "{indent}let b{b} = {};", fetch(b)).unwrap();
-        for r in 0..MAX_ROWS {
+        if let Some(binding) = fetch(b) {
+            writeln!(s, "{indent}let b{b} = {binding};").unwrap();
+        }
+        for r in 0..rows {
             let fma = format!("acc{r}{b} += {} * b{b};", a_of_row(r));
             writeln!(s, "{indent}{}", guarded(rows_above(r), &fma)).unwrap();
         }
@@ -66,6 +69,11 @@ fn step(name_and_args: &str, fetch: impl Fn(usize) -> String) -> String {
     }
     s += "}\n";
     s
+}
+
+/// One step: every row's A times column block b of the B entry `fetch(b)`.
+fn step(name_and_args: &str, fetch: impl Fn(usize) -> String) -> String {
+    fma_function(name_and_args, MAX_ROWS, |b| Some(fetch(b)))
 }
 
 fn steps() -> String {
@@ -135,22 +143,7 @@ fn load_taps() -> String {
 /// given B values (window mode, rows 0..3).
 fn fma_rows() -> String {
     let params: Vec<String> = (0..MAX_NV).map(|b| format!("b{b}: vec4<f32>")).collect();
-    let mut s = format!("fn fma_rows({}) {{\n", params.join(", "));
-    for b in 0..MAX_NV {
-        let indent = if b == 0 { "    " } else { "        " };
-        if b > 0 {
-            writeln!(s, "    if (NV > {b}u) {{").unwrap();
-        }
-        for r in 0..4 {
-            let fma = format!("acc{r}{b} += {} * b{b};", a_of_row(r));
-            writeln!(s, "{indent}{}", guarded(rows_above(r), &fma)).unwrap();
-        }
-        if b > 0 {
-            s += "    }\n";
-        }
-    }
-    s += "}\n";
-    s
+    fma_function(&format!("fma_rows({})", params.join(", ")), 4, |_| None)
 }
 
 /// window_pair{j}: the (ci, ky) pair of chunk lane j: its window, then its
