@@ -305,26 +305,29 @@ fn check_bias(op: &'static str, s: &Conv2dShape, bias: Option<&Tensor>) -> Resul
 
 /// Vec4 blocks of output columns per invocation and blocks per group, for
 /// `cols` columns per group.
-/// The forward's window mode (WINDOW in WGSL): the stride, where a lane's 4
-/// adjacent pixels share the loads of their 3 taps along x and the weights
-/// are shared by constant-index broadcasts; else 0.
-fn forward_window(s: &Conv2dShape, broadcasts: bool) -> u32 {
-    let fits = s.kw == 3 && (s.stride == 1 || s.stride == 2) && PIXEL_ROWS == 4;
-    if fits && broadcasts {
-        s.stride as u32
-    } else {
-        0
+/// The window mode of a pass (WINDOW in WGSL): for 3-wide kernels a lane's 4
+/// adjacent pixels share the loads of their taps along x, and the weights
+/// are shared by constant-index broadcasts. The forward at stride S in {1, 2}
+/// is WINDOW = S, the input gradient at stride 1 is 3; 0 is off.
+fn window_mode(s: &Conv2dShape, input_gradient: bool, broadcasts: bool) -> u32 {
+    if s.kw != 3 || !broadcasts || PIXEL_ROWS != 4 {
+        return 0;
+    }
+    match (input_gradient, s.stride) {
+        (false, 1 | 2) => s.stride as u32,
+        (true, 1) => 3,
+        _ => 0,
     }
 }
 
-/// The input gradient's window mode (WINDOW = 3 in WGSL) for 3-wide kernels
-/// at stride 1, else 0.
-fn backward_input_window(s: &Conv2dShape, broadcasts: bool) -> u32 {
-    let fits = s.kw == 3 && s.stride == 1 && PIXEL_ROWS == 4;
-    if fits && broadcasts {
-        3
+/// The x/y grid of a subgroup kernel over `pixels` pixels in `image_rows`
+/// rows of `width`: ROWS*GROUP pixels a workgroup, or in window mode 4
+/// adjacent pixels of an image row a lane.
+fn pixel_grid(window: u32, pixels: usize, image_rows: usize, width: usize) -> [u32; 3] {
+    if window == 0 {
+        grid_1d(pixels, PIXEL_ROWS * GROUP)
     } else {
-        0
+        grid_1d(image_rows * width.div_ceil(4), GROUP)
     }
 }
 
@@ -399,13 +402,8 @@ pub fn conv2d_forward_with(
             )?;
             let rows = PIXEL_ROWS;
             let [nv_c, chunk_c, rows_c] = algo.constants(gpu, nv, rows);
-            let window = forward_window(s, chunk_c.1 == 0.0);
-            // In window mode a lane takes 4 adjacent pixels of an image row.
-            let [gx, gy, _] = if window == 0 {
-                grid_1d(pixels, rows * GROUP)
-            } else {
-                grid_1d(s.n * s.out_h() * s.out_w().div_ceil(4), GROUP)
-            };
+            let window = window_mode(s, false, chunk_c.1 == 0.0);
+            let [gx, gy, _] = pixel_grid(window, pixels, s.n * s.out_h(), s.out_w());
             let grid = [gx, gy, blocks * s.groups as u32];
             let mut tensors = tensors.to_vec();
             tensors.push(&packed.1);
@@ -464,12 +462,8 @@ pub fn conv2d_backward_input_with(
             let per_phase = s.n * s.h.div_ceil(s.stride) * s.w.div_ceil(s.stride);
             let rows = PIXEL_ROWS;
             let [nv_c, chunk_c, rows_c] = algo.constants(gpu, nv, rows);
-            let window = backward_input_window(s, chunk_c.1 == 0.0);
-            let [gx, gy, _] = if window == 0 {
-                grid_1d(per_phase, rows * GROUP)
-            } else {
-                grid_1d(s.n * s.h * s.w.div_ceil(4), GROUP)
-            };
+            let window = window_mode(s, true, chunk_c.1 == 0.0);
+            let [gx, gy, _] = pixel_grid(window, per_phase, s.n * s.h, s.w);
             let phases = (s.stride * s.stride) as u32;
             let grid = [gx, gy, blocks * s.groups as u32 * phases];
             let tensors = [dy, w, w, dx, &packed.1];
