@@ -117,10 +117,6 @@ impl TrainArgs {
 }
 
 pub fn run(adapter: &AdapterOptions, args: &TrainArgs) -> anyhow::Result<()> {
-    let file = match &args.config {
-        Some(path) => TrainOptions::from_toml_file(path)?,
-        None => TrainOptions::default(),
-    };
     let config = match &args.resume {
         // A resumed run keeps the configuration it was started with (the
         // defaults must not replace it); only --epochs may extend it.
@@ -129,7 +125,13 @@ pub fn run(adapter: &AdapterOptions, args: &TrainArgs) -> anyhow::Result<()> {
             c.epochs = c.epochs.max(args.epochs.unwrap_or(0));
             c
         }
-        None => file.overridden_by(args.options()).resolve()?,
+        None => {
+            let file = match &args.config {
+                Some(path) => TrainOptions::from_toml_file(path)?,
+                None => TrainOptions::default(),
+            };
+            file.overridden_by(args.options()).resolve()?
+        }
     };
     let gpu = Gpu::new(adapter).context("opening the GPU adapter")?;
 
