@@ -1,7 +1,8 @@
 //! Kernel benchmark: SGEMM ceiling, convolution (forward, input gradient,
 //! weight gradient) at the ResNet-20 shapes, batch norm and a copy baseline.
 //!
-//! `cargo bench --bench kernels` (add `-- --quick` for fewer samples). Prints a
+//! `cargo bench --bench kernels` (add `-- --quick` for fewer samples; `--batch N`,
+//! `--repeat R` and `--conv-algo NAME` as below). Prints a
 //! table and, on the last line, the same figures as JSON.
 //!
 //! Each figure is the median over samples of one submission holding REPEAT
@@ -54,8 +55,32 @@ impl Bench {
     }
 }
 
+/// The value after `--flag` on the command line, parsed.
+fn flag_value<T: std::str::FromStr>(flag: &str) -> Option<T>
+where
+    T::Err: std::fmt::Debug,
+{
+    let args: Vec<String> = std::env::args().collect();
+    let at = args.iter().position(|a| a == flag)?;
+    let value = args
+        .get(at + 1)
+        .unwrap_or_else(|| panic!("{flag} needs a value"));
+    Some(
+        value
+            .parse()
+            .unwrap_or_else(|e| panic!("{flag} {value}: {e:?}")),
+    )
+}
+
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
+    // `--conv-algo tiled|subgroup|direct`: time that algorithm instead of
+    // the adapter's default; `--batch N`: convolutions at batch N (64).
+    let conv_algo = flag_value("--conv-algo");
+    let batch = flag_value("--batch").unwrap_or(64);
+    // `--repeat R`: dispatches per timed submission (10; more on fast GPUs,
+    // where a submission's overhead outweighs a small kernel).
+    let repeat = flag_value("--repeat");
     let mut json = Vec::new();
     let mut adapter = String::new();
     // Both ways the kernels can be compiled: with naga's runtime bounds
@@ -63,6 +88,7 @@ fn main() {
     for unchecked in [false, true] {
         let options = AdapterOptions {
             unchecked_shaders: unchecked,
+            conv_algo,
             ..Default::default()
         };
         let gpu = Gpu::new(&options)
@@ -77,11 +103,11 @@ fn main() {
         let b = Bench {
             gpu,
             samples: if quick { 3 } else { 7 },
-            repeat: if quick { 3 } else { 10 },
+            repeat: repeat.unwrap_or(if quick { 3 } else { 10 }),
             rows: Default::default(),
         };
         sgemm(&b);
-        convolutions(&b);
+        convolutions(&b, batch);
         batch_norm(&b);
         copy_baseline(&b);
         json.extend(b.rows.borrow().iter().map(|(name, rate, unit, s)| {
@@ -135,11 +161,11 @@ const RESNET20_CONVS: [(usize, usize, usize, usize); 5] = [
     (64, 64, 8, 1),
 ];
 
-fn convolutions(b: &Bench) {
+fn convolutions(b: &Bench, n: usize) {
     let g = &b.gpu;
     for (c_in, c_out, hw, stride) in RESNET20_CONVS {
         let s = Conv2dShape {
-            n: 64,
+            n,
             c_in,
             h: hw,
             w: hw,
@@ -166,7 +192,7 @@ fn convolutions(b: &Bench) {
         let dw = g.zeros(&s.weight_shape()).unwrap();
         let dx = g.zeros(&s.input_shape()).unwrap();
         let flops = 2.0 * s.macs() as f64;
-        let name = format!("{c_in}->{c_out} {hw}x{hw} s{stride}");
+        let name = format!("{c_in}->{c_out} {hw}x{hw} s{stride} N{n}");
         let fwd = conv2d_forward(g, &s, &x, &w, None, &y).unwrap();
         b.report(
             format!("conv forward      {name}"),

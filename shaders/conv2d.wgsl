@@ -1250,6 +1250,11 @@ fn reduce(first: u32, end: u32, b_at: u32, lane: u32, sgs: u32) {
 //   at column x0 + r*S + kx of one input row;
 // - WINDOW = 3, the input gradient with stride 1: at tap mx row r reads dy
 //   at column x0 + r - mx.
+// - WINDOW = 4, the input gradient with stride 2, lanes over the input rows
+//   of one phase in y (wg.z % 2): of 4 adjacent pixels ix0 .. ix0 + 3, taps
+//   kx = 0, 2 reach the two with ix + P even (rows 0, 1) and kx = 1 the two
+//   others (rows 2, 3), all reading dy at the 3 columns from
+//   floor((ix0 + P - 1) / 2) on: 3 loads for 6 multiply-adds a column.
 // So the three taps of the four rows read 6 (9 for S = 2) distinct values
 // instead of 12. k runs over pairs (input channel, ky) of the forward or
 // (output channel, my) of the input gradient, CHUNK to a chunk: lane j holds
@@ -1296,11 +1301,12 @@ var<private> pair_left: u32;
 // How pairs advance: a row reads A at y = y0 + y_sign*ky and x = x0 +
 // x_shift + e (element e of the window), in range below (lim_y, lim_x);
 // pair_off moves by st_ky per ky and by d_wrap more when ky wraps at kh
-// (wrapping u32 arithmetic, so steps may be negative).
+// (wrapping u32 arithmetic, so steps may be negative), and ky wraps at n_ky.
 struct PairWalk {
     y_sign: i32, x_shift: i32,
     lim_y: u32, lim_x: u32,
     st_ky: u32, d_wrap: u32,
+    n_ky: u32,
 }
 var<private> pw: PairWalk;
 
@@ -1348,6 +1354,14 @@ fn next_window(in_range: bool) {
     let e0 = window_value(0, ok_y);
     let e1 = window_value(1, ok_y);
     let e2 = window_value(2, ok_y);
+    if (WINDOW == 4u) {
+        // Rows 0, 1 at taps 0 and 2; rows 2, 3 at tap 1 (win1).
+        win0 = vec4<f32>(e1, e2, 0.0, 0.0);
+        win2 = vec4<f32>(e0, e1, 0.0, 0.0);
+        win1 = select(vec4<f32>(e1, e2, 0.0, 0.0), vec4<f32>(e0, e1, 0.0, 0.0), p.pad % 2u == 1u);
+        advance_pair();
+        return;
+    }
     let e3 = window_value(3, ok_y);
     let e4 = window_value(4, ok_y);
     let e5 = window_value(5, ok_y);
@@ -1368,9 +1382,13 @@ fn next_window(in_range: bool) {
         win1 = vec4<f32>(e1, e2, e3, e4);
         win2 = vec4<f32>(e0, e1, e2, e3);
     }
+    advance_pair();
+}
+
+fn advance_pair() {
     pair_ky += 1u;
     pair_off += pw.st_ky;
-    let wrap = pair_ky == p.kh;
+    let wrap = pair_ky == pw.n_ky;
     pair_ky = select(pair_ky, 0u, wrap);
     pair_off += select(0u, pw.d_wrap, wrap);
 }
@@ -1424,257 +1442,348 @@ fn fma_rows(b0: vec4<f32>, b1: vec4<f32>, b2: vec4<f32>, b3: vec4<f32>, b4: vec4
         if (ROWS > 3u) { acc37 += av0.w * b7; }
     }
 }
+fn fma_rows01(a: vec2<f32>, b0: vec4<f32>, b1: vec4<f32>, b2: vec4<f32>, b3: vec4<f32>, b4: vec4<f32>, b5: vec4<f32>, b6: vec4<f32>, b7: vec4<f32>) {
+    acc00 += a.x * b0; acc10 += a.y * b0;
+    if (NV > 1u) { acc01 += a.x * b1; acc11 += a.y * b1; }
+    if (NV > 2u) { acc02 += a.x * b2; acc12 += a.y * b2; }
+    if (NV > 3u) { acc03 += a.x * b3; acc13 += a.y * b3; }
+    if (NV > 4u) { acc04 += a.x * b4; acc14 += a.y * b4; }
+    if (NV > 5u) { acc05 += a.x * b5; acc15 += a.y * b5; }
+    if (NV > 6u) { acc06 += a.x * b6; acc16 += a.y * b6; }
+    if (NV > 7u) { acc07 += a.x * b7; acc17 += a.y * b7; }
+}
+fn fma_rows23(a: vec2<f32>, b0: vec4<f32>, b1: vec4<f32>, b2: vec4<f32>, b3: vec4<f32>, b4: vec4<f32>, b5: vec4<f32>, b6: vec4<f32>, b7: vec4<f32>) {
+    acc20 += a.x * b0; acc30 += a.y * b0;
+    if (NV > 1u) { acc21 += a.x * b1; acc31 += a.y * b1; }
+    if (NV > 2u) { acc22 += a.x * b2; acc32 += a.y * b2; }
+    if (NV > 3u) { acc23 += a.x * b3; acc33 += a.y * b3; }
+    if (NV > 4u) { acc24 += a.x * b4; acc34 += a.y * b4; }
+    if (NV > 5u) { acc25 += a.x * b5; acc35 += a.y * b5; }
+    if (NV > 6u) { acc26 += a.x * b6; acc36 += a.y * b6; }
+    if (NV > 7u) { acc27 += a.x * b7; acc37 += a.y * b7; }
+}
 // END GENERATED fma rows
 
 // BEGIN GENERATED window pairs
 fn window_pair0() {
     next_window(0u < pair_left);
-    av0 = win0;
-    fma_rows(subgroupBroadcast(tw00, 0u),
-             select(ZERO4, subgroupBroadcast(tw01, 0u), NV > 1u),
-             select(ZERO4, subgroupBroadcast(tw02, 0u), NV > 2u),
-             select(ZERO4, subgroupBroadcast(tw03, 0u), NV > 3u),
-             select(ZERO4, subgroupBroadcast(tw04, 0u), NV > 4u),
-             select(ZERO4, subgroupBroadcast(tw05, 0u), NV > 5u),
-             select(ZERO4, subgroupBroadcast(tw06, 0u), NV > 6u),
-             select(ZERO4, subgroupBroadcast(tw07, 0u), NV > 7u));
-    av0 = win1;
-    fma_rows(subgroupBroadcast(tw10, 0u),
-             select(ZERO4, subgroupBroadcast(tw11, 0u), NV > 1u),
-             select(ZERO4, subgroupBroadcast(tw12, 0u), NV > 2u),
-             select(ZERO4, subgroupBroadcast(tw13, 0u), NV > 3u),
-             select(ZERO4, subgroupBroadcast(tw14, 0u), NV > 4u),
-             select(ZERO4, subgroupBroadcast(tw15, 0u), NV > 5u),
-             select(ZERO4, subgroupBroadcast(tw16, 0u), NV > 6u),
-             select(ZERO4, subgroupBroadcast(tw17, 0u), NV > 7u));
-    av0 = win2;
-    fma_rows(subgroupBroadcast(tw20, 0u),
-             select(ZERO4, subgroupBroadcast(tw21, 0u), NV > 1u),
-             select(ZERO4, subgroupBroadcast(tw22, 0u), NV > 2u),
-             select(ZERO4, subgroupBroadcast(tw23, 0u), NV > 3u),
-             select(ZERO4, subgroupBroadcast(tw24, 0u), NV > 4u),
-             select(ZERO4, subgroupBroadcast(tw25, 0u), NV > 5u),
-             select(ZERO4, subgroupBroadcast(tw26, 0u), NV > 6u),
-             select(ZERO4, subgroupBroadcast(tw27, 0u), NV > 7u));
+    let t00 = subgroupBroadcast(tw00, 0u);
+    let t01 = select(ZERO4, subgroupBroadcast(tw01, 0u), NV > 1u);
+    let t02 = select(ZERO4, subgroupBroadcast(tw02, 0u), NV > 2u);
+    let t03 = select(ZERO4, subgroupBroadcast(tw03, 0u), NV > 3u);
+    let t04 = select(ZERO4, subgroupBroadcast(tw04, 0u), NV > 4u);
+    let t05 = select(ZERO4, subgroupBroadcast(tw05, 0u), NV > 5u);
+    let t06 = select(ZERO4, subgroupBroadcast(tw06, 0u), NV > 6u);
+    let t07 = select(ZERO4, subgroupBroadcast(tw07, 0u), NV > 7u);
+    let t10 = subgroupBroadcast(tw10, 0u);
+    let t11 = select(ZERO4, subgroupBroadcast(tw11, 0u), NV > 1u);
+    let t12 = select(ZERO4, subgroupBroadcast(tw12, 0u), NV > 2u);
+    let t13 = select(ZERO4, subgroupBroadcast(tw13, 0u), NV > 3u);
+    let t14 = select(ZERO4, subgroupBroadcast(tw14, 0u), NV > 4u);
+    let t15 = select(ZERO4, subgroupBroadcast(tw15, 0u), NV > 5u);
+    let t16 = select(ZERO4, subgroupBroadcast(tw16, 0u), NV > 6u);
+    let t17 = select(ZERO4, subgroupBroadcast(tw17, 0u), NV > 7u);
+    let t20 = subgroupBroadcast(tw20, 0u);
+    let t21 = select(ZERO4, subgroupBroadcast(tw21, 0u), NV > 1u);
+    let t22 = select(ZERO4, subgroupBroadcast(tw22, 0u), NV > 2u);
+    let t23 = select(ZERO4, subgroupBroadcast(tw23, 0u), NV > 3u);
+    let t24 = select(ZERO4, subgroupBroadcast(tw24, 0u), NV > 4u);
+    let t25 = select(ZERO4, subgroupBroadcast(tw25, 0u), NV > 5u);
+    let t26 = select(ZERO4, subgroupBroadcast(tw26, 0u), NV > 6u);
+    let t27 = select(ZERO4, subgroupBroadcast(tw27, 0u), NV > 7u);
+    if (WINDOW == 4u) {
+        fma_rows01(win0.xy, t00, t01, t02, t03, t04, t05, t06, t07);
+        fma_rows23(win1.xy, t10, t11, t12, t13, t14, t15, t16, t17);
+        fma_rows01(win2.xy, t20, t21, t22, t23, t24, t25, t26, t27);
+    } else {
+        av0 = win0;
+        fma_rows(t00, t01, t02, t03, t04, t05, t06, t07);
+        av0 = win1;
+        fma_rows(t10, t11, t12, t13, t14, t15, t16, t17);
+        av0 = win2;
+        fma_rows(t20, t21, t22, t23, t24, t25, t26, t27);
+    }
 }
 fn window_pair1() {
     next_window(1u < pair_left);
-    av0 = win0;
-    fma_rows(subgroupBroadcast(tw00, 1u),
-             select(ZERO4, subgroupBroadcast(tw01, 1u), NV > 1u),
-             select(ZERO4, subgroupBroadcast(tw02, 1u), NV > 2u),
-             select(ZERO4, subgroupBroadcast(tw03, 1u), NV > 3u),
-             select(ZERO4, subgroupBroadcast(tw04, 1u), NV > 4u),
-             select(ZERO4, subgroupBroadcast(tw05, 1u), NV > 5u),
-             select(ZERO4, subgroupBroadcast(tw06, 1u), NV > 6u),
-             select(ZERO4, subgroupBroadcast(tw07, 1u), NV > 7u));
-    av0 = win1;
-    fma_rows(subgroupBroadcast(tw10, 1u),
-             select(ZERO4, subgroupBroadcast(tw11, 1u), NV > 1u),
-             select(ZERO4, subgroupBroadcast(tw12, 1u), NV > 2u),
-             select(ZERO4, subgroupBroadcast(tw13, 1u), NV > 3u),
-             select(ZERO4, subgroupBroadcast(tw14, 1u), NV > 4u),
-             select(ZERO4, subgroupBroadcast(tw15, 1u), NV > 5u),
-             select(ZERO4, subgroupBroadcast(tw16, 1u), NV > 6u),
-             select(ZERO4, subgroupBroadcast(tw17, 1u), NV > 7u));
-    av0 = win2;
-    fma_rows(subgroupBroadcast(tw20, 1u),
-             select(ZERO4, subgroupBroadcast(tw21, 1u), NV > 1u),
-             select(ZERO4, subgroupBroadcast(tw22, 1u), NV > 2u),
-             select(ZERO4, subgroupBroadcast(tw23, 1u), NV > 3u),
-             select(ZERO4, subgroupBroadcast(tw24, 1u), NV > 4u),
-             select(ZERO4, subgroupBroadcast(tw25, 1u), NV > 5u),
-             select(ZERO4, subgroupBroadcast(tw26, 1u), NV > 6u),
-             select(ZERO4, subgroupBroadcast(tw27, 1u), NV > 7u));
+    let t00 = subgroupBroadcast(tw00, 1u);
+    let t01 = select(ZERO4, subgroupBroadcast(tw01, 1u), NV > 1u);
+    let t02 = select(ZERO4, subgroupBroadcast(tw02, 1u), NV > 2u);
+    let t03 = select(ZERO4, subgroupBroadcast(tw03, 1u), NV > 3u);
+    let t04 = select(ZERO4, subgroupBroadcast(tw04, 1u), NV > 4u);
+    let t05 = select(ZERO4, subgroupBroadcast(tw05, 1u), NV > 5u);
+    let t06 = select(ZERO4, subgroupBroadcast(tw06, 1u), NV > 6u);
+    let t07 = select(ZERO4, subgroupBroadcast(tw07, 1u), NV > 7u);
+    let t10 = subgroupBroadcast(tw10, 1u);
+    let t11 = select(ZERO4, subgroupBroadcast(tw11, 1u), NV > 1u);
+    let t12 = select(ZERO4, subgroupBroadcast(tw12, 1u), NV > 2u);
+    let t13 = select(ZERO4, subgroupBroadcast(tw13, 1u), NV > 3u);
+    let t14 = select(ZERO4, subgroupBroadcast(tw14, 1u), NV > 4u);
+    let t15 = select(ZERO4, subgroupBroadcast(tw15, 1u), NV > 5u);
+    let t16 = select(ZERO4, subgroupBroadcast(tw16, 1u), NV > 6u);
+    let t17 = select(ZERO4, subgroupBroadcast(tw17, 1u), NV > 7u);
+    let t20 = subgroupBroadcast(tw20, 1u);
+    let t21 = select(ZERO4, subgroupBroadcast(tw21, 1u), NV > 1u);
+    let t22 = select(ZERO4, subgroupBroadcast(tw22, 1u), NV > 2u);
+    let t23 = select(ZERO4, subgroupBroadcast(tw23, 1u), NV > 3u);
+    let t24 = select(ZERO4, subgroupBroadcast(tw24, 1u), NV > 4u);
+    let t25 = select(ZERO4, subgroupBroadcast(tw25, 1u), NV > 5u);
+    let t26 = select(ZERO4, subgroupBroadcast(tw26, 1u), NV > 6u);
+    let t27 = select(ZERO4, subgroupBroadcast(tw27, 1u), NV > 7u);
+    if (WINDOW == 4u) {
+        fma_rows01(win0.xy, t00, t01, t02, t03, t04, t05, t06, t07);
+        fma_rows23(win1.xy, t10, t11, t12, t13, t14, t15, t16, t17);
+        fma_rows01(win2.xy, t20, t21, t22, t23, t24, t25, t26, t27);
+    } else {
+        av0 = win0;
+        fma_rows(t00, t01, t02, t03, t04, t05, t06, t07);
+        av0 = win1;
+        fma_rows(t10, t11, t12, t13, t14, t15, t16, t17);
+        av0 = win2;
+        fma_rows(t20, t21, t22, t23, t24, t25, t26, t27);
+    }
 }
 fn window_pair2() {
     next_window(2u < pair_left);
-    av0 = win0;
-    fma_rows(subgroupBroadcast(tw00, 2u),
-             select(ZERO4, subgroupBroadcast(tw01, 2u), NV > 1u),
-             select(ZERO4, subgroupBroadcast(tw02, 2u), NV > 2u),
-             select(ZERO4, subgroupBroadcast(tw03, 2u), NV > 3u),
-             select(ZERO4, subgroupBroadcast(tw04, 2u), NV > 4u),
-             select(ZERO4, subgroupBroadcast(tw05, 2u), NV > 5u),
-             select(ZERO4, subgroupBroadcast(tw06, 2u), NV > 6u),
-             select(ZERO4, subgroupBroadcast(tw07, 2u), NV > 7u));
-    av0 = win1;
-    fma_rows(subgroupBroadcast(tw10, 2u),
-             select(ZERO4, subgroupBroadcast(tw11, 2u), NV > 1u),
-             select(ZERO4, subgroupBroadcast(tw12, 2u), NV > 2u),
-             select(ZERO4, subgroupBroadcast(tw13, 2u), NV > 3u),
-             select(ZERO4, subgroupBroadcast(tw14, 2u), NV > 4u),
-             select(ZERO4, subgroupBroadcast(tw15, 2u), NV > 5u),
-             select(ZERO4, subgroupBroadcast(tw16, 2u), NV > 6u),
-             select(ZERO4, subgroupBroadcast(tw17, 2u), NV > 7u));
-    av0 = win2;
-    fma_rows(subgroupBroadcast(tw20, 2u),
-             select(ZERO4, subgroupBroadcast(tw21, 2u), NV > 1u),
-             select(ZERO4, subgroupBroadcast(tw22, 2u), NV > 2u),
-             select(ZERO4, subgroupBroadcast(tw23, 2u), NV > 3u),
-             select(ZERO4, subgroupBroadcast(tw24, 2u), NV > 4u),
-             select(ZERO4, subgroupBroadcast(tw25, 2u), NV > 5u),
-             select(ZERO4, subgroupBroadcast(tw26, 2u), NV > 6u),
-             select(ZERO4, subgroupBroadcast(tw27, 2u), NV > 7u));
+    let t00 = subgroupBroadcast(tw00, 2u);
+    let t01 = select(ZERO4, subgroupBroadcast(tw01, 2u), NV > 1u);
+    let t02 = select(ZERO4, subgroupBroadcast(tw02, 2u), NV > 2u);
+    let t03 = select(ZERO4, subgroupBroadcast(tw03, 2u), NV > 3u);
+    let t04 = select(ZERO4, subgroupBroadcast(tw04, 2u), NV > 4u);
+    let t05 = select(ZERO4, subgroupBroadcast(tw05, 2u), NV > 5u);
+    let t06 = select(ZERO4, subgroupBroadcast(tw06, 2u), NV > 6u);
+    let t07 = select(ZERO4, subgroupBroadcast(tw07, 2u), NV > 7u);
+    let t10 = subgroupBroadcast(tw10, 2u);
+    let t11 = select(ZERO4, subgroupBroadcast(tw11, 2u), NV > 1u);
+    let t12 = select(ZERO4, subgroupBroadcast(tw12, 2u), NV > 2u);
+    let t13 = select(ZERO4, subgroupBroadcast(tw13, 2u), NV > 3u);
+    let t14 = select(ZERO4, subgroupBroadcast(tw14, 2u), NV > 4u);
+    let t15 = select(ZERO4, subgroupBroadcast(tw15, 2u), NV > 5u);
+    let t16 = select(ZERO4, subgroupBroadcast(tw16, 2u), NV > 6u);
+    let t17 = select(ZERO4, subgroupBroadcast(tw17, 2u), NV > 7u);
+    let t20 = subgroupBroadcast(tw20, 2u);
+    let t21 = select(ZERO4, subgroupBroadcast(tw21, 2u), NV > 1u);
+    let t22 = select(ZERO4, subgroupBroadcast(tw22, 2u), NV > 2u);
+    let t23 = select(ZERO4, subgroupBroadcast(tw23, 2u), NV > 3u);
+    let t24 = select(ZERO4, subgroupBroadcast(tw24, 2u), NV > 4u);
+    let t25 = select(ZERO4, subgroupBroadcast(tw25, 2u), NV > 5u);
+    let t26 = select(ZERO4, subgroupBroadcast(tw26, 2u), NV > 6u);
+    let t27 = select(ZERO4, subgroupBroadcast(tw27, 2u), NV > 7u);
+    if (WINDOW == 4u) {
+        fma_rows01(win0.xy, t00, t01, t02, t03, t04, t05, t06, t07);
+        fma_rows23(win1.xy, t10, t11, t12, t13, t14, t15, t16, t17);
+        fma_rows01(win2.xy, t20, t21, t22, t23, t24, t25, t26, t27);
+    } else {
+        av0 = win0;
+        fma_rows(t00, t01, t02, t03, t04, t05, t06, t07);
+        av0 = win1;
+        fma_rows(t10, t11, t12, t13, t14, t15, t16, t17);
+        av0 = win2;
+        fma_rows(t20, t21, t22, t23, t24, t25, t26, t27);
+    }
 }
 fn window_pair3() {
     next_window(3u < pair_left);
-    av0 = win0;
-    fma_rows(subgroupBroadcast(tw00, 3u),
-             select(ZERO4, subgroupBroadcast(tw01, 3u), NV > 1u),
-             select(ZERO4, subgroupBroadcast(tw02, 3u), NV > 2u),
-             select(ZERO4, subgroupBroadcast(tw03, 3u), NV > 3u),
-             select(ZERO4, subgroupBroadcast(tw04, 3u), NV > 4u),
-             select(ZERO4, subgroupBroadcast(tw05, 3u), NV > 5u),
-             select(ZERO4, subgroupBroadcast(tw06, 3u), NV > 6u),
-             select(ZERO4, subgroupBroadcast(tw07, 3u), NV > 7u));
-    av0 = win1;
-    fma_rows(subgroupBroadcast(tw10, 3u),
-             select(ZERO4, subgroupBroadcast(tw11, 3u), NV > 1u),
-             select(ZERO4, subgroupBroadcast(tw12, 3u), NV > 2u),
-             select(ZERO4, subgroupBroadcast(tw13, 3u), NV > 3u),
-             select(ZERO4, subgroupBroadcast(tw14, 3u), NV > 4u),
-             select(ZERO4, subgroupBroadcast(tw15, 3u), NV > 5u),
-             select(ZERO4, subgroupBroadcast(tw16, 3u), NV > 6u),
-             select(ZERO4, subgroupBroadcast(tw17, 3u), NV > 7u));
-    av0 = win2;
-    fma_rows(subgroupBroadcast(tw20, 3u),
-             select(ZERO4, subgroupBroadcast(tw21, 3u), NV > 1u),
-             select(ZERO4, subgroupBroadcast(tw22, 3u), NV > 2u),
-             select(ZERO4, subgroupBroadcast(tw23, 3u), NV > 3u),
-             select(ZERO4, subgroupBroadcast(tw24, 3u), NV > 4u),
-             select(ZERO4, subgroupBroadcast(tw25, 3u), NV > 5u),
-             select(ZERO4, subgroupBroadcast(tw26, 3u), NV > 6u),
-             select(ZERO4, subgroupBroadcast(tw27, 3u), NV > 7u));
+    let t00 = subgroupBroadcast(tw00, 3u);
+    let t01 = select(ZERO4, subgroupBroadcast(tw01, 3u), NV > 1u);
+    let t02 = select(ZERO4, subgroupBroadcast(tw02, 3u), NV > 2u);
+    let t03 = select(ZERO4, subgroupBroadcast(tw03, 3u), NV > 3u);
+    let t04 = select(ZERO4, subgroupBroadcast(tw04, 3u), NV > 4u);
+    let t05 = select(ZERO4, subgroupBroadcast(tw05, 3u), NV > 5u);
+    let t06 = select(ZERO4, subgroupBroadcast(tw06, 3u), NV > 6u);
+    let t07 = select(ZERO4, subgroupBroadcast(tw07, 3u), NV > 7u);
+    let t10 = subgroupBroadcast(tw10, 3u);
+    let t11 = select(ZERO4, subgroupBroadcast(tw11, 3u), NV > 1u);
+    let t12 = select(ZERO4, subgroupBroadcast(tw12, 3u), NV > 2u);
+    let t13 = select(ZERO4, subgroupBroadcast(tw13, 3u), NV > 3u);
+    let t14 = select(ZERO4, subgroupBroadcast(tw14, 3u), NV > 4u);
+    let t15 = select(ZERO4, subgroupBroadcast(tw15, 3u), NV > 5u);
+    let t16 = select(ZERO4, subgroupBroadcast(tw16, 3u), NV > 6u);
+    let t17 = select(ZERO4, subgroupBroadcast(tw17, 3u), NV > 7u);
+    let t20 = subgroupBroadcast(tw20, 3u);
+    let t21 = select(ZERO4, subgroupBroadcast(tw21, 3u), NV > 1u);
+    let t22 = select(ZERO4, subgroupBroadcast(tw22, 3u), NV > 2u);
+    let t23 = select(ZERO4, subgroupBroadcast(tw23, 3u), NV > 3u);
+    let t24 = select(ZERO4, subgroupBroadcast(tw24, 3u), NV > 4u);
+    let t25 = select(ZERO4, subgroupBroadcast(tw25, 3u), NV > 5u);
+    let t26 = select(ZERO4, subgroupBroadcast(tw26, 3u), NV > 6u);
+    let t27 = select(ZERO4, subgroupBroadcast(tw27, 3u), NV > 7u);
+    if (WINDOW == 4u) {
+        fma_rows01(win0.xy, t00, t01, t02, t03, t04, t05, t06, t07);
+        fma_rows23(win1.xy, t10, t11, t12, t13, t14, t15, t16, t17);
+        fma_rows01(win2.xy, t20, t21, t22, t23, t24, t25, t26, t27);
+    } else {
+        av0 = win0;
+        fma_rows(t00, t01, t02, t03, t04, t05, t06, t07);
+        av0 = win1;
+        fma_rows(t10, t11, t12, t13, t14, t15, t16, t17);
+        av0 = win2;
+        fma_rows(t20, t21, t22, t23, t24, t25, t26, t27);
+    }
 }
 fn window_pair4() {
     next_window(4u < pair_left);
-    av0 = win0;
-    fma_rows(subgroupBroadcast(tw00, 4u),
-             select(ZERO4, subgroupBroadcast(tw01, 4u), NV > 1u),
-             select(ZERO4, subgroupBroadcast(tw02, 4u), NV > 2u),
-             select(ZERO4, subgroupBroadcast(tw03, 4u), NV > 3u),
-             select(ZERO4, subgroupBroadcast(tw04, 4u), NV > 4u),
-             select(ZERO4, subgroupBroadcast(tw05, 4u), NV > 5u),
-             select(ZERO4, subgroupBroadcast(tw06, 4u), NV > 6u),
-             select(ZERO4, subgroupBroadcast(tw07, 4u), NV > 7u));
-    av0 = win1;
-    fma_rows(subgroupBroadcast(tw10, 4u),
-             select(ZERO4, subgroupBroadcast(tw11, 4u), NV > 1u),
-             select(ZERO4, subgroupBroadcast(tw12, 4u), NV > 2u),
-             select(ZERO4, subgroupBroadcast(tw13, 4u), NV > 3u),
-             select(ZERO4, subgroupBroadcast(tw14, 4u), NV > 4u),
-             select(ZERO4, subgroupBroadcast(tw15, 4u), NV > 5u),
-             select(ZERO4, subgroupBroadcast(tw16, 4u), NV > 6u),
-             select(ZERO4, subgroupBroadcast(tw17, 4u), NV > 7u));
-    av0 = win2;
-    fma_rows(subgroupBroadcast(tw20, 4u),
-             select(ZERO4, subgroupBroadcast(tw21, 4u), NV > 1u),
-             select(ZERO4, subgroupBroadcast(tw22, 4u), NV > 2u),
-             select(ZERO4, subgroupBroadcast(tw23, 4u), NV > 3u),
-             select(ZERO4, subgroupBroadcast(tw24, 4u), NV > 4u),
-             select(ZERO4, subgroupBroadcast(tw25, 4u), NV > 5u),
-             select(ZERO4, subgroupBroadcast(tw26, 4u), NV > 6u),
-             select(ZERO4, subgroupBroadcast(tw27, 4u), NV > 7u));
+    let t00 = subgroupBroadcast(tw00, 4u);
+    let t01 = select(ZERO4, subgroupBroadcast(tw01, 4u), NV > 1u);
+    let t02 = select(ZERO4, subgroupBroadcast(tw02, 4u), NV > 2u);
+    let t03 = select(ZERO4, subgroupBroadcast(tw03, 4u), NV > 3u);
+    let t04 = select(ZERO4, subgroupBroadcast(tw04, 4u), NV > 4u);
+    let t05 = select(ZERO4, subgroupBroadcast(tw05, 4u), NV > 5u);
+    let t06 = select(ZERO4, subgroupBroadcast(tw06, 4u), NV > 6u);
+    let t07 = select(ZERO4, subgroupBroadcast(tw07, 4u), NV > 7u);
+    let t10 = subgroupBroadcast(tw10, 4u);
+    let t11 = select(ZERO4, subgroupBroadcast(tw11, 4u), NV > 1u);
+    let t12 = select(ZERO4, subgroupBroadcast(tw12, 4u), NV > 2u);
+    let t13 = select(ZERO4, subgroupBroadcast(tw13, 4u), NV > 3u);
+    let t14 = select(ZERO4, subgroupBroadcast(tw14, 4u), NV > 4u);
+    let t15 = select(ZERO4, subgroupBroadcast(tw15, 4u), NV > 5u);
+    let t16 = select(ZERO4, subgroupBroadcast(tw16, 4u), NV > 6u);
+    let t17 = select(ZERO4, subgroupBroadcast(tw17, 4u), NV > 7u);
+    let t20 = subgroupBroadcast(tw20, 4u);
+    let t21 = select(ZERO4, subgroupBroadcast(tw21, 4u), NV > 1u);
+    let t22 = select(ZERO4, subgroupBroadcast(tw22, 4u), NV > 2u);
+    let t23 = select(ZERO4, subgroupBroadcast(tw23, 4u), NV > 3u);
+    let t24 = select(ZERO4, subgroupBroadcast(tw24, 4u), NV > 4u);
+    let t25 = select(ZERO4, subgroupBroadcast(tw25, 4u), NV > 5u);
+    let t26 = select(ZERO4, subgroupBroadcast(tw26, 4u), NV > 6u);
+    let t27 = select(ZERO4, subgroupBroadcast(tw27, 4u), NV > 7u);
+    if (WINDOW == 4u) {
+        fma_rows01(win0.xy, t00, t01, t02, t03, t04, t05, t06, t07);
+        fma_rows23(win1.xy, t10, t11, t12, t13, t14, t15, t16, t17);
+        fma_rows01(win2.xy, t20, t21, t22, t23, t24, t25, t26, t27);
+    } else {
+        av0 = win0;
+        fma_rows(t00, t01, t02, t03, t04, t05, t06, t07);
+        av0 = win1;
+        fma_rows(t10, t11, t12, t13, t14, t15, t16, t17);
+        av0 = win2;
+        fma_rows(t20, t21, t22, t23, t24, t25, t26, t27);
+    }
 }
 fn window_pair5() {
     next_window(5u < pair_left);
-    av0 = win0;
-    fma_rows(subgroupBroadcast(tw00, 5u),
-             select(ZERO4, subgroupBroadcast(tw01, 5u), NV > 1u),
-             select(ZERO4, subgroupBroadcast(tw02, 5u), NV > 2u),
-             select(ZERO4, subgroupBroadcast(tw03, 5u), NV > 3u),
-             select(ZERO4, subgroupBroadcast(tw04, 5u), NV > 4u),
-             select(ZERO4, subgroupBroadcast(tw05, 5u), NV > 5u),
-             select(ZERO4, subgroupBroadcast(tw06, 5u), NV > 6u),
-             select(ZERO4, subgroupBroadcast(tw07, 5u), NV > 7u));
-    av0 = win1;
-    fma_rows(subgroupBroadcast(tw10, 5u),
-             select(ZERO4, subgroupBroadcast(tw11, 5u), NV > 1u),
-             select(ZERO4, subgroupBroadcast(tw12, 5u), NV > 2u),
-             select(ZERO4, subgroupBroadcast(tw13, 5u), NV > 3u),
-             select(ZERO4, subgroupBroadcast(tw14, 5u), NV > 4u),
-             select(ZERO4, subgroupBroadcast(tw15, 5u), NV > 5u),
-             select(ZERO4, subgroupBroadcast(tw16, 5u), NV > 6u),
-             select(ZERO4, subgroupBroadcast(tw17, 5u), NV > 7u));
-    av0 = win2;
-    fma_rows(subgroupBroadcast(tw20, 5u),
-             select(ZERO4, subgroupBroadcast(tw21, 5u), NV > 1u),
-             select(ZERO4, subgroupBroadcast(tw22, 5u), NV > 2u),
-             select(ZERO4, subgroupBroadcast(tw23, 5u), NV > 3u),
-             select(ZERO4, subgroupBroadcast(tw24, 5u), NV > 4u),
-             select(ZERO4, subgroupBroadcast(tw25, 5u), NV > 5u),
-             select(ZERO4, subgroupBroadcast(tw26, 5u), NV > 6u),
-             select(ZERO4, subgroupBroadcast(tw27, 5u), NV > 7u));
+    let t00 = subgroupBroadcast(tw00, 5u);
+    let t01 = select(ZERO4, subgroupBroadcast(tw01, 5u), NV > 1u);
+    let t02 = select(ZERO4, subgroupBroadcast(tw02, 5u), NV > 2u);
+    let t03 = select(ZERO4, subgroupBroadcast(tw03, 5u), NV > 3u);
+    let t04 = select(ZERO4, subgroupBroadcast(tw04, 5u), NV > 4u);
+    let t05 = select(ZERO4, subgroupBroadcast(tw05, 5u), NV > 5u);
+    let t06 = select(ZERO4, subgroupBroadcast(tw06, 5u), NV > 6u);
+    let t07 = select(ZERO4, subgroupBroadcast(tw07, 5u), NV > 7u);
+    let t10 = subgroupBroadcast(tw10, 5u);
+    let t11 = select(ZERO4, subgroupBroadcast(tw11, 5u), NV > 1u);
+    let t12 = select(ZERO4, subgroupBroadcast(tw12, 5u), NV > 2u);
+    let t13 = select(ZERO4, subgroupBroadcast(tw13, 5u), NV > 3u);
+    let t14 = select(ZERO4, subgroupBroadcast(tw14, 5u), NV > 4u);
+    let t15 = select(ZERO4, subgroupBroadcast(tw15, 5u), NV > 5u);
+    let t16 = select(ZERO4, subgroupBroadcast(tw16, 5u), NV > 6u);
+    let t17 = select(ZERO4, subgroupBroadcast(tw17, 5u), NV > 7u);
+    let t20 = subgroupBroadcast(tw20, 5u);
+    let t21 = select(ZERO4, subgroupBroadcast(tw21, 5u), NV > 1u);
+    let t22 = select(ZERO4, subgroupBroadcast(tw22, 5u), NV > 2u);
+    let t23 = select(ZERO4, subgroupBroadcast(tw23, 5u), NV > 3u);
+    let t24 = select(ZERO4, subgroupBroadcast(tw24, 5u), NV > 4u);
+    let t25 = select(ZERO4, subgroupBroadcast(tw25, 5u), NV > 5u);
+    let t26 = select(ZERO4, subgroupBroadcast(tw26, 5u), NV > 6u);
+    let t27 = select(ZERO4, subgroupBroadcast(tw27, 5u), NV > 7u);
+    if (WINDOW == 4u) {
+        fma_rows01(win0.xy, t00, t01, t02, t03, t04, t05, t06, t07);
+        fma_rows23(win1.xy, t10, t11, t12, t13, t14, t15, t16, t17);
+        fma_rows01(win2.xy, t20, t21, t22, t23, t24, t25, t26, t27);
+    } else {
+        av0 = win0;
+        fma_rows(t00, t01, t02, t03, t04, t05, t06, t07);
+        av0 = win1;
+        fma_rows(t10, t11, t12, t13, t14, t15, t16, t17);
+        av0 = win2;
+        fma_rows(t20, t21, t22, t23, t24, t25, t26, t27);
+    }
 }
 fn window_pair6() {
     next_window(6u < pair_left);
-    av0 = win0;
-    fma_rows(subgroupBroadcast(tw00, 6u),
-             select(ZERO4, subgroupBroadcast(tw01, 6u), NV > 1u),
-             select(ZERO4, subgroupBroadcast(tw02, 6u), NV > 2u),
-             select(ZERO4, subgroupBroadcast(tw03, 6u), NV > 3u),
-             select(ZERO4, subgroupBroadcast(tw04, 6u), NV > 4u),
-             select(ZERO4, subgroupBroadcast(tw05, 6u), NV > 5u),
-             select(ZERO4, subgroupBroadcast(tw06, 6u), NV > 6u),
-             select(ZERO4, subgroupBroadcast(tw07, 6u), NV > 7u));
-    av0 = win1;
-    fma_rows(subgroupBroadcast(tw10, 6u),
-             select(ZERO4, subgroupBroadcast(tw11, 6u), NV > 1u),
-             select(ZERO4, subgroupBroadcast(tw12, 6u), NV > 2u),
-             select(ZERO4, subgroupBroadcast(tw13, 6u), NV > 3u),
-             select(ZERO4, subgroupBroadcast(tw14, 6u), NV > 4u),
-             select(ZERO4, subgroupBroadcast(tw15, 6u), NV > 5u),
-             select(ZERO4, subgroupBroadcast(tw16, 6u), NV > 6u),
-             select(ZERO4, subgroupBroadcast(tw17, 6u), NV > 7u));
-    av0 = win2;
-    fma_rows(subgroupBroadcast(tw20, 6u),
-             select(ZERO4, subgroupBroadcast(tw21, 6u), NV > 1u),
-             select(ZERO4, subgroupBroadcast(tw22, 6u), NV > 2u),
-             select(ZERO4, subgroupBroadcast(tw23, 6u), NV > 3u),
-             select(ZERO4, subgroupBroadcast(tw24, 6u), NV > 4u),
-             select(ZERO4, subgroupBroadcast(tw25, 6u), NV > 5u),
-             select(ZERO4, subgroupBroadcast(tw26, 6u), NV > 6u),
-             select(ZERO4, subgroupBroadcast(tw27, 6u), NV > 7u));
+    let t00 = subgroupBroadcast(tw00, 6u);
+    let t01 = select(ZERO4, subgroupBroadcast(tw01, 6u), NV > 1u);
+    let t02 = select(ZERO4, subgroupBroadcast(tw02, 6u), NV > 2u);
+    let t03 = select(ZERO4, subgroupBroadcast(tw03, 6u), NV > 3u);
+    let t04 = select(ZERO4, subgroupBroadcast(tw04, 6u), NV > 4u);
+    let t05 = select(ZERO4, subgroupBroadcast(tw05, 6u), NV > 5u);
+    let t06 = select(ZERO4, subgroupBroadcast(tw06, 6u), NV > 6u);
+    let t07 = select(ZERO4, subgroupBroadcast(tw07, 6u), NV > 7u);
+    let t10 = subgroupBroadcast(tw10, 6u);
+    let t11 = select(ZERO4, subgroupBroadcast(tw11, 6u), NV > 1u);
+    let t12 = select(ZERO4, subgroupBroadcast(tw12, 6u), NV > 2u);
+    let t13 = select(ZERO4, subgroupBroadcast(tw13, 6u), NV > 3u);
+    let t14 = select(ZERO4, subgroupBroadcast(tw14, 6u), NV > 4u);
+    let t15 = select(ZERO4, subgroupBroadcast(tw15, 6u), NV > 5u);
+    let t16 = select(ZERO4, subgroupBroadcast(tw16, 6u), NV > 6u);
+    let t17 = select(ZERO4, subgroupBroadcast(tw17, 6u), NV > 7u);
+    let t20 = subgroupBroadcast(tw20, 6u);
+    let t21 = select(ZERO4, subgroupBroadcast(tw21, 6u), NV > 1u);
+    let t22 = select(ZERO4, subgroupBroadcast(tw22, 6u), NV > 2u);
+    let t23 = select(ZERO4, subgroupBroadcast(tw23, 6u), NV > 3u);
+    let t24 = select(ZERO4, subgroupBroadcast(tw24, 6u), NV > 4u);
+    let t25 = select(ZERO4, subgroupBroadcast(tw25, 6u), NV > 5u);
+    let t26 = select(ZERO4, subgroupBroadcast(tw26, 6u), NV > 6u);
+    let t27 = select(ZERO4, subgroupBroadcast(tw27, 6u), NV > 7u);
+    if (WINDOW == 4u) {
+        fma_rows01(win0.xy, t00, t01, t02, t03, t04, t05, t06, t07);
+        fma_rows23(win1.xy, t10, t11, t12, t13, t14, t15, t16, t17);
+        fma_rows01(win2.xy, t20, t21, t22, t23, t24, t25, t26, t27);
+    } else {
+        av0 = win0;
+        fma_rows(t00, t01, t02, t03, t04, t05, t06, t07);
+        av0 = win1;
+        fma_rows(t10, t11, t12, t13, t14, t15, t16, t17);
+        av0 = win2;
+        fma_rows(t20, t21, t22, t23, t24, t25, t26, t27);
+    }
 }
 fn window_pair7() {
     next_window(7u < pair_left);
-    av0 = win0;
-    fma_rows(subgroupBroadcast(tw00, 7u),
-             select(ZERO4, subgroupBroadcast(tw01, 7u), NV > 1u),
-             select(ZERO4, subgroupBroadcast(tw02, 7u), NV > 2u),
-             select(ZERO4, subgroupBroadcast(tw03, 7u), NV > 3u),
-             select(ZERO4, subgroupBroadcast(tw04, 7u), NV > 4u),
-             select(ZERO4, subgroupBroadcast(tw05, 7u), NV > 5u),
-             select(ZERO4, subgroupBroadcast(tw06, 7u), NV > 6u),
-             select(ZERO4, subgroupBroadcast(tw07, 7u), NV > 7u));
-    av0 = win1;
-    fma_rows(subgroupBroadcast(tw10, 7u),
-             select(ZERO4, subgroupBroadcast(tw11, 7u), NV > 1u),
-             select(ZERO4, subgroupBroadcast(tw12, 7u), NV > 2u),
-             select(ZERO4, subgroupBroadcast(tw13, 7u), NV > 3u),
-             select(ZERO4, subgroupBroadcast(tw14, 7u), NV > 4u),
-             select(ZERO4, subgroupBroadcast(tw15, 7u), NV > 5u),
-             select(ZERO4, subgroupBroadcast(tw16, 7u), NV > 6u),
-             select(ZERO4, subgroupBroadcast(tw17, 7u), NV > 7u));
-    av0 = win2;
-    fma_rows(subgroupBroadcast(tw20, 7u),
-             select(ZERO4, subgroupBroadcast(tw21, 7u), NV > 1u),
-             select(ZERO4, subgroupBroadcast(tw22, 7u), NV > 2u),
-             select(ZERO4, subgroupBroadcast(tw23, 7u), NV > 3u),
-             select(ZERO4, subgroupBroadcast(tw24, 7u), NV > 4u),
-             select(ZERO4, subgroupBroadcast(tw25, 7u), NV > 5u),
-             select(ZERO4, subgroupBroadcast(tw26, 7u), NV > 6u),
-             select(ZERO4, subgroupBroadcast(tw27, 7u), NV > 7u));
+    let t00 = subgroupBroadcast(tw00, 7u);
+    let t01 = select(ZERO4, subgroupBroadcast(tw01, 7u), NV > 1u);
+    let t02 = select(ZERO4, subgroupBroadcast(tw02, 7u), NV > 2u);
+    let t03 = select(ZERO4, subgroupBroadcast(tw03, 7u), NV > 3u);
+    let t04 = select(ZERO4, subgroupBroadcast(tw04, 7u), NV > 4u);
+    let t05 = select(ZERO4, subgroupBroadcast(tw05, 7u), NV > 5u);
+    let t06 = select(ZERO4, subgroupBroadcast(tw06, 7u), NV > 6u);
+    let t07 = select(ZERO4, subgroupBroadcast(tw07, 7u), NV > 7u);
+    let t10 = subgroupBroadcast(tw10, 7u);
+    let t11 = select(ZERO4, subgroupBroadcast(tw11, 7u), NV > 1u);
+    let t12 = select(ZERO4, subgroupBroadcast(tw12, 7u), NV > 2u);
+    let t13 = select(ZERO4, subgroupBroadcast(tw13, 7u), NV > 3u);
+    let t14 = select(ZERO4, subgroupBroadcast(tw14, 7u), NV > 4u);
+    let t15 = select(ZERO4, subgroupBroadcast(tw15, 7u), NV > 5u);
+    let t16 = select(ZERO4, subgroupBroadcast(tw16, 7u), NV > 6u);
+    let t17 = select(ZERO4, subgroupBroadcast(tw17, 7u), NV > 7u);
+    let t20 = subgroupBroadcast(tw20, 7u);
+    let t21 = select(ZERO4, subgroupBroadcast(tw21, 7u), NV > 1u);
+    let t22 = select(ZERO4, subgroupBroadcast(tw22, 7u), NV > 2u);
+    let t23 = select(ZERO4, subgroupBroadcast(tw23, 7u), NV > 3u);
+    let t24 = select(ZERO4, subgroupBroadcast(tw24, 7u), NV > 4u);
+    let t25 = select(ZERO4, subgroupBroadcast(tw25, 7u), NV > 5u);
+    let t26 = select(ZERO4, subgroupBroadcast(tw26, 7u), NV > 6u);
+    let t27 = select(ZERO4, subgroupBroadcast(tw27, 7u), NV > 7u);
+    if (WINDOW == 4u) {
+        fma_rows01(win0.xy, t00, t01, t02, t03, t04, t05, t06, t07);
+        fma_rows23(win1.xy, t10, t11, t12, t13, t14, t15, t16, t17);
+        fma_rows01(win2.xy, t20, t21, t22, t23, t24, t25, t26, t27);
+    } else {
+        av0 = win0;
+        fma_rows(t00, t01, t02, t03, t04, t05, t06, t07);
+        av0 = win1;
+        fma_rows(t10, t11, t12, t13, t14, t15, t16, t17);
+        av0 = win2;
+        fma_rows(t20, t21, t22, t23, t24, t25, t26, t27);
+    }
 }
 // END GENERATED window pairs
 
 // The reduction in window mode over `pairs` pairs; B entries of k = 3*pair
 // + kx at bp[b_at + k*NV].
 fn reduce_window(pairs: u32, b_at: u32, lane: u32) {
-    // Row 0 is the first pixel of a lane's image row: if it is past the
-    // end, so are the others.
-    if (subgroupAll(!row0.store)) { return; }
+    // Row 0 holds the lane's window and is live when any of its pixels is.
+    if (subgroupAll(!row0.live)) { return; }
     pair_off = 0u;
     pair_ky = 0u;
     for (var q0 = 0u; q0 < pairs; q0 += CHUNK) {
@@ -1688,6 +1797,18 @@ fn reduce_window(pairs: u32, b_at: u32, lane: u32) {
 // Stores the rows: columns c0.. (of `cols`) at out_at + c*step, plus the
 // bias at bias_at + c if `bias` (loaded once for all rows).
 fn store_rows(step: u32, c0: u32, cols: u32, bias: bool, bias_at: u32) {
+    if (STORE4) {
+        // Window mode: the rows are 4 adjacent pixels from the lane's
+        // first (at row0.out_at, or one before it for WINDOW = 4 with odd
+        // P, whose rows are pixels 1, 3, 0, 2).
+        let odd = p.pad % 2u;
+        let first = select(row0.out_at, row0.out_at - odd, WINDOW == 4u);
+        let perm = select(0u, 1u + odd, WINDOW == 4u);
+        if (row0.store) {
+            store_rows4(first / 4u, step / 4u, c0, cols, perm, bias, bias_at);
+        }
+        return;
+    }
     var b0 = vec4<f32>(0.0);
     var b1 = vec4<f32>(0.0);
     var b2 = vec4<f32>(0.0);
@@ -1798,6 +1919,51 @@ fn store_rows(step: u32, c0: u32, cols: u32, bias: bool, bias_at: u32) {
 // END GENERATED store each row
 }
 
+// ------------------------------------------------------------ vec4 stores
+// In window mode where the output's rows, planes and view are whole vec4s
+// (W % 4 == 0 and so on; the host checks), a lane's 4 adjacent pixels of
+// one channel are one vec4: a quarter of the store instructions, which
+// weigh on lavapipe where a reduction is short (stride-2 phases, 1x1).
+// out4 is the output buffer again, as vec4s.
+@group(0) @binding(6) var<storage, read_write> out4: array<vec4<f32>>;
+override STORE4: bool = false;
+
+// The accumulators of rows 0..3 as columns, in pixel order: perm 0 rows
+// 0, 1, 2, 3; perm 1 (WINDOW = 4, even P) rows 0, 2, 1, 3; perm 2 (odd P)
+// rows 2, 0, 3, 1.
+fn permuted(r0: vec4<f32>, r1: vec4<f32>, r2: vec4<f32>, r3: vec4<f32>, perm: u32) -> mat4x4<f32> {
+    if (perm == 1u) { return mat4x4<f32>(r0, r2, r1, r3); }
+    if (perm == 2u) { return mat4x4<f32>(r2, r0, r3, r1); }
+    return mat4x4<f32>(r0, r1, r2, r3);
+}
+
+// Column c < left of the 4 pixels (row c of the transpose) at base + c*step,
+// plus bias v[bias_at + c] if `bias`.
+fn store_block4(m: mat4x4<f32>, base: u32, step: u32, left: u32, bias: bool, bias_at: u32) {
+    let t = transpose(m);
+    if (left > 0u) { out4[base] = t[0] + bias_value(bias, bias_at); }
+    if (left > 1u) { out4[base + step] = t[1] + bias_value(bias, bias_at + 1u); }
+    if (left > 2u) { out4[base + 2u * step] = t[2] + bias_value(bias, bias_at + 2u); }
+    if (left > 3u) { out4[base + 3u * step] = t[3] + bias_value(bias, bias_at + 3u); }
+}
+
+fn bias_value(bias: bool, at: u32) -> f32 {
+    return select(0.0, v[select(0u, at, bias)], bias);
+}
+
+// BEGIN GENERATED vec4 stores
+fn store_rows4(base: u32, step: u32, c0: u32, cols: u32, perm: u32, bias: bool, bias_at: u32) {
+    store_block4(permuted(acc00, acc10, acc20, acc30, perm), base + 0u * step, step, cols_left(c0, 0u, cols), bias, bias_at + 0u);
+    if (NV > 1u) { store_block4(permuted(acc01, acc11, acc21, acc31, perm), base + 4u * step, step, cols_left(c0, 1u, cols), bias, bias_at + 4u); }
+    if (NV > 2u) { store_block4(permuted(acc02, acc12, acc22, acc32, perm), base + 8u * step, step, cols_left(c0, 2u, cols), bias, bias_at + 8u); }
+    if (NV > 3u) { store_block4(permuted(acc03, acc13, acc23, acc33, perm), base + 12u * step, step, cols_left(c0, 3u, cols), bias, bias_at + 12u); }
+    if (NV > 4u) { store_block4(permuted(acc04, acc14, acc24, acc34, perm), base + 16u * step, step, cols_left(c0, 4u, cols), bias, bias_at + 16u); }
+    if (NV > 5u) { store_block4(permuted(acc05, acc15, acc25, acc35, perm), base + 20u * step, step, cols_left(c0, 5u, cols), bias, bias_at + 20u); }
+    if (NV > 6u) { store_block4(permuted(acc06, acc16, acc26, acc36, perm), base + 24u * step, step, cols_left(c0, 6u, cols), bias, bias_at + 24u); }
+    if (NV > 7u) { store_block4(permuted(acc07, acc17, acc27, acc37, perm), base + 28u * step, step, cols_left(c0, 7u, cols), bias, bias_at + 28u); }
+}
+// END GENERATED vec4 stores
+
 // v[at + c] for the first `left` c of 4, zeros after.
 fn load_v4(at: u32, left: u32) -> vec4<f32> {
     var r = vec4<f32>(0.0);
@@ -1876,11 +2042,13 @@ fn conv2d_pack_backward_input_weights(@builtin(workgroup_id) wg: vec3<u32>, @bui
     let ch = packed_channel(gb, c, p.cin_g);
     let k = (gb / p.blocks) * p.cout_g + kg;
     let s = p.stride;
+    // WINDOW = 4 splits the taps into phases in y only.
+    let sx = select(s, 1u, WINDOW == 4u);
     let phy = ky % s;
-    let phx = kx % s;
+    let phx = kx % sx;
     let nty = (p.kh - phy + s - 1u) / s;
-    let ntx = (p.kw - phx + s - 1u) / s;
-    let at = gb * k_len + p.cout_g * taps_before(phy, phx) + (kg * nty + ky / s) * ntx + kx / s;
+    let ntx = (p.kw - phx + sx - 1u) / sx;
+    let at = gb * k_len + p.cout_g * taps_before(phy, phx) + (kg * nty + ky / s) * ntx + kx / sx;
     out[at * cols + c] = load_b(p.b_off + (k * p.cin_g + ch.x % p.cin_g) * khw + ky * p.kw + kx, ch.y != 0u);
 }
 
@@ -1944,7 +2112,7 @@ fn conv2d_forward_sg(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgrou
         row2 = forward_row(select(none, i + 2u, live && ox + 2u < p.ow), g, c0);
         row3 = forward_row(select(none, i + 3u, live && ox + 3u < p.ow), g, c0);
         // Wrapping u32 arithmetic: KH may exceed H where padding is large.
-        pw = PairWalk(1, 0, p.h, p.w, p.w, p.h * p.w - p.kh * p.w);
+        pw = PairWalk(1, 0, p.h, p.w, p.w, p.h * p.w - p.kh * p.w, p.kh);
         reduce_window(p.cin_g * p.kh, wg.z * r_len * NV, lane);
     } else {
         let i0 = (wg.y * nwg.x + wg.x) * ROWS * WG + lid;
@@ -2006,6 +2174,52 @@ fn backward_input_row(ph: Phase, i: u32, g: u32, c0: u32) -> Row {
     return Row(at, oy0, ox0, px.w != 0u, false, out_at, px.w != 0u);
 }
 
+// Input pixel (n, iy, ix) of a WINDOW = 4 lane as a row that stores
+// channel c0 of group g there (it reads nothing: row 0 holds the window).
+fn input_pixel_row(n: u32, iy: u32, ix: u32, live: bool, g: u32, c0: u32) -> Row {
+    let ok = live && ix < p.w;
+    let out_at = p.o_off + n * p.o_stride + (g * p.cin_g + c0) * p.h * p.w + iy * p.w + ix;
+    return Row(0u, 0, 0, ok, false, select(0u, out_at, ok), ok);
+}
+
+// The input gradient at stride 2 in window mode (WINDOW = 4): wg.z = gb * 2
+// + phy, lanes over (n, iy) with iy = phy - P (mod 2) and 4 adjacent input
+// columns; pairs (kg, my) with ky = phy + 2*my, the phase's taps in y.
+fn backward_input_window_s2(wg: vec3<u32>, nwg: vec3<u32>, lid: u32, lane: u32) {
+    let phy = wg.z % 2u;
+    let gb = wg.z / 2u;
+    let g = gb / p.blocks;
+    let c0 = (gb % p.blocks) * 4u * NV;
+    let odd = p.pad % 2u;
+    let th = (p.h + 1u) / 2u;
+    let t = (wg.y * nwg.x + wg.x) * WG + lid;
+    let tiles = (p.w + 3u) / 4u;
+    let image_row = qdiv(t, tiles);
+    let n = qdiv(image_row, th);
+    let iy = (phy + 2u - odd) % 2u + 2u * (image_row - n * th);
+    let ix0 = (t - image_row * tiles) * 4u;
+    let live = image_row < p.n * th && iy < p.h;
+    // Rows 0, 1: the pixels with ix + P even (taps kx = 0, 2); 2, 3 the others.
+    row0 = input_pixel_row(n, iy, ix0 + odd, live, g, c0);
+    row1 = input_pixel_row(n, iy, ix0 + odd + 2u, live, g, c0);
+    row2 = input_pixel_row(n, iy, ix0 + 1u - odd, live, g, c0);
+    row3 = input_pixel_row(n, iy, ix0 + 3u - odd, live, g, c0);
+    // Row 0 carries the window: dy rows oy0 - my, columns xb + e.
+    let oy0 = (iy + p.pad - phy) / 2u;
+    let xb = i32((ix0 + p.pad + 1u) / 2u) - 1;
+    row0.at = p.a_off + n * p.a_stride + g * p.cout_g * p.oh * p.ow + oy0 * p.ow + u32(xb);
+    row0.y0 = i32(oy0);
+    row0.x0 = xb;
+    row0.live = live;
+    let nty = select(0u, (p.kh - phy + 1u) / 2u, phy < p.kh);
+    let ohw = p.oh * p.ow;
+    pw = PairWalk(-1, 0, p.oh, p.ow, 0xffffffffu * p.ow, ohw + nty * p.ow, max(nty, 1u));
+    // bp: [gb][phy][kg][my][kx] (phases in y only, see the packing).
+    let b_at = (gb * p.cout_g * p.kh * p.kw + p.cout_g * taps_below(phy, p.kh) * p.kw) * NV;
+    reduce_window(p.cout_g * nty, b_at, lane);
+    store_rows(p.h * p.w, c0, p.cin_g, false, 0u);
+}
+
 // The input gradient is a convolution of dy with the flipped kernel. With
 // stride S only the taps ky = (iy + P) mod S (+ S*m) reach input row iy, so
 // the input pixels are split into S*S phases (wg.z % (S*S)) whose lanes all
@@ -2017,6 +2231,10 @@ fn backward_input_row(ph: Phase, i: u32, g: u32, c0: u32) -> Row {
 fn conv2d_backward_input_sg(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                             @builtin(local_invocation_index) lid: u32,
                             @builtin(subgroup_invocation_id) lane: u32, @builtin(subgroup_size) sgs: u32) {
+    if (WINDOW == 4u) {
+        backward_input_window_s2(wg, nwg, lid, lane);
+        return;
+    }
     let ph = phase_of(wg.z);
     let gb = wg.z / (p.stride * p.stride);
     let g = gb / p.blocks;
@@ -2040,7 +2258,7 @@ fn conv2d_backward_input_sg(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_w
         row2 = backward_input_row(ph, select(none, i + 2u, live && ix + 2u < p.w), g, c0);
         row3 = backward_input_row(ph, select(none, i + 3u, live && ix + 3u < p.w), g, c0);
         let ohw = p.oh * p.ow;
-        pw = PairWalk(-1, -2, p.oh, p.ow, neg * p.ow, ohw + p.kh * p.ow);
+        pw = PairWalk(-1, -2, p.oh, p.ow, neg * p.ow, ohw + p.kh * p.ow, p.kh);
         reduce_window(p.cout_g * p.kh, b_at, lane);
         store_rows(p.h * p.w, c0, p.cin_g, false, 0u);
         return;

@@ -16,6 +16,11 @@ struct Cli {
     #[arg(long, global = true, value_name = "NAME")]
     adapter: Option<String>,
 
+    /// Convolution algorithm (direct, subgroup, subgroup-shuffle, tiled)
+    /// instead of the one chosen for the adapter type.
+    #[arg(long, global = true, value_name = "ALGO")]
+    conv_algo: Option<unravel_device::kernels::conv2d::Conv2dAlgo>,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -45,6 +50,7 @@ fn main() -> std::process::ExitCode {
     quiet_mesa_runtime_dir_warning();
     let options = unravel_device::AdapterOptions {
         name: cli.adapter,
+        conv_algo: cli.conv_algo,
         ..Default::default()
     };
     let result = match cli.command {

@@ -27,6 +27,14 @@ fn assert_clear_error(args: &[&str], expected: &str) {
 }
 
 #[test]
+fn an_unknown_convolution_algorithm_is_named() {
+    assert_clear_error(
+        &["--conv-algo", "winograd", "info"],
+        "unknown convolution algorithm",
+    );
+}
+
+#[test]
 fn a_folder_without_a_checkpoint_says_what_to_give() {
     let dir = std::env::temp_dir().join("unravel-cli-errors-empty");
     std::fs::create_dir_all(&dir).unwrap();

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use crate::error::{DeviceError, Result};
+use crate::kernels::conv2d::Conv2dAlgo;
 use crate::registry::KernelRegistry;
 
 /// How to choose the adapter. Unset fields follow wgpu's environment conventions:
@@ -24,6 +25,10 @@ pub struct AdapterOptions {
     /// shapes, views and buffer sizes before it prepares a dispatch; off by
     /// default, and the test suite runs the kernels both ways.
     pub unchecked_shaders: bool,
+    /// The convolution algorithm, instead of the one
+    /// [`Conv2dAlgo::for_gpu`](crate::kernels::conv2d::Conv2dAlgo::for_gpu)
+    /// picks for the adapter type (to compare them on one device).
+    pub conv_algo: Option<Conv2dAlgo>,
 }
 
 /// The features Unravel asks for when the adapter has them; none is required.
@@ -39,6 +44,7 @@ pub struct Gpu {
     pub(crate) queue: wgpu::Queue,
     info: wgpu::AdapterInfo,
     pub(crate) registry: KernelRegistry,
+    conv_algo: Option<Conv2dAlgo>,
     uncaptured: Arc<Mutex<Option<String>>>,
 }
 
@@ -98,6 +104,7 @@ impl Gpu {
             queue,
             info,
             registry,
+            conv_algo: options.conv_algo,
             uncaptured,
         })
     }
@@ -132,6 +139,11 @@ impl Gpu {
     /// Features the adapter offers, whether or not Unravel asked for them.
     pub fn adapter_features(&self) -> wgpu::Features {
         self.adapter.features()
+    }
+
+    /// The convolution algorithm chosen in [`AdapterOptions::conv_algo`].
+    pub fn conv_algo_override(&self) -> Option<Conv2dAlgo> {
+        self.conv_algo
     }
 
     /// True for CPU adapters such as lavapipe, where kernels that cut loads per

@@ -120,6 +120,9 @@ fn dense_convolutions_match_reference() {
     check_both(shape(1, 32, 8, (5, 5), 3, 1, 1, 1), true, 34);
     // A 5x5 kernel.
     check_both(shape(2, 4, 6, (9, 7), 5, 1, 2, 1), false, 36);
+    // Widths that are whole vec4s: window mode stores a lane's 4 pixels of a
+    // channel as one vec4 (with the bias added there).
+    check_both(shape(2, 5, 6, (6, 8), 3, 1, 1, 1), true, 38);
 }
 
 #[test]
@@ -133,6 +136,14 @@ fn strided_convolutions_match_reference() {
     // Stride 3 and stride 2 without padding.
     check_both(shape(1, 4, 6, (11, 13), 3, 3, 1, 1), true, 70);
     check_both(shape(3, 3, 5, (11, 13), 3, 2, 0, 1), false, 80);
+    // The stride-2 input gradient's window mode with vec4 stores: odd
+    // padding (pixels 1, 3 take two taps), even padding (pixels 0, 2), and
+    // a forward whose output rows are whole vec4s too.
+    check_both(shape(3, 6, 10, (10, 12), 3, 2, 1, 1), true, 82);
+    check_both(shape(1, 4, 7, (9, 8), 3, 2, 2, 1), false, 84);
+    check_both(shape(2, 3, 5, (8, 16), 3, 2, 1, 1), true, 86);
+    // One column: every lane's first pixel with two taps is past the edge.
+    check_both(shape(2, 3, 4, (7, 1), 3, 2, 1, 1), false, 88);
 }
 
 #[test]
@@ -153,10 +164,16 @@ fn depthwise_convolutions_match_reference() {
 /// a slice of the same buffer; dy and dx are slices of another buffer.
 #[test]
 fn channel_slices_of_one_buffer_are_read_and_written_in_place() {
+    // 7x9 planes, and 8x8 ones where window mode stores vec4s.
+    channel_slices_in_place(7, 9);
+    channel_slices_in_place(8, 8);
+}
+
+fn channel_slices_in_place(h: usize, w: usize) {
     let g = gpu();
-    let s = shape(3, 5, 4, (7, 9), 3, 1, 1, 1);
-    let total = [3, 12, 7, 9];
-    let hw = 63;
+    let s = shape(3, 5, 4, (h, w), 3, 1, 1, 1);
+    let total = [3, 12, h, w];
+    let hw = h * w;
     for algo in [
         Conv2dAlgo::Direct,
         Conv2dAlgo::Tiled,
@@ -279,4 +296,22 @@ fn shape_helpers_follow_pytorch() {
     assert_eq!(s.macs(), 64 * 32 * 16 * 16 * 16 * 9);
     let s = shape(1, 3, 8, (11, 13), 7, 2, 3, 1);
     assert_eq!((s.out_h(), s.out_w()), (6, 7));
+}
+
+#[test]
+fn the_algorithm_can_be_chosen_by_name_for_an_adapter() {
+    assert_eq!("tiled".parse::<Conv2dAlgo>(), Ok(Conv2dAlgo::Tiled));
+    assert_eq!("Subgroup".parse::<Conv2dAlgo>(), Ok(Conv2dAlgo::Subgroup));
+    assert_eq!(
+        "subgroup-shuffle".parse::<Conv2dAlgo>(),
+        Ok(Conv2dAlgo::SubgroupShuffle)
+    );
+    let err = "winograd".parse::<Conv2dAlgo>().unwrap_err();
+    assert!(err.contains("unknown convolution algorithm"), "{err}");
+    let options = unravel_device::AdapterOptions {
+        conv_algo: Some(Conv2dAlgo::Direct),
+        ..Default::default()
+    };
+    let g = unravel_device::Gpu::new(&options).unwrap();
+    assert_eq!(Conv2dAlgo::for_gpu(&g), Conv2dAlgo::Direct);
 }

@@ -327,7 +327,13 @@ fn indices_beyond_2_pow_24_split_exactly() {
     let dx = g.read(&tdx).unwrap();
     let hw = 2900 * 2901;
     for (i, &v) in dx.iter().enumerate() {
+        // Which image an element belongs to is what is tested; the value
+        // may be off by an ulp or two (Vulkan allows 2.5 ulp for division,
+        // and NVIDIA's driver uses that).
         let want = if i < hw { 3.0 } else { -5.0 } / hw as f32;
-        assert_eq!(v, want, "element {i}");
+        assert!(
+            (v - want).abs() <= 4.0 * f32::EPSILON * want.abs(),
+            "element {i}: {v} != {want}"
+        );
     }
 }

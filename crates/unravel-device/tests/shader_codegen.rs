@@ -143,39 +143,84 @@ fn load_taps() -> String {
 /// given B values (window mode, rows 0..3).
 fn fma_rows() -> String {
     let params: Vec<String> = (0..MAX_NV).map(|b| format!("b{b}: vec4<f32>")).collect();
-    fma_function(&format!("fma_rows({})", params.join(", ")), 4, |_| None)
-}
-
-/// window_pair{j}: the (ci, ky) pair of chunk lane j: its window, then its
-/// three taps with lane j's B entries.
-fn window_pairs() -> String {
-    let mut s = String::new();
-    for j in 0..8 {
-        writeln!(s, "fn window_pair{j}() {{").unwrap();
-        writeln!(s, "    next_window({j}u < pair_left);").unwrap();
-        for kx in 0..3 {
-            let args: Vec<String> = (0..MAX_NV)
-                .map(|b| {
-                    let cast = format!("subgroupBroadcast(tw{kx}{b}, {j}u)");
-                    if b == 0 {
-                        cast
-                    } else {
-                        format!("select(ZERO4, {cast}, NV > {b}u)")
-                    }
-                })
+    let mut s = fma_function(&format!("fma_rows({})", params.join(", ")), 4, |_| None);
+    // WINDOW = 4 multiplies rows 0, 1 and rows 2, 3 by different taps.
+    for (name, rows) in [("fma_rows01", [0, 1]), ("fma_rows23", [2, 3])] {
+        writeln!(s, "fn {name}(a: vec2<f32>, {}) {{", params.join(", ")).unwrap();
+        for b in 0..MAX_NV {
+            let fmas: Vec<String> = rows
+                .iter()
+                .zip(["x", "y"])
+                .map(|(r, c)| format!("acc{r}{b} += a.{c} * b{b};"))
                 .collect();
-            writeln!(s, "    av0 = win{kx};").unwrap();
-            writeln!(s, "    fma_rows({});", args.join(",\n             ")).unwrap();
+            let cond = (b > 0).then(|| format!("NV > {b}u"));
+            writeln!(s, "    {}", guarded(cond, &fmas.join(" "))).unwrap();
         }
         s += "}\n";
     }
     s
 }
 
+/// window_pair{j}: the pair of chunk lane j: its window, then its three
+/// taps with lane j's B entries.
+fn window_pairs() -> String {
+    let mut s = String::new();
+    for j in 0..8 {
+        writeln!(s, "fn window_pair{j}() {{").unwrap();
+        writeln!(s, "    next_window({j}u < pair_left);").unwrap();
+        let mut taps = Vec::new();
+        for kx in 0..3 {
+            let names: Vec<String> = (0..MAX_NV).map(|b| format!("t{kx}{b}")).collect();
+            for (b, name) in names.iter().enumerate() {
+                let cast = format!("subgroupBroadcast(tw{kx}{b}, {j}u)");
+                let value = if b == 0 {
+                    cast
+                } else {
+                    format!("select(ZERO4, {cast}, NV > {b}u)")
+                };
+                writeln!(s, "    let {name} = {value};").unwrap();
+            }
+            taps.push(names.join(", "));
+        }
+        writeln!(s, "    if (WINDOW == 4u) {{").unwrap();
+        writeln!(s, "        fma_rows01(win0.xy, {});", taps[0]).unwrap();
+        writeln!(s, "        fma_rows23(win1.xy, {});", taps[1]).unwrap();
+        writeln!(s, "        fma_rows01(win2.xy, {});", taps[2]).unwrap();
+        writeln!(s, "    }} else {{").unwrap();
+        for (kx, tap) in taps.iter().enumerate() {
+            writeln!(s, "        av0 = win{kx};").unwrap();
+            writeln!(s, "        fma_rows({tap});").unwrap();
+        }
+        s += "    }\n}\n";
+    }
+    s
+}
+
+/// store_rows4: with vec4 stores, the 4 rows (4 adjacent pixels in window
+/// mode) of each column are one vec4, columns c0 + 4b + c at base + (4b +
+/// c) * step (in vec4s); q{r} is row r's accumulator in pixel order.
+fn vec4_stores() -> String {
+    let mut s = String::from(
+        "fn store_rows4(base: u32, step: u32, c0: u32, cols: u32, perm: u32, bias: bool, bias_at: u32) {\n",
+    );
+    for b in 0..MAX_NV {
+        let body = format!(
+            "store_block4(permuted(acc0{b}, acc1{b}, acc2{b}, acc3{b}, perm), base + {}u * step, step, \
+             cols_left(c0, {b}u, cols), bias, bias_at + {}u);",
+            4 * b,
+            4 * b
+        );
+        let cond = (b > 0).then(|| format!("NV > {b}u"));
+        writeln!(s, "    {}", guarded(cond, &body)).unwrap();
+    }
+    s += "}\n";
+    s
+}
+
 /// A region's name (as in its markers) and its generator.
 type Region = (&'static str, fn() -> String);
 
-const REGIONS: [Region; 8] = [
+const REGIONS: [Region; 9] = [
     ("accumulators", accumulators),
     ("chunk registers", chunk_registers),
     ("steps", steps),
@@ -184,6 +229,7 @@ const REGIONS: [Region; 8] = [
     ("load taps", load_taps),
     ("fma rows", fma_rows),
     ("window pairs", window_pairs),
+    ("vec4 stores", vec4_stores),
 ];
 
 /// The shader with every generated region replaced by its generator's text.

@@ -187,3 +187,24 @@ fn flags_override_the_toml_file_and_bad_values_are_errors() {
         .to_string()
         .contains("sideways"));
 }
+
+#[test]
+fn a_plot_that_cannot_be_drawn_does_not_lose_the_run() {
+    // curves.png is a folder, so drawing it fails (as on a machine
+    // without fonts); the epoch's metrics and checkpoint are still written.
+    let gpu = Gpu::default_adapter().unwrap();
+    let out = out_dir("noplot");
+    std::fs::create_dir_all(out.join("curves.png")).unwrap();
+    let config = TrainOptions {
+        epochs: Some(1),
+        train_subset: Some(64),
+        ..small(&out)
+    }
+    .resolve()
+    .unwrap();
+    let report = trainer::train(&gpu, &config, None, &|_| false, false).unwrap();
+    assert_eq!(report.epochs.len(), 1);
+    let checkpoint = Checkpoint::read(&out.join(MODEL_FILE)).unwrap();
+    assert_eq!(checkpoint.metadata().unwrap()["model"], "resnet8");
+    assert!(out.join(OPTIMIZER_FILE).exists());
+}

@@ -37,6 +37,23 @@ const TILE: u32 = 64;
 /// worth 0-5% over 16 (and 16 columns x 8 rows was 10-20% slower than x 4).
 const MAX_COLS: usize = 32;
 
+impl std::str::FromStr for Conv2dAlgo {
+    type Err = String;
+
+    /// `direct`, `subgroup`, `subgroup-shuffle` or `tiled`.
+    fn from_str(name: &str) -> std::result::Result<Conv2dAlgo, String> {
+        match name.to_ascii_lowercase().as_str() {
+            "direct" => Ok(Conv2dAlgo::Direct),
+            "subgroup" => Ok(Conv2dAlgo::Subgroup),
+            "subgroup-shuffle" => Ok(Conv2dAlgo::SubgroupShuffle),
+            "tiled" => Ok(Conv2dAlgo::Tiled),
+            _ => Err(format!(
+                "unknown convolution algorithm {name:?}: use direct, subgroup, subgroup-shuffle or tiled"
+            )),
+        }
+    }
+}
+
 /// The geometry of one convolution.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Conv2dShape {
@@ -147,10 +164,14 @@ pub enum Conv2dAlgo {
 }
 
 impl Conv2dAlgo {
-    /// The algorithm for this adapter: tiles on GPUs, subgroup broadcasts
-    /// on CPUs (lavapipe), where workgroup memory is as slow as storage.
+    /// The algorithm for this adapter: the one chosen in
+    /// [`AdapterOptions::conv_algo`](crate::AdapterOptions::conv_algo) if
+    /// any, else tiles on GPUs and subgroup broadcasts on CPUs (lavapipe),
+    /// where workgroup memory is as slow as storage.
     pub fn for_gpu(gpu: &Gpu) -> Conv2dAlgo {
-        if !gpu.is_cpu() {
+        if let Some(chosen) = gpu.conv_algo_override() {
+            chosen
+        } else if !gpu.is_cpu() {
             Conv2dAlgo::Tiled
         } else {
             Conv2dAlgo::subgroup_or_direct(gpu)
@@ -303,12 +324,11 @@ fn check_bias(op: &'static str, s: &Conv2dShape, bias: Option<&Tensor>) -> Resul
     }
 }
 
-/// Vec4 blocks of output columns per invocation and blocks per group, for
-/// `cols` columns per group.
 /// The window mode of a pass (WINDOW in WGSL): for 3-wide kernels a lane's 4
 /// adjacent pixels share the loads of their taps along x, and the weights
 /// are shared by constant-index broadcasts. The forward at stride S in {1, 2}
-/// is WINDOW = S, the input gradient at stride 1 is 3; 0 is off.
+/// is WINDOW = S, the input gradient at stride 1 is 3 and at stride 2 is 4;
+/// 0 is off.
 fn window_mode(s: &Conv2dShape, input_gradient: bool, broadcasts: bool) -> u32 {
     if s.kw != 3 || !broadcasts || PIXEL_ROWS != 4 {
         return 0;
@@ -316,8 +336,21 @@ fn window_mode(s: &Conv2dShape, input_gradient: bool, broadcasts: bool) -> u32 {
     match (input_gradient, s.stride) {
         (false, 1 | 2) => s.stride as u32,
         (true, 1) => 3,
+        (true, 2) => 4,
         _ => 0,
     }
+}
+
+/// Whether window mode may store a lane's 4 pixels of a channel as one vec4
+/// (STORE4 in WGSL): the output view's offset, batch stride, plane and rows
+/// must all be whole vec4s.
+fn vec4_stores(window: u32, out: &Tensor, plane: usize, width: usize) -> bool {
+    let [offset, batch_stride] = out.view_params();
+    window != 0
+        && width.is_multiple_of(4)
+        && plane.is_multiple_of(4)
+        && offset.is_multiple_of(4)
+        && batch_stride.is_multiple_of(4)
 }
 
 /// The x/y grid of a subgroup kernel over `pixels` pixels in `image_rows`
@@ -331,6 +364,8 @@ fn pixel_grid(window: u32, pixels: usize, image_rows: usize, width: usize) -> [u
     }
 }
 
+/// Vec4 blocks of output columns per invocation and blocks per group, for
+/// `cols` columns per group.
 fn column_blocks(cols: usize) -> (u32, u32) {
     let nv = cols.div_ceil(4).clamp(1, MAX_COLS / 4);
     (nv as u32, cols.div_ceil(nv * 4) as u32)
@@ -397,18 +432,26 @@ pub fn conv2d_forward_with(
                 "conv2d_pack_forward_weights",
                 &params,
                 nv,
+                0,
                 [x, w],
                 r_len,
             )?;
             let rows = PIXEL_ROWS;
             let [nv_c, chunk_c, rows_c] = algo.constants(gpu, nv, rows);
             let window = window_mode(s, false, chunk_c.1 == 0.0);
+            let store4 = vec4_stores(window, y, s.out_h() * s.out_w(), s.out_w());
             let [gx, gy, _] = pixel_grid(window, pixels, s.n * s.out_h(), s.out_w());
             let grid = [gx, gy, blocks * s.groups as u32];
-            let mut tensors = tensors.to_vec();
-            tensors.push(&packed.1);
+            // Binding 6 is y again, as vec4s.
+            let tensors = [x, w, bias.unwrap_or(w), y, &packed.1, y];
             let entry = "conv2d_forward_sg";
-            let constants = [nv_c, chunk_c, rows_c, ("WINDOW", window as f64)];
+            let constants = [
+                nv_c,
+                chunk_c,
+                rows_c,
+                ("WINDOW", window as f64),
+                ("STORE4", store4 as u8 as f64),
+            ];
             let conv = gpu.dispatch_with(FILE, entry, &constants, &params, &tensors, grid)?;
             Ok(vec![packed.0, conv])
         }
@@ -457,18 +500,30 @@ pub fn conv2d_backward_input_with(
             let (nv, blocks) = column_blocks(s.c_in / s.groups);
             params.blocks = blocks;
             let k_len = s.c_out / s.groups * s.kh * s.kw;
-            let entry = "conv2d_pack_backward_input_weights";
-            let packed = pack(gpu, entry, &params, nv, [dy, w], k_len)?;
-            let per_phase = s.n * s.h.div_ceil(s.stride) * s.w.div_ceil(s.stride);
             let rows = PIXEL_ROWS;
             let [nv_c, chunk_c, rows_c] = algo.constants(gpu, nv, rows);
             let window = window_mode(s, true, chunk_c.1 == 0.0);
-            let [gx, gy, _] = pixel_grid(window, per_phase, s.n * s.h, s.w);
-            let phases = (s.stride * s.stride) as u32;
-            let grid = [gx, gy, blocks * s.groups as u32 * phases];
-            let tensors = [dy, w, w, dx, &packed.1];
+            let entry = "conv2d_pack_backward_input_weights";
+            let packed = pack(gpu, entry, &params, nv, window, [dy, w], k_len)?;
+            let store4 = vec4_stores(window, dx, s.h * s.w, s.w);
+            // Phases: S*S, or S (in y only) in window mode at stride 2.
+            let (phases, image_rows) = if window == 4 {
+                (s.stride, s.n * s.h.div_ceil(s.stride))
+            } else {
+                (s.stride * s.stride, s.n * s.h)
+            };
+            let per_phase = s.n * s.h.div_ceil(s.stride) * s.w.div_ceil(s.stride);
+            let [gx, gy, _] = pixel_grid(window, per_phase, image_rows, s.w);
+            let grid = [gx, gy, blocks * s.groups as u32 * phases as u32];
+            let tensors = [dy, w, w, dx, &packed.1, dx];
             let entry = "conv2d_backward_input_sg";
-            let constants = [nv_c, chunk_c, rows_c, ("WINDOW", window as f64)];
+            let constants = [
+                nv_c,
+                chunk_c,
+                rows_c,
+                ("WINDOW", window as f64),
+                ("STORE4", store4 as u8 as f64),
+            ];
             let conv = gpu.dispatch_with(FILE, entry, &constants, &params, &tensors, grid)?;
             Ok(vec![packed.0, conv])
         }
@@ -538,7 +593,8 @@ pub fn conv2d_backward_weight_with(
                 params.splits,
             ];
             let entry = "conv2d_backward_weight_sg";
-            let tensors = [x, dy, dy, &partials, &packed.1];
+            // Binding 6 (vec4 stores) is unused here.
+            let tensors = [x, dy, dy, &partials, &packed.1, &partials];
             let constants = algo.constants(gpu, nv, rows);
             let pass1 = gpu.dispatch_with(FILE, entry, &constants, &params, &tensors, grid)?;
             let grid = grid_1d(s.c_out * r1, GROUP);
@@ -554,13 +610,15 @@ fn nv_constant(nv: u32) -> [(&'static str, f64); 1] {
 }
 
 /// Packs operand B of a subgroup kernel (`b`, read through binding 2) as
-/// [groups * blocks][k_len][4 * nv] columns, zero-padded, for vec4 loads.
+/// [groups * blocks][k_len][4 * nv] columns, zero-padded, for vec4 loads,
+/// for window mode `window`.
 /// Returns the packing dispatch and the packed buffer.
 fn pack(
     gpu: &Gpu,
     entry: &str,
     params: &Params,
     nv: u32,
+    window: u32,
     [a, b]: [&Tensor; 2],
     k_len: usize,
 ) -> Result<(Dispatch, Tensor)> {
@@ -568,7 +626,9 @@ fn pack(
     let packed = gpu.zeros(&[len])?;
     let grid = grid_1d(len, GROUP);
     let tensors = [a, b, b, &packed];
-    let d = gpu.dispatch_with(FILE, entry, &nv_constant(nv), params, &tensors, grid)?;
+    // The window mode decides the input gradient's order of taps.
+    let constants = [("NV", nv as f64), ("WINDOW", window as f64)];
+    let d = gpu.dispatch_with(FILE, entry, &constants, params, &tensors, grid)?;
     Ok((d, packed))
 }
 

@@ -285,6 +285,7 @@ pub fn train(
         epochs: metrics::read_all(&out.join(METRICS_FILE)),
         interrupted: false,
     };
+    let mut plot_failed = false;
 
     while pos.epoch < config.epochs {
         let bar = progress_bar(progress, per_epoch, pos);
@@ -365,13 +366,23 @@ pub fn train(
         }
         metrics::append(&out.join(METRICS_FILE), &row)?;
         report.epochs.push(row);
-        metrics::plot(&out.join(CURVES_FILE), &report.epochs)?;
         pos = Position {
             epoch: pos.epoch + 1,
             step: pos.step,
             ..Position::default()
         };
         save(gpu, &out, &graph, &state, &meta, pos)?;
+        // The plot is a convenience: a machine without fonts (a bare
+        // container) must not lose the run over it.
+        if let Err(e) = metrics::plot(&out.join(CURVES_FILE), &report.epochs) {
+            if !plot_failed {
+                eprintln!(
+                    "warning: {e}; the metrics and checkpoints are written (a font such as \
+                     fonts-dejavu-core draws the plot)"
+                );
+            }
+            plot_failed = true;
+        }
     }
     gpu.save_pipeline_cache();
     Ok(report)
