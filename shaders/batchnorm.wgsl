@@ -340,6 +340,19 @@ fn bn_apply_eval(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation
     apply1(lid, wg.x, wg.y);
 }
 
+// The eval forward's coefficients alone, for a convolution to apply as it
+// stores its output (the batch norm folded into the conv): saved[c] =
+// scale, saved[C + c] = shift, computed as bn_apply_eval computes them.
+// One workgroup per channel (wg.y).
+@compute @workgroup_size(WG)
+fn bn_fold_eval(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    eval_coefficients(lid, wg.y);
+    if (lid == 0u) {
+        saved[p.s_off + wg.y] = coef.x;
+        saved[p.s_off + p.c + wg.y] = coef.y;
+    }
+}
+
 // Recomputation with the statistics a training forward saved (mean and
 // 1 / std): reproduces that forward's output exactly without touching the
 // running statistics, so a memory-saving plan can drop the output after the

@@ -35,7 +35,7 @@ struct Params {
     cin_g: u32, cout_g: u32, has_bias: u32, blocks: u32,   // blocks: channel blocks per group
     a_off: u32, a_stride: u32, b_off: u32, b_stride: u32,
     o_off: u32, o_stride: u32, v_off: u32, chunk: u32,     // chunk: pixels per split (dw)
-    splits: u32, _p0: u32, _p1: u32, _p2: u32,
+    splits: u32, affine: u32, relu: u32, _p2: u32,      // affine, relu: forward epilogue
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -111,7 +111,6 @@ fn conv2d_forward_direct(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_work
     let xbase = p.a_off + n * p.a_stride + g * p.cin_g * hw;
     let khw = p.kh * p.kw;
     var acc = 0.0;
-    if (p.has_bias != 0u) { acc = v[p.v_off + k]; }
     for (var ci = 0u; ci < p.cin_g; ci++) {
         for (var ky = 0u; ky < p.kh; ky++) {
             let iy = i32(oy * p.stride + ky) - i32(p.pad);
@@ -123,7 +122,7 @@ fn conv2d_forward_direct(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_work
             }
         }
     }
-    out[p.o_off + n * p.o_stride + k * ohw + q] = acc;
+    out[p.o_off + n * p.o_stride + k * ohw + q] = finish1(acc, k);
 }
 
 // dx[n, c, iy, ix] = sum over (kg, ky, kx) with oy = (iy + P - ky) / S exact
@@ -1794,9 +1793,51 @@ fn reduce_window(pairs: u32, b_at: u32, lane: u32) {
     }
 }
 
-// Stores the rows: columns c0.. (of `cols`) at out_at + c*step, plus the
-// bias at bias_at + c if `bias` (loaded once for all rows).
-fn store_rows(step: u32, c0: u32, cols: u32, bias: bool, bias_at: u32) {
+// Stores the rows: columns c0.. (of `cols`) at out_at + c*step, through
+// the forward's epilogue if `epilogue`: y = acc + bias (v[v_at + c]), or
+// with a folded batch norm (p.affine) y = acc * v[v_at + c] + v[v_at + K +
+// c]; then max(y, 0) if p.relu.
+fn store_rows(step: u32, c0: u32, cols: u32, epilogue: bool, v_at: u32) {
+// BEGIN GENERATED epilogue vectors
+    var s0 = vec4<f32>(1.0);
+    var b0 = ZERO4;
+    var s1 = vec4<f32>(1.0);
+    var b1 = ZERO4;
+    var s2 = vec4<f32>(1.0);
+    var b2 = ZERO4;
+    var s3 = vec4<f32>(1.0);
+    var b3 = ZERO4;
+    var s4 = vec4<f32>(1.0);
+    var b4 = ZERO4;
+    var s5 = vec4<f32>(1.0);
+    var b5 = ZERO4;
+    var s6 = vec4<f32>(1.0);
+    var b6 = ZERO4;
+    var s7 = vec4<f32>(1.0);
+    var b7 = ZERO4;
+    if (epilogue) {
+        let affine = p.affine != 0u;
+        let shift_at = select(v_at, v_at + p.c_out, affine);
+        b0 = load_v4(shift_at, cols_left(c0, 0u, cols));
+        if (NV > 1u) { b1 = load_v4(shift_at + 4u, cols_left(c0, 1u, cols)); }
+        if (NV > 2u) { b2 = load_v4(shift_at + 8u, cols_left(c0, 2u, cols)); }
+        if (NV > 3u) { b3 = load_v4(shift_at + 12u, cols_left(c0, 3u, cols)); }
+        if (NV > 4u) { b4 = load_v4(shift_at + 16u, cols_left(c0, 4u, cols)); }
+        if (NV > 5u) { b5 = load_v4(shift_at + 20u, cols_left(c0, 5u, cols)); }
+        if (NV > 6u) { b6 = load_v4(shift_at + 24u, cols_left(c0, 6u, cols)); }
+        if (NV > 7u) { b7 = load_v4(shift_at + 28u, cols_left(c0, 7u, cols)); }
+        if (affine) {
+            s0 = load_v4(v_at, cols_left(c0, 0u, cols));
+            if (NV > 1u) { s1 = load_v4(v_at + 4u, cols_left(c0, 1u, cols)); }
+            if (NV > 2u) { s2 = load_v4(v_at + 8u, cols_left(c0, 2u, cols)); }
+            if (NV > 3u) { s3 = load_v4(v_at + 12u, cols_left(c0, 3u, cols)); }
+            if (NV > 4u) { s4 = load_v4(v_at + 16u, cols_left(c0, 4u, cols)); }
+            if (NV > 5u) { s5 = load_v4(v_at + 20u, cols_left(c0, 5u, cols)); }
+            if (NV > 6u) { s6 = load_v4(v_at + 24u, cols_left(c0, 6u, cols)); }
+            if (NV > 7u) { s7 = load_v4(v_at + 28u, cols_left(c0, 7u, cols)); }
+        }
+    }
+// END GENERATED epilogue vectors
     if (STORE4) {
         // Window mode: the rows are 4 adjacent pixels from the lane's
         // first (at row0.out_at, or one before it for WINDOW = 4 with odd
@@ -1805,116 +1846,109 @@ fn store_rows(step: u32, c0: u32, cols: u32, bias: bool, bias_at: u32) {
         let first = select(row0.out_at, row0.out_at - odd, WINDOW == 4u);
         let perm = select(0u, 1u + odd, WINDOW == 4u);
         if (row0.store) {
-            store_rows4(first / 4u, step / 4u, c0, cols, perm, bias, bias_at);
+            let base = first / 4u;
+            let step4 = step / 4u;
+// BEGIN GENERATED vec4 stores
+            store_block4(permuted(acc00, acc10, acc20, acc30, perm), base + 0u * step4, step4, cols_left(c0, 0u, cols), s0, b0);
+            if (NV > 1u) { store_block4(permuted(acc01, acc11, acc21, acc31, perm), base + 4u * step4, step4, cols_left(c0, 1u, cols), s1, b1); }
+            if (NV > 2u) { store_block4(permuted(acc02, acc12, acc22, acc32, perm), base + 8u * step4, step4, cols_left(c0, 2u, cols), s2, b2); }
+            if (NV > 3u) { store_block4(permuted(acc03, acc13, acc23, acc33, perm), base + 12u * step4, step4, cols_left(c0, 3u, cols), s3, b3); }
+            if (NV > 4u) { store_block4(permuted(acc04, acc14, acc24, acc34, perm), base + 16u * step4, step4, cols_left(c0, 4u, cols), s4, b4); }
+            if (NV > 5u) { store_block4(permuted(acc05, acc15, acc25, acc35, perm), base + 20u * step4, step4, cols_left(c0, 5u, cols), s5, b5); }
+            if (NV > 6u) { store_block4(permuted(acc06, acc16, acc26, acc36, perm), base + 24u * step4, step4, cols_left(c0, 6u, cols), s6, b6); }
+            if (NV > 7u) { store_block4(permuted(acc07, acc17, acc27, acc37, perm), base + 28u * step4, step4, cols_left(c0, 7u, cols), s7, b7); }
+// END GENERATED vec4 stores
         }
         return;
-    }
-    var b0 = vec4<f32>(0.0);
-    var b1 = vec4<f32>(0.0);
-    var b2 = vec4<f32>(0.0);
-    var b3 = vec4<f32>(0.0);
-    var b4 = vec4<f32>(0.0);
-    var b5 = vec4<f32>(0.0);
-    var b6 = vec4<f32>(0.0);
-    var b7 = vec4<f32>(0.0);
-    if (bias) {
-        b0 = load_v4(bias_at, cols_left(c0, 0u, cols));
-        if (NV > 1u) { b1 = load_v4(bias_at + 4u, cols_left(c0, 1u, cols)); }
-        if (NV > 2u) { b2 = load_v4(bias_at + 8u, cols_left(c0, 2u, cols)); }
-        if (NV > 3u) { b3 = load_v4(bias_at + 12u, cols_left(c0, 3u, cols)); }
-        if (NV > 4u) { b4 = load_v4(bias_at + 16u, cols_left(c0, 4u, cols)); }
-        if (NV > 5u) { b5 = load_v4(bias_at + 20u, cols_left(c0, 5u, cols)); }
-        if (NV > 6u) { b6 = load_v4(bias_at + 24u, cols_left(c0, 6u, cols)); }
-        if (NV > 7u) { b7 = load_v4(bias_at + 28u, cols_left(c0, 7u, cols)); }
     }
 // BEGIN GENERATED store each row
     if (row0.store) {
         let at = row0.out_at;
-        store_cols(acc00 + b0, at, step, cols_left(c0, 0u, cols));
-        if (NV > 1u) { store_cols(acc01 + b1, at + 4u * step, step, cols_left(c0, 1u, cols)); }
-        if (NV > 2u) { store_cols(acc02 + b2, at + 8u * step, step, cols_left(c0, 2u, cols)); }
-        if (NV > 3u) { store_cols(acc03 + b3, at + 12u * step, step, cols_left(c0, 3u, cols)); }
-        if (NV > 4u) { store_cols(acc04 + b4, at + 16u * step, step, cols_left(c0, 4u, cols)); }
-        if (NV > 5u) { store_cols(acc05 + b5, at + 20u * step, step, cols_left(c0, 5u, cols)); }
-        if (NV > 6u) { store_cols(acc06 + b6, at + 24u * step, step, cols_left(c0, 6u, cols)); }
-        if (NV > 7u) { store_cols(acc07 + b7, at + 28u * step, step, cols_left(c0, 7u, cols)); }
+        store_cols(finish(acc00, s0, b0), at, step, cols_left(c0, 0u, cols));
+        if (NV > 1u) { store_cols(finish(acc01, s1, b1), at + 4u * step, step, cols_left(c0, 1u, cols)); }
+        if (NV > 2u) { store_cols(finish(acc02, s2, b2), at + 8u * step, step, cols_left(c0, 2u, cols)); }
+        if (NV > 3u) { store_cols(finish(acc03, s3, b3), at + 12u * step, step, cols_left(c0, 3u, cols)); }
+        if (NV > 4u) { store_cols(finish(acc04, s4, b4), at + 16u * step, step, cols_left(c0, 4u, cols)); }
+        if (NV > 5u) { store_cols(finish(acc05, s5, b5), at + 20u * step, step, cols_left(c0, 5u, cols)); }
+        if (NV > 6u) { store_cols(finish(acc06, s6, b6), at + 24u * step, step, cols_left(c0, 6u, cols)); }
+        if (NV > 7u) { store_cols(finish(acc07, s7, b7), at + 28u * step, step, cols_left(c0, 7u, cols)); }
     }
     if (ROWS > 1u && row1.store) {
         let at = row1.out_at;
-        store_cols(acc10 + b0, at, step, cols_left(c0, 0u, cols));
-        if (NV > 1u) { store_cols(acc11 + b1, at + 4u * step, step, cols_left(c0, 1u, cols)); }
-        if (NV > 2u) { store_cols(acc12 + b2, at + 8u * step, step, cols_left(c0, 2u, cols)); }
-        if (NV > 3u) { store_cols(acc13 + b3, at + 12u * step, step, cols_left(c0, 3u, cols)); }
-        if (NV > 4u) { store_cols(acc14 + b4, at + 16u * step, step, cols_left(c0, 4u, cols)); }
-        if (NV > 5u) { store_cols(acc15 + b5, at + 20u * step, step, cols_left(c0, 5u, cols)); }
-        if (NV > 6u) { store_cols(acc16 + b6, at + 24u * step, step, cols_left(c0, 6u, cols)); }
-        if (NV > 7u) { store_cols(acc17 + b7, at + 28u * step, step, cols_left(c0, 7u, cols)); }
+        store_cols(finish(acc10, s0, b0), at, step, cols_left(c0, 0u, cols));
+        if (NV > 1u) { store_cols(finish(acc11, s1, b1), at + 4u * step, step, cols_left(c0, 1u, cols)); }
+        if (NV > 2u) { store_cols(finish(acc12, s2, b2), at + 8u * step, step, cols_left(c0, 2u, cols)); }
+        if (NV > 3u) { store_cols(finish(acc13, s3, b3), at + 12u * step, step, cols_left(c0, 3u, cols)); }
+        if (NV > 4u) { store_cols(finish(acc14, s4, b4), at + 16u * step, step, cols_left(c0, 4u, cols)); }
+        if (NV > 5u) { store_cols(finish(acc15, s5, b5), at + 20u * step, step, cols_left(c0, 5u, cols)); }
+        if (NV > 6u) { store_cols(finish(acc16, s6, b6), at + 24u * step, step, cols_left(c0, 6u, cols)); }
+        if (NV > 7u) { store_cols(finish(acc17, s7, b7), at + 28u * step, step, cols_left(c0, 7u, cols)); }
     }
     if (ROWS > 2u && row2.store) {
         let at = row2.out_at;
-        store_cols(acc20 + b0, at, step, cols_left(c0, 0u, cols));
-        if (NV > 1u) { store_cols(acc21 + b1, at + 4u * step, step, cols_left(c0, 1u, cols)); }
-        if (NV > 2u) { store_cols(acc22 + b2, at + 8u * step, step, cols_left(c0, 2u, cols)); }
-        if (NV > 3u) { store_cols(acc23 + b3, at + 12u * step, step, cols_left(c0, 3u, cols)); }
-        if (NV > 4u) { store_cols(acc24 + b4, at + 16u * step, step, cols_left(c0, 4u, cols)); }
-        if (NV > 5u) { store_cols(acc25 + b5, at + 20u * step, step, cols_left(c0, 5u, cols)); }
-        if (NV > 6u) { store_cols(acc26 + b6, at + 24u * step, step, cols_left(c0, 6u, cols)); }
-        if (NV > 7u) { store_cols(acc27 + b7, at + 28u * step, step, cols_left(c0, 7u, cols)); }
+        store_cols(finish(acc20, s0, b0), at, step, cols_left(c0, 0u, cols));
+        if (NV > 1u) { store_cols(finish(acc21, s1, b1), at + 4u * step, step, cols_left(c0, 1u, cols)); }
+        if (NV > 2u) { store_cols(finish(acc22, s2, b2), at + 8u * step, step, cols_left(c0, 2u, cols)); }
+        if (NV > 3u) { store_cols(finish(acc23, s3, b3), at + 12u * step, step, cols_left(c0, 3u, cols)); }
+        if (NV > 4u) { store_cols(finish(acc24, s4, b4), at + 16u * step, step, cols_left(c0, 4u, cols)); }
+        if (NV > 5u) { store_cols(finish(acc25, s5, b5), at + 20u * step, step, cols_left(c0, 5u, cols)); }
+        if (NV > 6u) { store_cols(finish(acc26, s6, b6), at + 24u * step, step, cols_left(c0, 6u, cols)); }
+        if (NV > 7u) { store_cols(finish(acc27, s7, b7), at + 28u * step, step, cols_left(c0, 7u, cols)); }
     }
     if (ROWS > 3u && row3.store) {
         let at = row3.out_at;
-        store_cols(acc30 + b0, at, step, cols_left(c0, 0u, cols));
-        if (NV > 1u) { store_cols(acc31 + b1, at + 4u * step, step, cols_left(c0, 1u, cols)); }
-        if (NV > 2u) { store_cols(acc32 + b2, at + 8u * step, step, cols_left(c0, 2u, cols)); }
-        if (NV > 3u) { store_cols(acc33 + b3, at + 12u * step, step, cols_left(c0, 3u, cols)); }
-        if (NV > 4u) { store_cols(acc34 + b4, at + 16u * step, step, cols_left(c0, 4u, cols)); }
-        if (NV > 5u) { store_cols(acc35 + b5, at + 20u * step, step, cols_left(c0, 5u, cols)); }
-        if (NV > 6u) { store_cols(acc36 + b6, at + 24u * step, step, cols_left(c0, 6u, cols)); }
-        if (NV > 7u) { store_cols(acc37 + b7, at + 28u * step, step, cols_left(c0, 7u, cols)); }
+        store_cols(finish(acc30, s0, b0), at, step, cols_left(c0, 0u, cols));
+        if (NV > 1u) { store_cols(finish(acc31, s1, b1), at + 4u * step, step, cols_left(c0, 1u, cols)); }
+        if (NV > 2u) { store_cols(finish(acc32, s2, b2), at + 8u * step, step, cols_left(c0, 2u, cols)); }
+        if (NV > 3u) { store_cols(finish(acc33, s3, b3), at + 12u * step, step, cols_left(c0, 3u, cols)); }
+        if (NV > 4u) { store_cols(finish(acc34, s4, b4), at + 16u * step, step, cols_left(c0, 4u, cols)); }
+        if (NV > 5u) { store_cols(finish(acc35, s5, b5), at + 20u * step, step, cols_left(c0, 5u, cols)); }
+        if (NV > 6u) { store_cols(finish(acc36, s6, b6), at + 24u * step, step, cols_left(c0, 6u, cols)); }
+        if (NV > 7u) { store_cols(finish(acc37, s7, b7), at + 28u * step, step, cols_left(c0, 7u, cols)); }
     }
     if (ROWS > 4u && row4.store) {
         let at = row4.out_at;
-        store_cols(acc40 + b0, at, step, cols_left(c0, 0u, cols));
-        if (NV > 1u) { store_cols(acc41 + b1, at + 4u * step, step, cols_left(c0, 1u, cols)); }
-        if (NV > 2u) { store_cols(acc42 + b2, at + 8u * step, step, cols_left(c0, 2u, cols)); }
-        if (NV > 3u) { store_cols(acc43 + b3, at + 12u * step, step, cols_left(c0, 3u, cols)); }
-        if (NV > 4u) { store_cols(acc44 + b4, at + 16u * step, step, cols_left(c0, 4u, cols)); }
-        if (NV > 5u) { store_cols(acc45 + b5, at + 20u * step, step, cols_left(c0, 5u, cols)); }
-        if (NV > 6u) { store_cols(acc46 + b6, at + 24u * step, step, cols_left(c0, 6u, cols)); }
-        if (NV > 7u) { store_cols(acc47 + b7, at + 28u * step, step, cols_left(c0, 7u, cols)); }
+        store_cols(finish(acc40, s0, b0), at, step, cols_left(c0, 0u, cols));
+        if (NV > 1u) { store_cols(finish(acc41, s1, b1), at + 4u * step, step, cols_left(c0, 1u, cols)); }
+        if (NV > 2u) { store_cols(finish(acc42, s2, b2), at + 8u * step, step, cols_left(c0, 2u, cols)); }
+        if (NV > 3u) { store_cols(finish(acc43, s3, b3), at + 12u * step, step, cols_left(c0, 3u, cols)); }
+        if (NV > 4u) { store_cols(finish(acc44, s4, b4), at + 16u * step, step, cols_left(c0, 4u, cols)); }
+        if (NV > 5u) { store_cols(finish(acc45, s5, b5), at + 20u * step, step, cols_left(c0, 5u, cols)); }
+        if (NV > 6u) { store_cols(finish(acc46, s6, b6), at + 24u * step, step, cols_left(c0, 6u, cols)); }
+        if (NV > 7u) { store_cols(finish(acc47, s7, b7), at + 28u * step, step, cols_left(c0, 7u, cols)); }
     }
     if (ROWS > 5u && row5.store) {
         let at = row5.out_at;
-        store_cols(acc50 + b0, at, step, cols_left(c0, 0u, cols));
-        if (NV > 1u) { store_cols(acc51 + b1, at + 4u * step, step, cols_left(c0, 1u, cols)); }
-        if (NV > 2u) { store_cols(acc52 + b2, at + 8u * step, step, cols_left(c0, 2u, cols)); }
-        if (NV > 3u) { store_cols(acc53 + b3, at + 12u * step, step, cols_left(c0, 3u, cols)); }
-        if (NV > 4u) { store_cols(acc54 + b4, at + 16u * step, step, cols_left(c0, 4u, cols)); }
-        if (NV > 5u) { store_cols(acc55 + b5, at + 20u * step, step, cols_left(c0, 5u, cols)); }
-        if (NV > 6u) { store_cols(acc56 + b6, at + 24u * step, step, cols_left(c0, 6u, cols)); }
-        if (NV > 7u) { store_cols(acc57 + b7, at + 28u * step, step, cols_left(c0, 7u, cols)); }
+        store_cols(finish(acc50, s0, b0), at, step, cols_left(c0, 0u, cols));
+        if (NV > 1u) { store_cols(finish(acc51, s1, b1), at + 4u * step, step, cols_left(c0, 1u, cols)); }
+        if (NV > 2u) { store_cols(finish(acc52, s2, b2), at + 8u * step, step, cols_left(c0, 2u, cols)); }
+        if (NV > 3u) { store_cols(finish(acc53, s3, b3), at + 12u * step, step, cols_left(c0, 3u, cols)); }
+        if (NV > 4u) { store_cols(finish(acc54, s4, b4), at + 16u * step, step, cols_left(c0, 4u, cols)); }
+        if (NV > 5u) { store_cols(finish(acc55, s5, b5), at + 20u * step, step, cols_left(c0, 5u, cols)); }
+        if (NV > 6u) { store_cols(finish(acc56, s6, b6), at + 24u * step, step, cols_left(c0, 6u, cols)); }
+        if (NV > 7u) { store_cols(finish(acc57, s7, b7), at + 28u * step, step, cols_left(c0, 7u, cols)); }
     }
     if (ROWS > 6u && row6.store) {
         let at = row6.out_at;
-        store_cols(acc60 + b0, at, step, cols_left(c0, 0u, cols));
-        if (NV > 1u) { store_cols(acc61 + b1, at + 4u * step, step, cols_left(c0, 1u, cols)); }
-        if (NV > 2u) { store_cols(acc62 + b2, at + 8u * step, step, cols_left(c0, 2u, cols)); }
-        if (NV > 3u) { store_cols(acc63 + b3, at + 12u * step, step, cols_left(c0, 3u, cols)); }
-        if (NV > 4u) { store_cols(acc64 + b4, at + 16u * step, step, cols_left(c0, 4u, cols)); }
-        if (NV > 5u) { store_cols(acc65 + b5, at + 20u * step, step, cols_left(c0, 5u, cols)); }
-        if (NV > 6u) { store_cols(acc66 + b6, at + 24u * step, step, cols_left(c0, 6u, cols)); }
-        if (NV > 7u) { store_cols(acc67 + b7, at + 28u * step, step, cols_left(c0, 7u, cols)); }
+        store_cols(finish(acc60, s0, b0), at, step, cols_left(c0, 0u, cols));
+        if (NV > 1u) { store_cols(finish(acc61, s1, b1), at + 4u * step, step, cols_left(c0, 1u, cols)); }
+        if (NV > 2u) { store_cols(finish(acc62, s2, b2), at + 8u * step, step, cols_left(c0, 2u, cols)); }
+        if (NV > 3u) { store_cols(finish(acc63, s3, b3), at + 12u * step, step, cols_left(c0, 3u, cols)); }
+        if (NV > 4u) { store_cols(finish(acc64, s4, b4), at + 16u * step, step, cols_left(c0, 4u, cols)); }
+        if (NV > 5u) { store_cols(finish(acc65, s5, b5), at + 20u * step, step, cols_left(c0, 5u, cols)); }
+        if (NV > 6u) { store_cols(finish(acc66, s6, b6), at + 24u * step, step, cols_left(c0, 6u, cols)); }
+        if (NV > 7u) { store_cols(finish(acc67, s7, b7), at + 28u * step, step, cols_left(c0, 7u, cols)); }
     }
     if (ROWS > 7u && row7.store) {
         let at = row7.out_at;
-        store_cols(acc70 + b0, at, step, cols_left(c0, 0u, cols));
-        if (NV > 1u) { store_cols(acc71 + b1, at + 4u * step, step, cols_left(c0, 1u, cols)); }
-        if (NV > 2u) { store_cols(acc72 + b2, at + 8u * step, step, cols_left(c0, 2u, cols)); }
-        if (NV > 3u) { store_cols(acc73 + b3, at + 12u * step, step, cols_left(c0, 3u, cols)); }
-        if (NV > 4u) { store_cols(acc74 + b4, at + 16u * step, step, cols_left(c0, 4u, cols)); }
-        if (NV > 5u) { store_cols(acc75 + b5, at + 20u * step, step, cols_left(c0, 5u, cols)); }
-        if (NV > 6u) { store_cols(acc76 + b6, at + 24u * step, step, cols_left(c0, 6u, cols)); }
-        if (NV > 7u) { store_cols(acc77 + b7, at + 28u * step, step, cols_left(c0, 7u, cols)); }
+        store_cols(finish(acc70, s0, b0), at, step, cols_left(c0, 0u, cols));
+        if (NV > 1u) { store_cols(finish(acc71, s1, b1), at + 4u * step, step, cols_left(c0, 1u, cols)); }
+        if (NV > 2u) { store_cols(finish(acc72, s2, b2), at + 8u * step, step, cols_left(c0, 2u, cols)); }
+        if (NV > 3u) { store_cols(finish(acc73, s3, b3), at + 12u * step, step, cols_left(c0, 3u, cols)); }
+        if (NV > 4u) { store_cols(finish(acc74, s4, b4), at + 16u * step, step, cols_left(c0, 4u, cols)); }
+        if (NV > 5u) { store_cols(finish(acc75, s5, b5), at + 20u * step, step, cols_left(c0, 5u, cols)); }
+        if (NV > 6u) { store_cols(finish(acc76, s6, b6), at + 24u * step, step, cols_left(c0, 6u, cols)); }
+        if (NV > 7u) { store_cols(finish(acc77, s7, b7), at + 28u * step, step, cols_left(c0, 7u, cols)); }
     }
 // END GENERATED store each row
 }
@@ -1938,31 +1972,31 @@ fn permuted(r0: vec4<f32>, r1: vec4<f32>, r2: vec4<f32>, r3: vec4<f32>, perm: u3
 }
 
 // Column c < left of the 4 pixels (row c of the transpose) at base + c*step,
-// plus bias v[bias_at + c] if `bias`.
-fn store_block4(m: mat4x4<f32>, base: u32, step: u32, left: u32, bias: bool, bias_at: u32) {
+// through the epilogue with scale s[c] and shift b[c].
+fn store_block4(m: mat4x4<f32>, base: u32, step: u32, left: u32, s: vec4<f32>, b: vec4<f32>) {
     let t = transpose(m);
-    if (left > 0u) { out4[base] = t[0] + bias_value(bias, bias_at); }
-    if (left > 1u) { out4[base + step] = t[1] + bias_value(bias, bias_at + 1u); }
-    if (left > 2u) { out4[base + 2u * step] = t[2] + bias_value(bias, bias_at + 2u); }
-    if (left > 3u) { out4[base + 3u * step] = t[3] + bias_value(bias, bias_at + 3u); }
+    if (left > 0u) { out4[base] = finish(t[0], vec4<f32>(s.x), vec4<f32>(b.x)); }
+    if (left > 1u) { out4[base + step] = finish(t[1], vec4<f32>(s.y), vec4<f32>(b.y)); }
+    if (left > 2u) { out4[base + 2u * step] = finish(t[2], vec4<f32>(s.z), vec4<f32>(b.z)); }
+    if (left > 3u) { out4[base + 3u * step] = finish(t[3], vec4<f32>(s.w), vec4<f32>(b.w)); }
 }
 
-fn bias_value(bias: bool, at: u32) -> f32 {
-    return select(0.0, v[select(0u, at, bias)], bias);
+// The epilogue of 4 values: scale, shift, ReLU if p.relu.
+fn finish(acc: vec4<f32>, s: vec4<f32>, b: vec4<f32>) -> vec4<f32> {
+    let y = acc * s + b;
+    return select(y, max(y, ZERO4), p.relu != 0u);
 }
 
-// BEGIN GENERATED vec4 stores
-fn store_rows4(base: u32, step: u32, c0: u32, cols: u32, perm: u32, bias: bool, bias_at: u32) {
-    store_block4(permuted(acc00, acc10, acc20, acc30, perm), base + 0u * step, step, cols_left(c0, 0u, cols), bias, bias_at + 0u);
-    if (NV > 1u) { store_block4(permuted(acc01, acc11, acc21, acc31, perm), base + 4u * step, step, cols_left(c0, 1u, cols), bias, bias_at + 4u); }
-    if (NV > 2u) { store_block4(permuted(acc02, acc12, acc22, acc32, perm), base + 8u * step, step, cols_left(c0, 2u, cols), bias, bias_at + 8u); }
-    if (NV > 3u) { store_block4(permuted(acc03, acc13, acc23, acc33, perm), base + 12u * step, step, cols_left(c0, 3u, cols), bias, bias_at + 12u); }
-    if (NV > 4u) { store_block4(permuted(acc04, acc14, acc24, acc34, perm), base + 16u * step, step, cols_left(c0, 4u, cols), bias, bias_at + 16u); }
-    if (NV > 5u) { store_block4(permuted(acc05, acc15, acc25, acc35, perm), base + 20u * step, step, cols_left(c0, 5u, cols), bias, bias_at + 20u); }
-    if (NV > 6u) { store_block4(permuted(acc06, acc16, acc26, acc36, perm), base + 24u * step, step, cols_left(c0, 6u, cols), bias, bias_at + 24u); }
-    if (NV > 7u) { store_block4(permuted(acc07, acc17, acc27, acc37, perm), base + 28u * step, step, cols_left(c0, 7u, cols), bias, bias_at + 28u); }
+// The epilogue of one output of channel k in the direct and tiled kernels.
+fn finish1(acc: f32, k: u32) -> f32 {
+    var y = acc;
+    if (p.affine != 0u) {
+        y = y * v[p.v_off + k] + v[p.v_off + p.c_out + k];
+    } else if (p.has_bias != 0u) {
+        y += v[p.v_off + k];
+    }
+    return select(y, max(y, 0.0), p.relu != 0u);
 }
-// END GENERATED vec4 stores
 
 // v[at + c] for the first `left` c of 4, zeros after.
 fn load_v4(at: u32, left: u32) -> vec4<f32> {
@@ -2127,7 +2161,7 @@ fn conv2d_forward_sg(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgrou
         wk = walk(p.kh, p.kw, p.h * p.w, p.w, 1u, 1, 1, p.h, p.w);
         reduce(0u, r_len, wg.z * r_len * NV, lane, sgs);
     }
-    store_rows(p.oh * p.ow, c0, p.cout_g, p.has_bias != 0u, p.v_off + g * p.cout_g + c0);
+    store_rows(p.oh * p.ow, c0, p.cout_g, p.has_bias + p.affine != 0u, p.v_off + g * p.cout_g + c0);
 }
 
 // Geometry of one phase (phy, phx) of the input gradient: first input
@@ -2424,7 +2458,7 @@ fn conv2d_forward_tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workg
             let co = n0 + cn * 4u + c;
             if (co >= p.cout_g) { break; }
             var val = acc[j][c];
-            if (p.has_bias != 0u) { val += v[p.v_off + g * p.cout_g + co]; }
+            val = finish1(val, g * p.cout_g + co);
             out[p.o_off + n * p.o_stride + (g * p.cout_g + co) * ohw + q] = val;
         }
     }

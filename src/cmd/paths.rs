@@ -131,7 +131,10 @@ fn gradient(
     let n = batch.valid;
     let per = batch.images.len() / batch.labels.len();
     let keep = first_block_input(graph).context("the model has no residual blocks")?;
-    let options = PlanOptions { keep: vec![keep] };
+    let options = PlanOptions {
+        keep: vec![keep],
+        ..Default::default()
+    };
     let plan = Plan::compile_with(&gpu, graph, &state, n, Mode::Train, &options)?;
     let mut rng = rand::rngs::StdRng::seed_from_u64(args.seed);
     let by_length = gradient_by_length(

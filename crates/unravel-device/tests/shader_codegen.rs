@@ -104,8 +104,9 @@ fn store_each_row() -> String {
             } else {
                 format!("at + {}u * step", 4 * b)
             };
-            let store =
-                format!("store_cols(acc{r}{b} + b{b}, {at}, step, cols_left(c0, {b}u, cols));");
+            let store = format!(
+                "store_cols(finish(acc{r}{b}, s{b}, b{b}), {at}, step, cols_left(c0, {b}u, cols));"
+            );
             let cond = (b > 0).then(|| format!("NV > {b}u"));
             writeln!(s, "        {}", guarded(cond, &store)).unwrap();
         }
@@ -196,31 +197,65 @@ fn window_pairs() -> String {
     s
 }
 
-/// store_rows4: with vec4 stores, the 4 rows (4 adjacent pixels in window
-/// mode) of each column are one vec4, columns c0 + 4b + c at base + (4b +
-/// c) * step (in vec4s); q{r} is row r's accumulator in pixel order.
+/// The body of store_rows's vec4 path: the 4 rows (4 adjacent pixels in
+/// window mode) of each column are one vec4, columns c0 + 4b + c at base +
+/// (4b + c) * step4 (in vec4s), rows put in pixel order by `perm`.
 fn vec4_stores() -> String {
-    let mut s = String::from(
-        "fn store_rows4(base: u32, step: u32, c0: u32, cols: u32, perm: u32, bias: bool, bias_at: u32) {\n",
-    );
+    let mut s = String::new();
     for b in 0..MAX_NV {
         let body = format!(
-            "store_block4(permuted(acc0{b}, acc1{b}, acc2{b}, acc3{b}, perm), base + {}u * step, step, \
-             cols_left(c0, {b}u, cols), bias, bias_at + {}u);",
-            4 * b,
+            "store_block4(permuted(acc0{b}, acc1{b}, acc2{b}, acc3{b}, perm), base + {}u * step4, step4, \
+             cols_left(c0, {b}u, cols), s{b}, b{b});",
             4 * b
         );
         let cond = (b > 0).then(|| format!("NV > {b}u"));
-        writeln!(s, "    {}", guarded(cond, &body)).unwrap();
+        writeln!(s, "            {}", guarded(cond, &body)).unwrap();
     }
-    s += "}\n";
+    s
+}
+
+/// store_rows's per-column epilogue: scale s{b} (1 without a folded batch
+/// norm) and shift b{b} (the bias, the batch norm's shift, or 0).
+fn epilogue_vectors() -> String {
+    let mut s = String::new();
+    for b in 0..MAX_NV {
+        writeln!(s, "    var s{b} = vec4<f32>(1.0);").unwrap();
+        writeln!(s, "    var b{b} = ZERO4;").unwrap();
+    }
+    s += "    if (epilogue) {\n";
+    s += "        let affine = p.affine != 0u;\n";
+    s += "        let shift_at = select(v_at, v_at + p.c_out, affine);\n";
+    for (reg, at) in [("b", "shift_at"), ("s", "v_at")] {
+        if reg == "s" {
+            s += "        if (affine) {\n";
+        }
+        let indent = if reg == "s" {
+            "            "
+        } else {
+            "        "
+        };
+        for b in 0..MAX_NV {
+            let offset = if b == 0 {
+                String::new()
+            } else {
+                format!(" + {}u", 4 * b)
+            };
+            let load = format!("{reg}{b} = load_v4({at}{offset}, cols_left(c0, {b}u, cols));");
+            let cond = (b > 0).then(|| format!("NV > {b}u"));
+            writeln!(s, "{indent}{}", guarded(cond, &load)).unwrap();
+        }
+        if reg == "s" {
+            s += "        }\n";
+        }
+    }
+    s += "    }\n";
     s
 }
 
 /// A region's name (as in its markers) and its generator.
 type Region = (&'static str, fn() -> String);
 
-const REGIONS: [Region; 9] = [
+const REGIONS: [Region; 10] = [
     ("accumulators", accumulators),
     ("chunk registers", chunk_registers),
     ("steps", steps),
@@ -230,6 +265,7 @@ const REGIONS: [Region; 9] = [
     ("fma rows", fma_rows),
     ("window pairs", window_pairs),
     ("vec4 stores", vec4_stores),
+    ("epilogue vectors", epilogue_vectors),
 ];
 
 /// The shader with every generated region replaced by its generator's text.
@@ -287,7 +323,11 @@ fn generators_cover_every_register() {
             let acc = format!("acc{r}{b}");
             assert!(declared.contains(&format!("{acc}:")), "{acc} undeclared");
             assert_eq!(steps.matches(&format!("{acc} +=")).count(), 9, "{acc}");
-            assert_eq!(stores.matches(&format!("({acc} +")).count(), 1, "{acc}");
+            assert_eq!(
+                stores.matches(&format!("finish({acc},")).count(),
+                1,
+                "{acc}"
+            );
         }
     }
 }

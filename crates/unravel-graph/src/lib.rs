@@ -41,6 +41,7 @@
 pub mod builder;
 pub mod cpu;
 pub mod error;
+mod fold;
 pub mod ir;
 mod memory;
 pub mod plan;

@@ -65,7 +65,9 @@ struct Interval {
 /// Values in `keep` (and the graph's output) get buffers of their own, so
 /// they can still be read after a step. Values marked in `recompute` are not
 /// kept for backward: they are rebuilt just before the first backward node
-/// that reads them, in a buffer of their own for that stretch.
+/// that reads them, in a buffer of their own for that stretch. Each `(conv,
+/// bn)` in `folds` is one dispatch at the convolution's place that reads its
+/// input and writes the batch norm's output.
 pub(crate) fn plan(
     graph: &Graph,
     batch: usize,
@@ -73,6 +75,7 @@ pub(crate) fn plan(
     root: &[ValueId],
     keep: &[ValueId],
     recompute: &[bool],
+    folds: &[(NodeId, NodeId)],
 ) -> Assignment {
     let f = graph.nodes.len();
     let fwd = |i: usize| i;
@@ -128,6 +131,12 @@ pub(crate) fn plan(
                 g_end[r] = g_end[r].max(bwd(i));
             }
         }
+    }
+    for &(conv, bn) in folds {
+        let x = root[graph.nodes[conv.0].inputs[0].0].0;
+        let y = root[graph.nodes[bn.0].output.0].0;
+        v_end[x] = v_end[x].max(fwd(bn.0));
+        v_start[y] = v_start[y].min(fwd(conv.0));
     }
     let logits = root[graph.output.0].0;
     v_end[logits] = v_end[logits].max(loss_time);

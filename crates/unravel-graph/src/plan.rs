@@ -273,6 +273,57 @@ impl Compiler<'_> {
         })
     }
 
+    /// Convolution `conv` and the evaluation batch norm `bn` after it as one
+    /// convolution whose epilogue applies the batch norm (and its ReLU),
+    /// writing the batch norm's output; the coefficients are folded from
+    /// the current running statistics in the same step.
+    fn forward_folded(&mut self, conv: NodeId, bn: NodeId) -> Result<Vec<Dispatch>> {
+        let gpu = self.gpu;
+        let node = &self.graph.nodes[conv.0];
+        let bn_node = &self.graph.nodes[bn.0];
+        let (
+            Op::Conv2d { weight, .. },
+            Op::BatchNorm {
+                weight: gamma,
+                bias: beta,
+                state,
+                relu,
+            },
+        ) = (&node.op, &bn_node.op)
+        else {
+            return Err(GraphError::Invalid(format!(
+                "{} -> {} is not a convolution and a batch norm",
+                node.name, bn_node.name
+            )));
+        };
+        let c = self.shape(bn_node.output)[1];
+        let scale_shift = gpu.zeros(&[2, c])?;
+        let (rm, rv) = &self.state.bn_running[*state];
+        let fold = bn::batchnorm_fold(
+            gpu,
+            &Self::bn_config(*relu),
+            &self.param(*gamma)?,
+            &self.param(*beta)?,
+            rm,
+            rv,
+            &scale_shift,
+        )?;
+        let epilogue = conv2d::Conv2dEpilogue::Affine {
+            scale_shift: &scale_shift,
+            relu: *relu,
+        };
+        let s = self.conv_shape(node);
+        let x = &self.values[node.inputs[0].0];
+        let y = &self.values[bn_node.output.0];
+        let algo = conv2d::Conv2dAlgo::for_gpu(gpu);
+        let w = self.param(*weight)?;
+        let mut d = vec![fold];
+        d.extend(conv2d::conv2d_forward_fused(
+            gpu, algo, &s, x, &w, epilogue, y,
+        )?);
+        Ok(d)
+    }
+
     fn backward(&mut self, id: NodeId) -> Result<Vec<Part>> {
         let gpu = self.gpu;
         let node = self.graph.nodes[id.0].clone();
@@ -505,6 +556,10 @@ pub struct PlanOptions {
     /// [`Plan::read_value`] and [`Plan::read_value_grad`] see them after a
     /// step; every other buffer is shared by liveness and may be reused.
     pub keep: Vec<ValueId>,
+    /// Evaluation plans fold each batch norm that follows a convolution into
+    /// it (the convolution stores scale * y + shift, and the ReLU); this
+    /// keeps them as passes of their own instead.
+    pub unfolded_batch_norms: bool,
 }
 
 impl Plan {
@@ -573,7 +628,13 @@ impl Plan {
                 }
             }
         }
-        let assignment = crate::memory::plan(graph, batch, mode, &root, &options.keep, &recompute);
+        let folds = if mode == Mode::Eval && !options.unfolded_batch_norms {
+            crate::fold::foldable_batch_norms(graph, &options.keep)
+        } else {
+            Vec::new()
+        };
+        let assignment =
+            crate::memory::plan(graph, batch, mode, &root, &options.keep, &recompute, &folds);
         let slots: Vec<Tensor> = assignment
             .slot_bytes
             .iter()
@@ -632,7 +693,12 @@ impl Plan {
         };
         let mut nodes = Vec::with_capacity(graph.nodes.len());
         for i in 0..graph.nodes.len() {
-            let forward = c.forward(NodeId(i))?;
+            let id = NodeId(i);
+            let forward = match folds.iter().find(|(conv, bn)| *conv == id || *bn == id) {
+                Some(&(conv, bn)) if conv == id => c.forward_folded(conv, bn)?,
+                Some(_) => Vec::new(),
+                None => c.forward(id)?,
+            };
             nodes.push(NodePlan {
                 forward,
                 backward: Vec::new(),

@@ -221,3 +221,50 @@ fn a_batch_of_the_wrong_size_is_a_clear_error() {
         .to_string();
     assert!(err.contains("3 images"), "{err}");
 }
+
+#[test]
+fn eval_plans_fold_each_batch_norm_into_the_convolution_before_it() {
+    let g = gpu();
+    let graph = tiny_residual_net();
+    let state = ModelState::new(g, &graph, 4).unwrap();
+    let (images, labels) = batch(&graph);
+    // A training step first, so the running statistics are not 0 and 1.
+    let train = Plan::compile(g, &graph, &state, N, Mode::Train).unwrap();
+    train.eval_step(g, &images, &labels, &[]).unwrap();
+    let folded = Plan::compile(g, &graph, &state, N, Mode::Eval).unwrap();
+    let options = PlanOptions {
+        unfolded_batch_norms: true,
+        ..Default::default()
+    };
+    let unfolded = Plan::compile_with(g, &graph, &state, N, Mode::Eval, &options).unwrap();
+    for (i, node) in graph.nodes.iter().enumerate() {
+        let id = NodeId(i);
+        let before_bn = graph
+            .nodes
+            .iter()
+            .any(|n| matches!(n.op, Op::BatchNorm { .. }) && n.inputs[0] == node.output);
+        match node.op {
+            // The folded batch norm's coefficients, then the convolution
+            // (the highway gate's 1x1 convolution has no batch norm).
+            Op::Conv2d { .. } => assert_eq!(
+                folded.forward_dispatches(id),
+                unfolded.forward_dispatches(id) + before_bn as usize,
+                "{}",
+                node.name
+            ),
+            Op::BatchNorm { .. } => {
+                assert_eq!(folded.forward_dispatches(id), 0, "{}", node.name)
+            }
+            _ => {}
+        }
+    }
+    let block = graph.block_by_name("block1").unwrap();
+    for dropped in [vec![], vec![block]] {
+        folded.eval_step(g, &images, &labels, &dropped).unwrap();
+        unfolded.eval_step(g, &images, &labels, &dropped).unwrap();
+        let a = folded.read_value(g, graph.output).unwrap();
+        let b = unfolded.read_value(g, graph.output).unwrap();
+        let want: Vec<f64> = b.iter().map(|&v| v as f64).collect();
+        assert!(max_rel(&a, &want) < 1e-5, "{a:?} vs {b:?}");
+    }
+}

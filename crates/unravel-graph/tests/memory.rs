@@ -95,6 +95,7 @@ fn relu_runs_in_place_when_it_is_the_last_reader() {
     let relu = graph.nodes.iter().find(|n| n.op == Op::Relu).unwrap();
     let options = PlanOptions {
         keep: vec![relu.inputs[0]],
+        ..Default::default()
     };
     let without = Plan::compile_with(&g, &graph, &state, 4, Mode::Train, &options).unwrap();
     assert!(with.activation_bytes() < without.activation_bytes());

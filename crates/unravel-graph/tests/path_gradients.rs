@@ -92,7 +92,10 @@ fn setup(seed: u64) -> Setup {
     let g = gpu();
     let (graph, first) = net();
     let state = ModelState::new(&g, &graph, seed).unwrap();
-    let options = PlanOptions { keep: vec![first] };
+    let options = PlanOptions {
+        keep: vec![first],
+        ..Default::default()
+    };
     let plan = Plan::compile_with(&g, &graph, &state, N, Mode::Train, &options).unwrap();
     let (images, labels) = batch(&graph);
     Setup {
@@ -165,6 +168,7 @@ fn the_path_through_no_branch_is_the_shortcut_path() {
     let state = ModelState::new(&g, &graph, 6).unwrap();
     let options = PlanOptions {
         keep: vec![first, last],
+        ..Default::default()
     };
     let plan = Plan::compile_with(&g, &graph, &state, N, Mode::Train, &options).unwrap();
     let (images, labels) = batch(&graph);

@@ -395,6 +395,54 @@ pub fn batchnorm_eval_forward(
     )
 }
 
+/// The evaluation forward folded into coefficients: `scale_shift` [2, C]
+/// gets scale = gamma / sqrt(running_var + eps) and shift = beta -
+/// running_mean * scale, so that a convolution's epilogue (`Conv2dEpilogue::
+/// Affine`) computes what [`batchnorm_eval_forward`] would from its output,
+/// without the pass over it. One dispatch.
+pub fn batchnorm_fold(
+    gpu: &Gpu,
+    cfg: &BatchNormConfig,
+    gamma: &Tensor,
+    beta: &Tensor,
+    running_mean: &Tensor,
+    running_var: &Tensor,
+    scale_shift: &Tensor,
+) -> Result<Dispatch> {
+    const OP: &str = "batchnorm_fold";
+    let c = gamma.shape().iter().product::<usize>();
+    for (what, t) in [
+        ("gamma", gamma),
+        ("beta", beta),
+        ("running_mean", running_mean),
+        ("running_var", running_var),
+    ] {
+        check_vector(OP, what, t, &[c])?;
+    }
+    check_vector(OP, "scale_shift", scale_shift, &[2, c])?;
+    let s = BatchNormShape {
+        n: 1,
+        c,
+        h: 1,
+        w: 1,
+    };
+    let ops = Operands {
+        beta: Some(beta),
+        running_mean: Some(running_mean),
+        running_var: Some(running_var),
+        saved: Some(scale_shift),
+        ..Operands::new(gamma, gamma)
+    };
+    let plan = Plan::new(gpu, &s, &[]);
+    gpu.dispatch(
+        FILE,
+        "bn_fold_eval",
+        &ops.params(&s, cfg, &plan),
+        &ops.list(),
+        [1, c as u32, 1],
+    )
+}
+
 /// The one-pass normalisations with known statistics (eval, recompute):
 /// `ops` names where the statistics come from.
 fn normalise_only(

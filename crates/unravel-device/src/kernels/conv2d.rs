@@ -248,7 +248,9 @@ struct Params {
     v_off: u32,
     chunk: u32,
     splits: u32,
-    _pad: [u32; 3],
+    affine: u32,
+    relu: u32,
+    _pad: u32,
 }
 
 impl Params {
@@ -277,7 +279,9 @@ impl Params {
             v_off: 0,
             chunk: 0,
             splits: 1,
-            _pad: [0; 3],
+            affine: 0,
+            relu: 0,
+            _pad: 0,
         }
     }
 }
@@ -371,6 +375,25 @@ fn column_blocks(cols: usize) -> (u32, u32) {
     (nv as u32, cols.div_ceil(nv * 4) as u32)
 }
 
+/// What the forward applies to each output y[n, k, ..] as it stores it.
+#[derive(Clone, Copy, Debug)]
+pub enum Conv2dEpilogue<'a> {
+    /// y = conv.
+    None,
+    /// y = conv + bias[k].
+    Bias(&'a Tensor),
+    /// y = conv * scale_shift[0, k] + scale_shift[1, k], then max(y, 0) if
+    /// `relu`: an evaluation-mode batch norm (and its ReLU) folded into the
+    /// convolution, see `batchnorm_fold`.
+    Affine { scale_shift: &'a Tensor, relu: bool },
+}
+
+impl<'a> Conv2dEpilogue<'a> {
+    fn from_bias(bias: Option<&'a Tensor>) -> Self {
+        bias.map_or(Conv2dEpilogue::None, Conv2dEpilogue::Bias)
+    }
+}
+
 /// y = conv(x, w) + bias, with the algorithm [`Conv2dAlgo::for_gpu`] picks.
 pub fn conv2d_forward(
     gpu: &Gpu,
@@ -380,7 +403,8 @@ pub fn conv2d_forward(
     bias: Option<&Tensor>,
     y: &Tensor,
 ) -> Result<Vec<Dispatch>> {
-    conv2d_forward_with(gpu, Conv2dAlgo::for_gpu(gpu), s, x, w, bias, y)
+    let epilogue = Conv2dEpilogue::from_bias(bias);
+    conv2d_forward_fused(gpu, Conv2dAlgo::for_gpu(gpu), s, x, w, epilogue, y)
 }
 
 /// [`conv2d_forward`] with a chosen algorithm.
@@ -393,21 +417,46 @@ pub fn conv2d_forward_with(
     bias: Option<&Tensor>,
     y: &Tensor,
 ) -> Result<Vec<Dispatch>> {
+    conv2d_forward_fused(gpu, algo, s, x, w, Conv2dEpilogue::from_bias(bias), y)
+}
+
+/// y = epilogue(conv(x, w)) with a chosen algorithm.
+pub fn conv2d_forward_fused(
+    gpu: &Gpu,
+    algo: Conv2dAlgo,
+    s: &Conv2dShape,
+    x: &Tensor,
+    w: &Tensor,
+    epilogue: Conv2dEpilogue,
+    y: &Tensor,
+) -> Result<Vec<Dispatch>> {
     const OP: &str = "conv2d_forward";
     s.validate()?;
     algo.check(gpu, OP)?;
     check_activation(OP, "x", x, s.input_shape())?;
     check_param(OP, "w", w, &s.weight_shape())?;
-    check_bias(OP, s, bias)?;
     check_activation(OP, "y", y, s.output_shape())?;
     let mut params = Params::new(s);
     params.a = x.view_params();
     params.b = [w.offset() as u32, 0];
     params.o = y.view_params();
-    params.has_bias = bias.is_some() as u32;
-    params.v_off = bias.map_or(0, |b| b.offset() as u32);
+    let v = match epilogue {
+        Conv2dEpilogue::None => None,
+        Conv2dEpilogue::Bias(bias) => {
+            check_bias(OP, s, Some(bias))?;
+            params.has_bias = 1;
+            Some(bias)
+        }
+        Conv2dEpilogue::Affine { scale_shift, relu } => {
+            check_param(OP, "scale_shift", scale_shift, &[2, s.c_out])?;
+            params.affine = 1;
+            params.relu = relu as u32;
+            Some(scale_shift)
+        }
+    };
+    params.v_off = v.map_or(0, |t| t.offset() as u32);
     // Without a bias, any buffer fills the unused binding.
-    let tensors = [x, w, bias.unwrap_or(w), y];
+    let tensors = [x, w, v.unwrap_or(w), y];
     let pixels = s.n * s.out_h() * s.out_w();
     match algo {
         Conv2dAlgo::Direct => {
@@ -443,7 +492,7 @@ pub fn conv2d_forward_with(
             let [gx, gy, _] = pixel_grid(window, pixels, s.n * s.out_h(), s.out_w());
             let grid = [gx, gy, blocks * s.groups as u32];
             // Binding 6 is y again, as vec4s.
-            let tensors = [x, w, bias.unwrap_or(w), y, &packed.1, y];
+            let tensors = [x, w, v.unwrap_or(w), y, &packed.1, y];
             let entry = "conv2d_forward_sg";
             let constants = [
                 nv_c,
