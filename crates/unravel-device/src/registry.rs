@@ -56,7 +56,8 @@ type KernelKey = (String, String, String);
 /// validated parameters and no divisor is zero, so those two guard against
 /// nothing here, and they are costly: the counter wgpu adds to every loop
 /// keeps NVIDIA's compiler from unrolling the tiled kernels' register loops
-/// (H200: the tiled SGEMM at 0.45 TFLOP/s with it, 18.5 without).
+/// (H200: the tiled SGEMM ran at 0.45 TFLOP/s with all checks, 12.9 with
+/// bounds checks alone, 18.0 unchecked).
 fn checked_memory_only() -> wgpu::ShaderRuntimeChecks {
     let mut checks = wgpu::ShaderRuntimeChecks::checked();
     checks.force_loop_bounding = false;

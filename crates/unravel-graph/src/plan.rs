@@ -315,7 +315,7 @@ impl Compiler<'_> {
         let s = self.conv_shape(node);
         let x = &self.values[node.inputs[0].0];
         let y = &self.values[bn_node.output.0];
-        let algo = conv2d::Conv2dAlgo::for_gpu(gpu);
+        let algo = conv2d::Conv2dAlgo::for_shape(gpu, &s);
         let w = self.param(*weight)?;
         let mut d = vec![fold];
         d.extend(conv2d::conv2d_forward_fused(

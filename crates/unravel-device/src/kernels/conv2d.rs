@@ -12,7 +12,8 @@
 //! packed weight / dy operand is shared by subgroup broadcasts, the fast one
 //! on lavapipe: 20-27 GFLOP/s at ResNet-20's shapes) and
 //! [`Conv2dAlgo::Tiled`] (workgroup-memory tiles for GPUs, forward only).
-//! The plain entry points pick one with [`Conv2dAlgo::for_gpu`]. Each call
+//! The plain entry points pick one with [`Conv2dAlgo::for_gpu`] (the
+//! forward with [`Conv2dAlgo::for_shape`]). Each call
 //! returns its dispatches in order (packing passes first, then the conv,
 //! then the weight gradient's split reduction); the scratch buffers they
 //! use live as long as the dispatches.
@@ -157,9 +158,10 @@ pub enum Conv2dAlgo {
     /// `Subgroup` forced onto its shuffle path, in chunks of 5 lanes: the
     /// path of adapters with narrow subgroups, for tests elsewhere.
     SubgroupShuffle,
-    /// Workgroup-memory tiles (64 pixels x 64 channels), the usual winner
-    /// on GPUs, for the forward; the backward passes run `Subgroup` (or
-    /// `Direct` without the SUBGROUP feature). Not timed on a GPU yet.
+    /// Workgroup-memory tiles (64 pixels x 64 channels) for the forward, the
+    /// faster one on an H200 where a layer has 64+ output channels; the
+    /// backward passes run `Subgroup` (or `Direct` without the SUBGROUP
+    /// feature).
     Tiled,
 }
 
@@ -175,6 +177,28 @@ impl Conv2dAlgo {
             Conv2dAlgo::Tiled
         } else {
             Conv2dAlgo::subgroup_or_direct(gpu)
+        }
+    }
+
+    /// The algorithm for the forward of `s`: [`Conv2dAlgo::for_gpu`]'s,
+    /// except that tiles hold 64 output channels, so a group of fewer runs
+    /// `Subgroup` where the adapter has subgroups. On an H200 at batch 256
+    /// the tiled forward reached 3.5 / 6.6 / 11.4 TFLOP/s at 16 / 32 / 64
+    /// channels and the subgroup one 17.4 / 11.4 / 6.2 (docs/performance.md).
+    pub fn for_shape(gpu: &Gpu, s: &Conv2dShape) -> Conv2dAlgo {
+        let subgroups = gpu.features().contains(wgpu::Features::SUBGROUP);
+        let chosen = gpu.conv_algo_override().is_some();
+        let cout_g = s.c_out / s.groups.max(1);
+        Conv2dAlgo::for_gpu(gpu).for_width(chosen, cout_g, subgroups)
+    }
+
+    /// [`Conv2dAlgo::for_shape`]'s rule: an algorithm the caller `chosen`
+    /// stays; tiles need `cout_g` >= 64.
+    fn for_width(self, chosen: bool, cout_g: usize, subgroups: bool) -> Conv2dAlgo {
+        if self == Conv2dAlgo::Tiled && !chosen && cout_g < TILE as usize && subgroups {
+            Conv2dAlgo::Subgroup
+        } else {
+            self
         }
     }
 
@@ -394,7 +418,7 @@ impl<'a> Conv2dEpilogue<'a> {
     }
 }
 
-/// y = conv(x, w) + bias, with the algorithm [`Conv2dAlgo::for_gpu`] picks.
+/// y = conv(x, w) + bias, with the algorithm [`Conv2dAlgo::for_shape`] picks.
 pub fn conv2d_forward(
     gpu: &Gpu,
     s: &Conv2dShape,
@@ -404,7 +428,7 @@ pub fn conv2d_forward(
     y: &Tensor,
 ) -> Result<Vec<Dispatch>> {
     let epilogue = Conv2dEpilogue::from_bias(bias);
-    conv2d_forward_fused(gpu, Conv2dAlgo::for_gpu(gpu), s, x, w, epilogue, y)
+    conv2d_forward_fused(gpu, Conv2dAlgo::for_shape(gpu, s), s, x, w, epilogue, y)
 }
 
 /// [`conv2d_forward`] with a chosen algorithm.
@@ -710,4 +734,23 @@ fn pack_dy(
 /// cores (or a GPU's many) enough workgroups.
 fn split_chunk(pixels: usize) -> usize {
     (pixels / 16).clamp(64, 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Conv2dAlgo::{self, *};
+
+    #[test]
+    fn tiles_are_kept_for_layers_that_fill_them() {
+        let rule =
+            |algo: Conv2dAlgo, chosen, cout_g, subgroups| algo.for_width(chosen, cout_g, subgroups);
+        assert_eq!(rule(Tiled, false, 16, true), Subgroup);
+        assert_eq!(rule(Tiled, false, 63, true), Subgroup);
+        assert_eq!(rule(Tiled, false, 64, true), Tiled);
+        // Without subgroups the tiles still beat the direct kernel.
+        assert_eq!(rule(Tiled, false, 16, false), Tiled);
+        // `--conv-algo tiled` means tiles everywhere.
+        assert_eq!(rule(Tiled, true, 16, true), Tiled);
+        assert_eq!(rule(Subgroup, false, 256, true), Subgroup);
+    }
 }
