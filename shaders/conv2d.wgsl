@@ -1793,6 +1793,172 @@ fn reduce_window(pairs: u32, b_at: u32, lane: u32) {
     }
 }
 
+// ------------------------------------------------ weight-gradient window
+// For 3-wide kernels at stride S = WINDOW (1 or 2), ROWS = 6, where every
+// chunk of CHUNK output pixels lies in one output row (the host checks OW
+// and the split length): a lane's rows are the taps kx = 0..2 of two pairs
+// (ci, ky), rows 0..2 and 3..5, and at step j of a chunk tap kx reads x at
+// column (ox0 + j)*S + kx - P of the pair's input row. Each pair's chunk
+// is one window of (CHUNK - 1)*S + 3 values: 20 or 34 loads a chunk for
+// the lane instead of 48.
+// BEGIN GENERATED weight window registers
+var<private> ea0: f32;
+var<private> ea1: f32;
+var<private> ea2: f32;
+var<private> ea3: f32;
+var<private> ea4: f32;
+var<private> ea5: f32;
+var<private> ea6: f32;
+var<private> ea7: f32;
+var<private> ea8: f32;
+var<private> ea9: f32;
+var<private> ea10: f32;
+var<private> ea11: f32;
+var<private> ea12: f32;
+var<private> ea13: f32;
+var<private> ea14: f32;
+var<private> ea15: f32;
+var<private> ea16: f32;
+var<private> eb0: f32;
+var<private> eb1: f32;
+var<private> eb2: f32;
+var<private> eb3: f32;
+var<private> eb4: f32;
+var<private> eb5: f32;
+var<private> eb6: f32;
+var<private> eb7: f32;
+var<private> eb8: f32;
+var<private> eb9: f32;
+var<private> eb10: f32;
+var<private> eb11: f32;
+var<private> eb12: f32;
+var<private> eb13: f32;
+var<private> eb14: f32;
+var<private> eb15: f32;
+var<private> eb16: f32;
+// END GENERATED weight window registers
+
+// BEGIN GENERATED weight window loads
+fn load_weight_window(off: u32, oy_s: i32, ox_s: i32) {
+    let ya = row0.live && u32(row0.y0 + oy_s) < p.h;
+    let yb = row3.live && u32(row3.y0 + oy_s) < p.h;
+    let x_s = row0.x0 + ox_s;
+    ea0 = load_a(row0.at + off + 0u, ya && u32(x_s + 0) < p.w); eb0 = load_a(row3.at + off + 0u, yb && u32(x_s + 0) < p.w);
+    ea1 = load_a(row0.at + off + 1u, ya && u32(x_s + 1) < p.w); eb1 = load_a(row3.at + off + 1u, yb && u32(x_s + 1) < p.w);
+    ea2 = load_a(row0.at + off + 2u, ya && u32(x_s + 2) < p.w); eb2 = load_a(row3.at + off + 2u, yb && u32(x_s + 2) < p.w);
+    ea3 = load_a(row0.at + off + 3u, ya && u32(x_s + 3) < p.w); eb3 = load_a(row3.at + off + 3u, yb && u32(x_s + 3) < p.w);
+    ea4 = load_a(row0.at + off + 4u, ya && u32(x_s + 4) < p.w); eb4 = load_a(row3.at + off + 4u, yb && u32(x_s + 4) < p.w);
+    ea5 = load_a(row0.at + off + 5u, ya && u32(x_s + 5) < p.w); eb5 = load_a(row3.at + off + 5u, yb && u32(x_s + 5) < p.w);
+    ea6 = load_a(row0.at + off + 6u, ya && u32(x_s + 6) < p.w); eb6 = load_a(row3.at + off + 6u, yb && u32(x_s + 6) < p.w);
+    ea7 = load_a(row0.at + off + 7u, ya && u32(x_s + 7) < p.w); eb7 = load_a(row3.at + off + 7u, yb && u32(x_s + 7) < p.w);
+    ea8 = load_a(row0.at + off + 8u, ya && u32(x_s + 8) < p.w); eb8 = load_a(row3.at + off + 8u, yb && u32(x_s + 8) < p.w);
+    ea9 = load_a(row0.at + off + 9u, ya && u32(x_s + 9) < p.w); eb9 = load_a(row3.at + off + 9u, yb && u32(x_s + 9) < p.w);
+    if (WINDOW == 2u) { ea10 = load_a(row0.at + off + 10u, ya && u32(x_s + 10) < p.w); eb10 = load_a(row3.at + off + 10u, yb && u32(x_s + 10) < p.w); }
+    if (WINDOW == 2u) { ea11 = load_a(row0.at + off + 11u, ya && u32(x_s + 11) < p.w); eb11 = load_a(row3.at + off + 11u, yb && u32(x_s + 11) < p.w); }
+    if (WINDOW == 2u) { ea12 = load_a(row0.at + off + 12u, ya && u32(x_s + 12) < p.w); eb12 = load_a(row3.at + off + 12u, yb && u32(x_s + 12) < p.w); }
+    if (WINDOW == 2u) { ea13 = load_a(row0.at + off + 13u, ya && u32(x_s + 13) < p.w); eb13 = load_a(row3.at + off + 13u, yb && u32(x_s + 13) < p.w); }
+    if (WINDOW == 2u) { ea14 = load_a(row0.at + off + 14u, ya && u32(x_s + 14) < p.w); eb14 = load_a(row3.at + off + 14u, yb && u32(x_s + 14) < p.w); }
+    if (WINDOW == 2u) { ea15 = load_a(row0.at + off + 15u, ya && u32(x_s + 15) < p.w); eb15 = load_a(row3.at + off + 15u, yb && u32(x_s + 15) < p.w); }
+    if (WINDOW == 2u) { ea16 = load_a(row0.at + off + 16u, ya && u32(x_s + 16) < p.w); eb16 = load_a(row3.at + off + 16u, yb && u32(x_s + 16) < p.w); }
+}
+// END GENERATED weight window loads
+
+// BEGIN GENERATED weight window steps
+fn weight_window_step0() {
+    if (WINDOW == 2u) {
+        av0 = vec4<f32>(ea0, ea1, ea2, eb0);
+        av1 = vec4<f32>(eb1, eb2, 0.0, 0.0);
+    } else {
+        av0 = vec4<f32>(ea0, ea1, ea2, eb0);
+        av1 = vec4<f32>(eb1, eb2, 0.0, 0.0);
+    }
+}
+fn weight_window_step1() {
+    if (WINDOW == 2u) {
+        av0 = vec4<f32>(ea2, ea3, ea4, eb2);
+        av1 = vec4<f32>(eb3, eb4, 0.0, 0.0);
+    } else {
+        av0 = vec4<f32>(ea1, ea2, ea3, eb1);
+        av1 = vec4<f32>(eb2, eb3, 0.0, 0.0);
+    }
+}
+fn weight_window_step2() {
+    if (WINDOW == 2u) {
+        av0 = vec4<f32>(ea4, ea5, ea6, eb4);
+        av1 = vec4<f32>(eb5, eb6, 0.0, 0.0);
+    } else {
+        av0 = vec4<f32>(ea2, ea3, ea4, eb2);
+        av1 = vec4<f32>(eb3, eb4, 0.0, 0.0);
+    }
+}
+fn weight_window_step3() {
+    if (WINDOW == 2u) {
+        av0 = vec4<f32>(ea6, ea7, ea8, eb6);
+        av1 = vec4<f32>(eb7, eb8, 0.0, 0.0);
+    } else {
+        av0 = vec4<f32>(ea3, ea4, ea5, eb3);
+        av1 = vec4<f32>(eb4, eb5, 0.0, 0.0);
+    }
+}
+fn weight_window_step4() {
+    if (WINDOW == 2u) {
+        av0 = vec4<f32>(ea8, ea9, ea10, eb8);
+        av1 = vec4<f32>(eb9, eb10, 0.0, 0.0);
+    } else {
+        av0 = vec4<f32>(ea4, ea5, ea6, eb4);
+        av1 = vec4<f32>(eb5, eb6, 0.0, 0.0);
+    }
+}
+fn weight_window_step5() {
+    if (WINDOW == 2u) {
+        av0 = vec4<f32>(ea10, ea11, ea12, eb10);
+        av1 = vec4<f32>(eb11, eb12, 0.0, 0.0);
+    } else {
+        av0 = vec4<f32>(ea5, ea6, ea7, eb5);
+        av1 = vec4<f32>(eb6, eb7, 0.0, 0.0);
+    }
+}
+fn weight_window_step6() {
+    if (WINDOW == 2u) {
+        av0 = vec4<f32>(ea12, ea13, ea14, eb12);
+        av1 = vec4<f32>(eb13, eb14, 0.0, 0.0);
+    } else {
+        av0 = vec4<f32>(ea6, ea7, ea8, eb6);
+        av1 = vec4<f32>(eb7, eb8, 0.0, 0.0);
+    }
+}
+fn weight_window_step7() {
+    if (WINDOW == 2u) {
+        av0 = vec4<f32>(ea14, ea15, ea16, eb14);
+        av1 = vec4<f32>(eb15, eb16, 0.0, 0.0);
+    } else {
+        av0 = vec4<f32>(ea7, ea8, ea9, eb7);
+        av1 = vec4<f32>(eb8, eb9, 0.0, 0.0);
+    }
+}
+// END GENERATED weight window steps
+
+// The weight gradient's reduction in window mode over output pixels
+// [first, end); B entries (packed dy) of pixel k at bp[b_at + k*NV].
+fn reduce_weight_window(first: u32, end: u32, b_at: u32, lane: u32) {
+    if (subgroupAll(!row0.store && !row3.store)) { return; }
+    let ohw = p.oh * p.ow;
+    let s = i32(p.stride);
+    for (var k0 = first; k0 < end; k0 += CHUNK) {
+        load_chunk(b_at + (k0 + lane) * NV, lane < CHUNK && k0 + lane < end);
+        let n = qdiv(k0, ohw);
+        let q = k0 - n * ohw;
+        let oy = qdiv(q, p.ow);
+        let oy_s = i32(oy) * s;
+        let ox_s = i32(q - oy * p.ow) * s;
+        load_weight_window(n * p.a_stride + u32(oy_s) * p.w + u32(ox_s), oy_s, ox_s);
+        weight_window_step0(); step0(); weight_window_step1(); step1();
+        weight_window_step2(); step2(); weight_window_step3(); step3();
+        weight_window_step4(); step4(); weight_window_step5(); step5();
+        weight_window_step6(); step6(); weight_window_step7(); step7();
+    }
+}
+
 // Stores the rows: columns c0.. (of `cols`) at out_at + c*step, through
 // the forward's epilogue if `epilogue`: y = acc + bias (v[v_at + c]), or
 // with a folded batch norm (p.affine) y = acc * v[v_at + c] + v[v_at + K +
@@ -2351,10 +2517,14 @@ fn conv2d_backward_weight_sg(@builtin(workgroup_id) wg: vec3<u32>,
     if (ROWS > 6u) { row6 = backward_weight_row(r + 6u, g, c0, wg.z); }
     if (ROWS > 7u) { row7 = backward_weight_row(r + 7u, g, c0, wg.z); }
     let s = i32(p.stride);
-    wk = walk(p.oh, p.ow, p.a_stride, p.stride * p.w, p.stride, s, s, p.h, p.w);
     let pixels = p.n * p.oh * p.ow;
     let first = wg.z * p.chunk;
-    reduce(first, min(pixels, first + p.chunk), wg.y * pixels * NV, lane, sgs);
+    if (WINDOW != 0u) {
+        reduce_weight_window(first, min(pixels, first + p.chunk), wg.y * pixels * NV, lane);
+    } else {
+        wk = walk(p.oh, p.ow, p.a_stride, p.stride * p.w, p.stride, s, s, p.h, p.w);
+        reduce(first, min(pixels, first + p.chunk), wg.y * pixels * NV, lane, sgs);
+    }
     store_rows(p.cin_g * p.kh * p.kw + p.has_bias, c0, p.cout_g, false, 0u);
 }
 

@@ -147,6 +147,18 @@ fn strided_convolutions_match_reference() {
 }
 
 #[test]
+fn weight_gradient_window_mode_matches_reference() {
+    // Output rows of whole chunks of 8 pixels, no bias: the weight gradient
+    // loads one window per (ci, ky) pair and chunk. Several splits with a
+    // ragged last one and an odd number of pairs (15).
+    check_both(shape(3, 5, 7, (6, 16), 3, 1, 1, 1), false, 130);
+    // Stride 2 (windows of 17), no padding with groups, a single row.
+    check_both(shape(2, 3, 4, (9, 16), 3, 2, 1, 1), false, 132);
+    check_both(shape(2, 4, 6, (10, 10), 3, 1, 0, 2), false, 134);
+    check_both(shape(1, 2, 3, (1, 8), 3, 1, 1, 1), false, 136);
+}
+
+#[test]
 fn grouped_convolutions_match_reference() {
     check_both(shape(3, 8, 8, (7, 9), 3, 1, 1, 4), false, 90);
     // ResNeXt-like: 64 -> 64 channels in 32 groups of 2.

@@ -252,10 +252,69 @@ fn epilogue_vectors() -> String {
     s
 }
 
+/// Elements of a weight-gradient window: (CHUNK - 1) * S + 3 for S <= 2.
+const WEIGHT_WINDOW: usize = 7 * 2 + 3;
+
+/// The weight gradient's window registers: ea{e} for the lane's first pair
+/// (rows 0..2), eb{e} for its second (rows 3..5).
+fn weight_window_registers() -> String {
+    let mut s = String::new();
+    for pair in ["ea", "eb"] {
+        for e in 0..WEIGHT_WINDOW {
+            writeln!(s, "var<private> {pair}{e}: f32;").unwrap();
+        }
+    }
+    s
+}
+
+/// load_weight_window: element e of each pair's window, at x column x_s + e
+/// of its input row (zero outside the image); elements 10.. only at S = 2.
+fn weight_window_loads() -> String {
+    let mut s = String::from(
+        "fn load_weight_window(off: u32, oy_s: i32, ox_s: i32) {\n    \
+         let ya = row0.live && u32(row0.y0 + oy_s) < p.h;\n    \
+         let yb = row3.live && u32(row3.y0 + oy_s) < p.h;\n    \
+         let x_s = row0.x0 + ox_s;\n",
+    );
+    for e in 0..WEIGHT_WINDOW {
+        let pair_loads = format!(
+            "ea{e} = load_a(row0.at + off + {e}u, ya && u32(x_s + {e}) < p.w); \
+             eb{e} = load_a(row3.at + off + {e}u, yb && u32(x_s + {e}) < p.w);"
+        );
+        let cond = (e >= 10).then(|| "WINDOW == 2u".to_string());
+        writeln!(s, "    {}", guarded(cond, &pair_loads)).unwrap();
+    }
+    s += "}\n";
+    s
+}
+
+/// weight_window_step{j}: rows 0..5 (taps 0..2 of both pairs) at step j of
+/// a chunk read window elements j*S + kx.
+fn weight_window_steps() -> String {
+    let mut s = String::new();
+    for j in 0..8 {
+        writeln!(s, "fn weight_window_step{j}() {{").unwrap();
+        for (stride, cond) in [(2, "if (WINDOW == 2u) {"), (1, "} else {")] {
+            let e = j * stride;
+            writeln!(s, "    {cond}").unwrap();
+            writeln!(
+                s,
+                "        av0 = vec4<f32>(ea{e}, ea{}, ea{}, eb{e});",
+                e + 1,
+                e + 2
+            )
+            .unwrap();
+            writeln!(s, "        av1 = vec4<f32>(eb{}, eb{}, 0.0, 0.0);", e + 1, e + 2).unwrap();
+        }
+        s += "    }\n}\n";
+    }
+    s
+}
+
 /// A region's name (as in its markers) and its generator.
 type Region = (&'static str, fn() -> String);
 
-const REGIONS: [Region; 10] = [
+const REGIONS: [Region; 13] = [
     ("accumulators", accumulators),
     ("chunk registers", chunk_registers),
     ("steps", steps),
@@ -266,6 +325,9 @@ const REGIONS: [Region; 10] = [
     ("window pairs", window_pairs),
     ("vec4 stores", vec4_stores),
     ("epilogue vectors", epilogue_vectors),
+    ("weight window registers", weight_window_registers),
+    ("weight window loads", weight_window_loads),
+    ("weight window steps", weight_window_steps),
 ];
 
 /// The shader with every generated region replaced by its generator's text.

@@ -30,6 +30,8 @@ const GROUP: u32 = 64;
 const PIXEL_ROWS: u32 = 4;
 /// Rows (weight columns) per invocation of the weight gradient.
 const WEIGHT_ROWS: u32 = 4;
+/// In the weight gradient's window mode: the 3 taps of 2 (ci, ky) pairs.
+const WINDOW_WEIGHT_ROWS: u32 = 6;
 /// Pixels and channels of a tile of the tiled forward (TM, TN in WGSL).
 const TILE: u32 = 64;
 /// Output channels one invocation of the subgroup kernels keeps in registers.
@@ -369,6 +371,20 @@ fn window_mode(s: &Conv2dShape, input_gradient: bool, broadcasts: bool) -> u32 {
     }
 }
 
+/// The weight gradient's window mode (WINDOW in WGSL, = S): for 3-wide
+/// kernels at stride 1 or 2 whose output rows are whole chunks of 8 pixels,
+/// a lane's rows are the 3 taps of 2 (ci, ky) pairs, and each pair loads the
+/// x values a chunk of 8 pixels reads once. Not with a bias (its row is no
+/// tap); 0 is off.
+fn weight_window_mode(s: &Conv2dShape, bias: bool, broadcasts: bool) -> u32 {
+    let fits = s.kw == 3 && matches!(s.stride, 1 | 2) && s.out_w().is_multiple_of(8);
+    if fits && !bias && broadcasts {
+        s.stride as u32
+    } else {
+        0
+    }
+}
+
 /// Whether window mode may store a lane's 4 pixels of a channel as one vec4
 /// (STORE4 in WGSL): the output view's offset, batch stride, plane and rows
 /// must all be whole vec4s.
@@ -654,12 +670,18 @@ pub fn conv2d_backward_weight_with(
             let (nv, blocks) = column_blocks(s.c_out / s.groups);
             params.blocks = blocks;
             let pixels = s.n * s.out_h() * s.out_w();
-            let chunk = split_chunk(pixels);
+            let broadcasts = algo.constants(gpu, nv, WEIGHT_ROWS)[1].1 == 0.0;
+            let window = weight_window_mode(s, params.has_bias != 0, broadcasts);
+            let mut chunk = split_chunk(pixels);
+            if window != 0 {
+                // Splits of whole output rows: no chunk of 8 crosses one.
+                chunk = chunk.next_multiple_of(s.out_w());
+            }
             params.chunk = chunk as u32;
             params.splits = pixels.div_ceil(chunk) as u32;
             let packed = pack_dy(gpu, &params, nv, dy, pixels)?;
             let partials = gpu.zeros(&[params.splits as usize, s.c_out, r1])?;
-            let rows = WEIGHT_ROWS;
+            let rows = if window != 0 { WINDOW_WEIGHT_ROWS } else { WEIGHT_ROWS };
             let grid = [
                 r1.div_ceil((rows * GROUP) as usize) as u32,
                 blocks * s.groups as u32,
@@ -668,7 +690,8 @@ pub fn conv2d_backward_weight_with(
             let entry = "conv2d_backward_weight_sg";
             // Binding 6 (vec4 stores) is unused here.
             let tensors = [x, dy, dy, &partials, &packed.1, &partials];
-            let constants = algo.constants(gpu, nv, rows);
+            let [nv_c, chunk_c, rows_c] = algo.constants(gpu, nv, rows);
+            let constants = [nv_c, chunk_c, rows_c, ("WINDOW", window as f64)];
             let pass1 = gpu.dispatch_with(FILE, entry, &constants, &params, &tensors, grid)?;
             let grid = grid_1d(s.c_out * r1, GROUP);
             let entry = "conv2d_backward_weight_reduce";
