@@ -207,4 +207,15 @@ fn print_profile(timings: &[unravel_graph::NodeTiming]) {
     for (op, f, b, count) in kinds {
         println!("  {op:<16} {count:>6} {:>12.2} {:>12.2}", f * 1e3, b * 1e3);
     }
+    let mut nodes: Vec<&unravel_graph::NodeTiming> = timings.iter().collect();
+    nodes.sort_by(|a, b| (b.forward_s + b.backward_s).total_cmp(&(a.forward_s + a.backward_s)));
+    println!("  slowest nodes");
+    for t in nodes.iter().take(10) {
+        println!(
+            "  {:<24} {:>12.2} {:>12.2}",
+            t.name,
+            t.forward_s * 1e3,
+            t.backward_s * 1e3
+        );
+    }
 }

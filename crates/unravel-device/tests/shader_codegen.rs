@@ -304,7 +304,13 @@ fn weight_window_steps() -> String {
                 e + 2
             )
             .unwrap();
-            writeln!(s, "        av1 = vec4<f32>(eb{}, eb{}, 0.0, 0.0);", e + 1, e + 2).unwrap();
+            writeln!(
+                s,
+                "        av1 = vec4<f32>(eb{}, eb{}, 0.0, 0.0);",
+                e + 1,
+                e + 2
+            )
+            .unwrap();
         }
         s += "    }\n}\n";
     }

@@ -681,7 +681,11 @@ pub fn conv2d_backward_weight_with(
             params.splits = pixels.div_ceil(chunk) as u32;
             let packed = pack_dy(gpu, &params, nv, dy, pixels)?;
             let partials = gpu.zeros(&[params.splits as usize, s.c_out, r1])?;
-            let rows = if window != 0 { WINDOW_WEIGHT_ROWS } else { WEIGHT_ROWS };
+            let rows = if window != 0 {
+                WINDOW_WEIGHT_ROWS
+            } else {
+                WEIGHT_ROWS
+            };
             let grid = [
                 r1.div_ceil((rows * GROUP) as usize) as u32,
                 blocks * s.groups as u32,
