@@ -1353,7 +1353,7 @@ fn next_window(in_range: bool) {
     let e0 = window_value(0, ok_y);
     let e1 = window_value(1, ok_y);
     let e2 = window_value(2, ok_y);
-    if (WINDOW == 4u) {
+    if (WINDOW == 4u && ROWS == 4u) {
         // Rows 0, 1 at taps 0 and 2; rows 2, 3 at tap 1 (win1).
         win0 = vec4<f32>(e1, e2, 0.0, 0.0);
         win2 = vec4<f32>(e0, e1, 0.0, 0.0);
@@ -1363,6 +1363,14 @@ fn next_window(in_range: bool) {
     }
     let e3 = window_value(3, ok_y);
     let e4 = window_value(4, ok_y);
+    if (WINDOW == 4u) {
+        // 8 pixels: rows 0..3 at taps 0 and 2; rows 4..7 at tap 1 (win1).
+        win0 = vec4<f32>(e1, e2, e3, e4);
+        win2 = vec4<f32>(e0, e1, e2, e3);
+        win1 = select(win0, win2, p.pad % 2u == 1u);
+        advance_pair();
+        return;
+    }
     let e5 = window_value(5, ok_y);
     if (WINDOW == 1u) {
         win0 = vec4<f32>(e0, e1, e2, e3);
@@ -1441,6 +1449,16 @@ fn fma_rows(b0: vec4<f32>, b1: vec4<f32>, b2: vec4<f32>, b3: vec4<f32>, b4: vec4
         if (ROWS > 3u) { acc37 += av0.w * b7; }
     }
 }
+fn fma_rows47(b0: vec4<f32>, b1: vec4<f32>, b2: vec4<f32>, b3: vec4<f32>, b4: vec4<f32>, b5: vec4<f32>, b6: vec4<f32>, b7: vec4<f32>) {
+    acc40 += av1.x * b0; acc50 += av1.y * b0; acc60 += av1.z * b0; acc70 += av1.w * b0;
+    if (NV > 1u) { acc41 += av1.x * b1; acc51 += av1.y * b1; acc61 += av1.z * b1; acc71 += av1.w * b1; }
+    if (NV > 2u) { acc42 += av1.x * b2; acc52 += av1.y * b2; acc62 += av1.z * b2; acc72 += av1.w * b2; }
+    if (NV > 3u) { acc43 += av1.x * b3; acc53 += av1.y * b3; acc63 += av1.z * b3; acc73 += av1.w * b3; }
+    if (NV > 4u) { acc44 += av1.x * b4; acc54 += av1.y * b4; acc64 += av1.z * b4; acc74 += av1.w * b4; }
+    if (NV > 5u) { acc45 += av1.x * b5; acc55 += av1.y * b5; acc65 += av1.z * b5; acc75 += av1.w * b5; }
+    if (NV > 6u) { acc46 += av1.x * b6; acc56 += av1.y * b6; acc66 += av1.z * b6; acc76 += av1.w * b6; }
+    if (NV > 7u) { acc47 += av1.x * b7; acc57 += av1.y * b7; acc67 += av1.z * b7; acc77 += av1.w * b7; }
+}
 fn fma_rows01(a: vec2<f32>, b0: vec4<f32>, b1: vec4<f32>, b2: vec4<f32>, b3: vec4<f32>, b4: vec4<f32>, b5: vec4<f32>, b6: vec4<f32>, b7: vec4<f32>) {
     acc00 += a.x * b0; acc10 += a.y * b0;
     if (NV > 1u) { acc01 += a.x * b1; acc11 += a.y * b1; }
@@ -1490,10 +1508,17 @@ fn window_pair0() {
     let t25 = select(ZERO4, subgroupBroadcast(tw25, 0u), NV > 5u);
     let t26 = select(ZERO4, subgroupBroadcast(tw26, 0u), NV > 6u);
     let t27 = select(ZERO4, subgroupBroadcast(tw27, 0u), NV > 7u);
-    if (WINDOW == 4u) {
+    if (WINDOW == 4u && ROWS == 4u) {
         fma_rows01(win0.xy, t00, t01, t02, t03, t04, t05, t06, t07);
         fma_rows23(win1.xy, t10, t11, t12, t13, t14, t15, t16, t17);
         fma_rows01(win2.xy, t20, t21, t22, t23, t24, t25, t26, t27);
+    } else if (WINDOW == 4u) {
+        av0 = win0;
+        fma_rows(t00, t01, t02, t03, t04, t05, t06, t07);
+        av1 = win1;
+        fma_rows47(t10, t11, t12, t13, t14, t15, t16, t17);
+        av0 = win2;
+        fma_rows(t20, t21, t22, t23, t24, t25, t26, t27);
     } else {
         av0 = win0;
         fma_rows(t00, t01, t02, t03, t04, t05, t06, t07);
@@ -1529,10 +1554,17 @@ fn window_pair1() {
     let t25 = select(ZERO4, subgroupBroadcast(tw25, 1u), NV > 5u);
     let t26 = select(ZERO4, subgroupBroadcast(tw26, 1u), NV > 6u);
     let t27 = select(ZERO4, subgroupBroadcast(tw27, 1u), NV > 7u);
-    if (WINDOW == 4u) {
+    if (WINDOW == 4u && ROWS == 4u) {
         fma_rows01(win0.xy, t00, t01, t02, t03, t04, t05, t06, t07);
         fma_rows23(win1.xy, t10, t11, t12, t13, t14, t15, t16, t17);
         fma_rows01(win2.xy, t20, t21, t22, t23, t24, t25, t26, t27);
+    } else if (WINDOW == 4u) {
+        av0 = win0;
+        fma_rows(t00, t01, t02, t03, t04, t05, t06, t07);
+        av1 = win1;
+        fma_rows47(t10, t11, t12, t13, t14, t15, t16, t17);
+        av0 = win2;
+        fma_rows(t20, t21, t22, t23, t24, t25, t26, t27);
     } else {
         av0 = win0;
         fma_rows(t00, t01, t02, t03, t04, t05, t06, t07);
@@ -1568,10 +1600,17 @@ fn window_pair2() {
     let t25 = select(ZERO4, subgroupBroadcast(tw25, 2u), NV > 5u);
     let t26 = select(ZERO4, subgroupBroadcast(tw26, 2u), NV > 6u);
     let t27 = select(ZERO4, subgroupBroadcast(tw27, 2u), NV > 7u);
-    if (WINDOW == 4u) {
+    if (WINDOW == 4u && ROWS == 4u) {
         fma_rows01(win0.xy, t00, t01, t02, t03, t04, t05, t06, t07);
         fma_rows23(win1.xy, t10, t11, t12, t13, t14, t15, t16, t17);
         fma_rows01(win2.xy, t20, t21, t22, t23, t24, t25, t26, t27);
+    } else if (WINDOW == 4u) {
+        av0 = win0;
+        fma_rows(t00, t01, t02, t03, t04, t05, t06, t07);
+        av1 = win1;
+        fma_rows47(t10, t11, t12, t13, t14, t15, t16, t17);
+        av0 = win2;
+        fma_rows(t20, t21, t22, t23, t24, t25, t26, t27);
     } else {
         av0 = win0;
         fma_rows(t00, t01, t02, t03, t04, t05, t06, t07);
@@ -1607,10 +1646,17 @@ fn window_pair3() {
     let t25 = select(ZERO4, subgroupBroadcast(tw25, 3u), NV > 5u);
     let t26 = select(ZERO4, subgroupBroadcast(tw26, 3u), NV > 6u);
     let t27 = select(ZERO4, subgroupBroadcast(tw27, 3u), NV > 7u);
-    if (WINDOW == 4u) {
+    if (WINDOW == 4u && ROWS == 4u) {
         fma_rows01(win0.xy, t00, t01, t02, t03, t04, t05, t06, t07);
         fma_rows23(win1.xy, t10, t11, t12, t13, t14, t15, t16, t17);
         fma_rows01(win2.xy, t20, t21, t22, t23, t24, t25, t26, t27);
+    } else if (WINDOW == 4u) {
+        av0 = win0;
+        fma_rows(t00, t01, t02, t03, t04, t05, t06, t07);
+        av1 = win1;
+        fma_rows47(t10, t11, t12, t13, t14, t15, t16, t17);
+        av0 = win2;
+        fma_rows(t20, t21, t22, t23, t24, t25, t26, t27);
     } else {
         av0 = win0;
         fma_rows(t00, t01, t02, t03, t04, t05, t06, t07);
@@ -1646,10 +1692,17 @@ fn window_pair4() {
     let t25 = select(ZERO4, subgroupBroadcast(tw25, 4u), NV > 5u);
     let t26 = select(ZERO4, subgroupBroadcast(tw26, 4u), NV > 6u);
     let t27 = select(ZERO4, subgroupBroadcast(tw27, 4u), NV > 7u);
-    if (WINDOW == 4u) {
+    if (WINDOW == 4u && ROWS == 4u) {
         fma_rows01(win0.xy, t00, t01, t02, t03, t04, t05, t06, t07);
         fma_rows23(win1.xy, t10, t11, t12, t13, t14, t15, t16, t17);
         fma_rows01(win2.xy, t20, t21, t22, t23, t24, t25, t26, t27);
+    } else if (WINDOW == 4u) {
+        av0 = win0;
+        fma_rows(t00, t01, t02, t03, t04, t05, t06, t07);
+        av1 = win1;
+        fma_rows47(t10, t11, t12, t13, t14, t15, t16, t17);
+        av0 = win2;
+        fma_rows(t20, t21, t22, t23, t24, t25, t26, t27);
     } else {
         av0 = win0;
         fma_rows(t00, t01, t02, t03, t04, t05, t06, t07);
@@ -1685,10 +1738,17 @@ fn window_pair5() {
     let t25 = select(ZERO4, subgroupBroadcast(tw25, 5u), NV > 5u);
     let t26 = select(ZERO4, subgroupBroadcast(tw26, 5u), NV > 6u);
     let t27 = select(ZERO4, subgroupBroadcast(tw27, 5u), NV > 7u);
-    if (WINDOW == 4u) {
+    if (WINDOW == 4u && ROWS == 4u) {
         fma_rows01(win0.xy, t00, t01, t02, t03, t04, t05, t06, t07);
         fma_rows23(win1.xy, t10, t11, t12, t13, t14, t15, t16, t17);
         fma_rows01(win2.xy, t20, t21, t22, t23, t24, t25, t26, t27);
+    } else if (WINDOW == 4u) {
+        av0 = win0;
+        fma_rows(t00, t01, t02, t03, t04, t05, t06, t07);
+        av1 = win1;
+        fma_rows47(t10, t11, t12, t13, t14, t15, t16, t17);
+        av0 = win2;
+        fma_rows(t20, t21, t22, t23, t24, t25, t26, t27);
     } else {
         av0 = win0;
         fma_rows(t00, t01, t02, t03, t04, t05, t06, t07);
@@ -1724,10 +1784,17 @@ fn window_pair6() {
     let t25 = select(ZERO4, subgroupBroadcast(tw25, 6u), NV > 5u);
     let t26 = select(ZERO4, subgroupBroadcast(tw26, 6u), NV > 6u);
     let t27 = select(ZERO4, subgroupBroadcast(tw27, 6u), NV > 7u);
-    if (WINDOW == 4u) {
+    if (WINDOW == 4u && ROWS == 4u) {
         fma_rows01(win0.xy, t00, t01, t02, t03, t04, t05, t06, t07);
         fma_rows23(win1.xy, t10, t11, t12, t13, t14, t15, t16, t17);
         fma_rows01(win2.xy, t20, t21, t22, t23, t24, t25, t26, t27);
+    } else if (WINDOW == 4u) {
+        av0 = win0;
+        fma_rows(t00, t01, t02, t03, t04, t05, t06, t07);
+        av1 = win1;
+        fma_rows47(t10, t11, t12, t13, t14, t15, t16, t17);
+        av0 = win2;
+        fma_rows(t20, t21, t22, t23, t24, t25, t26, t27);
     } else {
         av0 = win0;
         fma_rows(t00, t01, t02, t03, t04, t05, t06, t07);
@@ -1763,10 +1830,17 @@ fn window_pair7() {
     let t25 = select(ZERO4, subgroupBroadcast(tw25, 7u), NV > 5u);
     let t26 = select(ZERO4, subgroupBroadcast(tw26, 7u), NV > 6u);
     let t27 = select(ZERO4, subgroupBroadcast(tw27, 7u), NV > 7u);
-    if (WINDOW == 4u) {
+    if (WINDOW == 4u && ROWS == 4u) {
         fma_rows01(win0.xy, t00, t01, t02, t03, t04, t05, t06, t07);
         fma_rows23(win1.xy, t10, t11, t12, t13, t14, t15, t16, t17);
         fma_rows01(win2.xy, t20, t21, t22, t23, t24, t25, t26, t27);
+    } else if (WINDOW == 4u) {
+        av0 = win0;
+        fma_rows(t00, t01, t02, t03, t04, t05, t06, t07);
+        av1 = win1;
+        fma_rows47(t10, t11, t12, t13, t14, t15, t16, t17);
+        av0 = win2;
+        fma_rows(t20, t21, t22, t23, t24, t25, t26, t27);
     } else {
         av0 = win0;
         fma_rows(t00, t01, t02, t03, t04, t05, t06, t07);
@@ -2393,17 +2467,32 @@ fn backward_input_window_s2(wg: vec3<u32>, nwg: vec3<u32>, lid: u32, lane: u32) 
     let odd = p.pad % 2u;
     let th = (p.h + 1u) / 2u;
     let t = (wg.y * nwg.x + wg.x) * WG + lid;
-    let tiles = (p.w + 3u) / 4u;
+    // A lane: ROWS (4 or 8) adjacent pixels.
+    let tiles = (p.w + ROWS - 1u) / ROWS;
     let image_row = qdiv(t, tiles);
     let n = qdiv(image_row, th);
     let iy = (phy + 2u - odd) % 2u + 2u * (image_row - n * th);
-    let ix0 = (t - image_row * tiles) * 4u;
+    let ix0 = (t - image_row * tiles) * ROWS;
     let live = image_row < p.n * th && iy < p.h;
-    // Rows 0, 1: the pixels with ix + P even (taps kx = 0, 2); 2, 3 the others.
-    row0 = input_pixel_row(n, iy, ix0 + odd, live, g, c0);
-    row1 = input_pixel_row(n, iy, ix0 + odd + 2u, live, g, c0);
-    row2 = input_pixel_row(n, iy, ix0 + 1u - odd, live, g, c0);
-    row3 = input_pixel_row(n, iy, ix0 + 3u - odd, live, g, c0);
+    // Rows 0 .. ROWS/2 - 1: the pixels with ix + P even (taps kx = 0, 2),
+    // every second from ix0 + P % 2; the other half the others.
+    let a = ix0 + odd;
+    let b = ix0 + 1u - odd;
+    if (ROWS == 8u) {
+        row0 = input_pixel_row(n, iy, a, live, g, c0);
+        row1 = input_pixel_row(n, iy, a + 2u, live, g, c0);
+        row2 = input_pixel_row(n, iy, a + 4u, live, g, c0);
+        row3 = input_pixel_row(n, iy, a + 6u, live, g, c0);
+        row4 = input_pixel_row(n, iy, b, live, g, c0);
+        row5 = input_pixel_row(n, iy, b + 2u, live, g, c0);
+        row6 = input_pixel_row(n, iy, b + 4u, live, g, c0);
+        row7 = input_pixel_row(n, iy, b + 6u, live, g, c0);
+    } else {
+        row0 = input_pixel_row(n, iy, a, live, g, c0);
+        row1 = input_pixel_row(n, iy, a + 2u, live, g, c0);
+        row2 = input_pixel_row(n, iy, b, live, g, c0);
+        row3 = input_pixel_row(n, iy, b + 2u, live, g, c0);
+    }
     // Row 0 carries the window: dy rows oy0 - my, columns xb + e.
     let oy0 = (iy + p.pad - phy) / 2u;
     let xb = i32((ix0 + p.pad + 1u) / 2u) - 1;

@@ -145,6 +145,16 @@ fn load_taps() -> String {
 fn fma_rows() -> String {
     let params: Vec<String> = (0..MAX_NV).map(|b| format!("b{b}: vec4<f32>")).collect();
     let mut s = fma_function(&format!("fma_rows({})", params.join(", ")), 4, |_| None);
+    // WINDOW = 4 with 8 rows multiplies rows 4..7 (A in av1) by another tap.
+    writeln!(s, "fn fma_rows47({}) {{", params.join(", ")).unwrap();
+    for b in 0..MAX_NV {
+        let fmas: Vec<String> = (4..8)
+            .map(|r| format!("acc{r}{b} += {} * b{b};", a_of_row(r)))
+            .collect();
+        let cond = (b > 0).then(|| format!("NV > {b}u"));
+        writeln!(s, "    {}", guarded(cond, &fmas.join(" "))).unwrap();
+    }
+    s += "}\n";
     // WINDOW = 4 multiplies rows 0, 1 and rows 2, 3 by different taps.
     for (name, rows) in [("fma_rows01", [0, 1]), ("fma_rows23", [2, 3])] {
         writeln!(s, "fn {name}(a: vec2<f32>, {}) {{", params.join(", ")).unwrap();
@@ -183,10 +193,17 @@ fn window_pairs() -> String {
             }
             taps.push(names.join(", "));
         }
-        writeln!(s, "    if (WINDOW == 4u) {{").unwrap();
+        writeln!(s, "    if (WINDOW == 4u && ROWS == 4u) {{").unwrap();
         writeln!(s, "        fma_rows01(win0.xy, {});", taps[0]).unwrap();
         writeln!(s, "        fma_rows23(win1.xy, {});", taps[1]).unwrap();
         writeln!(s, "        fma_rows01(win2.xy, {});", taps[2]).unwrap();
+        writeln!(s, "    }} else if (WINDOW == 4u) {{").unwrap();
+        writeln!(s, "        av0 = win0;").unwrap();
+        writeln!(s, "        fma_rows({});", taps[0]).unwrap();
+        writeln!(s, "        av1 = win1;").unwrap();
+        writeln!(s, "        fma_rows47({});", taps[1]).unwrap();
+        writeln!(s, "        av0 = win2;").unwrap();
+        writeln!(s, "        fma_rows({});", taps[2]).unwrap();
         writeln!(s, "    }} else {{").unwrap();
         for (kx, tap) in taps.iter().enumerate() {
             writeln!(s, "        av0 = win{kx};").unwrap();

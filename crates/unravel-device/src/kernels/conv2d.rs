@@ -400,11 +400,11 @@ fn vec4_stores(window: u32, out: &Tensor, plane: usize, width: usize) -> bool {
 /// The x/y grid of a subgroup kernel over `pixels` pixels in `image_rows`
 /// rows of `width`: ROWS*GROUP pixels a workgroup, or in window mode 4
 /// adjacent pixels of an image row a lane.
-fn pixel_grid(window: u32, pixels: usize, image_rows: usize, width: usize) -> [u32; 3] {
+fn pixel_grid(window: u32, pixels: usize, image_rows: usize, width: usize, rows: u32) -> [u32; 3] {
     if window == 0 {
-        grid_1d(pixels, PIXEL_ROWS * GROUP)
+        grid_1d(pixels, rows * GROUP)
     } else {
-        grid_1d(image_rows * width.div_ceil(4), GROUP)
+        grid_1d(image_rows * width.div_ceil(rows as usize), GROUP)
     }
 }
 
@@ -529,7 +529,7 @@ pub fn conv2d_forward_fused(
             let [nv_c, chunk_c, rows_c] = algo.constants(gpu, nv, rows);
             let window = window_mode(s, false, chunk_c.1 == 0.0);
             let store4 = vec4_stores(window, y, s.out_h() * s.out_w(), s.out_w());
-            let [gx, gy, _] = pixel_grid(window, pixels, s.n * s.out_h(), s.out_w());
+            let [gx, gy, _] = pixel_grid(window, pixels, s.n * s.out_h(), s.out_w(), rows);
             let grid = [gx, gy, blocks * s.groups as u32];
             // Binding 6 is y again, as vec4s.
             let tensors = [x, w, v.unwrap_or(w), y, &packed.1, y];
@@ -589,12 +589,15 @@ pub fn conv2d_backward_input_with(
             let (nv, blocks) = column_blocks(s.c_in / s.groups);
             params.blocks = blocks;
             let k_len = s.c_out / s.groups * s.kh * s.kw;
-            let rows = PIXEL_ROWS;
+            let broadcasts = algo.constants(gpu, nv, PIXEL_ROWS)[1].1 == 0.0;
+            let window = window_mode(s, true, broadcasts);
+            // At stride 2 a lane's pixels share half as many multiply-adds
+            // per window: 8 of them (4 with two taps, 4 with one).
+            let rows = if window == 4 { 8 } else { PIXEL_ROWS };
             let [nv_c, chunk_c, rows_c] = algo.constants(gpu, nv, rows);
-            let window = window_mode(s, true, chunk_c.1 == 0.0);
             let entry = "conv2d_pack_backward_input_weights";
             let packed = pack(gpu, entry, &params, nv, window, [dy, w], k_len)?;
-            let store4 = vec4_stores(window, dx, s.h * s.w, s.w);
+            let store4 = rows == 4 && vec4_stores(window, dx, s.h * s.w, s.w);
             // Phases: S*S, or S (in y only) in window mode at stride 2.
             let (phases, image_rows) = if window == 4 {
                 (s.stride, s.n * s.h.div_ceil(s.stride))
@@ -602,7 +605,7 @@ pub fn conv2d_backward_input_with(
                 (s.stride * s.stride, s.n * s.h)
             };
             let per_phase = s.n * s.h.div_ceil(s.stride) * s.w.div_ceil(s.stride);
-            let [gx, gy, _] = pixel_grid(window, per_phase, image_rows, s.w);
+            let [gx, gy, _] = pixel_grid(window, per_phase, image_rows, s.w, rows);
             let grid = [gx, gy, blocks * s.groups as u32 * phases as u32];
             let tensors = [dy, w, w, dx, &packed.1, dx];
             let entry = "conv2d_backward_input_sg";
