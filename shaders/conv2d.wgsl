@@ -1292,6 +1292,10 @@ var<private> tw27: vec4<f32>;
 var<private> win0: vec4<f32>;
 var<private> win1: vec4<f32>;
 var<private> win2: vec4<f32>;
+// With 8 rows (WINDOW = 1 or 3): rows 4..7 at tap kx.
+var<private> win0b: vec4<f32>;
+var<private> win1b: vec4<f32>;
+var<private> win2b: vec4<f32>;
 // The next pair as the offset of its A row from a row's origin, and its
 // ky (my); the pairs left in the current chunk.
 var<private> pair_off: u32;
@@ -1372,7 +1376,28 @@ fn next_window(in_range: bool) {
         return;
     }
     let e5 = window_value(5, ok_y);
-    if (WINDOW == 1u) {
+    if (ROWS == 8u) {
+        // 8 adjacent pixels, WINDOW = 1 or 3: 10 elements.
+        let e6 = window_value(6, ok_y);
+        let e7 = window_value(7, ok_y);
+        let e8 = window_value(8, ok_y);
+        let e9 = window_value(9, ok_y);
+        if (WINDOW == 1u) {
+            win0 = vec4<f32>(e0, e1, e2, e3);
+            win0b = vec4<f32>(e4, e5, e6, e7);
+            win1 = vec4<f32>(e1, e2, e3, e4);
+            win1b = vec4<f32>(e5, e6, e7, e8);
+            win2 = vec4<f32>(e2, e3, e4, e5);
+            win2b = vec4<f32>(e6, e7, e8, e9);
+        } else {
+            win0 = vec4<f32>(e2, e3, e4, e5);
+            win0b = vec4<f32>(e6, e7, e8, e9);
+            win1 = vec4<f32>(e1, e2, e3, e4);
+            win1b = vec4<f32>(e5, e6, e7, e8);
+            win2 = vec4<f32>(e0, e1, e2, e3);
+            win2b = vec4<f32>(e4, e5, e6, e7);
+        }
+    } else if (WINDOW == 1u) {
         win0 = vec4<f32>(e0, e1, e2, e3);
         win1 = vec4<f32>(e1, e2, e3, e4);
         win2 = vec4<f32>(e2, e3, e4, e5);
@@ -1522,10 +1547,22 @@ fn window_pair0() {
     } else {
         av0 = win0;
         fma_rows(t00, t01, t02, t03, t04, t05, t06, t07);
+        if (ROWS == 8u) {
+            av1 = win0b;
+            fma_rows47(t00, t01, t02, t03, t04, t05, t06, t07);
+        }
         av0 = win1;
         fma_rows(t10, t11, t12, t13, t14, t15, t16, t17);
+        if (ROWS == 8u) {
+            av1 = win1b;
+            fma_rows47(t10, t11, t12, t13, t14, t15, t16, t17);
+        }
         av0 = win2;
         fma_rows(t20, t21, t22, t23, t24, t25, t26, t27);
+        if (ROWS == 8u) {
+            av1 = win2b;
+            fma_rows47(t20, t21, t22, t23, t24, t25, t26, t27);
+        }
     }
 }
 fn window_pair1() {
@@ -1568,10 +1605,22 @@ fn window_pair1() {
     } else {
         av0 = win0;
         fma_rows(t00, t01, t02, t03, t04, t05, t06, t07);
+        if (ROWS == 8u) {
+            av1 = win0b;
+            fma_rows47(t00, t01, t02, t03, t04, t05, t06, t07);
+        }
         av0 = win1;
         fma_rows(t10, t11, t12, t13, t14, t15, t16, t17);
+        if (ROWS == 8u) {
+            av1 = win1b;
+            fma_rows47(t10, t11, t12, t13, t14, t15, t16, t17);
+        }
         av0 = win2;
         fma_rows(t20, t21, t22, t23, t24, t25, t26, t27);
+        if (ROWS == 8u) {
+            av1 = win2b;
+            fma_rows47(t20, t21, t22, t23, t24, t25, t26, t27);
+        }
     }
 }
 fn window_pair2() {
@@ -1614,10 +1663,22 @@ fn window_pair2() {
     } else {
         av0 = win0;
         fma_rows(t00, t01, t02, t03, t04, t05, t06, t07);
+        if (ROWS == 8u) {
+            av1 = win0b;
+            fma_rows47(t00, t01, t02, t03, t04, t05, t06, t07);
+        }
         av0 = win1;
         fma_rows(t10, t11, t12, t13, t14, t15, t16, t17);
+        if (ROWS == 8u) {
+            av1 = win1b;
+            fma_rows47(t10, t11, t12, t13, t14, t15, t16, t17);
+        }
         av0 = win2;
         fma_rows(t20, t21, t22, t23, t24, t25, t26, t27);
+        if (ROWS == 8u) {
+            av1 = win2b;
+            fma_rows47(t20, t21, t22, t23, t24, t25, t26, t27);
+        }
     }
 }
 fn window_pair3() {
@@ -1660,10 +1721,22 @@ fn window_pair3() {
     } else {
         av0 = win0;
         fma_rows(t00, t01, t02, t03, t04, t05, t06, t07);
+        if (ROWS == 8u) {
+            av1 = win0b;
+            fma_rows47(t00, t01, t02, t03, t04, t05, t06, t07);
+        }
         av0 = win1;
         fma_rows(t10, t11, t12, t13, t14, t15, t16, t17);
+        if (ROWS == 8u) {
+            av1 = win1b;
+            fma_rows47(t10, t11, t12, t13, t14, t15, t16, t17);
+        }
         av0 = win2;
         fma_rows(t20, t21, t22, t23, t24, t25, t26, t27);
+        if (ROWS == 8u) {
+            av1 = win2b;
+            fma_rows47(t20, t21, t22, t23, t24, t25, t26, t27);
+        }
     }
 }
 fn window_pair4() {
@@ -1706,10 +1779,22 @@ fn window_pair4() {
     } else {
         av0 = win0;
         fma_rows(t00, t01, t02, t03, t04, t05, t06, t07);
+        if (ROWS == 8u) {
+            av1 = win0b;
+            fma_rows47(t00, t01, t02, t03, t04, t05, t06, t07);
+        }
         av0 = win1;
         fma_rows(t10, t11, t12, t13, t14, t15, t16, t17);
+        if (ROWS == 8u) {
+            av1 = win1b;
+            fma_rows47(t10, t11, t12, t13, t14, t15, t16, t17);
+        }
         av0 = win2;
         fma_rows(t20, t21, t22, t23, t24, t25, t26, t27);
+        if (ROWS == 8u) {
+            av1 = win2b;
+            fma_rows47(t20, t21, t22, t23, t24, t25, t26, t27);
+        }
     }
 }
 fn window_pair5() {
@@ -1752,10 +1837,22 @@ fn window_pair5() {
     } else {
         av0 = win0;
         fma_rows(t00, t01, t02, t03, t04, t05, t06, t07);
+        if (ROWS == 8u) {
+            av1 = win0b;
+            fma_rows47(t00, t01, t02, t03, t04, t05, t06, t07);
+        }
         av0 = win1;
         fma_rows(t10, t11, t12, t13, t14, t15, t16, t17);
+        if (ROWS == 8u) {
+            av1 = win1b;
+            fma_rows47(t10, t11, t12, t13, t14, t15, t16, t17);
+        }
         av0 = win2;
         fma_rows(t20, t21, t22, t23, t24, t25, t26, t27);
+        if (ROWS == 8u) {
+            av1 = win2b;
+            fma_rows47(t20, t21, t22, t23, t24, t25, t26, t27);
+        }
     }
 }
 fn window_pair6() {
@@ -1798,10 +1895,22 @@ fn window_pair6() {
     } else {
         av0 = win0;
         fma_rows(t00, t01, t02, t03, t04, t05, t06, t07);
+        if (ROWS == 8u) {
+            av1 = win0b;
+            fma_rows47(t00, t01, t02, t03, t04, t05, t06, t07);
+        }
         av0 = win1;
         fma_rows(t10, t11, t12, t13, t14, t15, t16, t17);
+        if (ROWS == 8u) {
+            av1 = win1b;
+            fma_rows47(t10, t11, t12, t13, t14, t15, t16, t17);
+        }
         av0 = win2;
         fma_rows(t20, t21, t22, t23, t24, t25, t26, t27);
+        if (ROWS == 8u) {
+            av1 = win2b;
+            fma_rows47(t20, t21, t22, t23, t24, t25, t26, t27);
+        }
     }
 }
 fn window_pair7() {
@@ -1844,10 +1953,22 @@ fn window_pair7() {
     } else {
         av0 = win0;
         fma_rows(t00, t01, t02, t03, t04, t05, t06, t07);
+        if (ROWS == 8u) {
+            av1 = win0b;
+            fma_rows47(t00, t01, t02, t03, t04, t05, t06, t07);
+        }
         av0 = win1;
         fma_rows(t10, t11, t12, t13, t14, t15, t16, t17);
+        if (ROWS == 8u) {
+            av1 = win1b;
+            fma_rows47(t10, t11, t12, t13, t14, t15, t16, t17);
+        }
         av0 = win2;
         fma_rows(t20, t21, t22, t23, t24, t25, t26, t27);
+        if (ROWS == 8u) {
+            av1 = win2b;
+            fma_rows47(t20, t21, t22, t23, t24, t25, t26, t27);
+        }
     }
 }
 // END GENERATED window pairs
@@ -2097,6 +2218,16 @@ fn store_rows(step: u32, c0: u32, cols: u32, epilogue: bool, v_at: u32) {
             if (NV > 5u) { store_block4(permuted(acc05, acc15, acc25, acc35, perm), base + 20u * step4, step4, cols_left(c0, 5u, cols), s5, b5); }
             if (NV > 6u) { store_block4(permuted(acc06, acc16, acc26, acc36, perm), base + 24u * step4, step4, cols_left(c0, 6u, cols), s6, b6); }
             if (NV > 7u) { store_block4(permuted(acc07, acc17, acc27, acc37, perm), base + 28u * step4, step4, cols_left(c0, 7u, cols), s7, b7); }
+            if (ROWS == 8u) {
+                store_block4(permuted(acc40, acc50, acc60, acc70, 0u), base + 1u + 0u * step4, step4, cols_left(c0, 0u, cols), s0, b0);
+                if (NV > 1u) { store_block4(permuted(acc41, acc51, acc61, acc71, 0u), base + 1u + 4u * step4, step4, cols_left(c0, 1u, cols), s1, b1); }
+                if (NV > 2u) { store_block4(permuted(acc42, acc52, acc62, acc72, 0u), base + 1u + 8u * step4, step4, cols_left(c0, 2u, cols), s2, b2); }
+                if (NV > 3u) { store_block4(permuted(acc43, acc53, acc63, acc73, 0u), base + 1u + 12u * step4, step4, cols_left(c0, 3u, cols), s3, b3); }
+                if (NV > 4u) { store_block4(permuted(acc44, acc54, acc64, acc74, 0u), base + 1u + 16u * step4, step4, cols_left(c0, 4u, cols), s4, b4); }
+                if (NV > 5u) { store_block4(permuted(acc45, acc55, acc65, acc75, 0u), base + 1u + 20u * step4, step4, cols_left(c0, 5u, cols), s5, b5); }
+                if (NV > 6u) { store_block4(permuted(acc46, acc56, acc66, acc76, 0u), base + 1u + 24u * step4, step4, cols_left(c0, 6u, cols), s6, b6); }
+                if (NV > 7u) { store_block4(permuted(acc47, acc57, acc67, acc77, 0u), base + 1u + 28u * step4, step4, cols_left(c0, 7u, cols), s7, b7); }
+            }
 // END GENERATED vec4 stores
         }
         return;
@@ -2373,11 +2504,11 @@ fn conv2d_forward_sg(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgrou
     let c0 = (wg.z % p.blocks) * 4u * NV;
     let r_len = p.cin_g * p.kh * p.kw;
     if (WINDOW != 0u) {
-        // Lane t: pixels ox .. ox + 3 of image row (n, oy) = t / tiles.
+        // Lane t: pixels ox .. ox + ROWS - 1 of image row (n, oy) = t / tiles.
         let t = (wg.y * nwg.x + wg.x) * WG + lid;
-        let tiles = (p.ow + 3u) / 4u;
+        let tiles = (p.ow + ROWS - 1u) / ROWS;
         let image_row = qdiv(t, tiles);
-        let ox = (t - image_row * tiles) * 4u;
+        let ox = (t - image_row * tiles) * ROWS;
         let i = image_row * p.ow + ox;
         let live = image_row < p.n * p.oh;
         let none = 0xffffffffu;
@@ -2385,6 +2516,12 @@ fn conv2d_forward_sg(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgrou
         row1 = forward_row(select(none, i + 1u, live && ox + 1u < p.ow), g, c0);
         row2 = forward_row(select(none, i + 2u, live && ox + 2u < p.ow), g, c0);
         row3 = forward_row(select(none, i + 3u, live && ox + 3u < p.ow), g, c0);
+        if (ROWS == 8u) {
+            row4 = forward_row(select(none, i + 4u, live && ox + 4u < p.ow), g, c0);
+            row5 = forward_row(select(none, i + 5u, live && ox + 5u < p.ow), g, c0);
+            row6 = forward_row(select(none, i + 6u, live && ox + 6u < p.ow), g, c0);
+            row7 = forward_row(select(none, i + 7u, live && ox + 7u < p.ow), g, c0);
+        }
         // Wrapping u32 arithmetic: KH may exceed H where padding is large.
         pw = PairWalk(1, 0, p.h, p.w, p.w, p.h * p.w - p.kh * p.w, p.kh);
         reduce_window(p.cin_g * p.kh, wg.z * r_len * NV, lane);
@@ -2533,12 +2670,12 @@ fn conv2d_backward_input_sg(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_w
     let khw = p.kh * p.kw;
     let b_at = (gb * p.cout_g * khw + p.cout_g * taps_before(ph.phy, ph.phx)) * NV;
     if (WINDOW != 0u) {
-        // Stride 1 (one phase). Lane t: pixels ix .. ix + 3 of image row
-        // (n, iy) = t / tiles.
+        // Stride 1 (one phase). Lane t: pixels ix .. ix + ROWS - 1 of image
+        // row (n, iy) = t / tiles.
         let t = (wg.y * nwg.x + wg.x) * WG + lid;
-        let tiles = (p.w + 3u) / 4u;
+        let tiles = (p.w + ROWS - 1u) / ROWS;
         let image_row = qdiv(t, tiles);
-        let ix = (t - image_row * tiles) * 4u;
+        let ix = (t - image_row * tiles) * ROWS;
         let i = image_row * p.w + ix;
         let live = image_row < p.n * p.h;
         let none = 0xffffffffu;
@@ -2546,6 +2683,12 @@ fn conv2d_backward_input_sg(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_w
         row1 = backward_input_row(ph, select(none, i + 1u, live && ix + 1u < p.w), g, c0);
         row2 = backward_input_row(ph, select(none, i + 2u, live && ix + 2u < p.w), g, c0);
         row3 = backward_input_row(ph, select(none, i + 3u, live && ix + 3u < p.w), g, c0);
+        if (ROWS == 8u) {
+            row4 = backward_input_row(ph, select(none, i + 4u, live && ix + 4u < p.w), g, c0);
+            row5 = backward_input_row(ph, select(none, i + 5u, live && ix + 5u < p.w), g, c0);
+            row6 = backward_input_row(ph, select(none, i + 6u, live && ix + 6u < p.w), g, c0);
+            row7 = backward_input_row(ph, select(none, i + 7u, live && ix + 7u < p.w), g, c0);
+        }
         let ohw = p.oh * p.ow;
         pw = PairWalk(-1, -2, p.oh, p.ow, neg * p.ow, ohw + p.kh * p.ow, p.kh);
         reduce_window(p.cout_g * p.kh, b_at, lane);

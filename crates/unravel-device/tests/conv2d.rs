@@ -123,6 +123,8 @@ fn dense_convolutions_match_reference() {
     // Widths that are whole vec4s: window mode stores a lane's 4 pixels of a
     // channel as one vec4 (with the bias added there).
     check_both(shape(2, 5, 6, (6, 8), 3, 1, 1, 1), true, 38);
+    // Lanes of 8 pixels on rows of 12: the last lane of a row is half full.
+    check_both(shape(1, 4, 5, (5, 12), 3, 1, 1, 1), true, 39);
 }
 
 #[test]

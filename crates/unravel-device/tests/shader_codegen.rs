@@ -208,6 +208,10 @@ fn window_pairs() -> String {
         for (kx, tap) in taps.iter().enumerate() {
             writeln!(s, "        av0 = win{kx};").unwrap();
             writeln!(s, "        fma_rows({tap});").unwrap();
+            writeln!(s, "        if (ROWS == 8u) {{").unwrap();
+            writeln!(s, "            av1 = win{kx}b;").unwrap();
+            writeln!(s, "            fma_rows47({tap});").unwrap();
+            writeln!(s, "        }}").unwrap();
         }
         s += "    }\n}\n";
     }
@@ -228,6 +232,19 @@ fn vec4_stores() -> String {
         let cond = (b > 0).then(|| format!("NV > {b}u"));
         writeln!(s, "            {}", guarded(cond, &body)).unwrap();
     }
+    // With 8 rows (WINDOW = 1 or 3, pixels in order): rows 4..7 are the
+    // next vec4.
+    s += "            if (ROWS == 8u) {\n";
+    for b in 0..MAX_NV {
+        let body = format!(
+            "store_block4(permuted(acc4{b}, acc5{b}, acc6{b}, acc7{b}, 0u), base + 1u + {}u * step4, \
+             step4, cols_left(c0, {b}u, cols), s{b}, b{b});",
+            4 * b
+        );
+        let cond = (b > 0).then(|| format!("NV > {b}u"));
+        writeln!(s, "                {}", guarded(cond, &body)).unwrap();
+    }
+    s += "            }\n";
     s
 }
 

@@ -387,14 +387,27 @@ fn weight_window_mode(s: &Conv2dShape, bias: bool, broadcasts: bool) -> u32 {
 
 /// Whether window mode may store a lane's 4 pixels of a channel as one vec4
 /// (STORE4 in WGSL): the output view's offset, batch stride, plane and rows
-/// must all be whole vec4s.
-fn vec4_stores(window: u32, out: &Tensor, plane: usize, width: usize) -> bool {
+/// must all be whole vec4s, and rows whole lanes of `rows` pixels.
+fn vec4_stores(window: u32, out: &Tensor, plane: usize, width: usize, rows: u32) -> bool {
     let [offset, batch_stride] = out.view_params();
     window != 0
-        && width.is_multiple_of(4)
+        && width.is_multiple_of(rows as usize)
         && plane.is_multiple_of(4)
         && offset.is_multiple_of(4)
         && batch_stride.is_multiple_of(4)
+}
+
+/// Pixels a lane holds in window mode `window` with `nv` column blocks:
+/// per window a pair's multiply-adds cost less than its loads, broadcasts
+/// and bookkeeping, so lanes with few columns (NV <= 4) take 8 adjacent
+/// pixels at stride 1, and the stride-2 input gradient (half the taps per
+/// pixel) always does.
+fn window_rows(window: u32, nv: u32) -> u32 {
+    match window {
+        1 | 3 if nv <= 4 => 8,
+        4 => 8,
+        _ => PIXEL_ROWS,
+    }
 }
 
 /// The x/y grid of a subgroup kernel over `pixels` pixels in `image_rows`
@@ -525,10 +538,11 @@ pub fn conv2d_forward_fused(
                 [x, w],
                 r_len,
             )?;
-            let rows = PIXEL_ROWS;
+            let broadcasts = algo.constants(gpu, nv, PIXEL_ROWS)[1].1 == 0.0;
+            let window = window_mode(s, false, broadcasts);
+            let rows = window_rows(window, nv);
             let [nv_c, chunk_c, rows_c] = algo.constants(gpu, nv, rows);
-            let window = window_mode(s, false, chunk_c.1 == 0.0);
-            let store4 = vec4_stores(window, y, s.out_h() * s.out_w(), s.out_w());
+            let store4 = vec4_stores(window, y, s.out_h() * s.out_w(), s.out_w(), rows);
             let [gx, gy, _] = pixel_grid(window, pixels, s.n * s.out_h(), s.out_w(), rows);
             let grid = [gx, gy, blocks * s.groups as u32];
             // Binding 6 is y again, as vec4s.
@@ -593,11 +607,12 @@ pub fn conv2d_backward_input_with(
             let window = window_mode(s, true, broadcasts);
             // At stride 2 a lane's pixels share half as many multiply-adds
             // per window: 8 of them (4 with two taps, 4 with one).
-            let rows = if window == 4 { 8 } else { PIXEL_ROWS };
+            let rows = window_rows(window, nv);
             let [nv_c, chunk_c, rows_c] = algo.constants(gpu, nv, rows);
             let entry = "conv2d_pack_backward_input_weights";
             let packed = pack(gpu, entry, &params, nv, window, [dy, w], k_len)?;
-            let store4 = rows == 4 && vec4_stores(window, dx, s.h * s.w, s.w);
+            // Window 4's rows are not in pixel order.
+            let store4 = window != 4 && vec4_stores(window, dx, s.h * s.w, s.w, rows);
             // Phases: S*S, or S (in y only) in window mode at stride 2.
             let (phases, image_rows) = if window == 4 {
                 (s.stride, s.n * s.h.div_ceil(s.stride))
