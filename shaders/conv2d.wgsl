@@ -1249,11 +1249,12 @@ fn reduce(first: u32, end: u32, b_at: u32, lane: u32, sgs: u32) {
 //   at column x0 + r*S + kx of one input row;
 // - WINDOW = 3, the input gradient with stride 1: at tap mx row r reads dy
 //   at column x0 + r - mx.
-// - WINDOW = 4, the input gradient with stride 2, lanes over the input rows
-//   of one phase in y (wg.z % 2): of 4 adjacent pixels ix0 .. ix0 + 3, taps
-//   kx = 0, 2 reach the two with ix + P even (rows 0, 1) and kx = 1 the two
-//   others (rows 2, 3), all reading dy at the 3 columns from
-//   floor((ix0 + P - 1) / 2) on: 3 loads for 6 multiply-adds a column.
+// - WINDOW = 4, the input gradient with stride 2 (ROWS = 8), lanes over the
+//   input rows of one phase in y (wg.z % 2): of 8 adjacent pixels ix0 ..
+//   ix0 + 7, taps kx = 0, 2 reach the four with ix + P even (rows 0..3) and
+//   kx = 1 the four others (rows 4..7), all reading dy at the 5 columns
+//   from floor((ix0 + P - 1) / 2) on: 5 loads for 12 multiply-adds a column.
+// - With ROWS = 8 at stride 1 (WINDOW = 1, 3), 8 adjacent pixels read 10.
 // So the three taps of the four rows read 6 (9 for S = 2) distinct values
 // instead of 12. k runs over pairs (input channel, ky) of the forward or
 // (output channel, my) of the input gradient, CHUNK to a chunk: lane j holds
@@ -1357,14 +1358,6 @@ fn next_window(in_range: bool) {
     let e0 = window_value(0, ok_y);
     let e1 = window_value(1, ok_y);
     let e2 = window_value(2, ok_y);
-    if (WINDOW == 4u && ROWS == 4u) {
-        // Rows 0, 1 at taps 0 and 2; rows 2, 3 at tap 1 (win1).
-        win0 = vec4<f32>(e1, e2, 0.0, 0.0);
-        win2 = vec4<f32>(e0, e1, 0.0, 0.0);
-        win1 = select(vec4<f32>(e1, e2, 0.0, 0.0), vec4<f32>(e0, e1, 0.0, 0.0), p.pad % 2u == 1u);
-        advance_pair();
-        return;
-    }
     let e3 = window_value(3, ok_y);
     let e4 = window_value(4, ok_y);
     if (WINDOW == 4u) {
@@ -1484,26 +1477,6 @@ fn fma_rows47(b0: vec4<f32>, b1: vec4<f32>, b2: vec4<f32>, b3: vec4<f32>, b4: ve
     if (NV > 6u) { acc46 += av1.x * b6; acc56 += av1.y * b6; acc66 += av1.z * b6; acc76 += av1.w * b6; }
     if (NV > 7u) { acc47 += av1.x * b7; acc57 += av1.y * b7; acc67 += av1.z * b7; acc77 += av1.w * b7; }
 }
-fn fma_rows01(a: vec2<f32>, b0: vec4<f32>, b1: vec4<f32>, b2: vec4<f32>, b3: vec4<f32>, b4: vec4<f32>, b5: vec4<f32>, b6: vec4<f32>, b7: vec4<f32>) {
-    acc00 += a.x * b0; acc10 += a.y * b0;
-    if (NV > 1u) { acc01 += a.x * b1; acc11 += a.y * b1; }
-    if (NV > 2u) { acc02 += a.x * b2; acc12 += a.y * b2; }
-    if (NV > 3u) { acc03 += a.x * b3; acc13 += a.y * b3; }
-    if (NV > 4u) { acc04 += a.x * b4; acc14 += a.y * b4; }
-    if (NV > 5u) { acc05 += a.x * b5; acc15 += a.y * b5; }
-    if (NV > 6u) { acc06 += a.x * b6; acc16 += a.y * b6; }
-    if (NV > 7u) { acc07 += a.x * b7; acc17 += a.y * b7; }
-}
-fn fma_rows23(a: vec2<f32>, b0: vec4<f32>, b1: vec4<f32>, b2: vec4<f32>, b3: vec4<f32>, b4: vec4<f32>, b5: vec4<f32>, b6: vec4<f32>, b7: vec4<f32>) {
-    acc20 += a.x * b0; acc30 += a.y * b0;
-    if (NV > 1u) { acc21 += a.x * b1; acc31 += a.y * b1; }
-    if (NV > 2u) { acc22 += a.x * b2; acc32 += a.y * b2; }
-    if (NV > 3u) { acc23 += a.x * b3; acc33 += a.y * b3; }
-    if (NV > 4u) { acc24 += a.x * b4; acc34 += a.y * b4; }
-    if (NV > 5u) { acc25 += a.x * b5; acc35 += a.y * b5; }
-    if (NV > 6u) { acc26 += a.x * b6; acc36 += a.y * b6; }
-    if (NV > 7u) { acc27 += a.x * b7; acc37 += a.y * b7; }
-}
 // END GENERATED fma rows
 
 // BEGIN GENERATED window pairs
@@ -1533,11 +1506,7 @@ fn window_pair0() {
     let t25 = select(ZERO4, subgroupBroadcast(tw25, 0u), NV > 5u);
     let t26 = select(ZERO4, subgroupBroadcast(tw26, 0u), NV > 6u);
     let t27 = select(ZERO4, subgroupBroadcast(tw27, 0u), NV > 7u);
-    if (WINDOW == 4u && ROWS == 4u) {
-        fma_rows01(win0.xy, t00, t01, t02, t03, t04, t05, t06, t07);
-        fma_rows23(win1.xy, t10, t11, t12, t13, t14, t15, t16, t17);
-        fma_rows01(win2.xy, t20, t21, t22, t23, t24, t25, t26, t27);
-    } else if (WINDOW == 4u) {
+    if (WINDOW == 4u) {
         av0 = win0;
         fma_rows(t00, t01, t02, t03, t04, t05, t06, t07);
         av1 = win1;
@@ -1591,11 +1560,7 @@ fn window_pair1() {
     let t25 = select(ZERO4, subgroupBroadcast(tw25, 1u), NV > 5u);
     let t26 = select(ZERO4, subgroupBroadcast(tw26, 1u), NV > 6u);
     let t27 = select(ZERO4, subgroupBroadcast(tw27, 1u), NV > 7u);
-    if (WINDOW == 4u && ROWS == 4u) {
-        fma_rows01(win0.xy, t00, t01, t02, t03, t04, t05, t06, t07);
-        fma_rows23(win1.xy, t10, t11, t12, t13, t14, t15, t16, t17);
-        fma_rows01(win2.xy, t20, t21, t22, t23, t24, t25, t26, t27);
-    } else if (WINDOW == 4u) {
+    if (WINDOW == 4u) {
         av0 = win0;
         fma_rows(t00, t01, t02, t03, t04, t05, t06, t07);
         av1 = win1;
@@ -1649,11 +1614,7 @@ fn window_pair2() {
     let t25 = select(ZERO4, subgroupBroadcast(tw25, 2u), NV > 5u);
     let t26 = select(ZERO4, subgroupBroadcast(tw26, 2u), NV > 6u);
     let t27 = select(ZERO4, subgroupBroadcast(tw27, 2u), NV > 7u);
-    if (WINDOW == 4u && ROWS == 4u) {
-        fma_rows01(win0.xy, t00, t01, t02, t03, t04, t05, t06, t07);
-        fma_rows23(win1.xy, t10, t11, t12, t13, t14, t15, t16, t17);
-        fma_rows01(win2.xy, t20, t21, t22, t23, t24, t25, t26, t27);
-    } else if (WINDOW == 4u) {
+    if (WINDOW == 4u) {
         av0 = win0;
         fma_rows(t00, t01, t02, t03, t04, t05, t06, t07);
         av1 = win1;
@@ -1707,11 +1668,7 @@ fn window_pair3() {
     let t25 = select(ZERO4, subgroupBroadcast(tw25, 3u), NV > 5u);
     let t26 = select(ZERO4, subgroupBroadcast(tw26, 3u), NV > 6u);
     let t27 = select(ZERO4, subgroupBroadcast(tw27, 3u), NV > 7u);
-    if (WINDOW == 4u && ROWS == 4u) {
-        fma_rows01(win0.xy, t00, t01, t02, t03, t04, t05, t06, t07);
-        fma_rows23(win1.xy, t10, t11, t12, t13, t14, t15, t16, t17);
-        fma_rows01(win2.xy, t20, t21, t22, t23, t24, t25, t26, t27);
-    } else if (WINDOW == 4u) {
+    if (WINDOW == 4u) {
         av0 = win0;
         fma_rows(t00, t01, t02, t03, t04, t05, t06, t07);
         av1 = win1;
@@ -1765,11 +1722,7 @@ fn window_pair4() {
     let t25 = select(ZERO4, subgroupBroadcast(tw25, 4u), NV > 5u);
     let t26 = select(ZERO4, subgroupBroadcast(tw26, 4u), NV > 6u);
     let t27 = select(ZERO4, subgroupBroadcast(tw27, 4u), NV > 7u);
-    if (WINDOW == 4u && ROWS == 4u) {
-        fma_rows01(win0.xy, t00, t01, t02, t03, t04, t05, t06, t07);
-        fma_rows23(win1.xy, t10, t11, t12, t13, t14, t15, t16, t17);
-        fma_rows01(win2.xy, t20, t21, t22, t23, t24, t25, t26, t27);
-    } else if (WINDOW == 4u) {
+    if (WINDOW == 4u) {
         av0 = win0;
         fma_rows(t00, t01, t02, t03, t04, t05, t06, t07);
         av1 = win1;
@@ -1823,11 +1776,7 @@ fn window_pair5() {
     let t25 = select(ZERO4, subgroupBroadcast(tw25, 5u), NV > 5u);
     let t26 = select(ZERO4, subgroupBroadcast(tw26, 5u), NV > 6u);
     let t27 = select(ZERO4, subgroupBroadcast(tw27, 5u), NV > 7u);
-    if (WINDOW == 4u && ROWS == 4u) {
-        fma_rows01(win0.xy, t00, t01, t02, t03, t04, t05, t06, t07);
-        fma_rows23(win1.xy, t10, t11, t12, t13, t14, t15, t16, t17);
-        fma_rows01(win2.xy, t20, t21, t22, t23, t24, t25, t26, t27);
-    } else if (WINDOW == 4u) {
+    if (WINDOW == 4u) {
         av0 = win0;
         fma_rows(t00, t01, t02, t03, t04, t05, t06, t07);
         av1 = win1;
@@ -1881,11 +1830,7 @@ fn window_pair6() {
     let t25 = select(ZERO4, subgroupBroadcast(tw25, 6u), NV > 5u);
     let t26 = select(ZERO4, subgroupBroadcast(tw26, 6u), NV > 6u);
     let t27 = select(ZERO4, subgroupBroadcast(tw27, 6u), NV > 7u);
-    if (WINDOW == 4u && ROWS == 4u) {
-        fma_rows01(win0.xy, t00, t01, t02, t03, t04, t05, t06, t07);
-        fma_rows23(win1.xy, t10, t11, t12, t13, t14, t15, t16, t17);
-        fma_rows01(win2.xy, t20, t21, t22, t23, t24, t25, t26, t27);
-    } else if (WINDOW == 4u) {
+    if (WINDOW == 4u) {
         av0 = win0;
         fma_rows(t00, t01, t02, t03, t04, t05, t06, t07);
         av1 = win1;
@@ -1939,11 +1884,7 @@ fn window_pair7() {
     let t25 = select(ZERO4, subgroupBroadcast(tw25, 7u), NV > 5u);
     let t26 = select(ZERO4, subgroupBroadcast(tw26, 7u), NV > 6u);
     let t27 = select(ZERO4, subgroupBroadcast(tw27, 7u), NV > 7u);
-    if (WINDOW == 4u && ROWS == 4u) {
-        fma_rows01(win0.xy, t00, t01, t02, t03, t04, t05, t06, t07);
-        fma_rows23(win1.xy, t10, t11, t12, t13, t14, t15, t16, t17);
-        fma_rows01(win2.xy, t20, t21, t22, t23, t24, t25, t26, t27);
-    } else if (WINDOW == 4u) {
+    if (WINDOW == 4u) {
         av0 = win0;
         fma_rows(t00, t01, t02, t03, t04, t05, t06, t07);
         av1 = win1;
@@ -2200,33 +2141,29 @@ fn store_rows(step: u32, c0: u32, cols: u32, epilogue: bool, v_at: u32) {
     }
 // END GENERATED epilogue vectors
     if (STORE4) {
-        // Window mode: the rows are 4 adjacent pixels from the lane's
-        // first (at row0.out_at, or one before it for WINDOW = 4 with odd
-        // P, whose rows are pixels 1, 3, 0, 2).
-        let odd = p.pad % 2u;
-        let first = select(row0.out_at, row0.out_at - odd, WINDOW == 4u);
-        let perm = select(0u, 1u + odd, WINDOW == 4u);
+        // Window mode (WINDOW < 4): the rows are adjacent pixels from the
+        // lane's first, at row0.out_at.
         if (row0.store) {
-            let base = first / 4u;
+            let base = row0.out_at / 4u;
             let step4 = step / 4u;
 // BEGIN GENERATED vec4 stores
-            store_block4(permuted(acc00, acc10, acc20, acc30, perm), base + 0u * step4, step4, cols_left(c0, 0u, cols), s0, b0);
-            if (NV > 1u) { store_block4(permuted(acc01, acc11, acc21, acc31, perm), base + 4u * step4, step4, cols_left(c0, 1u, cols), s1, b1); }
-            if (NV > 2u) { store_block4(permuted(acc02, acc12, acc22, acc32, perm), base + 8u * step4, step4, cols_left(c0, 2u, cols), s2, b2); }
-            if (NV > 3u) { store_block4(permuted(acc03, acc13, acc23, acc33, perm), base + 12u * step4, step4, cols_left(c0, 3u, cols), s3, b3); }
-            if (NV > 4u) { store_block4(permuted(acc04, acc14, acc24, acc34, perm), base + 16u * step4, step4, cols_left(c0, 4u, cols), s4, b4); }
-            if (NV > 5u) { store_block4(permuted(acc05, acc15, acc25, acc35, perm), base + 20u * step4, step4, cols_left(c0, 5u, cols), s5, b5); }
-            if (NV > 6u) { store_block4(permuted(acc06, acc16, acc26, acc36, perm), base + 24u * step4, step4, cols_left(c0, 6u, cols), s6, b6); }
-            if (NV > 7u) { store_block4(permuted(acc07, acc17, acc27, acc37, perm), base + 28u * step4, step4, cols_left(c0, 7u, cols), s7, b7); }
+            store_block4(mat4x4<f32>(acc00, acc10, acc20, acc30), base + 0u * step4, step4, cols_left(c0, 0u, cols), s0, b0);
+            if (NV > 1u) { store_block4(mat4x4<f32>(acc01, acc11, acc21, acc31), base + 4u * step4, step4, cols_left(c0, 1u, cols), s1, b1); }
+            if (NV > 2u) { store_block4(mat4x4<f32>(acc02, acc12, acc22, acc32), base + 8u * step4, step4, cols_left(c0, 2u, cols), s2, b2); }
+            if (NV > 3u) { store_block4(mat4x4<f32>(acc03, acc13, acc23, acc33), base + 12u * step4, step4, cols_left(c0, 3u, cols), s3, b3); }
+            if (NV > 4u) { store_block4(mat4x4<f32>(acc04, acc14, acc24, acc34), base + 16u * step4, step4, cols_left(c0, 4u, cols), s4, b4); }
+            if (NV > 5u) { store_block4(mat4x4<f32>(acc05, acc15, acc25, acc35), base + 20u * step4, step4, cols_left(c0, 5u, cols), s5, b5); }
+            if (NV > 6u) { store_block4(mat4x4<f32>(acc06, acc16, acc26, acc36), base + 24u * step4, step4, cols_left(c0, 6u, cols), s6, b6); }
+            if (NV > 7u) { store_block4(mat4x4<f32>(acc07, acc17, acc27, acc37), base + 28u * step4, step4, cols_left(c0, 7u, cols), s7, b7); }
             if (ROWS == 8u) {
-                store_block4(permuted(acc40, acc50, acc60, acc70, 0u), base + 1u + 0u * step4, step4, cols_left(c0, 0u, cols), s0, b0);
-                if (NV > 1u) { store_block4(permuted(acc41, acc51, acc61, acc71, 0u), base + 1u + 4u * step4, step4, cols_left(c0, 1u, cols), s1, b1); }
-                if (NV > 2u) { store_block4(permuted(acc42, acc52, acc62, acc72, 0u), base + 1u + 8u * step4, step4, cols_left(c0, 2u, cols), s2, b2); }
-                if (NV > 3u) { store_block4(permuted(acc43, acc53, acc63, acc73, 0u), base + 1u + 12u * step4, step4, cols_left(c0, 3u, cols), s3, b3); }
-                if (NV > 4u) { store_block4(permuted(acc44, acc54, acc64, acc74, 0u), base + 1u + 16u * step4, step4, cols_left(c0, 4u, cols), s4, b4); }
-                if (NV > 5u) { store_block4(permuted(acc45, acc55, acc65, acc75, 0u), base + 1u + 20u * step4, step4, cols_left(c0, 5u, cols), s5, b5); }
-                if (NV > 6u) { store_block4(permuted(acc46, acc56, acc66, acc76, 0u), base + 1u + 24u * step4, step4, cols_left(c0, 6u, cols), s6, b6); }
-                if (NV > 7u) { store_block4(permuted(acc47, acc57, acc67, acc77, 0u), base + 1u + 28u * step4, step4, cols_left(c0, 7u, cols), s7, b7); }
+                store_block4(mat4x4<f32>(acc40, acc50, acc60, acc70), base + 1u + 0u * step4, step4, cols_left(c0, 0u, cols), s0, b0);
+                if (NV > 1u) { store_block4(mat4x4<f32>(acc41, acc51, acc61, acc71), base + 1u + 4u * step4, step4, cols_left(c0, 1u, cols), s1, b1); }
+                if (NV > 2u) { store_block4(mat4x4<f32>(acc42, acc52, acc62, acc72), base + 1u + 8u * step4, step4, cols_left(c0, 2u, cols), s2, b2); }
+                if (NV > 3u) { store_block4(mat4x4<f32>(acc43, acc53, acc63, acc73), base + 1u + 12u * step4, step4, cols_left(c0, 3u, cols), s3, b3); }
+                if (NV > 4u) { store_block4(mat4x4<f32>(acc44, acc54, acc64, acc74), base + 1u + 16u * step4, step4, cols_left(c0, 4u, cols), s4, b4); }
+                if (NV > 5u) { store_block4(mat4x4<f32>(acc45, acc55, acc65, acc75), base + 1u + 20u * step4, step4, cols_left(c0, 5u, cols), s5, b5); }
+                if (NV > 6u) { store_block4(mat4x4<f32>(acc46, acc56, acc66, acc76), base + 1u + 24u * step4, step4, cols_left(c0, 6u, cols), s6, b6); }
+                if (NV > 7u) { store_block4(mat4x4<f32>(acc47, acc57, acc67, acc77), base + 1u + 28u * step4, step4, cols_left(c0, 7u, cols), s7, b7); }
             }
 // END GENERATED vec4 stores
         }
@@ -2332,15 +2269,6 @@ fn store_rows(step: u32, c0: u32, cols: u32, epilogue: bool, v_at: u32) {
 // out4 is the output buffer again, as vec4s.
 @group(0) @binding(6) var<storage, read_write> out4: array<vec4<f32>>;
 override STORE4: bool = false;
-
-// The accumulators of rows 0..3 as columns, in pixel order: perm 0 rows
-// 0, 1, 2, 3; perm 1 (WINDOW = 4, even P) rows 0, 2, 1, 3; perm 2 (odd P)
-// rows 2, 0, 3, 1.
-fn permuted(r0: vec4<f32>, r1: vec4<f32>, r2: vec4<f32>, r3: vec4<f32>, perm: u32) -> mat4x4<f32> {
-    if (perm == 1u) { return mat4x4<f32>(r0, r2, r1, r3); }
-    if (perm == 2u) { return mat4x4<f32>(r2, r0, r3, r1); }
-    return mat4x4<f32>(r0, r1, r2, r3);
-}
 
 // Column c < left of the 4 pixels (row c of the transpose) at base + c*step,
 // through the epilogue with scale s[c] and shift b[c].
@@ -2604,32 +2532,25 @@ fn backward_input_window_s2(wg: vec3<u32>, nwg: vec3<u32>, lid: u32, lane: u32) 
     let odd = p.pad % 2u;
     let th = (p.h + 1u) / 2u;
     let t = (wg.y * nwg.x + wg.x) * WG + lid;
-    // A lane: ROWS (4 or 8) adjacent pixels.
-    let tiles = (p.w + ROWS - 1u) / ROWS;
+    // A lane: 8 adjacent pixels. Every second one from ix0 + P % 2 has
+    // ix + P even and takes taps kx = 0, 2 (rows 0..3); the others take
+    // kx = 1 (rows 4..7).
+    let tiles = (p.w + 7u) / 8u;
     let image_row = qdiv(t, tiles);
     let n = qdiv(image_row, th);
     let iy = (phy + 2u - odd) % 2u + 2u * (image_row - n * th);
-    let ix0 = (t - image_row * tiles) * ROWS;
+    let ix0 = (t - image_row * tiles) * 8u;
     let live = image_row < p.n * th && iy < p.h;
-    // Rows 0 .. ROWS/2 - 1: the pixels with ix + P even (taps kx = 0, 2),
-    // every second from ix0 + P % 2; the other half the others.
     let a = ix0 + odd;
     let b = ix0 + 1u - odd;
-    if (ROWS == 8u) {
-        row0 = input_pixel_row(n, iy, a, live, g, c0);
-        row1 = input_pixel_row(n, iy, a + 2u, live, g, c0);
-        row2 = input_pixel_row(n, iy, a + 4u, live, g, c0);
-        row3 = input_pixel_row(n, iy, a + 6u, live, g, c0);
-        row4 = input_pixel_row(n, iy, b, live, g, c0);
-        row5 = input_pixel_row(n, iy, b + 2u, live, g, c0);
-        row6 = input_pixel_row(n, iy, b + 4u, live, g, c0);
-        row7 = input_pixel_row(n, iy, b + 6u, live, g, c0);
-    } else {
-        row0 = input_pixel_row(n, iy, a, live, g, c0);
-        row1 = input_pixel_row(n, iy, a + 2u, live, g, c0);
-        row2 = input_pixel_row(n, iy, b, live, g, c0);
-        row3 = input_pixel_row(n, iy, b + 2u, live, g, c0);
-    }
+    row0 = input_pixel_row(n, iy, a, live, g, c0);
+    row1 = input_pixel_row(n, iy, a + 2u, live, g, c0);
+    row2 = input_pixel_row(n, iy, a + 4u, live, g, c0);
+    row3 = input_pixel_row(n, iy, a + 6u, live, g, c0);
+    row4 = input_pixel_row(n, iy, b, live, g, c0);
+    row5 = input_pixel_row(n, iy, b + 2u, live, g, c0);
+    row6 = input_pixel_row(n, iy, b + 4u, live, g, c0);
+    row7 = input_pixel_row(n, iy, b + 6u, live, g, c0);
     // Row 0 carries the window: dy rows oy0 - my, columns xb + e.
     let oy0 = (iy + p.pad - phy) / 2u;
     let xb = i32((ix0 + p.pad + 1u) / 2u) - 1;

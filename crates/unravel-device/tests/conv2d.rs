@@ -146,6 +146,9 @@ fn strided_convolutions_match_reference() {
     check_both(shape(2, 3, 5, (8, 16), 3, 2, 1, 1), true, 86);
     // One column: every lane's first pixel with two taps is past the edge.
     check_both(shape(2, 3, 4, (7, 1), 3, 2, 1, 1), false, 88);
+    // More than 16 input channels: two column blocks, the second ragged.
+    check_both(shape(1, 20, 6, (7, 10), 3, 2, 1, 1), false, 90);
+    check_both(shape(2, 36, 4, (6, 9), 3, 2, 1, 1), false, 92);
 }
 
 #[test]

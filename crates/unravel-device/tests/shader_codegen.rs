@@ -145,7 +145,8 @@ fn load_taps() -> String {
 fn fma_rows() -> String {
     let params: Vec<String> = (0..MAX_NV).map(|b| format!("b{b}: vec4<f32>")).collect();
     let mut s = fma_function(&format!("fma_rows({})", params.join(", ")), 4, |_| None);
-    // WINDOW = 4 with 8 rows multiplies rows 4..7 (A in av1) by another tap.
+    // Rows 4..7 (A in av1): the second 4 pixels of 8, or WINDOW = 4's
+    // pixels at tap 1.
     writeln!(s, "fn fma_rows47({}) {{", params.join(", ")).unwrap();
     for b in 0..MAX_NV {
         let fmas: Vec<String> = (4..8)
@@ -155,20 +156,6 @@ fn fma_rows() -> String {
         writeln!(s, "    {}", guarded(cond, &fmas.join(" "))).unwrap();
     }
     s += "}\n";
-    // WINDOW = 4 multiplies rows 0, 1 and rows 2, 3 by different taps.
-    for (name, rows) in [("fma_rows01", [0, 1]), ("fma_rows23", [2, 3])] {
-        writeln!(s, "fn {name}(a: vec2<f32>, {}) {{", params.join(", ")).unwrap();
-        for b in 0..MAX_NV {
-            let fmas: Vec<String> = rows
-                .iter()
-                .zip(["x", "y"])
-                .map(|(r, c)| format!("acc{r}{b} += a.{c} * b{b};"))
-                .collect();
-            let cond = (b > 0).then(|| format!("NV > {b}u"));
-            writeln!(s, "    {}", guarded(cond, &fmas.join(" "))).unwrap();
-        }
-        s += "}\n";
-    }
     s
 }
 
@@ -193,11 +180,7 @@ fn window_pairs() -> String {
             }
             taps.push(names.join(", "));
         }
-        writeln!(s, "    if (WINDOW == 4u && ROWS == 4u) {{").unwrap();
-        writeln!(s, "        fma_rows01(win0.xy, {});", taps[0]).unwrap();
-        writeln!(s, "        fma_rows23(win1.xy, {});", taps[1]).unwrap();
-        writeln!(s, "        fma_rows01(win2.xy, {});", taps[2]).unwrap();
-        writeln!(s, "    }} else if (WINDOW == 4u) {{").unwrap();
+        writeln!(s, "    if (WINDOW == 4u) {{").unwrap();
         writeln!(s, "        av0 = win0;").unwrap();
         writeln!(s, "        fma_rows({});", taps[0]).unwrap();
         writeln!(s, "        av1 = win1;").unwrap();
@@ -220,12 +203,12 @@ fn window_pairs() -> String {
 
 /// The body of store_rows's vec4 path: the 4 rows (4 adjacent pixels in
 /// window mode) of each column are one vec4, columns c0 + 4b + c at base +
-/// (4b + c) * step4 (in vec4s), rows put in pixel order by `perm`.
+/// (4b + c) * step4 (in vec4s).
 fn vec4_stores() -> String {
     let mut s = String::new();
     for b in 0..MAX_NV {
         let body = format!(
-            "store_block4(permuted(acc0{b}, acc1{b}, acc2{b}, acc3{b}, perm), base + {}u * step4, step4, \
+            "store_block4(mat4x4<f32>(acc0{b}, acc1{b}, acc2{b}, acc3{b}), base + {}u * step4, step4, \
              cols_left(c0, {b}u, cols), s{b}, b{b});",
             4 * b
         );
@@ -237,7 +220,7 @@ fn vec4_stores() -> String {
     s += "            if (ROWS == 8u) {\n";
     for b in 0..MAX_NV {
         let body = format!(
-            "store_block4(permuted(acc4{b}, acc5{b}, acc6{b}, acc7{b}, 0u), base + 1u + {}u * step4, \
+            "store_block4(mat4x4<f32>(acc4{b}, acc5{b}, acc6{b}, acc7{b}), base + 1u + {}u * step4, \
              step4, cols_left(c0, {b}u, cols), s{b}, b{b});",
             4 * b
         );
