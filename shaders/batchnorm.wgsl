@@ -14,7 +14,8 @@
 // threads step through them without per-element division.
 //
 // Training forward = bn_stats (partial mean/M2 per chunk) + bn_apply_train
-// (each workgroup merges its channel's partials, then y = x * scale + shift).
+// (each workgroup merges its channel's partials, then y = x * scale + shift;
+// bn_apply_train_add also adds a residual and applies ReLU).
 // Backward = bn_grad_stats (partial sums of dy and dy * (x - mean)) +
 // bn_grad_apply. Two passes over the data each way; the tiny per-channel
 // finalisation is folded into the second pass to save a dispatch.
@@ -324,6 +325,42 @@ fn bn_apply_train4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocati
 fn bn_apply_train(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     train_coefficients(lid, wg.x, wg.y);
     apply1(lid, wg.x, wg.y);
+}
+
+// The training normalisation fused with the residual merge after it:
+// y = max(x * scale + shift + r, 0), r (the block's shortcut) read through
+// the dy binding, so the branch's output is never stored.
+fn apply_add4(lid: u32, chunk: u32, c: u32) {
+    let k = workgroupUniformLoad(&coef);
+    var cur = cursor(chunk, lid);
+    while (cur.x < cur.w) {
+        let r = dy4[at(p.dy_off, p.dy_stride, c, cur)];
+        let v = x4[at(p.x_off, p.x_stride, c, cur)] * k.x + k.y + r;
+        y4[at(p.y_off, p.y_stride, c, cur)] = max(v, vec4<f32>(0.0));
+        cur = advance(cur);
+    }
+}
+
+fn apply_add1(lid: u32, chunk: u32, c: u32) {
+    let k = workgroupUniformLoad(&coef);
+    var cur = cursor(chunk, lid);
+    while (cur.x < cur.w) {
+        let v = x[at(p.x_off, p.x_stride, c, cur)] * k.x + k.y + dy[at(p.dy_off, p.dy_stride, c, cur)];
+        y[at(p.y_off, p.y_stride, c, cur)] = max(v, 0.0);
+        cur = advance(cur);
+    }
+}
+
+@compute @workgroup_size(WG)
+fn bn_apply_train_add4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    train_coefficients(lid, wg.x, wg.y);
+    apply_add4(lid, wg.x, wg.y);
+}
+
+@compute @workgroup_size(WG)
+fn bn_apply_train_add(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    train_coefficients(lid, wg.x, wg.y);
+    apply_add1(lid, wg.x, wg.y);
 }
 
 // ---- eval forward (running statistics) ------------------------------------

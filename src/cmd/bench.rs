@@ -7,7 +7,7 @@ use anyhow::Context;
 use rand::{Rng, SeedableRng};
 use unravel_device::kernels::sgd::SgdConfig;
 use unravel_device::{AdapterOptions, Gpu};
-use unravel_graph::{Mode, ModelState, Optimizer, Plan};
+use unravel_graph::{Mode, ModelState, Optimizer, Plan, PlanOptions};
 use unravel_train::models::{build, ModelConfig, ShortcutKind};
 use unravel_train::stochastic_depth::StochasticDepth;
 use unravel_train::DatasetKind;
@@ -37,6 +37,10 @@ pub struct BenchArgs {
     /// P_L for the last block), in the same run as the constant-depth steps.
     #[arg(long, value_name = "P_L")]
     stochastic_depth: Option<f64>,
+    /// Every op a pass of its own: no batch norm folded into a convolution
+    /// (inference), no residual merge fused into a batch norm (training).
+    #[arg(long)]
+    unfused: bool,
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -63,7 +67,11 @@ pub fn run(options: &AdapterOptions, args: &BenchArgs) -> anyhow::Result<()> {
         .map(|_| rng.random_range(0..config.classes as u32))
         .collect();
 
-    let train = Plan::compile(&gpu, &graph, &state, n, Mode::Train)?;
+    let options = PlanOptions {
+        unfused: args.unfused,
+        ..Default::default()
+    };
+    let train = Plan::compile_with(&gpu, &graph, &state, n, Mode::Train, &options)?;
     let sgd = SgdConfig {
         lr: 0.01,
         momentum: 0.9,
@@ -120,7 +128,7 @@ pub fn run(options: &AdapterOptions, args: &BenchArgs) -> anyhow::Result<()> {
         print_profile(&train.profile(&gpu, 3)?);
     }
 
-    let eval = Plan::compile(&gpu, &graph, &state, n, Mode::Eval)?;
+    let eval = Plan::compile_with(&gpu, &graph, &state, n, Mode::Eval, &options)?;
     for _ in 0..args.warmup.max(1) {
         eval.eval_step(&gpu, &images, &labels, &[])?;
     }

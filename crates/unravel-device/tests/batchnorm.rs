@@ -9,8 +9,8 @@ mod common;
 
 use common::*;
 use unravel_device::kernels::batchnorm::{
-    batchnorm_backward, batchnorm_eval_forward, batchnorm_train_forward, BatchNormConfig,
-    BatchNormShape,
+    batchnorm_backward, batchnorm_eval_forward, batchnorm_train_forward,
+    batchnorm_train_forward_add_relu, BatchNormConfig, BatchNormShape,
 };
 use unravel_device::reference::batchnorm as reference;
 use unravel_device::Tensor;
@@ -206,6 +206,79 @@ fn train_forward_and_backward_match_reference_on_awkward_shapes() {
             check_train_and_backward(d, relu, 100 + 10 * k as u64);
         }
     }
+}
+
+#[test]
+fn train_forward_fused_with_the_residual_merge_matches_reference() {
+    // y = max(bn(x) + r, 0); planes of 12 (vec4 kernels) and 7x5 (scalar),
+    // the residual a channel slice of a larger buffer in the second case.
+    let g = gpu();
+    for (d, seed) in [([3, 5, 4, 3], 40), ([2, 3, 7, 5], 50)] {
+        let s = bn_shape(d);
+        let cfg = BatchNormConfig::default();
+        let numel: usize = d.iter().product();
+        let x: Vec<f32> = random(numel, seed).iter().map(|v| 0.3 + 2.0 * v).collect();
+        let r = random(numel, seed + 1);
+        let p = params(d[1], seed);
+        let gp = upload_params(&p);
+        let tx = g.upload(&x, &d).unwrap();
+        let wide = [d[0], d[1] + 2, d[2], d[3]];
+        let plane = d[2] * d[3];
+        let mut r_wide = random(wide.iter().product(), seed + 2);
+        for n in 0..d[0] {
+            let src = &r[n * d[1] * plane..(n + 1) * d[1] * plane];
+            let at = (n * wide[1] + 1) * plane;
+            r_wide[at..at + src.len()].copy_from_slice(src);
+        }
+        let residual = g.upload(&r_wide, &wide).unwrap();
+        let tr = residual.channel_slice(1, 1 + d[1]).unwrap();
+        let ty = g.upload(&random(numel, seed + 3), &d).unwrap();
+        let dispatches = batchnorm_train_forward_add_relu(
+            g, &s, &cfg, &tx, &gp.gamma, &gp.beta, &gp.rm, &gp.rv, &gp.saved, &tr, &ty,
+        )
+        .unwrap();
+        g.run(&dispatches).unwrap();
+        let want = reference_train(&x, d, &p, &cfg);
+        let want_y: Vec<f64> = want
+            .y
+            .iter()
+            .zip(&r)
+            .map(|(b, &r)| (b + r as f64).max(0.0))
+            .collect();
+        assert_close(&format!("y {d:?}"), &g.read(&ty).unwrap(), &want_y, TOL);
+        assert_close(
+            "running_mean",
+            &g.read(&gp.rm).unwrap(),
+            &want.running_mean,
+            TOL,
+        );
+        assert_close(
+            "running_var",
+            &g.read(&gp.rv).unwrap(),
+            &want.running_var,
+            TOL,
+        );
+    }
+    // The ReLU comes after the sum, so a fused ReLU before it is refused.
+    let s = bn_shape([2, 3, 4, 4]);
+    let t = g.zeros(&[2, 3, 4, 4]).unwrap();
+    let v = g.zeros(&[3]).unwrap();
+    let saved = g.zeros(&[2, 3]).unwrap();
+    let err = batchnorm_train_forward_add_relu(
+        g,
+        &s,
+        &relu_cfg(true),
+        &t,
+        &v,
+        &v,
+        &v,
+        &v,
+        &saved,
+        &t,
+        &t,
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("cfg.relu must be off"), "{err}");
 }
 
 #[test]

@@ -125,6 +125,8 @@ fn dense_convolutions_match_reference() {
     check_both(shape(2, 5, 6, (6, 8), 3, 1, 1, 1), true, 38);
     // Lanes of 8 pixels on rows of 12: the last lane of a row is half full.
     check_both(shape(1, 4, 5, (5, 12), 3, 1, 1, 1), true, 39);
+    // 20 input channels (5 column blocks) in the input gradient's lanes of 8.
+    check_both(shape(2, 20, 6, (6, 8), 3, 1, 1, 1), false, 41);
 }
 
 #[test]

@@ -324,6 +324,45 @@ impl Compiler<'_> {
         Ok(d)
     }
 
+    /// Training batch norm `bn` and the residual add + ReLU `add` after it as
+    /// one pass that writes the merge's output; the branch output itself
+    /// is never stored (no backward reads it).
+    fn forward_merged(&mut self, bn: NodeId, add: NodeId) -> Result<Vec<Dispatch>> {
+        let gpu = self.gpu;
+        let node = &self.graph.nodes[bn.0];
+        let add_node = &self.graph.nodes[add.0];
+        let Op::BatchNorm {
+            weight,
+            bias,
+            state,
+            relu: false,
+        } = node.op
+        else {
+            return Err(GraphError::Invalid(format!(
+                "{} is not a batch norm without ReLU",
+                node.name
+            )));
+        };
+        let residual = add_node
+            .inputs
+            .iter()
+            .find(|&&v| v != node.output)
+            .map(|v| self.values[v.0].clone())
+            .ok_or_else(|| GraphError::Invalid(format!("{} has no shortcut", add_node.name)))?;
+        let [n, c, h, w] = self.shape(node.inputs[0]);
+        let s = BatchNormShape { n, c, h, w };
+        let (rm, rv) = &self.state.bn_running[state];
+        let (g, b) = (self.param(weight)?, self.param(bias)?);
+        let saved = gpu.zeros(&[2, c])?;
+        self.saved.insert(bn, saved.clone());
+        let x = &self.values[node.inputs[0].0];
+        let y = &self.values[add_node.output.0];
+        let cfg = Self::bn_config(false);
+        Ok(bn::batchnorm_train_forward_add_relu(
+            gpu, &s, &cfg, x, &g, &b, rm, rv, &saved, &residual, y,
+        )?)
+    }
+
     fn backward(&mut self, id: NodeId) -> Result<Vec<Part>> {
         let gpu = self.gpu;
         let node = self.graph.nodes[id.0].clone();
@@ -557,9 +596,10 @@ pub struct PlanOptions {
     /// step; every other buffer is shared by liveness and may be reused.
     pub keep: Vec<ValueId>,
     /// Evaluation plans fold each batch norm that follows a convolution into
-    /// it (the convolution stores scale * y + shift, and the ReLU); this
-    /// keeps them as passes of their own instead.
-    pub unfolded_batch_norms: bool,
+    /// it (the convolution stores scale * y + shift, and the ReLU), and
+    /// training plans fuse each residual add + ReLU into the batch norm
+    /// before it; this keeps every op a pass of its own instead.
+    pub unfused: bool,
 }
 
 impl Plan {
@@ -628,13 +668,27 @@ impl Plan {
                 }
             }
         }
-        let folds = if mode == Mode::Eval && !options.unfolded_batch_norms {
-            crate::fold::foldable_batch_norms(graph, &options.keep)
-        } else {
-            Vec::new()
+        let (folds, merges) = match (mode, options.unfused) {
+            (_, true) => (Vec::new(), Vec::new()),
+            (Mode::Eval, false) => (
+                crate::fold::foldable_batch_norms(graph, &options.keep),
+                Vec::new(),
+            ),
+            (Mode::Train, false) => {
+                let merges = crate::fold::fusable_merges(graph, &options.keep);
+                // A recomputed batch norm output is not a merge's branch.
+                let merges = merges
+                    .into_iter()
+                    .filter(|(bn, _)| !recompute[graph.nodes[bn.0].output.0])
+                    .collect();
+                (Vec::new(), merges)
+            }
         };
+        // Each pair is one dispatch at the first node's place that writes
+        // the second node's output.
+        let early: Vec<(NodeId, NodeId)> = folds.iter().chain(&merges).copied().collect();
         let assignment =
-            crate::memory::plan(graph, batch, mode, &root, &options.keep, &recompute, &folds);
+            crate::memory::plan(graph, batch, mode, &root, &options.keep, &recompute, &early);
         let slots: Vec<Tensor> = assignment
             .slot_bytes
             .iter()
@@ -694,10 +748,13 @@ impl Plan {
         let mut nodes = Vec::with_capacity(graph.nodes.len());
         for i in 0..graph.nodes.len() {
             let id = NodeId(i);
-            let forward = match folds.iter().find(|(conv, bn)| *conv == id || *bn == id) {
-                Some(&(conv, bn)) if conv == id => c.forward_folded(conv, bn)?,
-                Some(_) => Vec::new(),
-                None => c.forward(id)?,
+            let fold = folds.iter().find(|(conv, bn)| *conv == id || *bn == id);
+            let merge = merges.iter().find(|(bn, add)| *bn == id || *add == id);
+            let forward = match (fold, merge) {
+                (Some(&(conv, bn)), _) if conv == id => c.forward_folded(conv, bn)?,
+                (_, Some(&(bn, add))) if bn == id => c.forward_merged(bn, add)?,
+                (Some(_), _) | (_, Some(_)) => Vec::new(),
+                (None, None) => c.forward(id)?,
             };
             nodes.push(NodePlan {
                 forward,

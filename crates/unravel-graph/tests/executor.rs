@@ -233,7 +233,7 @@ fn eval_plans_fold_each_batch_norm_into_the_convolution_before_it() {
     train.eval_step(g, &images, &labels, &[]).unwrap();
     let folded = Plan::compile(g, &graph, &state, N, Mode::Eval).unwrap();
     let options = PlanOptions {
-        unfolded_batch_norms: true,
+        unfused: true,
         ..Default::default()
     };
     let unfolded = Plan::compile_with(g, &graph, &state, N, Mode::Eval, &options).unwrap();
@@ -267,4 +267,45 @@ fn eval_plans_fold_each_batch_norm_into_the_convolution_before_it() {
         let want: Vec<f64> = b.iter().map(|&v| v as f64).collect();
         assert!(max_rel(&a, &want) < 1e-5, "{a:?} vs {b:?}");
     }
+}
+
+#[test]
+fn train_plans_fuse_each_residual_merge_into_the_batch_norm_before_it() {
+    let g = gpu();
+    let graph = tiny_residual_net();
+    let state = ModelState::new(g, &graph, 5).unwrap();
+    let (images, labels) = batch(&graph);
+    let fused = Plan::compile(g, &graph, &state, N, Mode::Train).unwrap();
+    let options = PlanOptions {
+        unfused: true,
+        ..Default::default()
+    };
+    let unfused = Plan::compile_with(g, &graph, &state, N, Mode::Train, &options).unwrap();
+    // block0 and block1 end in bn2 -> add + ReLU; block2's highway merge
+    // stays a pass of its own.
+    for block in ["block0", "block1"] {
+        let bn = graph
+            .nodes
+            .iter()
+            .position(|n| n.name == format!("{block}.bn2"));
+        let merge = graph
+            .nodes
+            .iter()
+            .position(|n| n.op == Op::Add { relu: true } && n.name.starts_with(block));
+        let (bn, merge) = (NodeId(bn.unwrap()), NodeId(merge.unwrap()));
+        assert_eq!(fused.forward_dispatches(bn), unfused.forward_dispatches(bn));
+        assert_eq!(fused.forward_dispatches(merge), 0, "{block}");
+        assert_eq!(unfused.forward_dispatches(merge), 1, "{block}");
+    }
+    let conv = state.param_id("block0.conv1.weight").unwrap();
+    let mut results = Vec::new();
+    for plan in [&fused, &unfused] {
+        plan.gradients(g, &images, &labels, &[]).unwrap();
+        let logits = plan.read_value(g, graph.output).unwrap();
+        results.push((logits, state.read_grad(g, conv).unwrap()));
+    }
+    let want: Vec<f64> = results[1].0.iter().map(|&v| v as f64).collect();
+    assert!(max_rel(&results[0].0, &want) < 1e-5);
+    let want: Vec<f64> = results[1].1.iter().map(|&v| v as f64).collect();
+    assert!(max_rel(&results[0].1, &want) < 1e-4);
 }

@@ -311,6 +311,70 @@ pub fn batchnorm_train_forward(
     saved: &Tensor,
     y: &Tensor,
 ) -> Result<Vec<Dispatch>> {
+    let stats = TrainStats {
+        gamma,
+        beta,
+        running_mean,
+        running_var,
+        saved,
+    };
+    train_forward(gpu, s, cfg, x, &stats, None, y)
+}
+
+/// [`batchnorm_train_forward`] fused with the residual merge that follows
+/// it: y = max(bn(x) + residual, 0) (`cfg.relu` must be off: the ReLU comes
+/// after the sum). The normalised x itself is not stored; backward needs
+/// only x, `saved` and the gradient the merge passes back. Two dispatches.
+#[allow(clippy::too_many_arguments)]
+pub fn batchnorm_train_forward_add_relu(
+    gpu: &Gpu,
+    s: &BatchNormShape,
+    cfg: &BatchNormConfig,
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    running_mean: &Tensor,
+    running_var: &Tensor,
+    saved: &Tensor,
+    residual: &Tensor,
+    y: &Tensor,
+) -> Result<Vec<Dispatch>> {
+    const OP: &str = "batchnorm_train_forward_add_relu";
+    if cfg.relu {
+        return Err(shape_error(
+            OP,
+            "the ReLU follows the sum: cfg.relu must be off",
+        ));
+    }
+    check_nchw(OP, "residual", residual, s)?;
+    let stats = TrainStats {
+        gamma,
+        beta,
+        running_mean,
+        running_var,
+        saved,
+    };
+    train_forward(gpu, s, cfg, x, &stats, Some(residual), y)
+}
+
+/// The per-channel operands of a training forward.
+struct TrainStats<'a> {
+    gamma: &'a Tensor,
+    beta: &'a Tensor,
+    running_mean: &'a Tensor,
+    running_var: &'a Tensor,
+    saved: &'a Tensor,
+}
+
+fn train_forward(
+    gpu: &Gpu,
+    s: &BatchNormShape,
+    cfg: &BatchNormConfig,
+    x: &Tensor,
+    st: &TrainStats,
+    residual: Option<&Tensor>,
+    y: &Tensor,
+) -> Result<Vec<Dispatch>> {
     const OP: &str = "batchnorm_train_forward";
     check_shape(OP, s)?;
     if s.n * s.h * s.w < 2 {
@@ -323,34 +387,34 @@ pub fn batchnorm_train_forward(
     check_nchw(OP, "x", x, s)?;
     check_nchw(OP, "y", y, s)?;
     for (what, t) in [
-        ("gamma", gamma),
-        ("beta", beta),
-        ("running_mean", running_mean),
-        ("running_var", running_var),
+        ("gamma", st.gamma),
+        ("beta", st.beta),
+        ("running_mean", st.running_mean),
+        ("running_var", st.running_var),
     ] {
         check_vector(OP, what, t, &[s.c])?;
     }
-    check_vector(OP, "saved", saved, &[2, s.c])?;
-    let plan = Plan::new(gpu, s, &[x, y]);
+    check_vector(OP, "saved", st.saved, &[2, s.c])?;
+    let views: Vec<&Tensor> = [Some(x), Some(y), residual].into_iter().flatten().collect();
+    let plan = Plan::new(gpu, s, &views);
     let part = gpu.zeros(&[s.c * plan.chunks * 4])?;
     let ops = Operands {
         y: Some(y),
-        beta: Some(beta),
-        running_mean: Some(running_mean),
-        running_var: Some(running_var),
-        saved: Some(saved),
+        dy: residual,
+        beta: Some(st.beta),
+        running_mean: Some(st.running_mean),
+        running_var: Some(st.running_var),
+        saved: Some(st.saved),
         part: Some(&part),
-        ..Operands::new(x, gamma)
+        ..Operands::new(x, st.gamma)
+    };
+    let apply = match residual {
+        None => plan.entry("bn_apply_train", "bn_apply_train4"),
+        Some(_) => plan.entry("bn_apply_train_add", "bn_apply_train_add4"),
     };
     Ok(vec![
         ops.dispatch(gpu, plan.entry("bn_stats", "bn_stats4"), s, cfg, &plan)?,
-        ops.dispatch(
-            gpu,
-            plan.entry("bn_apply_train", "bn_apply_train4"),
-            s,
-            cfg,
-            &plan,
-        )?,
+        ops.dispatch(gpu, apply, s, cfg, &plan)?,
     ])
 }
 
