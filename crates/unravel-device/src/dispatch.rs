@@ -250,7 +250,7 @@ impl Recorder<'_> {
                     timestamp_writes: None,
                 });
                 while let Some(Command::Dispatch(d)) = commands.peek() {
-                    pass.set_pipeline(&d.kernel.pipeline);
+                    pass.set_pipeline(d.kernel.pipeline());
                     pass.set_bind_group(0, &d.bind_group, &[]);
                     let [x, y, z] = d.workgroups;
                     pass.dispatch_workgroups(x, y, z);

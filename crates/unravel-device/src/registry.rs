@@ -5,10 +5,18 @@
 //! points can share one file's declarations. Where the adapter has
 //! PIPELINE_CACHE, driver-compiled pipelines are also kept on disk so that a
 //! second run starts fast.
+//!
+//! The driver's compilation runs on a thread of its own per pipeline: a
+//! dispatch needs only the bind group layout to be prepared, and waits for
+//! its pipeline when it is first recorded, so a plan's pipelines compile in
+//! parallel (lavapipe keeps no pipeline cache and compiles the convolution
+//! variants in 0.1 to 0.6 s each: ResNet-20's first step took 4.5 s with
+//! them compiled one after another).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread::JoinHandle;
 
 use crate::error::{DeviceError, Result};
 use crate::shaders;
@@ -25,12 +33,30 @@ pub enum BindingKind {
 #[derive(Debug)]
 pub struct Kernel {
     pub(crate) name: String,
-    pub(crate) pipeline: wgpu::ComputePipeline,
+    pipeline: OnceLock<wgpu::ComputePipeline>,
+    compiling: Mutex<Option<JoinHandle<wgpu::ComputePipeline>>>,
     pub(crate) layout: wgpu::BindGroupLayout,
     pub(crate) bindings: Vec<(u32, BindingKind)>,
 }
 
 impl Kernel {
+    /// The compiled pipeline, waiting for its compilation the first time.
+    pub(crate) fn pipeline(&self) -> &wgpu::ComputePipeline {
+        self.pipeline.get_or_init(|| {
+            let handle = self
+                .compiling
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take()
+                .expect("a kernel's pipeline is set or being compiled");
+            // wgpu reports a failed compilation through the device's error
+            // handler, not by panicking, so the thread returns a pipeline.
+            handle
+                .join()
+                .unwrap_or_else(|e| std::panic::resume_unwind(e))
+        })
+    }
+
     /// `file::entry`, for errors and profiles.
     pub fn name(&self) -> &str {
         &self.name
@@ -174,22 +200,30 @@ impl KernelRegistry {
                 bind_group_layouts: &[Some(&layout)],
                 immediate_size: 0,
             });
-        let pipeline = self
-            .device
-            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                label: Some(&name),
+        let device = self.device.clone();
+        let shader = module.module.clone();
+        let cache = self.cache.as_ref().map(|(c, _)| c.clone());
+        let owned: Vec<(String, f64)> =
+            constants.iter().map(|&(k, v)| (k.to_string(), v)).collect();
+        let (label, entry_point) = (name.clone(), entry.to_string());
+        let compiling = std::thread::spawn(move || {
+            let constants: Vec<(&str, f64)> = owned.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+            device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(&label),
                 layout: Some(&pipeline_layout),
-                module: &module.module,
-                entry_point: Some(entry),
+                module: &shader,
+                entry_point: Some(&entry_point),
                 compilation_options: wgpu::PipelineCompilationOptions {
-                    constants,
+                    constants: &constants,
                     zero_initialize_workgroup_memory: false,
                 },
-                cache: self.cache.as_ref().map(|(c, _)| c),
-            });
+                cache: cache.as_ref(),
+            })
+        });
         let kernel = Arc::new(Kernel {
             name,
-            pipeline,
+            pipeline: OnceLock::new(),
+            compiling: Mutex::new(Some(compiling)),
             layout,
             bindings,
         });
