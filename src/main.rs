@@ -16,7 +16,7 @@ struct Cli {
     #[arg(long, global = true, value_name = "NAME")]
     adapter: Option<String>,
 
-    /// Convolution algorithm (direct, subgroup, subgroup-shuffle, tiled)
+    /// Convolution algorithm (direct, subgroup, subgroup-wide, subgroup-shuffle, tiled)
     /// instead of the one chosen for the adapter type.
     #[arg(long, global = true, value_name = "ALGO")]
     conv_algo: Option<unravel_device::kernels::conv2d::Conv2dAlgo>,

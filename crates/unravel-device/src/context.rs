@@ -141,6 +141,13 @@ impl Gpu {
         self.adapter.features()
     }
 
+    /// Runs `f` (which prepares dispatches, e.g. compiles a plan) with the
+    /// pipelines it needs compiled in parallel, and returns once all are
+    /// compiled.
+    pub fn compile_in_parallel<R>(&self, f: impl FnOnce() -> R) -> R {
+        self.registry.in_parallel(f)
+    }
+
     /// The convolution algorithm chosen in [`AdapterOptions::conv_algo`].
     pub fn conv_algo_override(&self) -> Option<Conv2dAlgo> {
         self.conv_algo

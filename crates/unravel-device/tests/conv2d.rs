@@ -98,8 +98,10 @@ fn check(s: Conv2dShape, with_bias: bool, algo: Conv2dAlgo, seed: u64) {
 fn check_both(s: Conv2dShape, with_bias: bool, seed: u64) {
     check(s, with_bias, Conv2dAlgo::Direct, seed);
     check(s, with_bias, Conv2dAlgo::Tiled, seed);
-    if Conv2dAlgo::for_gpu(gpu()) == Conv2dAlgo::Subgroup {
+    if gpu().features().contains(wgpu::Features::SUBGROUP) {
+        // Both register budgets (GPUs' and CPUs') and the shuffle path.
         check(s, with_bias, Conv2dAlgo::Subgroup, seed);
+        check(s, with_bias, Conv2dAlgo::SubgroupWide, seed);
         check(s, with_bias, Conv2dAlgo::SubgroupShuffle, seed);
     }
 }
@@ -321,6 +323,10 @@ fn shape_helpers_follow_pytorch() {
 fn the_algorithm_can_be_chosen_by_name_for_an_adapter() {
     assert_eq!("tiled".parse::<Conv2dAlgo>(), Ok(Conv2dAlgo::Tiled));
     assert_eq!("Subgroup".parse::<Conv2dAlgo>(), Ok(Conv2dAlgo::Subgroup));
+    assert_eq!(
+        "subgroup-wide".parse::<Conv2dAlgo>(),
+        Ok(Conv2dAlgo::SubgroupWide)
+    );
     assert_eq!(
         "subgroup-shuffle".parse::<Conv2dAlgo>(),
         Ok(Conv2dAlgo::SubgroupShuffle)

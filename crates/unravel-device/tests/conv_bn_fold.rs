@@ -105,8 +105,12 @@ fn check(s: Conv2dShape, algo: Conv2dAlgo, relu: bool, seed: u64) {
 #[test]
 fn a_folded_batch_norm_matches_convolution_then_batch_norm() {
     let mut algos = vec![Conv2dAlgo::Direct, Conv2dAlgo::Tiled];
-    if Conv2dAlgo::for_gpu(gpu()) == Conv2dAlgo::Subgroup {
-        algos.extend([Conv2dAlgo::Subgroup, Conv2dAlgo::SubgroupShuffle]);
+    if gpu().features().contains(wgpu::Features::SUBGROUP) {
+        algos.extend([
+            Conv2dAlgo::Subgroup,
+            Conv2dAlgo::SubgroupWide,
+            Conv2dAlgo::SubgroupShuffle,
+        ]);
     }
     for algo in algos {
         for relu in [false, true] {

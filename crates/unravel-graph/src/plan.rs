@@ -624,6 +624,18 @@ impl Plan {
         mode: Mode,
         options: &PlanOptions,
     ) -> Result<Plan> {
+        // The plan's pipelines compile on threads of their own meanwhile.
+        gpu.compile_in_parallel(|| Plan::compile_all(gpu, graph, state, batch, mode, options))
+    }
+
+    fn compile_all(
+        gpu: &Gpu,
+        graph: &Graph,
+        state: &ModelState,
+        batch: usize,
+        mode: Mode,
+        options: &PlanOptions,
+    ) -> Result<Plan> {
         if batch == 0 {
             return Err(GraphError::Invalid("batch size must be positive".into()));
         }

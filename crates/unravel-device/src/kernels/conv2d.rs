@@ -8,7 +8,8 @@
 //! it); weights and biases must be contiguous.
 //!
 //! Algorithms: [`Conv2dAlgo::Direct`] (one invocation per output, works on
-//! any adapter), [`Conv2dAlgo::Subgroup`] (register-blocked GEMM whose
+//! any adapter), [`Conv2dAlgo::Subgroup`] and [`Conv2dAlgo::SubgroupWide`]
+//! (register-blocked GEMM whose
 //! packed weight / dy operand is shared by subgroup broadcasts, the fast one
 //! on lavapipe: 20-27 GFLOP/s at ResNet-20's shapes) and
 //! [`Conv2dAlgo::Tiled`] (workgroup-memory tiles for GPUs, forward only).
@@ -43,15 +44,16 @@ const MAX_COLS: usize = 32;
 impl std::str::FromStr for Conv2dAlgo {
     type Err = String;
 
-    /// `direct`, `subgroup`, `subgroup-shuffle` or `tiled`.
+    /// `direct`, `subgroup`, `subgroup-shuffle`, `subgroup-wide` or `tiled`.
     fn from_str(name: &str) -> std::result::Result<Conv2dAlgo, String> {
         match name.to_ascii_lowercase().as_str() {
             "direct" => Ok(Conv2dAlgo::Direct),
             "subgroup" => Ok(Conv2dAlgo::Subgroup),
             "subgroup-shuffle" => Ok(Conv2dAlgo::SubgroupShuffle),
+            "subgroup-wide" => Ok(Conv2dAlgo::SubgroupWide),
             "tiled" => Ok(Conv2dAlgo::Tiled),
             _ => Err(format!(
-                "unknown convolution algorithm {name:?}: use direct, subgroup, subgroup-shuffle or tiled"
+                "unknown convolution algorithm {name:?}: use direct, subgroup, subgroup-shuffle, subgroup-wide or tiled"
             )),
         }
     }
@@ -160,6 +162,12 @@ pub enum Conv2dAlgo {
     /// `Subgroup` forced onto its shuffle path, in chunks of 5 lanes: the
     /// path of adapters with narrow subgroups, for tests elsewhere.
     SubgroupShuffle,
+    /// `Subgroup` with more work a lane, which pays where registers are
+    /// memory (CPU adapters, the choice there): 8 pixels a lane in window
+    /// mode, the stride-2 input gradient's and the weight gradient's windows.
+    /// On a GPU those lanes spill registers (H200: the 32->32 input gradient
+    /// at 0.4 TFLOP/s against 11.8 with `Subgroup`).
+    SubgroupWide,
     /// Workgroup-memory tiles (64 pixels x 64 channels) for the forward, the
     /// faster one on an H200 where a layer has 64+ output channels; the
     /// backward passes run `Subgroup` (or `Direct` without the SUBGROUP
@@ -177,8 +185,10 @@ impl Conv2dAlgo {
             chosen
         } else if !gpu.is_cpu() {
             Conv2dAlgo::Tiled
+        } else if gpu.features().contains(wgpu::Features::SUBGROUP) {
+            Conv2dAlgo::SubgroupWide
         } else {
-            Conv2dAlgo::subgroup_or_direct(gpu)
+            Conv2dAlgo::Direct
         }
     }
 
@@ -222,7 +232,10 @@ impl Conv2dAlgo {
     }
 
     fn check(self, gpu: &Gpu, op: &'static str) -> Result<()> {
-        let needs_subgroups = matches!(self, Conv2dAlgo::Subgroup | Conv2dAlgo::SubgroupShuffle);
+        let needs_subgroups = matches!(
+            self,
+            Conv2dAlgo::Subgroup | Conv2dAlgo::SubgroupShuffle | Conv2dAlgo::SubgroupWide
+        );
         if needs_subgroups && !gpu.features().contains(wgpu::Features::SUBGROUP) {
             return Err(shape_error(
                 op,
@@ -357,16 +370,16 @@ fn check_bias(op: &'static str, s: &Conv2dShape, bias: Option<&Tensor>) -> Resul
 /// The window mode of a pass (WINDOW in WGSL): for 3-wide kernels a lane's 4
 /// adjacent pixels share the loads of their taps along x, and the weights
 /// are shared by constant-index broadcasts. The forward at stride S in {1, 2}
-/// is WINDOW = S, the input gradient at stride 1 is 3 and at stride 2 is 4;
-/// 0 is off.
-fn window_mode(s: &Conv2dShape, input_gradient: bool, broadcasts: bool) -> u32 {
+/// is WINDOW = S, the input gradient at stride 1 is 3 and at stride 2 is 4
+/// (`SubgroupWide` only: its lanes hold 8 pixels); 0 is off.
+fn window_mode(s: &Conv2dShape, input_gradient: bool, broadcasts: bool, wide: bool) -> u32 {
     if s.kw != 3 || !broadcasts || PIXEL_ROWS != 4 {
         return 0;
     }
     match (input_gradient, s.stride) {
         (false, 1 | 2) => s.stride as u32,
         (true, 1) => 3,
-        (true, 2) => 4,
+        (true, 2) if wide => 4,
         _ => 0,
     }
 }
@@ -374,8 +387,8 @@ fn window_mode(s: &Conv2dShape, input_gradient: bool, broadcasts: bool) -> u32 {
 /// The weight gradient's window mode (WINDOW in WGSL, = S): for 3-wide
 /// kernels at stride 1 or 2 whose output rows are whole chunks of 8 pixels,
 /// a lane's rows are the 3 taps of 2 (ci, ky) pairs, and each pair loads the
-/// x values a chunk of 8 pixels reads once. Not with a bias (its row is no
-/// tap); 0 is off.
+/// x values a chunk of 8 pixels reads once (`SubgroupWide` only). Not with
+/// a bias (its row is no tap); 0 is off.
 fn weight_window_mode(s: &Conv2dShape, bias: bool, broadcasts: bool) -> u32 {
     let fits = s.kw == 3 && matches!(s.stride, 1 | 2) && s.out_w().is_multiple_of(8);
     if fits && !bias && broadcasts {
@@ -397,16 +410,17 @@ fn vec4_stores(window: u32, out: &Tensor, plane: usize, width: usize, rows: u32)
         && batch_stride.is_multiple_of(4)
 }
 
-/// Pixels a lane holds in window mode `window` with `nv` column blocks:
-/// per window a pair's multiply-adds cost less than its loads, broadcasts
+/// Pixels a lane holds in window mode `window` with `nv` column blocks
+/// (more only for `SubgroupWide`, `wide`): per window a pair's multiply-adds cost less than its loads, broadcasts
 /// and bookkeeping, so the input gradient's lanes take 8 adjacent pixels
 /// (at stride 2, with half the taps per pixel, +20%; at stride 1 +6% with
 /// 8 column blocks), and the forward's where they have few columns (NV <= 4,
 /// +20%; with 8 blocks 64 accumulators were slower).
-fn window_rows(window: u32, nv: u32) -> u32 {
+fn window_rows(window: u32, nv: u32, wide: bool) -> u32 {
     match window {
-        1 if nv <= 4 => 8,
-        3 | 4 => 8,
+        1 if wide && nv <= 4 => 8,
+        3 if wide => 8,
+        4 => 8,
         _ => PIXEL_ROWS,
     }
 }
@@ -526,7 +540,7 @@ pub fn conv2d_forward_fused(
             let entry = "conv2d_forward_tiled";
             Ok(vec![gpu.dispatch(FILE, entry, &params, &tensors, grid)?])
         }
-        Conv2dAlgo::Subgroup | Conv2dAlgo::SubgroupShuffle => {
+        Conv2dAlgo::Subgroup | Conv2dAlgo::SubgroupShuffle | Conv2dAlgo::SubgroupWide => {
             let (nv, blocks) = column_blocks(s.c_out / s.groups);
             params.blocks = blocks;
             let r_len = s.c_in / s.groups * s.kh * s.kw;
@@ -540,8 +554,9 @@ pub fn conv2d_forward_fused(
                 r_len,
             )?;
             let broadcasts = algo.constants(gpu, nv, PIXEL_ROWS)[1].1 == 0.0;
-            let window = window_mode(s, false, broadcasts);
-            let rows = window_rows(window, nv);
+            let wide = algo == Conv2dAlgo::SubgroupWide;
+            let window = window_mode(s, false, broadcasts, wide);
+            let rows = window_rows(window, nv, wide);
             let [nv_c, chunk_c, rows_c] = algo.constants(gpu, nv, rows);
             let store4 = vec4_stores(window, y, s.out_h() * s.out_w(), s.out_w(), rows);
             let [gx, gy, _] = pixel_grid(window, pixels, s.n * s.out_h(), s.out_w(), rows);
@@ -600,15 +615,19 @@ pub fn conv2d_backward_input_with(
             let entry = "conv2d_backward_input_direct";
             Ok(vec![gpu.dispatch(FILE, entry, &params, &tensors, grid)?])
         }
-        Conv2dAlgo::Subgroup | Conv2dAlgo::SubgroupShuffle | Conv2dAlgo::Tiled => {
+        Conv2dAlgo::Subgroup
+        | Conv2dAlgo::SubgroupShuffle
+        | Conv2dAlgo::SubgroupWide
+        | Conv2dAlgo::Tiled => {
             let (nv, blocks) = column_blocks(s.c_in / s.groups);
             params.blocks = blocks;
             let k_len = s.c_out / s.groups * s.kh * s.kw;
             let broadcasts = algo.constants(gpu, nv, PIXEL_ROWS)[1].1 == 0.0;
-            let window = window_mode(s, true, broadcasts);
+            let wide = algo == Conv2dAlgo::SubgroupWide;
+            let window = window_mode(s, true, broadcasts, wide);
             // At stride 2 a lane's pixels share half as many multiply-adds
             // per window: 8 of them (4 with two taps, 4 with one).
-            let rows = window_rows(window, nv);
+            let rows = window_rows(window, nv, wide);
             let [nv_c, chunk_c, rows_c] = algo.constants(gpu, nv, rows);
             let entry = "conv2d_pack_backward_input_weights";
             let packed = pack(gpu, entry, &params, nv, window, [dy, w], k_len)?;
@@ -685,12 +704,16 @@ pub fn conv2d_backward_weight_with(
             let tensors = [x, dy, dbias, dw];
             Ok(vec![gpu.dispatch(FILE, entry, &params, &tensors, grid)?])
         }
-        Conv2dAlgo::Subgroup | Conv2dAlgo::SubgroupShuffle | Conv2dAlgo::Tiled => {
+        Conv2dAlgo::Subgroup
+        | Conv2dAlgo::SubgroupShuffle
+        | Conv2dAlgo::SubgroupWide
+        | Conv2dAlgo::Tiled => {
             let (nv, blocks) = column_blocks(s.c_out / s.groups);
             params.blocks = blocks;
             let pixels = s.n * s.out_h() * s.out_w();
             let broadcasts = algo.constants(gpu, nv, WEIGHT_ROWS)[1].1 == 0.0;
-            let window = weight_window_mode(s, params.has_bias != 0, broadcasts);
+            let wide = algo == Conv2dAlgo::SubgroupWide;
+            let window = weight_window_mode(s, params.has_bias != 0, broadcasts && wide);
             let mut chunk = split_chunk(pixels);
             if window != 0 {
                 // Splits of whole output rows: no chunk of 8 crosses one.
