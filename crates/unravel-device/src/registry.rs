@@ -6,13 +6,16 @@
 //! PIPELINE_CACHE, driver-compiled pipelines are also kept on disk so that a
 //! second run starts fast.
 //!
-//! Inside [`KernelRegistry::in_parallel`] (a plan's compilation) the
-//! driver's compilation runs on a thread of its own per pipeline: preparing
-//! a dispatch needs only the bind group layout, so a plan's pipelines
-//! compile in parallel, and all are joined before `in_parallel` returns, so
-//! no compilation outlives it (lavapipe keeps no pipeline cache and compiles
-//! the convolution variants in 0.1 to 0.6 s each: ResNet-20's first step
-//! took 4.5 s with them compiled one after another, 3.6 s in parallel).
+//! On CPU adapters, inside [`KernelRegistry::in_parallel`] (a plan's
+//! compilation), the driver's compilation runs on a thread of its own per
+//! pipeline: preparing a dispatch needs only the bind group layout, so a
+//! plan's pipelines compile in parallel, and all are joined before
+//! `in_parallel` returns, so no compilation outlives it. lavapipe keeps no
+//! pipeline cache and compiles the convolution variants in 0.1 to 0.6 s
+//! each: ResNet-20's first step took 4.5 s with them compiled one after
+//! another, 3.6 s in parallel. GPU drivers compile in milliseconds, and on
+//! an H200 (NVIDIA 580) test binaries hung with parallel compilation, so
+//! there each pipeline is compiled where it is asked for.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -102,6 +105,8 @@ pub struct KernelRegistry {
     unchecked: bool,
     /// How many `in_parallel` scopes are open.
     parallel: AtomicUsize,
+    /// Whether `in_parallel` compiles in parallel (CPU adapters).
+    parallel_allowed: bool,
 }
 
 impl KernelRegistry {
@@ -135,6 +140,7 @@ impl KernelRegistry {
             cache,
             unchecked,
             parallel: AtomicUsize::new(0),
+            parallel_allowed: info.device_type == wgpu::DeviceType::Cpu,
         }
     }
 
@@ -251,7 +257,7 @@ impl KernelRegistry {
             })
         };
         let pipeline = OnceLock::new();
-        let compiling = if self.parallel.load(Ordering::SeqCst) > 0 {
+        let compiling = if self.parallel_allowed && self.parallel.load(Ordering::SeqCst) > 0 {
             Some(std::thread::spawn(compile))
         } else {
             let _ = pipeline.set(compile());
