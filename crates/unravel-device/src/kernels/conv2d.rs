@@ -245,6 +245,21 @@ impl Conv2dAlgo {
         Ok(())
     }
 
+    /// [`Conv2dAlgo::constants`] and the window mode's (forward and input
+    /// gradient).
+    fn window_constants(
+        self,
+        gpu: &Gpu,
+        nv: u32,
+        rows: u32,
+        window: u32,
+        store4: bool,
+    ) -> [(&'static str, f64); 5] {
+        let [nv_c, chunk_c, rows_c] = self.constants(gpu, nv, rows);
+        let store4 = ("STORE4", store4 as u8 as f64);
+        [nv_c, chunk_c, rows_c, ("WINDOW", window as f64), store4]
+    }
+
     /// The pipeline constants of the subgroup kernels for `nv` vec4 column
     /// blocks and `rows` rows per lane: broadcasts need subgroups of at
     /// least 8 lanes.
@@ -557,20 +572,13 @@ pub fn conv2d_forward_fused(
             let wide = algo == Conv2dAlgo::SubgroupWide;
             let window = window_mode(s, false, broadcasts, wide);
             let rows = window_rows(window, nv, wide);
-            let [nv_c, chunk_c, rows_c] = algo.constants(gpu, nv, rows);
             let store4 = vec4_stores(window, y, s.out_h() * s.out_w(), s.out_w(), rows);
             let [gx, gy, _] = pixel_grid(window, pixels, s.n * s.out_h(), s.out_w(), rows);
             let grid = [gx, gy, blocks * s.groups as u32];
             // Binding 6 is y again, as vec4s.
             let tensors = [x, w, v.unwrap_or(w), y, &packed.1, y];
             let entry = "conv2d_forward_sg";
-            let constants = [
-                nv_c,
-                chunk_c,
-                rows_c,
-                ("WINDOW", window as f64),
-                ("STORE4", store4 as u8 as f64),
-            ];
+            let constants = algo.window_constants(gpu, nv, rows, window, store4);
             let conv = gpu.dispatch_with(FILE, entry, &constants, &params, &tensors, grid)?;
             Ok(vec![packed.0, conv])
         }
@@ -628,7 +636,6 @@ pub fn conv2d_backward_input_with(
             // At stride 2 a lane's pixels share half as many multiply-adds
             // per window: 8 of them (4 with two taps, 4 with one).
             let rows = window_rows(window, nv, wide);
-            let [nv_c, chunk_c, rows_c] = algo.constants(gpu, nv, rows);
             let entry = "conv2d_pack_backward_input_weights";
             let packed = pack(gpu, entry, &params, nv, window, [dy, w], k_len)?;
             // Window 4's rows are not in pixel order.
@@ -644,13 +651,7 @@ pub fn conv2d_backward_input_with(
             let grid = [gx, gy, blocks * s.groups as u32 * phases as u32];
             let tensors = [dy, w, w, dx, &packed.1, dx];
             let entry = "conv2d_backward_input_sg";
-            let constants = [
-                nv_c,
-                chunk_c,
-                rows_c,
-                ("WINDOW", window as f64),
-                ("STORE4", store4 as u8 as f64),
-            ];
+            let constants = algo.window_constants(gpu, nv, rows, window, store4);
             let conv = gpu.dispatch_with(FILE, entry, &constants, &params, &tensors, grid)?;
             Ok(vec![packed.0, conv])
         }
