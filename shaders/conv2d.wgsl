@@ -1930,9 +1930,9 @@ fn reduce_window(pairs: u32, b_at: u32, lane: u32) {
 }
 
 // ------------------------------------------------ weight-gradient window
-// For 3-wide kernels at stride S = WINDOW (1 or 2), ROWS = 6, where every
-// chunk of CHUNK output pixels lies in one output row (the host checks OW
-// and the split length): a lane's rows are the taps kx = 0..2 of two pairs
+// For 3-wide kernels at stride S = WINDOW (1 or 2), ROWS = 6, with chunks
+// of up to CHUNK output pixels that stop at the end of an output row (the
+// host splits the reduction at whole rows): a lane's rows are the taps kx = 0..2 of two pairs
 // (ci, ky), rows 0..2 and 3..5, and at step j of a chunk tap kx reads x at
 // column (ox0 + j)*S + kx - P of the pair's input row. Each pair's chunk
 // is one window of (CHUNK - 1)*S + 3 values: 20 or 34 loads a chunk for
@@ -2080,18 +2080,24 @@ fn reduce_weight_window(first: u32, end: u32, b_at: u32, lane: u32) {
     if (subgroupAll(!row0.store && !row3.store)) { return; }
     let ohw = p.oh * p.ow;
     let s = i32(p.stride);
-    for (var k0 = first; k0 < end; k0 += CHUNK) {
-        load_chunk(b_at + (k0 + lane) * NV, lane < CHUNK && k0 + lane < end);
+    var k0 = first;
+    while (k0 < end) {
         let n = qdiv(k0, ohw);
         let q = k0 - n * ohw;
         let oy = qdiv(q, p.ow);
+        let ox = q - oy * p.ow;
+        // A chunk stops at the end of its output row: the pixels past it
+        // get zeros for dy (and their window values multiply nothing).
+        let stop = min(min(end, k0 + p.ow - ox), k0 + CHUNK);
+        load_chunk(b_at + (k0 + lane) * NV, lane < CHUNK && k0 + lane < stop);
         let oy_s = i32(oy) * s;
-        let ox_s = i32(q - oy * p.ow) * s;
+        let ox_s = i32(ox) * s;
         load_weight_window(n * p.a_stride + u32(oy_s) * p.w + u32(ox_s), oy_s, ox_s);
         weight_window_step0(); step0(); weight_window_step1(); step1();
         weight_window_step2(); step2(); weight_window_step3(); step3();
         weight_window_step4(); step4(); weight_window_step5(); step5();
         weight_window_step6(); step6(); weight_window_step7(); step7();
+        k0 = stop;
     }
 }
 

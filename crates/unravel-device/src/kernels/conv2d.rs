@@ -400,12 +400,12 @@ fn window_mode(s: &Conv2dShape, input_gradient: bool, broadcasts: bool, wide: bo
 }
 
 /// The weight gradient's window mode (WINDOW in WGSL, = S): for 3-wide
-/// kernels at stride 1 or 2 whose output rows are whole chunks of 8 pixels,
-/// a lane's rows are the 3 taps of 2 (ci, ky) pairs, and each pair loads the
-/// x values a chunk of 8 pixels reads once (`SubgroupWide` only). Not with
+/// kernels at stride 1 or 2, a lane's rows are the 3 taps of 2 (ci, ky)
+/// pairs, and each pair loads the x values a chunk of up to 8 pixels of one
+/// output row reads once (`SubgroupWide` only). Not with
 /// a bias (its row is no tap); 0 is off.
 fn weight_window_mode(s: &Conv2dShape, bias: bool, broadcasts: bool) -> u32 {
-    let fits = s.kw == 3 && matches!(s.stride, 1 | 2) && s.out_w().is_multiple_of(8);
+    let fits = s.kw == 3 && matches!(s.stride, 1 | 2);
     if fits && !bias && broadcasts {
         s.stride as u32
     } else {
@@ -717,7 +717,7 @@ pub fn conv2d_backward_weight_with(
             let window = weight_window_mode(s, params.has_bias != 0, broadcasts && wide);
             let mut chunk = split_chunk(pixels);
             if window != 0 {
-                // Splits of whole output rows: no chunk of 8 crosses one.
+                // Splits of whole output rows: chunks stop at a row's end.
                 chunk = chunk.next_multiple_of(s.out_w());
             }
             params.chunk = chunk as u32;
