@@ -160,7 +160,9 @@ fn conv2d_backward_input_direct(@builtin(workgroup_id) wg: vec3<u32>, @builtin(n
             }
         }
     }
-    out[p.o_off + n * p.o_stride + c * hw + q] = acc;
+    let at = p.o_off + n * p.o_stride + c * hw + q;
+    if (ACCUMULATE) { acc += out[at]; }
+    out[at] = acc;
 }
 
 // dw[k, ci, ky, kx] = sum_{n, oy, ox} dy[n, k, oy, ox] * x[n, g*CG + ci, oy*S - P + ky, ox*S - P + kx];
@@ -2276,14 +2278,37 @@ fn store_rows(step: u32, c0: u32, cols: u32, epilogue: bool, v_at: u32) {
 @group(0) @binding(6) var<storage, read_write> out4: array<vec4<f32>>;
 override STORE4: bool = false;
 
+// The input gradient adds to what its output holds instead of overwriting
+// it (`conv2d_backward_input_accumulate`): a value read by several nodes
+// sums their gradients without a scratch buffer and an extra pass. A
+// pipeline constant: a uniform flag tested at each of the hundreds of
+// unrolled stores doubled lavapipe's compile time of every kernel.
+override ACCUMULATE: bool = false;
+
 // Column c < left of the 4 pixels (row c of the transpose) at base + c*step,
 // through the epilogue with scale s[c] and shift b[c].
 fn store_block4(m: mat4x4<f32>, base: u32, step: u32, left: u32, s: vec4<f32>, b: vec4<f32>) {
     let t = transpose(m);
-    if (left > 0u) { out4[base] = finish(t[0], vec4<f32>(s.x), vec4<f32>(b.x)); }
-    if (left > 1u) { out4[base + step] = finish(t[1], vec4<f32>(s.y), vec4<f32>(b.y)); }
-    if (left > 2u) { out4[base + 2u * step] = finish(t[2], vec4<f32>(s.z), vec4<f32>(b.z)); }
-    if (left > 3u) { out4[base + 3u * step] = finish(t[3], vec4<f32>(s.w), vec4<f32>(b.w)); }
+    if (left > 0u) { store4(base, finish(t[0], vec4<f32>(s.x), vec4<f32>(b.x))); }
+    if (left > 1u) { store4(base + step, finish(t[1], vec4<f32>(s.y), vec4<f32>(b.y))); }
+    if (left > 2u) { store4(base + 2u * step, finish(t[2], vec4<f32>(s.z), vec4<f32>(b.z))); }
+    if (left > 3u) { store4(base + 3u * step, finish(t[3], vec4<f32>(s.w), vec4<f32>(b.w))); }
+}
+
+fn store4(at: u32, val: vec4<f32>) {
+    if (ACCUMULATE) {
+        out4[at] += val;
+    } else {
+        out4[at] = val;
+    }
+}
+
+fn store1(at: u32, val: f32) {
+    if (ACCUMULATE) {
+        out[at] += val;
+    } else {
+        out[at] = val;
+    }
 }
 
 // The epilogue of 4 values: scale, shift, ReLU if p.relu.
@@ -2312,18 +2337,18 @@ fn load_v4(at: u32, left: u32) -> vec4<f32> {
     return r;
 }
 
-// out[base + c*step] = acc[c] for the first `left` c.
+// out[base + c*step] = acc[c] (or += where ACCUMULATE) for the first `left` c.
 fn store_cols(acc: vec4<f32>, base: u32, step: u32, left: u32) {
     if (left >= 4u) {
         // The usual case, unrolled.
-        out[base] = acc.x;
-        out[base + step] = acc.y;
-        out[base + 2u * step] = acc.z;
-        out[base + 3u * step] = acc.w;
+        store1(base, acc.x);
+        store1(base + step, acc.y);
+        store1(base + 2u * step, acc.z);
+        store1(base + 3u * step, acc.w);
         return;
     }
     for (var c = 0u; c < left; c++) {
-        out[base + c * step] = acc[c];
+        store1(base + c * step, acc[c]);
     }
 }
 

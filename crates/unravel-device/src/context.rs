@@ -148,6 +148,13 @@ impl Gpu {
         self.registry.in_parallel(f)
     }
 
+    /// Runs `f` (which prepares dispatches) with the pipelines it asks for
+    /// compiled only when a command buffer first records them: for
+    /// alternatives that may never run.
+    pub fn compile_deferred<R>(&self, f: impl FnOnce() -> R) -> R {
+        self.registry.deferred(f)
+    }
+
     /// The convolution algorithm chosen in [`AdapterOptions::conv_algo`].
     pub fn conv_algo_override(&self) -> Option<Conv2dAlgo> {
         self.conv_algo

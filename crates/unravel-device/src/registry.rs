@@ -16,11 +16,17 @@
 //! another, 3.6 s in parallel. GPU drivers compile in milliseconds, and on
 //! an H200 (NVIDIA 580) test binaries hung with parallel compilation, so
 //! there each pipeline is compiled where it is asked for.
+//!
+//! Inside [`KernelRegistry::deferred`], new pipelines are compiled only when
+//! a command buffer first records them: a plan prepares alternatives it may
+//! never run (a gradient written or added to, depending on which blocks a
+//! step switches off), and compiling those up front would slow its first
+//! step for nothing.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::thread::JoinHandle;
 
 use crate::error::{DeviceError, Result};
@@ -35,31 +41,74 @@ pub enum BindingKind {
 }
 
 /// A compiled entry point: its pipeline and the bindings it uses.
-#[derive(Debug)]
 pub struct Kernel {
     pub(crate) name: String,
     pipeline: OnceLock<wgpu::ComputePipeline>,
-    compiling: Mutex<Option<JoinHandle<wgpu::ComputePipeline>>>,
+    pending: Mutex<Pending>,
     pub(crate) layout: wgpu::BindGroupLayout,
     pub(crate) bindings: Vec<(u32, BindingKind)>,
 }
 
+impl std::fmt::Debug for Kernel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Kernel").field("name", &self.name).finish()
+    }
+}
+
+type Compile = Box<dyn FnOnce() -> wgpu::ComputePipeline + Send>;
+
+/// A pipeline not yet in `Kernel::pipeline`.
+enum Pending {
+    None,
+    /// Compiling on a thread of its own.
+    Compiling(JoinHandle<wgpu::ComputePipeline>),
+    /// Compiled when first recorded.
+    Deferred(Compile),
+}
+
 impl Kernel {
-    /// The compiled pipeline, waiting for its compilation the first time.
+    /// The compiled pipeline, waiting for (or doing) its compilation the
+    /// first time.
     pub(crate) fn pipeline(&self) -> &wgpu::ComputePipeline {
-        self.pipeline.get_or_init(|| {
-            let handle = self
-                .compiling
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .take()
-                .expect("a kernel's pipeline is set or being compiled");
+        self.pipeline.get_or_init(|| match self.take_pending() {
             // wgpu reports a failed compilation through the device's error
             // handler, not by panicking, so the thread returns a pipeline.
-            handle
+            Pending::Compiling(handle) => handle
                 .join()
-                .unwrap_or_else(|e| std::panic::resume_unwind(e))
+                .unwrap_or_else(|e| std::panic::resume_unwind(e)),
+            Pending::Deferred(compile) => compile(),
+            Pending::None => unreachable!("a kernel's pipeline is set, compiling or deferred"),
         })
+    }
+
+    fn take_pending(&self) -> Pending {
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        std::mem::replace(&mut *pending, Pending::None)
+    }
+
+    fn is_compiling(&self) -> bool {
+        matches!(
+            *self.pending.lock().unwrap_or_else(|p| p.into_inner()),
+            Pending::Compiling(_)
+        )
+    }
+
+    /// A deferred pipeline asked for outside a deferred scope: compile it
+    /// now, on a thread of its own where `parallel`.
+    fn undefer(&self, parallel: Option<&Arc<CompileSlots>>) {
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        if !matches!(*pending, Pending::Deferred(_)) {
+            return;
+        }
+        if let Some(slots) = parallel {
+            let Pending::Deferred(compile) = std::mem::replace(&mut *pending, Pending::None) else {
+                unreachable!("checked above")
+            };
+            *pending = Pending::Compiling(slots.spawn(compile));
+        } else {
+            drop(pending);
+            self.pipeline();
+        }
     }
 
     /// `file::entry`, for errors and profiles.
@@ -96,6 +145,42 @@ fn checked_memory_only() -> wgpu::ShaderRuntimeChecks {
     checks
 }
 
+/// At most one compilation per core at a time: with all of a plan's dozens
+/// at once, lavapipe's compilers crowded each other out (ResNet-20's
+/// pipelines took a third more CPU time than one after another).
+struct CompileSlots {
+    free: Mutex<usize>,
+    freed: Condvar,
+}
+
+impl CompileSlots {
+    fn new() -> Self {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        CompileSlots {
+            free: Mutex::new(cores),
+            freed: Condvar::new(),
+        }
+    }
+
+    /// Runs `compile` on a thread of its own once a slot is free.
+    fn spawn(self: &Arc<Self>, compile: Compile) -> JoinHandle<wgpu::ComputePipeline> {
+        let slots = self.clone();
+        std::thread::spawn(move || {
+            {
+                let mut free = slots.free.lock().unwrap_or_else(|p| p.into_inner());
+                while *free == 0 {
+                    free = slots.freed.wait(free).unwrap_or_else(|p| p.into_inner());
+                }
+                *free -= 1;
+            }
+            let pipeline = compile();
+            *slots.free.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+            slots.freed.notify_one();
+            pipeline
+        })
+    }
+}
+
 /// The cache of compiled shader modules and pipelines of one device.
 pub struct KernelRegistry {
     device: wgpu::Device,
@@ -105,8 +190,11 @@ pub struct KernelRegistry {
     unchecked: bool,
     /// How many `in_parallel` scopes are open.
     parallel: AtomicUsize,
+    /// How many `deferred` scopes are open.
+    deferring: AtomicUsize,
     /// Whether `in_parallel` compiles in parallel (CPU adapters).
     parallel_allowed: bool,
+    slots: Arc<CompileSlots>,
 }
 
 impl KernelRegistry {
@@ -140,6 +228,8 @@ impl KernelRegistry {
             cache,
             unchecked,
             parallel: AtomicUsize::new(0),
+            deferring: AtomicUsize::new(0),
+            slots: Arc::new(CompileSlots::new()),
             parallel_allowed: info.device_type == wgpu::DeviceType::Cpu,
         }
     }
@@ -159,7 +249,7 @@ impl KernelRegistry {
                     .values()
                     .cloned()
                     .collect();
-                for k in kernels {
+                for k in kernels.iter().filter(|k| k.is_compiling()) {
                     k.pipeline();
                 }
             }
@@ -167,6 +257,26 @@ impl KernelRegistry {
         self.parallel.fetch_add(1, Ordering::SeqCst);
         let _scope = Scope(self);
         f()
+    }
+
+    /// Runs `f` with the pipelines it asks for first compiled when a command
+    /// buffer records them (alternatives a plan may never run).
+    pub(crate) fn deferred<R>(&self, f: impl FnOnce() -> R) -> R {
+        struct Scope<'a>(&'a KernelRegistry);
+        impl Drop for Scope<'_> {
+            fn drop(&mut self) {
+                self.0.deferring.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        self.deferring.fetch_add(1, Ordering::SeqCst);
+        let _scope = Scope(self);
+        f()
+    }
+
+    /// The compile slots, where pipelines compile on threads of their own.
+    fn compiles_in_parallel(&self) -> Option<&Arc<CompileSlots>> {
+        let parallel = self.parallel_allowed && self.parallel.load(Ordering::SeqCst) > 0;
+        parallel.then_some(&self.slots)
     }
 
     /// Whether kernels are compiled without runtime bounds checks.
@@ -187,8 +297,12 @@ impl KernelRegistry {
             entry.to_string(),
             format!("{constants:?}"),
         );
-        if let Some(kernel) = self.kernels.lock().unwrap().get(&key) {
-            return Ok(kernel.clone());
+        let deferring = self.deferring.load(Ordering::SeqCst) > 0;
+        if let Some(kernel) = self.kernels.lock().unwrap().get(&key).cloned() {
+            if !deferring {
+                kernel.undefer(self.compiles_in_parallel());
+            }
+            return Ok(kernel);
         }
         let module = self.module(file)?;
         let index = module
@@ -257,16 +371,18 @@ impl KernelRegistry {
             })
         };
         let pipeline = OnceLock::new();
-        let compiling = if self.parallel_allowed && self.parallel.load(Ordering::SeqCst) > 0 {
-            Some(std::thread::spawn(compile))
+        let pending = if deferring {
+            Pending::Deferred(Box::new(compile))
+        } else if let Some(slots) = self.compiles_in_parallel() {
+            Pending::Compiling(slots.spawn(Box::new(compile)))
         } else {
             let _ = pipeline.set(compile());
-            None
+            Pending::None
         };
         let kernel = Arc::new(Kernel {
             name,
             pipeline,
-            compiling: Mutex::new(compiling),
+            pending: Mutex::new(pending),
             layout,
             bindings,
         });

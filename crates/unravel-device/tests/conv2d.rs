@@ -8,8 +8,8 @@ mod common;
 
 use common::*;
 use unravel_device::kernels::conv2d::{
-    conv2d_backward_input_with, conv2d_backward_weight_with, conv2d_forward, conv2d_forward_with,
-    Conv2dAlgo, Conv2dShape,
+    conv2d_backward_input_accumulate_with, conv2d_backward_input_with, conv2d_backward_weight_with,
+    conv2d_forward, conv2d_forward_with, Conv2dAlgo, Conv2dShape,
 };
 use unravel_device::reference::conv2d as reference;
 use unravel_device::Tensor;
@@ -70,11 +70,14 @@ fn check(s: Conv2dShape, with_bias: bool, algo: Conv2dAlgo, seed: u64) {
     let tdx = garbage(&s.input_shape(), seed + 5);
     let tdw = garbage(&s.weight_shape(), seed + 6);
     let tdb = garbage(&[s.c_out], seed + 7);
+    let tdx_sum = garbage(&s.input_shape(), seed + 8);
     let b = with_bias.then_some(&tb);
     let db = with_bias.then_some(&tdb);
     let mut dispatches = conv2d_forward_with(g, algo, &s, &tx, &tw, b, &ty).unwrap();
     dispatches.extend(conv2d_backward_input_with(g, algo, &s, &tdy, &tw, &tdx).unwrap());
     dispatches.extend(conv2d_backward_weight_with(g, algo, &s, &tx, &tdy, &tdw, db).unwrap());
+    dispatches
+        .extend(conv2d_backward_input_accumulate_with(g, algo, &s, &tdy, &tw, &tdx_sum).unwrap());
     g.run(&dispatches).unwrap();
 
     let (x64, w64, b64, dy64) = (to_f64(&x), to_f64(&w), to_f64(&bias), to_f64(&dy));
@@ -83,6 +86,10 @@ fn check(s: Conv2dShape, with_bias: bool, algo: Conv2dAlgo, seed: u64) {
     assert_close(&format!("forward {what}"), &g.read(&ty).unwrap(), &y, TOL);
     let dx = reference::conv2d_backward_input(&s, &dy64, &w64);
     assert_close(&format!("dx {what}"), &g.read(&tdx).unwrap(), &dx, TOL);
+    let before = to_f64(&random(numel(s.input_shape()), seed + 8));
+    let sum: Vec<f64> = before.iter().zip(&dx).map(|(a, b)| a + b).collect();
+    let got_sum = g.read(&tdx_sum).unwrap();
+    assert_close(&format!("dx accumulated {what}"), &got_sum, &sum, TOL);
     let (dw, dbias) = reference::conv2d_backward_weight(&s, &x64, &dy64);
     assert_close(&format!("dw {what}"), &g.read(&tdw).unwrap(), &dw, TOL);
     let got_db = g.read(&tdb).unwrap();

@@ -67,7 +67,10 @@ struct Interval {
 /// kept for backward: they are rebuilt just before the first backward node
 /// that reads them, in a buffer of their own for that stretch. Each `(conv,
 /// bn)` in `folds` is one dispatch at the convolution's place that reads its
-/// input and writes the batch norm's output.
+/// input and writes the batch norm's output. Each `(bn, add)` in
+/// `merged_backward` is a batch norm whose backward reads the merge's
+/// output and its gradient.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn plan(
     graph: &Graph,
     batch: usize,
@@ -76,6 +79,7 @@ pub(crate) fn plan(
     keep: &[ValueId],
     recompute: &[bool],
     folds: &[(NodeId, NodeId)],
+    merged_backward: &[(NodeId, NodeId)],
 ) -> Assignment {
     let f = graph.nodes.len();
     let fwd = |i: usize| i;
@@ -137,6 +141,13 @@ pub(crate) fn plan(
         let y = root[graph.nodes[bn.0].output.0].0;
         v_end[x] = v_end[x].max(fwd(bn.0));
         v_start[y] = v_start[y].min(fwd(conv.0));
+    }
+    if mode == Mode::Train {
+        for &(bn, add) in merged_backward {
+            let y = root[graph.nodes[add.0].output.0].0;
+            v_end[y] = v_end[y].max(bwd(bn.0));
+            g_end[y] = g_end[y].max(bwd(bn.0));
+        }
     }
     let logits = root[graph.output.0].0;
     v_end[logits] = v_end[logits].max(loss_time);

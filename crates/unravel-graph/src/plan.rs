@@ -29,13 +29,14 @@ pub enum Mode {
     Eval,
 }
 
-/// A gradient contribution to `value`, prepared writing the gradient
-/// buffer directly and writing scratch + accumulating; or (value `None`)
-/// work that always runs, such as parameter gradients.
+/// A gradient contribution to `value`, prepared both as the first write of
+/// the gradient buffer (`direct`) and as adding to what is there (`adding`:
+/// in the kernel's own store, or through scratch and an accumulate pass);
+/// or (value `None`) work that always runs, such as parameter gradients.
 pub(crate) struct Part {
     pub value: Option<ValueId>,
     pub direct: Vec<Dispatch>,
-    pub via_scratch: Vec<Dispatch>,
+    pub adding: Vec<Dispatch>,
 }
 
 impl Part {
@@ -44,7 +45,7 @@ impl Part {
         Part {
             value: None,
             direct: Vec::new(),
-            via_scratch: Vec::new(),
+            adding: Vec::new(),
         }
     }
 }
@@ -112,6 +113,15 @@ struct Compiler<'a> {
     /// One buffer per scratch slot, as large as the largest value.
     scratch: HashMap<usize, Tensor>,
     saved: HashMap<NodeId, Tensor>,
+    /// Fused (batch norm, add + ReLU) pairs of a training plan: in backward
+    /// too the batch norm takes the merge's output gradient and its ReLU
+    /// mask itself (`merged_backward`).
+    merges: Vec<(NodeId, NodeId)>,
+    root: Vec<ValueId>,
+    /// Gradients (by root) the ordinary backward has written so far while
+    /// backward is compiled in its order: a part's variant for that case is
+    /// compiled now, the other when a step first records it.
+    written: Vec<bool>,
 }
 
 /// Bytes of the distinct buffers behind `tensors` (views share theirs).
@@ -159,6 +169,24 @@ impl Compiler<'_> {
             .ok_or_else(|| GraphError::Invalid(format!("value {} has no gradient", v.0)))
     }
 
+    /// The output of the merge a training batch norm `bn` is fused with: its
+    /// backward starts from that output's gradient and ReLU mask.
+    fn merged_backward(&self, bn: NodeId) -> Option<ValueId> {
+        self.merges
+            .iter()
+            .find(|(b, _)| *b == bn)
+            .map(|(_, add)| self.graph.nodes[add.0].output)
+    }
+
+    /// The branch output of merge `add` whose batch norm does the merge's
+    /// backward (see [`Compiler::merged_backward`]).
+    fn merged_branch(&self, add: NodeId) -> Option<ValueId> {
+        self.merges
+            .iter()
+            .find(|(_, a)| *a == add)
+            .map(|(bn, _)| self.graph.nodes[bn.0].output)
+    }
+
     /// A contribution to `v` from `make(dest)`, prepared both ways.
     fn part(
         &mut self,
@@ -169,15 +197,51 @@ impl Compiler<'_> {
             return Ok(Part::nothing());
         }
         let g = self.grad(v)?;
-        let direct = make(&g)?;
         let tmp = self.scratch(self.shape(v), 0)?;
-        let mut via_scratch = make(&tmp)?;
-        via_scratch.push(ew::accumulate(self.gpu, &tmp, &g)?);
+        let adding = || -> Result<Vec<Dispatch>> {
+            let mut d = make(&tmp)?;
+            d.push(ew::accumulate(self.gpu, &tmp, &g)?);
+            Ok(d)
+        };
+        self.prepare(v, || make(&g), adding)
+    }
+
+    /// A part for `v` from both variants: the one the ordinary backward
+    /// records is compiled now, the other when a step first records it.
+    fn prepare(
+        &mut self,
+        v: ValueId,
+        direct: impl FnOnce() -> Result<Vec<Dispatch>>,
+        adding: impl FnOnce() -> Result<Vec<Dispatch>>,
+    ) -> Result<Part> {
+        let r = self.root[v.0].0;
+        let first = !self.written[r];
+        self.written[r] = true;
+        let gpu = self.gpu;
+        let (direct, adding) = if first {
+            (direct()?, gpu.compile_deferred(adding)?)
+        } else {
+            (gpu.compile_deferred(direct)?, adding()?)
+        };
         Ok(Part {
             value: Some(v),
             direct,
-            via_scratch,
+            adding,
         })
+    }
+
+    /// A contribution to `v` from a kernel that can add to its output
+    /// itself: `make(dest, accumulate)`.
+    fn part_adding(
+        &mut self,
+        v: ValueId,
+        make: impl Fn(&Tensor, bool) -> Result<Vec<Dispatch>>,
+    ) -> Result<Part> {
+        if v == self.graph.input {
+            return Ok(Part::nothing());
+        }
+        let g = self.grad(v)?;
+        self.prepare(v, || make(&g, false), || make(&g, true))
     }
 
     /// A contribution of a finished tensor `src` to `v`: copy or add.
@@ -186,11 +250,12 @@ impl Compiler<'_> {
             return Ok(Part::nothing());
         }
         let g = self.grad(v)?;
-        Ok(Part {
-            value: Some(v),
-            direct: vec![copy::copy_forward(self.gpu, src, &g)?],
-            via_scratch: vec![ew::accumulate(self.gpu, src, &g)?],
-        })
+        let gpu = self.gpu;
+        self.prepare(
+            v,
+            || Ok(vec![copy::copy_forward(gpu, src, &g)?]),
+            || Ok(vec![ew::accumulate(gpu, src, &g)?]),
+        )
     }
 
     fn conv_shape(&self, node: &Node) -> Conv2dShape {
@@ -386,12 +451,16 @@ impl Compiler<'_> {
                         &self.state.grad(*weight)?,
                         db.as_ref(),
                     )?,
-                    via_scratch: Vec::new(),
+                    adding: Vec::new(),
                 });
                 if needs(x_id) {
                     let w = self.param(*weight)?;
-                    parts.push(self.part(x_id, |dest| {
-                        Ok(conv2d::conv2d_backward_input(gpu, &s, &dy, &w, dest)?)
+                    parts.push(self.part_adding(x_id, |dest, accumulate| {
+                        Ok(if accumulate {
+                            conv2d::conv2d_backward_input_accumulate(gpu, &s, &dy, &w, dest)?
+                        } else {
+                            conv2d::conv2d_backward_input(gpu, &s, &dy, &w, dest)?
+                        })
                     })?);
                 }
             }
@@ -404,7 +473,14 @@ impl Compiler<'_> {
                 let saved = self.saved[&id].clone();
                 let gamma = self.param(*weight)?;
                 let (dg, dbeta) = (self.state.grad(*weight)?, self.state.grad(*bias)?);
-                let y_used = relu.then_some(y.clone());
+                let (dy, y_used, cfg) = match self.merged_backward(id) {
+                    Some(merge) => (
+                        self.grad(merge)?,
+                        Some(self.values[merge.0].clone()),
+                        Self::bn_config(true),
+                    ),
+                    None => (dy, relu.then_some(y.clone()), cfg),
+                };
                 parts.push(self.part(x_id, |dest| {
                     Ok(bn::batchnorm_backward(
                         gpu,
@@ -426,7 +502,12 @@ impl Compiler<'_> {
             })?),
             Op::Add { relu } => {
                 for &v in &node.inputs {
-                    if *relu {
+                    if self.merged_branch(id) == Some(v) {
+                        // Its batch norm reads this node's output gradient
+                        // and ReLU mask itself: nothing to write, but the
+                        // branch has a gradient from here on.
+                        parts.push(self.prepare(v, || Ok(Vec::new()), || Ok(Vec::new()))?);
+                    } else if *relu {
                         parts.push(
                             self.part(v, |dest| Ok(vec![ew::relu_backward(gpu, &y, &dy, dest)?]))?,
                         );
@@ -456,7 +537,7 @@ impl Compiler<'_> {
                         copy::copy_forward(gpu, &dy, &ds)?,
                         ew::highway_backward(gpu, t, h, s, &ds, &dt, &dh)?,
                     ],
-                    via_scratch: Vec::new(),
+                    adding: Vec::new(),
                 });
                 for (v, src) in node.inputs.iter().zip([&dt, &dh, &ds]) {
                     parts.push(self.part_from(*v, src)?);
@@ -483,7 +564,7 @@ impl Compiler<'_> {
                         &self.state.grad(*weight)?,
                         Some(&self.state.grad(*bias)?),
                     )?],
-                    via_scratch: Vec::new(),
+                    adding: Vec::new(),
                 });
                 if needs(x_id) {
                     let w = self.param(*weight)?;
@@ -699,8 +780,16 @@ impl Plan {
         // Each pair is one dispatch at the first node's place that writes
         // the second node's output.
         let early: Vec<(NodeId, NodeId)> = folds.iter().chain(&merges).copied().collect();
-        let assignment =
-            crate::memory::plan(graph, batch, mode, &root, &options.keep, &recompute, &early);
+        let assignment = crate::memory::plan(
+            graph,
+            batch,
+            mode,
+            &root,
+            &options.keep,
+            &recompute,
+            &early,
+            &merges,
+        );
         let slots: Vec<Tensor> = assignment
             .slot_bytes
             .iter()
@@ -756,6 +845,16 @@ impl Plan {
             grads,
             scratch: HashMap::new(),
             saved: HashMap::new(),
+            merges: merges.clone(),
+            written: {
+                let mut w = vec![false; graph.values.len()];
+                w[graph.output.0] = true;
+                for r in &dense_roots {
+                    w[r.0] = true;
+                }
+                w
+            },
+            root: root.clone(),
         };
         let mut nodes = Vec::with_capacity(graph.nodes.len());
         for i in 0..graph.nodes.len() {
@@ -792,13 +891,14 @@ impl Plan {
                     .or_default()
                     .extend(c.recompute(producer, &fresh)?);
             }
-            for (i, node) in nodes.iter_mut().enumerate() {
+            // In backward's order, for `Compiler::written`.
+            for (i, node) in nodes.iter_mut().enumerate().rev() {
                 let mut parts = Vec::new();
                 if let Some(d) = rebuild.remove(&NodeId(i)) {
                     parts.push(Part {
                         value: None,
                         direct: d,
-                        via_scratch: Vec::new(),
+                        adding: Vec::new(),
                     });
                 }
                 parts.extend(c.backward(NodeId(i))?);

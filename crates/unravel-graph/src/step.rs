@@ -188,7 +188,7 @@ impl Plan {
                     Some(v) => {
                         let r = self.root[v.0].0;
                         if written[r] {
-                            rec.record_all(&part.via_scratch);
+                            rec.record_all(&part.adding);
                         } else {
                             rec.record_all(&part.direct);
                             written[r] = true;

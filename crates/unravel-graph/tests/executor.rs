@@ -299,8 +299,9 @@ fn train_plans_fuse_each_residual_merge_into_the_batch_norm_before_it() {
     }
     let conv = state.param_id("block0.conv1.weight").unwrap();
     let mut results = Vec::new();
+    let mut dispatches = Vec::new();
     for plan in [&fused, &unfused] {
-        plan.gradients(g, &images, &labels, &[]).unwrap();
+        dispatches.push(plan.gradients(g, &images, &labels, &[]).unwrap().dispatches);
         let logits = plan.read_value(g, graph.output).unwrap();
         results.push((logits, state.read_grad(g, conv).unwrap()));
     }
@@ -308,4 +309,7 @@ fn train_plans_fuse_each_residual_merge_into_the_batch_norm_before_it() {
     assert!(max_rel(&results[0].0, &want) < 1e-5);
     let want: Vec<f64> = results[1].1.iter().map(|&v| v as f64).collect();
     assert!(max_rel(&results[0].1, &want) < 1e-4);
+    // Per fused block: the merge's forward pass, and in backward the ReLU
+    // mask of the branch's gradient, which the batch norm applies itself.
+    assert_eq!(dispatches[1] - dispatches[0], 2 * 2, "{dispatches:?}");
 }

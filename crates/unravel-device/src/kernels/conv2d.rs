@@ -596,6 +596,30 @@ pub fn conv2d_backward_input(
     conv2d_backward_input_with(gpu, Conv2dAlgo::for_gpu(gpu), s, dy, w, dx)
 }
 
+/// dx += the input gradient for output gradient dy: how a value read by
+/// several nodes sums their gradients without an extra pass.
+pub fn conv2d_backward_input_accumulate(
+    gpu: &Gpu,
+    s: &Conv2dShape,
+    dy: &Tensor,
+    w: &Tensor,
+    dx: &Tensor,
+) -> Result<Vec<Dispatch>> {
+    conv2d_backward_input_accumulate_with(gpu, Conv2dAlgo::for_gpu(gpu), s, dy, w, dx)
+}
+
+/// [`conv2d_backward_input_accumulate`] with a chosen algorithm.
+pub fn conv2d_backward_input_accumulate_with(
+    gpu: &Gpu,
+    algo: Conv2dAlgo,
+    s: &Conv2dShape,
+    dy: &Tensor,
+    w: &Tensor,
+    dx: &Tensor,
+) -> Result<Vec<Dispatch>> {
+    backward_input(gpu, algo, s, dy, w, dx, true)
+}
+
 /// [`conv2d_backward_input`] with a chosen algorithm.
 pub fn conv2d_backward_input_with(
     gpu: &Gpu,
@@ -605,7 +629,20 @@ pub fn conv2d_backward_input_with(
     w: &Tensor,
     dx: &Tensor,
 ) -> Result<Vec<Dispatch>> {
+    backward_input(gpu, algo, s, dy, w, dx, false)
+}
+
+fn backward_input(
+    gpu: &Gpu,
+    algo: Conv2dAlgo,
+    s: &Conv2dShape,
+    dy: &Tensor,
+    w: &Tensor,
+    dx: &Tensor,
+    accumulate: bool,
+) -> Result<Vec<Dispatch>> {
     const OP: &str = "conv2d_backward_input";
+    let accumulate_c = ("ACCUMULATE", accumulate as u8 as f64);
     let algo = algo.for_backward(gpu);
     s.validate()?;
     algo.check(gpu, OP)?;
@@ -621,7 +658,10 @@ pub fn conv2d_backward_input_with(
         Conv2dAlgo::Direct => {
             let grid = grid_1d(s.n * s.c_in * s.h * s.w, GROUP);
             let entry = "conv2d_backward_input_direct";
-            Ok(vec![gpu.dispatch(FILE, entry, &params, &tensors, grid)?])
+            let constants = [accumulate_c];
+            Ok(vec![gpu.dispatch_with(
+                FILE, entry, &constants, &params, &tensors, grid,
+            )?])
         }
         Conv2dAlgo::Subgroup
         | Conv2dAlgo::SubgroupShuffle
@@ -651,7 +691,9 @@ pub fn conv2d_backward_input_with(
             let grid = [gx, gy, blocks * s.groups as u32 * phases as u32];
             let tensors = [dy, w, w, dx, &packed.1, dx];
             let entry = "conv2d_backward_input_sg";
-            let constants = algo.window_constants(gpu, nv, rows, window, store4);
+            let [nv_c, chunk_c, rows_c, window_c, store4_c] =
+                algo.window_constants(gpu, nv, rows, window, store4);
+            let constants = [nv_c, chunk_c, rows_c, window_c, store4_c, accumulate_c];
             let conv = gpu.dispatch_with(FILE, entry, &constants, &params, &tensors, grid)?;
             Ok(vec![packed.0, conv])
         }
