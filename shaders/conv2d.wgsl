@@ -26,7 +26,10 @@
 //   broadcast shared by ROWS rows instead of a memory load. On lavapipe a
 //   storage load costs ~20 cycles per 8 lanes (it runs lane by lane), so
 //   the design counts loads per FMA: 1/(4*NV) for A, 1/(8*ROWS) for B.
-//   The subgroup size is read at run time, never assumed.
+//   The subgroup size is read at run time, never assumed. Their window
+//   modes (WINDOW != 0, below) are entry points of their own (`*_window`,
+//   `*_window_s2`): lavapipe compiles everything an entry point calls, dead
+//   branches included.
 
 struct Params {
     n: u32, c_in: u32, h: u32, w: u32,
@@ -2462,7 +2465,32 @@ fn conv2d_forward_sg(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgrou
     let g = wg.z / p.blocks;
     let c0 = (wg.z % p.blocks) * 4u * NV;
     let r_len = p.cin_g * p.kh * p.kw;
-    if (WINDOW != 0u) {
+    let i0 = (wg.y * nwg.x + wg.x) * ROWS * WG + lid;
+    row0 = forward_row(i0, g, c0);
+    if (ROWS > 1u) { row1 = forward_row(i0 + 1u * WG, g, c0); }
+    if (ROWS > 2u) { row2 = forward_row(i0 + 2u * WG, g, c0); }
+    if (ROWS > 3u) { row3 = forward_row(i0 + 3u * WG, g, c0); }
+    if (ROWS > 4u) { row4 = forward_row(i0 + 4u * WG, g, c0); }
+    if (ROWS > 5u) { row5 = forward_row(i0 + 5u * WG, g, c0); }
+    if (ROWS > 6u) { row6 = forward_row(i0 + 6u * WG, g, c0); }
+    if (ROWS > 7u) { row7 = forward_row(i0 + 7u * WG, g, c0); }
+    wk = walk(p.kh, p.kw, p.h * p.w, p.w, 1u, 1, 1, p.h, p.w);
+    reduce(0u, r_len, wg.z * r_len * NV, lane, sgs);
+    store_rows(p.oh * p.ow, c0, p.cout_g, p.has_bias + p.affine != 0u, p.v_off + g * p.cout_g + c0);
+}
+
+// The forward in window mode (WINDOW != 0). The window and the general
+// kernels are entry points of their own: lavapipe compiles all the code an
+// entry point calls, dead branches included, and with both in one the
+// pipelines took twice as long to compile.
+@compute @workgroup_size(64)
+fn conv2d_forward_window(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                         @builtin(local_invocation_index) lid: u32,
+                         @builtin(subgroup_invocation_id) lane: u32) {
+    let g = wg.z / p.blocks;
+    let c0 = (wg.z % p.blocks) * 4u * NV;
+    let r_len = p.cin_g * p.kh * p.kw;
+    {
         // Lane t: pixels ox .. ox + ROWS - 1 of image row (n, oy) = t / tiles.
         let t = (wg.y * nwg.x + wg.x) * WG + lid;
         let tiles = (p.ow + ROWS - 1u) / ROWS;
@@ -2484,18 +2512,6 @@ fn conv2d_forward_sg(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgrou
         // Wrapping u32 arithmetic: KH may exceed H where padding is large.
         pw = PairWalk(1, 0, p.h, p.w, p.w, p.h * p.w - p.kh * p.w, p.kh);
         reduce_window(p.cin_g * p.kh, wg.z * r_len * NV, lane);
-    } else {
-        let i0 = (wg.y * nwg.x + wg.x) * ROWS * WG + lid;
-        row0 = forward_row(i0, g, c0);
-        if (ROWS > 1u) { row1 = forward_row(i0 + 1u * WG, g, c0); }
-        if (ROWS > 2u) { row2 = forward_row(i0 + 2u * WG, g, c0); }
-        if (ROWS > 3u) { row3 = forward_row(i0 + 3u * WG, g, c0); }
-        if (ROWS > 4u) { row4 = forward_row(i0 + 4u * WG, g, c0); }
-        if (ROWS > 5u) { row5 = forward_row(i0 + 5u * WG, g, c0); }
-        if (ROWS > 6u) { row6 = forward_row(i0 + 6u * WG, g, c0); }
-        if (ROWS > 7u) { row7 = forward_row(i0 + 7u * WG, g, c0); }
-        wk = walk(p.kh, p.kw, p.h * p.w, p.w, 1u, 1, 1, p.h, p.w);
-        reduce(0u, r_len, wg.z * r_len * NV, lane, sgs);
     }
     store_rows(p.oh * p.ow, c0, p.cout_g, p.has_bias + p.affine != 0u, p.v_off + g * p.cout_g + c0);
 }
@@ -2555,14 +2571,22 @@ fn input_pixel_row(n: u32, iy: u32, ix: u32, live: bool, g: u32, c0: u32) -> Row
 // The input gradient at stride 2 in window mode (WINDOW = 4): wg.z = gb * 2
 // + phy, lanes over (n, iy) with iy = phy - P (mod 2) and 4 adjacent input
 // columns; pairs (kg, my) with ky = phy + 2*my, the phase's taps in y.
-fn backward_input_window_s2(wg: vec3<u32>, nwg: vec3<u32>, lid: u32, lane: u32) {
-    let phy = wg.z % 2u;
-    let gb = wg.z / 2u;
+@compute @workgroup_size(64)
+fn conv2d_backward_input_window_s2(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                                   @builtin(local_invocation_index) lid: u32,
+                                   @builtin(subgroup_invocation_id) lane: u32) {
+    // Workgroups alternate between the y-phases, whose tap counts differ
+    // (1 and 2 rows of a 3-tall kernel): lavapipe hands each thread one
+    // contiguous range of workgroups, so a phase per range left one core
+    // idle for a third of the pass.
+    let linear = wg.y * nwg.x + wg.x;
+    let phy = linear % 2u;
+    let gb = wg.z;
     let g = gb / p.blocks;
     let c0 = (gb % p.blocks) * 4u * NV;
     let odd = p.pad % 2u;
     let th = (p.h + 1u) / 2u;
-    let t = (wg.y * nwg.x + wg.x) * WG + lid;
+    let t = (linear / 2u) * WG + lid;
     // A lane: 8 adjacent pixels. Every second one from ix0 + P % 2 has
     // ix + P even and takes taps kx = 0, 2 (rows 0..3); the others take
     // kx = 1 (rows 4..7).
@@ -2609,10 +2633,6 @@ fn backward_input_window_s2(wg: vec3<u32>, nwg: vec3<u32>, lid: u32, lane: u32) 
 fn conv2d_backward_input_sg(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                             @builtin(local_invocation_index) lid: u32,
                             @builtin(subgroup_invocation_id) lane: u32, @builtin(subgroup_size) sgs: u32) {
-    if (WINDOW == 4u) {
-        backward_input_window_s2(wg, nwg, lid, lane);
-        return;
-    }
     let ph = phase_of(wg.z);
     let gb = wg.z / (p.stride * p.stride);
     let g = gb / p.blocks;
@@ -2621,7 +2641,35 @@ fn conv2d_backward_input_sg(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_w
     // bp holds the taps of each phase together, phase after phase.
     let khw = p.kh * p.kw;
     let b_at = (gb * p.cout_g * khw + p.cout_g * taps_before(ph.phy, ph.phx)) * NV;
-    if (WINDOW != 0u) {
+    let i0 = (wg.y * nwg.x + wg.x) * ROWS * WG + lid;
+    row0 = backward_input_row(ph, i0, g, c0);
+    if (ROWS > 1u) { row1 = backward_input_row(ph, i0 + 1u * WG, g, c0); }
+    if (ROWS > 2u) { row2 = backward_input_row(ph, i0 + 2u * WG, g, c0); }
+    if (ROWS > 3u) { row3 = backward_input_row(ph, i0 + 3u * WG, g, c0); }
+    if (ROWS > 4u) { row4 = backward_input_row(ph, i0 + 4u * WG, g, c0); }
+    if (ROWS > 5u) { row5 = backward_input_row(ph, i0 + 5u * WG, g, c0); }
+    if (ROWS > 6u) { row6 = backward_input_row(ph, i0 + 6u * WG, g, c0); }
+    if (ROWS > 7u) { row7 = backward_input_row(ph, i0 + 7u * WG, g, c0); }
+    wk = walk(max(ph.nty, 1u), max(ph.ntx, 1u), p.oh * p.ow, neg * p.ow, neg, -1, -1, p.oh, p.ow);
+    reduce(0u, p.cout_g * ph.nty * ph.ntx, b_at, lane, sgs);
+    store_rows(p.h * p.w, c0, p.cin_g, false, 0u);
+}
+
+// The input gradient in window mode at stride 1 (WINDOW 1 or 3; stride 2
+// is `conv2d_backward_input_window_s2`). An entry point of its own, as the
+// forward's.
+@compute @workgroup_size(64)
+fn conv2d_backward_input_window(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                                @builtin(local_invocation_index) lid: u32,
+                                @builtin(subgroup_invocation_id) lane: u32) {
+    let ph = phase_of(wg.z);
+    let gb = wg.z / (p.stride * p.stride);
+    let g = gb / p.blocks;
+    let c0 = (gb % p.blocks) * 4u * NV;
+    let neg = 0xffffffffu;
+    let khw = p.kh * p.kw;
+    let b_at = (gb * p.cout_g * khw + p.cout_g * taps_before(ph.phy, ph.phx)) * NV;
+    {
         // Stride 1 (one phase). Lane t: pixels ix .. ix + ROWS - 1 of image
         // row (n, iy) = t / tiles.
         let t = (wg.y * nwg.x + wg.x) * WG + lid;
@@ -2645,20 +2693,7 @@ fn conv2d_backward_input_sg(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_w
         pw = PairWalk(-1, -2, p.oh, p.ow, neg * p.ow, ohw + p.kh * p.ow, p.kh);
         reduce_window(p.cout_g * p.kh, b_at, lane);
         store_rows(p.h * p.w, c0, p.cin_g, false, 0u);
-        return;
     }
-    let i0 = (wg.y * nwg.x + wg.x) * ROWS * WG + lid;
-    row0 = backward_input_row(ph, i0, g, c0);
-    if (ROWS > 1u) { row1 = backward_input_row(ph, i0 + 1u * WG, g, c0); }
-    if (ROWS > 2u) { row2 = backward_input_row(ph, i0 + 2u * WG, g, c0); }
-    if (ROWS > 3u) { row3 = backward_input_row(ph, i0 + 3u * WG, g, c0); }
-    if (ROWS > 4u) { row4 = backward_input_row(ph, i0 + 4u * WG, g, c0); }
-    if (ROWS > 5u) { row5 = backward_input_row(ph, i0 + 5u * WG, g, c0); }
-    if (ROWS > 6u) { row6 = backward_input_row(ph, i0 + 6u * WG, g, c0); }
-    if (ROWS > 7u) { row7 = backward_input_row(ph, i0 + 7u * WG, g, c0); }
-    wk = walk(max(ph.nty, 1u), max(ph.ntx, 1u), p.oh * p.ow, neg * p.ow, neg, -1, -1, p.oh, p.ow);
-    reduce(0u, p.cout_g * ph.nty * ph.ntx, b_at, lane, sgs);
-    store_rows(p.h * p.w, c0, p.cin_g, false, 0u);
 }
 
 // Row r of the weight gradient: weight column r = (ci, ky, kx) of group g,
@@ -2687,6 +2722,33 @@ fn backward_weight_row(r: u32, g: u32, c0: u32, split: u32) -> Row {
 fn conv2d_backward_weight_sg(@builtin(workgroup_id) wg: vec3<u32>,
                              @builtin(local_invocation_index) lid: u32,
                              @builtin(subgroup_invocation_id) lane: u32, @builtin(subgroup_size) sgs: u32) {
+    let first = weight_rows(wg, lid);
+    let pixels = p.n * p.oh * p.ow;
+    let s = i32(p.stride);
+    wk = walk(p.oh, p.ow, p.a_stride, p.stride * p.w, p.stride, s, s, p.h, p.w);
+    reduce(first, min(pixels, first + p.chunk), wg.y * pixels * NV, lane, sgs);
+    store_rows(p.cin_g * p.kh * p.kw + p.has_bias, c0_of(wg.y), p.cout_g, false, 0u);
+}
+
+// The weight gradient in window mode (WINDOW = S), an entry point of its own
+// as the forward's.
+@compute @workgroup_size(64)
+fn conv2d_backward_weight_window(@builtin(workgroup_id) wg: vec3<u32>,
+                                 @builtin(local_invocation_index) lid: u32,
+                                 @builtin(subgroup_invocation_id) lane: u32) {
+    let first = weight_rows(wg, lid);
+    let pixels = p.n * p.oh * p.ow;
+    reduce_weight_window(first, min(pixels, first + p.chunk), wg.y * pixels * NV, lane);
+    store_rows(p.cin_g * p.kh * p.kw + p.has_bias, c0_of(wg.y), p.cout_g, false, 0u);
+}
+
+// First column of column block gb = g * blocks + block.
+fn c0_of(gb: u32) -> u32 {
+    return (gb % p.blocks) * 4u * NV;
+}
+
+// The rows of a weight-gradient lane; returns the first pixel of its split.
+fn weight_rows(wg: vec3<u32>, lid: u32) -> u32 {
     // A lane's rows are consecutive, so the rows past R fill few subgroups
     // (which then skip the work).
     let r = (wg.x * WG + lid) * ROWS;
@@ -2700,16 +2762,7 @@ fn conv2d_backward_weight_sg(@builtin(workgroup_id) wg: vec3<u32>,
     if (ROWS > 5u) { row5 = backward_weight_row(r + 5u, g, c0, wg.z); }
     if (ROWS > 6u) { row6 = backward_weight_row(r + 6u, g, c0, wg.z); }
     if (ROWS > 7u) { row7 = backward_weight_row(r + 7u, g, c0, wg.z); }
-    let s = i32(p.stride);
-    let pixels = p.n * p.oh * p.ow;
-    let first = wg.z * p.chunk;
-    if (WINDOW != 0u) {
-        reduce_weight_window(first, min(pixels, first + p.chunk), wg.y * pixels * NV, lane);
-    } else {
-        wk = walk(p.oh, p.ow, p.a_stride, p.stride * p.w, p.stride, s, s, p.h, p.w);
-        reduce(first, min(pixels, first + p.chunk), wg.y * pixels * NV, lane, sgs);
-    }
-    store_rows(p.cin_g * p.kh * p.kw + p.has_bias, c0, p.cout_g, false, 0u);
+    return wg.z * p.chunk;
 }
 
 // Pass 2 of the weight gradient: sums the partials of every split.

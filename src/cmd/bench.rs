@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use rand::{Rng, SeedableRng};
+use unravel_device::cpu_time::process_cpu_seconds;
 use unravel_device::kernels::sgd::SgdConfig;
 use unravel_device::{AdapterOptions, Gpu};
 use unravel_graph::{Mode, ModelState, Optimizer, Plan, PlanOptions};
@@ -84,12 +85,18 @@ pub fn run(options: &AdapterOptions, args: &BenchArgs) -> anyhow::Result<()> {
     for _ in 0..args.warmup {
         train.train_step(&gpu, &images, &labels, &[], Some(&optimizer))?;
     }
+    let cpu_start = process_cpu_seconds();
     let mut times = Vec::new();
     for _ in 0..args.steps {
         let t = Instant::now();
         train.train_step(&gpu, &images, &labels, &[], Some(&optimizer))?;
         times.push(t.elapsed().as_secs_f64());
     }
+    // On a CPU adapter the step runs on this process's threads: its CPU
+    // time is a figure other load on the machine barely moves.
+    let train_cpu_s = process_cpu_seconds()
+        .zip(cpu_start)
+        .map(|(end, start)| (end - start) / args.steps.max(1) as f64);
     let train_step_s = median(times);
     let stochastic = match args.stochastic_depth {
         Some(p) => {
@@ -153,8 +160,9 @@ pub fn run(options: &AdapterOptions, args: &BenchArgs) -> anyhow::Result<()> {
         "  first step      {first_step_s:.2} s (loss {:.3})",
         first.loss
     );
+    let cpu_note = train_cpu_s.map_or(String::new(), |s| format!(", {:.0} ms CPU", s * 1e3));
     println!(
-        "  train           {train_ips:.1} images/s ({:.1} ms/step, {} dispatches)",
+        "  train           {train_ips:.1} images/s ({:.1} ms/step{cpu_note}, {} dispatches)",
         train_step_s * 1e3,
         first.dispatches
     );
@@ -186,6 +194,7 @@ pub fn run(options: &AdapterOptions, args: &BenchArgs) -> anyhow::Result<()> {
             "first_step_s": first_step_s,
             "peak_memory_bytes": memory,
             "train_dispatches": first.dispatches,
+            "train_cpu_s_per_step": train_cpu_s,
             "stochastic_depth": stochastic.map(|(with, without, active, expected, _)| serde_json::json!({
                 "step_s": with, "full_depth_step_s": without, "active_blocks": active, "expected_active_blocks": expected,
             })),

@@ -8,10 +8,7 @@
 //!
 //! Shape legend: N batch, C in, K out channels, H x W input, S stride.
 
-#[path = "common/cpu_time.rs"]
-mod cpu_time;
-use cpu_time::cpu_seconds;
-
+use unravel_device::cpu_time::process_cpu_seconds;
 use unravel_device::kernels::conv2d::{
     conv2d_backward_input, conv2d_backward_input_accumulate, conv2d_backward_weight,
     conv2d_forward, Conv2dShape,
@@ -36,9 +33,9 @@ fn shape(c_in: usize, c_out: usize, hw: usize, stride: usize) -> Conv2dShape {
 /// CPU seconds `prepare` takes: the pipelines it asks for that are not
 /// compiled yet are compiled in it.
 fn timed(prepare: impl FnOnce() -> Result<Vec<Dispatch>>) -> Result<f64> {
-    let t0 = cpu_seconds();
+    let t0 = process_cpu_seconds().unwrap_or(0.0);
     prepare()?;
-    Ok(cpu_seconds() - t0)
+    Ok(process_cpu_seconds().unwrap_or(0.0) - t0)
 }
 
 fn main() -> Result<()> {

@@ -9,10 +9,7 @@
 
 use std::time::Instant;
 
-#[path = "common/cpu_time.rs"]
-mod cpu_time;
-use cpu_time::cpu_seconds;
-
+use unravel_device::cpu_time::process_cpu_seconds;
 use unravel_device::kernels::conv2d::{
     conv2d_backward_input_with, conv2d_backward_weight_with, conv2d_forward_with, Conv2dAlgo,
     Conv2dShape,
@@ -51,9 +48,9 @@ fn time(gpu: &Gpu, dispatches: &[Dispatch]) -> Result<(f64, f64)> {
         Ok(start.elapsed().as_secs_f64())
     };
     run()?;
-    let cpu0 = cpu_seconds();
+    let cpu0 = process_cpu_seconds().unwrap_or(0.0);
     let mut times = (0..RUNS).map(|_| run()).collect::<Result<Vec<f64>>>()?;
-    let cpu = (cpu_seconds() - cpu0) / RUNS as f64;
+    let cpu = (process_cpu_seconds().unwrap_or(0.0) - cpu0) / RUNS as f64;
     times.sort_by(f64::total_cmp);
     Ok((times[RUNS / 2], cpu))
 }

@@ -7,10 +7,7 @@
 
 use std::time::Instant;
 
-#[path = "common/cpu_time.rs"]
-mod cpu_time;
-use cpu_time::cpu_seconds;
-
+use unravel_device::cpu_time::process_cpu_seconds;
 use unravel_device::kernels::matmul::{matmul_with, MatmulAlgo};
 use unravel_device::{AdapterOptions, Gpu, Result};
 
@@ -41,9 +38,9 @@ fn main() -> Result<()> {
             Ok(start.elapsed().as_secs_f64())
         };
         run()?;
-        let cpu0 = cpu_seconds();
+        let cpu0 = process_cpu_seconds().unwrap_or(0.0);
         let mut t = (0..RUNS).map(|_| run()).collect::<Result<Vec<f64>>>()?;
-        let cpu = (cpu_seconds() - cpu0) / RUNS as f64;
+        let cpu = (process_cpu_seconds().unwrap_or(0.0) - cpu0) / RUNS as f64;
         t.sort_by(f64::total_cmp);
         let flops = 2.0 * (n * n * n) as f64 * REPEAT as f64;
         println!(

@@ -155,6 +155,12 @@ impl Gpu {
         self.registry.deferred(f)
     }
 
+    /// How many pipelines this device has compiled so far; one prepared under
+    /// [`Gpu::compile_deferred`] counts once a command buffer has recorded it.
+    pub fn compiled_pipelines(&self) -> usize {
+        self.registry.compiled()
+    }
+
     /// The convolution algorithm chosen in [`AdapterOptions::conv_algo`].
     pub fn conv_algo_override(&self) -> Option<Conv2dAlgo> {
         self.conv_algo

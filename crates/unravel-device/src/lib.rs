@@ -8,6 +8,7 @@
 //! [`reference`] that the tests check the GPU against.
 
 pub mod context;
+pub mod cpu_time;
 pub mod dispatch;
 pub mod error;
 pub mod kernels;

@@ -274,6 +274,15 @@ impl KernelRegistry {
     }
 
     /// The compile slots, where pipelines compile on threads of their own.
+    /// Pipelines compiled so far (a deferred one once recorded).
+    pub fn compiled(&self) -> usize {
+        let kernels = self.kernels.lock().unwrap_or_else(|p| p.into_inner());
+        kernels
+            .values()
+            .filter(|k| k.pipeline.get().is_some())
+            .count()
+    }
+
     fn compiles_in_parallel(&self) -> Option<&Arc<CompileSlots>> {
         let parallel = self.parallel_allowed && self.parallel.load(Ordering::SeqCst) > 0;
         parallel.then_some(&self.slots)

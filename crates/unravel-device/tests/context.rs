@@ -183,6 +183,51 @@ fn the_pipeline_cache_is_written_where_the_adapter_supports_it() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+#[test]
+fn deferred_pipelines_compile_when_first_recorded_and_run_the_same() {
+    // A device of its own, so no other test has compiled these kernels.
+    let g = Gpu::default_adapter().unwrap();
+    let x = g.upload(&[-1.0, 2.0, -3.0, 0.5], &[4]).unwrap();
+    let (a, b) = (g.zeros(&[4]).unwrap(), g.zeros(&[4]).unwrap());
+    let (relu, scale) = g.compile_in_parallel(|| {
+        let relu = ew::relu_forward(&g, &x, &a).unwrap();
+        let scale = g.compile_deferred(|| ew::scale_forward(&g, &x, 2.0, &b).unwrap());
+        (relu, scale)
+    });
+    let before = g.compiled_pipelines();
+    g.run(&[relu]).unwrap();
+    assert_eq!(
+        g.compiled_pipelines(),
+        before,
+        "the relu was compiled with the plan"
+    );
+    g.run(&[scale]).unwrap();
+    assert_eq!(
+        g.compiled_pipelines(),
+        before + 1,
+        "the scale compiles when recorded"
+    );
+    assert_eq!(g.read(&a).unwrap(), vec![0.0, 2.0, 0.0, 0.5]);
+    assert_eq!(g.read(&b).unwrap(), vec![-2.0, 4.0, -6.0, 1.0]);
+    // Asked for again outside a deferred scope, a deferred kernel compiles
+    // at once.
+    let y = g.zeros(&[4]).unwrap();
+    let deferred = g.compile_deferred(|| ew::sigmoid_forward(&g, &x, &y).unwrap());
+    let compiled = g.compiled_pipelines();
+    let again = ew::sigmoid_forward(&g, &x, &y).unwrap();
+    assert_eq!(g.compiled_pipelines(), compiled + 1);
+    g.run(&[deferred, again]).unwrap();
+    let want: Vec<f32> = [-1.0f32, 2.0, -3.0, 0.5]
+        .iter()
+        .map(|v| 1.0 / (1.0 + (-v).exp()))
+        .collect();
+    let got = g.read(&y).unwrap();
+    assert!(
+        got.iter().zip(&want).all(|(a, b)| (a - b).abs() < 1e-6),
+        "{got:?}"
+    );
+}
+
 fn x_of(g: &Gpu) -> unravel_device::Tensor {
     g.zeros(&[8]).unwrap()
 }

@@ -577,7 +577,11 @@ pub fn conv2d_forward_fused(
             let grid = [gx, gy, blocks * s.groups as u32];
             // Binding 6 is y again, as vec4s.
             let tensors = [x, w, v.unwrap_or(w), y, &packed.1, y];
-            let entry = "conv2d_forward_sg";
+            let entry = if window == 0 {
+                "conv2d_forward_sg"
+            } else {
+                "conv2d_forward_window"
+            };
             let constants = algo.window_constants(gpu, nv, rows, window, store4);
             let conv = gpu.dispatch_with(FILE, entry, &constants, &params, &tensors, grid)?;
             Ok(vec![packed.0, conv])
@@ -687,10 +691,22 @@ fn backward_input(
                 (s.stride * s.stride, s.n * s.h)
             };
             let per_phase = s.n * s.h.div_ceil(s.stride) * s.w.div_ceil(s.stride);
-            let [gx, gy, _] = pixel_grid(window, per_phase, image_rows, s.w, rows);
-            let grid = [gx, gy, blocks * s.groups as u32 * phases as u32];
+            let grid = if window == 4 {
+                // Phases alternate along the workgroups (see the shader).
+                let lanes = image_rows * s.w.div_ceil(rows as usize);
+                let per_phase = lanes.div_ceil(GROUP as usize) * GROUP as usize;
+                let [gx, gy, _] = grid_1d(phases * per_phase, GROUP);
+                [gx, gy, blocks * s.groups as u32]
+            } else {
+                let [gx, gy, _] = pixel_grid(window, per_phase, image_rows, s.w, rows);
+                [gx, gy, blocks * s.groups as u32 * phases as u32]
+            };
             let tensors = [dy, w, w, dx, &packed.1, dx];
-            let entry = "conv2d_backward_input_sg";
+            let entry = match window {
+                0 => "conv2d_backward_input_sg",
+                4 => "conv2d_backward_input_window_s2",
+                _ => "conv2d_backward_input_window",
+            };
             let [nv_c, chunk_c, rows_c, window_c, store4_c] =
                 algo.window_constants(gpu, nv, rows, window, store4);
             let constants = [nv_c, chunk_c, rows_c, window_c, store4_c, accumulate_c];
@@ -776,7 +792,11 @@ pub fn conv2d_backward_weight_with(
                 blocks * s.groups as u32,
                 params.splits,
             ];
-            let entry = "conv2d_backward_weight_sg";
+            let entry = if window == 0 {
+                "conv2d_backward_weight_sg"
+            } else {
+                "conv2d_backward_weight_window"
+            };
             // Binding 6 (vec4 stores) is unused here.
             let tensors = [x, dy, dy, &partials, &packed.1, &partials];
             let [nv_c, chunk_c, rows_c] = algo.constants(gpu, nv, rows);
