@@ -2662,13 +2662,12 @@ fn conv2d_backward_input_sg(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_w
 fn conv2d_backward_input_window(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                                 @builtin(local_invocation_index) lid: u32,
                                 @builtin(subgroup_invocation_id) lane: u32) {
+    // One phase at stride 1: wg.z is the column block.
     let ph = phase_of(wg.z);
-    let gb = wg.z / (p.stride * p.stride);
-    let g = gb / p.blocks;
-    let c0 = (gb % p.blocks) * 4u * NV;
+    let g = wg.z / p.blocks;
+    let c0 = c0_of(wg.z);
     let neg = 0xffffffffu;
-    let khw = p.kh * p.kw;
-    let b_at = (gb * p.cout_g * khw + p.cout_g * taps_before(ph.phy, ph.phx)) * NV;
+    let b_at = wg.z * p.cout_g * p.kh * p.kw * NV;
     {
         // Stride 1 (one phase). Lane t: pixels ix .. ix + ROWS - 1 of image
         // row (n, iy) = t / tiles.

@@ -8,27 +8,14 @@
 //!
 //! Shape legend: N batch, C in, K out channels, H x W input, S stride.
 
+#[path = "common/resnet_shapes.rs"]
+mod resnet_shapes;
+use resnet_shapes::shape;
 use unravel_device::cpu_time::process_cpu_seconds;
 use unravel_device::kernels::conv2d::{
-    conv2d_backward_input, conv2d_backward_input_accumulate, conv2d_backward_weight,
-    conv2d_forward, Conv2dShape,
+    conv2d_backward_input, conv2d_backward_input_accumulate, conv2d_backward_weight, conv2d_forward,
 };
 use unravel_device::{Dispatch, Gpu, Result};
-
-fn shape(c_in: usize, c_out: usize, hw: usize, stride: usize) -> Conv2dShape {
-    Conv2dShape {
-        n: 64,
-        c_in,
-        h: hw,
-        w: hw,
-        c_out,
-        kh: 3,
-        kw: 3,
-        stride,
-        pad: 1,
-        groups: 1,
-    }
-}
 
 /// CPU seconds `prepare` takes: the pipelines it asks for that are not
 /// compiled yet are compiled in it.

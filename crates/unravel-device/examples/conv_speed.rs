@@ -9,30 +9,17 @@
 
 use std::time::Instant;
 
+#[path = "common/resnet_shapes.rs"]
+mod resnet_shapes;
+use resnet_shapes::shape;
 use unravel_device::cpu_time::process_cpu_seconds;
 use unravel_device::kernels::conv2d::{
     conv2d_backward_input_with, conv2d_backward_weight_with, conv2d_forward_with, Conv2dAlgo,
-    Conv2dShape,
 };
 use unravel_device::{Dispatch, Gpu, Result};
 
 const REPEAT: usize = 10;
 const RUNS: usize = 5;
-
-fn shape(c_in: usize, c_out: usize, hw: usize, stride: usize) -> Conv2dShape {
-    Conv2dShape {
-        n: 64,
-        c_in,
-        h: hw,
-        w: hw,
-        c_out,
-        kh: 3,
-        kw: 3,
-        stride,
-        pad: 1,
-        groups: 1,
-    }
-}
 
 /// Median wall seconds of one submission of REPEAT copies of `dispatches`,
 /// and the mean CPU seconds of one (to see through other load on the machine).

@@ -1,0 +1,20 @@
+//! The convolution shapes of ResNet-20 on CIFAR at batch 64, for the timing
+//! examples. Shape legend: C in, K out channels, H = W input, S stride.
+
+use unravel_device::kernels::conv2d::Conv2dShape;
+
+/// A 3x3 convolution with padding 1 and no groups at batch 64.
+pub fn shape(c_in: usize, c_out: usize, hw: usize, stride: usize) -> Conv2dShape {
+    Conv2dShape {
+        n: 64,
+        c_in,
+        h: hw,
+        w: hw,
+        c_out,
+        kh: 3,
+        kw: 3,
+        stride,
+        pad: 1,
+        groups: 1,
+    }
+}
