@@ -2488,31 +2488,29 @@ fn conv2d_forward_window(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_work
                          @builtin(local_invocation_index) lid: u32,
                          @builtin(subgroup_invocation_id) lane: u32) {
     let g = wg.z / p.blocks;
-    let c0 = (wg.z % p.blocks) * 4u * NV;
+    let c0 = c0_of(wg.z);
     let r_len = p.cin_g * p.kh * p.kw;
-    {
-        // Lane t: pixels ox .. ox + ROWS - 1 of image row (n, oy) = t / tiles.
-        let t = (wg.y * nwg.x + wg.x) * WG + lid;
-        let tiles = (p.ow + ROWS - 1u) / ROWS;
-        let image_row = qdiv(t, tiles);
-        let ox = (t - image_row * tiles) * ROWS;
-        let i = image_row * p.ow + ox;
-        let live = image_row < p.n * p.oh;
-        let none = 0xffffffffu;
-        row0 = forward_row(select(none, i, live), g, c0);
-        row1 = forward_row(select(none, i + 1u, live && ox + 1u < p.ow), g, c0);
-        row2 = forward_row(select(none, i + 2u, live && ox + 2u < p.ow), g, c0);
-        row3 = forward_row(select(none, i + 3u, live && ox + 3u < p.ow), g, c0);
-        if (ROWS == 8u) {
-            row4 = forward_row(select(none, i + 4u, live && ox + 4u < p.ow), g, c0);
-            row5 = forward_row(select(none, i + 5u, live && ox + 5u < p.ow), g, c0);
-            row6 = forward_row(select(none, i + 6u, live && ox + 6u < p.ow), g, c0);
-            row7 = forward_row(select(none, i + 7u, live && ox + 7u < p.ow), g, c0);
-        }
-        // Wrapping u32 arithmetic: KH may exceed H where padding is large.
-        pw = PairWalk(1, 0, p.h, p.w, p.w, p.h * p.w - p.kh * p.w, p.kh);
-        reduce_window(p.cin_g * p.kh, wg.z * r_len * NV, lane);
+    // Lane t: pixels ox .. ox + ROWS - 1 of image row (n, oy) = t / tiles.
+    let t = (wg.y * nwg.x + wg.x) * WG + lid;
+    let tiles = (p.ow + ROWS - 1u) / ROWS;
+    let image_row = qdiv(t, tiles);
+    let ox = (t - image_row * tiles) * ROWS;
+    let i = image_row * p.ow + ox;
+    let live = image_row < p.n * p.oh;
+    let none = 0xffffffffu;
+    row0 = forward_row(select(none, i, live), g, c0);
+    row1 = forward_row(select(none, i + 1u, live && ox + 1u < p.ow), g, c0);
+    row2 = forward_row(select(none, i + 2u, live && ox + 2u < p.ow), g, c0);
+    row3 = forward_row(select(none, i + 3u, live && ox + 3u < p.ow), g, c0);
+    if (ROWS == 8u) {
+        row4 = forward_row(select(none, i + 4u, live && ox + 4u < p.ow), g, c0);
+        row5 = forward_row(select(none, i + 5u, live && ox + 5u < p.ow), g, c0);
+        row6 = forward_row(select(none, i + 6u, live && ox + 6u < p.ow), g, c0);
+        row7 = forward_row(select(none, i + 7u, live && ox + 7u < p.ow), g, c0);
     }
+    // Wrapping u32 arithmetic: KH may exceed H where padding is large.
+    pw = PairWalk(1, 0, p.h, p.w, p.w, p.h * p.w - p.kh * p.w, p.kh);
+    reduce_window(p.cin_g * p.kh, wg.z * r_len * NV, lane);
     store_rows(p.oh * p.ow, c0, p.cout_g, p.has_bias + p.affine != 0u, p.v_off + g * p.cout_g + c0);
 }
 
@@ -2576,9 +2574,10 @@ fn conv2d_backward_input_window_s2(@builtin(workgroup_id) wg: vec3<u32>, @builti
                                    @builtin(local_invocation_index) lid: u32,
                                    @builtin(subgroup_invocation_id) lane: u32) {
     // Workgroups alternate between the y-phases, whose tap counts differ
-    // (1 and 2 rows of a 3-tall kernel): lavapipe hands each thread one
-    // contiguous range of workgroups, so a phase per range left one core
-    // idle for a third of the pass.
+    // (1 and 2 rows of a 3-tall kernel): with a phase per half of the
+    // dispatch one of lavapipe's two threads idled (it appears to hand each
+    // thread one contiguous range of workgroups; wall time was 20% above
+    // CPU time / 2).
     let linear = wg.y * nwg.x + wg.x;
     let phy = linear % 2u;
     let gb = wg.z;
@@ -2668,31 +2667,28 @@ fn conv2d_backward_input_window(@builtin(workgroup_id) wg: vec3<u32>, @builtin(n
     let c0 = c0_of(wg.z);
     let neg = 0xffffffffu;
     let b_at = wg.z * p.cout_g * p.kh * p.kw * NV;
-    {
-        // Stride 1 (one phase). Lane t: pixels ix .. ix + ROWS - 1 of image
-        // row (n, iy) = t / tiles.
-        let t = (wg.y * nwg.x + wg.x) * WG + lid;
-        let tiles = (p.w + ROWS - 1u) / ROWS;
-        let image_row = qdiv(t, tiles);
-        let ix = (t - image_row * tiles) * ROWS;
-        let i = image_row * p.w + ix;
-        let live = image_row < p.n * p.h;
-        let none = 0xffffffffu;
-        row0 = backward_input_row(ph, select(none, i, live), g, c0);
-        row1 = backward_input_row(ph, select(none, i + 1u, live && ix + 1u < p.w), g, c0);
-        row2 = backward_input_row(ph, select(none, i + 2u, live && ix + 2u < p.w), g, c0);
-        row3 = backward_input_row(ph, select(none, i + 3u, live && ix + 3u < p.w), g, c0);
-        if (ROWS == 8u) {
-            row4 = backward_input_row(ph, select(none, i + 4u, live && ix + 4u < p.w), g, c0);
-            row5 = backward_input_row(ph, select(none, i + 5u, live && ix + 5u < p.w), g, c0);
-            row6 = backward_input_row(ph, select(none, i + 6u, live && ix + 6u < p.w), g, c0);
-            row7 = backward_input_row(ph, select(none, i + 7u, live && ix + 7u < p.w), g, c0);
-        }
-        let ohw = p.oh * p.ow;
-        pw = PairWalk(-1, -2, p.oh, p.ow, neg * p.ow, ohw + p.kh * p.ow, p.kh);
-        reduce_window(p.cout_g * p.kh, b_at, lane);
-        store_rows(p.h * p.w, c0, p.cin_g, false, 0u);
+    // Lane t: pixels ix .. ix + ROWS - 1 of image row (n, iy) = t / tiles.
+    let t = (wg.y * nwg.x + wg.x) * WG + lid;
+    let tiles = (p.w + ROWS - 1u) / ROWS;
+    let image_row = qdiv(t, tiles);
+    let ix = (t - image_row * tiles) * ROWS;
+    let i = image_row * p.w + ix;
+    let live = image_row < p.n * p.h;
+    let none = 0xffffffffu;
+    row0 = backward_input_row(ph, select(none, i, live), g, c0);
+    row1 = backward_input_row(ph, select(none, i + 1u, live && ix + 1u < p.w), g, c0);
+    row2 = backward_input_row(ph, select(none, i + 2u, live && ix + 2u < p.w), g, c0);
+    row3 = backward_input_row(ph, select(none, i + 3u, live && ix + 3u < p.w), g, c0);
+    if (ROWS == 8u) {
+        row4 = backward_input_row(ph, select(none, i + 4u, live && ix + 4u < p.w), g, c0);
+        row5 = backward_input_row(ph, select(none, i + 5u, live && ix + 5u < p.w), g, c0);
+        row6 = backward_input_row(ph, select(none, i + 6u, live && ix + 6u < p.w), g, c0);
+        row7 = backward_input_row(ph, select(none, i + 7u, live && ix + 7u < p.w), g, c0);
     }
+    let ohw = p.oh * p.ow;
+    pw = PairWalk(-1, -2, p.oh, p.ow, neg * p.ow, ohw + p.kh * p.ow, p.kh);
+    reduce_window(p.cout_g * p.kh, b_at, lane);
+    store_rows(p.h * p.w, c0, p.cin_g, false, 0u);
 }
 
 // Row r of the weight gradient: weight column r = (ci, ky, kx) of group g,

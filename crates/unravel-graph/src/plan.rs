@@ -98,6 +98,17 @@ pub struct Plan {
     pub(crate) activation_bytes: u64,
 }
 
+/// The gradients that hold a value when backward begins: the loss's (of the
+/// output) and the concatenation buffers' (cleared, then only added to).
+pub(crate) fn written_at_backward_start(graph: &Graph, dense_roots: &[ValueId]) -> Vec<bool> {
+    let mut written = vec![false; graph.values.len()];
+    written[graph.output.0] = true;
+    for r in dense_roots {
+        written[r.0] = true;
+    }
+    written
+}
+
 fn dims(batch: usize, s: Shape) -> [usize; 4] {
     [batch, s.c, s.h, s.w]
 }
@@ -846,14 +857,7 @@ impl Plan {
             scratch: HashMap::new(),
             saved: HashMap::new(),
             merges: merges.clone(),
-            written: {
-                let mut w = vec![false; graph.values.len()];
-                w[graph.output.0] = true;
-                for r in &dense_roots {
-                    w[r.0] = true;
-                }
-                w
-            },
+            written: written_at_backward_start(graph, &dense_roots),
             root: root.clone(),
         };
         let mut nodes = Vec::with_capacity(graph.nodes.len());

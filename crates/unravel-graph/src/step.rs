@@ -8,7 +8,7 @@ use unravel_device::{Dispatch, Gpu, Recorder};
 
 use crate::error::{GraphError, Result};
 use crate::ir::{BlockId, NodeId, ValueId};
-use crate::plan::{Mode, Part, Plan};
+use crate::plan::{written_at_backward_start, Mode, Part, Plan};
 use crate::state::ModelState;
 
 /// How the backward pass of [`Plan::routed_gradients`] passes a residual
@@ -154,15 +154,13 @@ impl Plan {
                 cut.push((p.merge, p.shortcut, through_branch));
             }
         }
-        let mut written = vec![false; self.graph.values.len()];
-        written[self.graph.output.0] = true;
+        let mut written = written_at_backward_start(&self.graph, &self.dense_roots);
         for r in &self.dense_roots {
             rec.clear(
                 self.grads[r.0]
                     .as_ref()
                     .expect("train plans have gradients"),
             );
-            written[r.0] = true;
         }
         for i in (0..self.nodes.len()).rev() {
             // A node whose output no gradient reached (skipped, or feeding

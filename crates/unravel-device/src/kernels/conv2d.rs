@@ -684,22 +684,19 @@ fn backward_input(
             let packed = pack(gpu, entry, &params, nv, window, [dy, w], k_len)?;
             // Window 4's rows are not in pixel order.
             let store4 = window != 4 && vec4_stores(window, dx, s.h * s.w, s.w, rows);
-            // Phases: S*S, or S (in y only) in window mode at stride 2.
-            let (phases, image_rows) = if window == 4 {
-                (s.stride, s.n * s.h.div_ceil(s.stride))
-            } else {
-                (s.stride * s.stride, s.n * s.h)
-            };
-            let per_phase = s.n * s.h.div_ceil(s.stride) * s.w.div_ceil(s.stride);
+            let blocks_z = blocks * s.groups as u32;
             let grid = if window == 4 {
-                // Phases alternate along the workgroups (see the shader).
-                let lanes = image_rows * s.w.div_ceil(rows as usize);
+                // S phases (in y only), alternating along the workgroups
+                // (see the shader), each a whole number of workgroups.
+                let lanes = s.n * s.h.div_ceil(s.stride) * s.w.div_ceil(rows as usize);
                 let per_phase = lanes.div_ceil(GROUP as usize) * GROUP as usize;
-                let [gx, gy, _] = grid_1d(phases * per_phase, GROUP);
-                [gx, gy, blocks * s.groups as u32]
+                let [gx, gy, _] = grid_1d(s.stride * per_phase, GROUP);
+                [gx, gy, blocks_z]
             } else {
-                let [gx, gy, _] = pixel_grid(window, per_phase, image_rows, s.w, rows);
-                [gx, gy, blocks * s.groups as u32 * phases as u32]
+                // S*S phases, one per z slice.
+                let per_phase = s.n * s.h.div_ceil(s.stride) * s.w.div_ceil(s.stride);
+                let [gx, gy, _] = pixel_grid(window, per_phase, s.n * s.h, s.w, rows);
+                [gx, gy, blocks_z * (s.stride * s.stride) as u32]
             };
             let tensors = [dy, w, w, dx, &packed.1, dx];
             let entry = match window {
