@@ -7,10 +7,13 @@
 //!
 //! Each figure is the median over samples of one submission holding REPEAT
 //! back-to-back dispatches, divided by REPEAT, after warm-up: dispatch and
-//! submit overheads are included as a training step would pay them.
+//! submit overheads are included as a training step would pay them. On a CPU
+//! adapter (lavapipe) each row also gives the rate by the process's CPU time
+//! over its cores, which holds steady when other load shares the machine.
 
 use std::time::Instant;
 
+use unravel_device::cpu_time::process_cpu_seconds;
 use unravel_device::kernels::batchnorm::{
     batchnorm_backward, batchnorm_train_forward, BatchNormConfig, BatchNormShape,
 };
@@ -24,13 +27,17 @@ struct Bench {
     gpu: Gpu,
     samples: usize,
     repeat: usize,
-    rows: std::cell::RefCell<Vec<(String, f64, &'static str, f64)>>,
+    /// Cores a CPU adapter runs its threads on; `None` for a GPU.
+    cpu_cores: Option<f64>,
+    rows: std::cell::RefCell<Vec<Row>>,
 }
 
 impl Bench {
-    /// Median seconds of one pass over `dispatches`.
-    fn time(&self, dispatches: &[Dispatch]) -> f64 {
+    /// Median seconds of one pass over `dispatches`: wall time and, for a
+    /// CPU adapter, the process's CPU time divided by the cores it may use.
+    fn time(&self, dispatches: &[Dispatch]) -> Timing {
         let run = |reps: usize| {
+            let cpu = process_cpu_seconds();
             let start = Instant::now();
             let mut rec = self.gpu.recorder();
             for _ in 0..reps {
@@ -38,21 +45,72 @@ impl Bench {
             }
             rec.submit().expect("submit");
             self.gpu.wait().expect("wait");
-            start.elapsed().as_secs_f64()
+            let wall = start.elapsed().as_secs_f64();
+            let cpu = process_cpu_seconds()
+                .zip(cpu)
+                .map(|(end, start)| end - start);
+            (wall, cpu)
         };
         run(1);
         run(self.repeat);
-        let mut t: Vec<f64> = (0..self.samples).map(|_| run(self.repeat)).collect();
-        t.sort_by(|a, b| a.partial_cmp(b).unwrap());
-        t[t.len() / 2] / self.repeat as f64
+        let (mut walls, mut cpus): (Vec<f64>, Vec<Option<f64>>) =
+            (0..self.samples).map(|_| run(self.repeat)).unzip();
+        let per_pass = self.repeat as f64;
+        let cpu = if self.cpu_cores.is_some() {
+            cpus.iter_mut()
+                .map(|c| c.take())
+                .collect::<Option<Vec<f64>>>()
+        } else {
+            None
+        };
+        Timing {
+            wall: median(&mut walls) / per_pass,
+            cpu_per_core: cpu
+                .zip(self.cpu_cores)
+                .map(|(mut c, cores)| median(&mut c) / per_pass / cores),
+        }
     }
 
     /// Records a row: `work` units (FLOP or bytes) per pass.
-    fn report(&self, name: String, seconds: f64, work: f64, unit: &'static str) {
-        let rate = work / seconds / 1e9;
-        println!("{name:<44} {:>9.3} ms {rate:>8.2} {unit}", seconds * 1e3);
-        self.rows.borrow_mut().push((name, rate, unit, seconds));
+    fn report(&self, name: String, t: Timing, work: f64, unit: &'static str) {
+        let rate = work / t.wall / 1e9;
+        let cpu_rate = t.cpu_per_core.map(|s| work / s / 1e9);
+        let by_cpu = cpu_rate.map_or(String::new(), |r| format!(" {r:>8.2} by CPU"));
+        println!(
+            "{name:<44} {:>9.3} ms {rate:>8.2} {unit}{by_cpu}",
+            t.wall * 1e3
+        );
+        self.rows.borrow_mut().push(Row {
+            name,
+            rate,
+            cpu_rate,
+            unit,
+            seconds: t.wall,
+        });
     }
+}
+
+/// One kernel's median pass.
+#[derive(Clone, Copy)]
+struct Timing {
+    wall: f64,
+    /// CPU seconds over the cores lavapipe runs on: the wall time the pass
+    /// would take with every core to itself, which other load on the host
+    /// barely moves (`None` on a GPU, where CPU time is only the driver's).
+    cpu_per_core: Option<f64>,
+}
+
+struct Row {
+    name: String,
+    rate: f64,
+    cpu_rate: Option<f64>,
+    unit: &'static str,
+    seconds: f64,
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
 }
 
 /// The value after `--flag` on the command line, parsed.
@@ -104,20 +162,35 @@ fn main() {
             gpu,
             samples: if quick { 3 } else { 7 },
             repeat: repeat.unwrap_or(if quick { 3 } else { 10 }),
+            // lavapipe starts one thread per core (LP_NUM_THREADS overrides).
+            cpu_cores: (info.device_type == wgpu::DeviceType::Cpu).then(lavapipe_threads),
             rows: Default::default(),
         };
         sgemm(&b);
         convolutions(&b, batch);
         batch_norm(&b);
         copy_baseline(&b);
-        json.extend(b.rows.borrow().iter().map(|(name, rate, unit, s)| {
-            serde_json::json!({"kernel": name, "shaders": mode, "rate": rate, "unit": unit, "ms": s * 1e3})
+        json.extend(b.rows.borrow().iter().map(|r| {
+            serde_json::json!({
+                "kernel": r.name, "shaders": mode, "rate": r.rate,
+                "rate_by_cpu": r.cpu_rate, "unit": r.unit, "ms": r.seconds * 1e3,
+            })
         }));
     }
     println!(
         "{}",
         serde_json::json!({"adapter": adapter, "results": json})
     );
+}
+
+/// The threads lavapipe computes on: LP_NUM_THREADS, else one per core.
+fn lavapipe_threads() -> f64 {
+    std::env::var("LP_NUM_THREADS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|&n| n > 0)
+        .or_else(|| std::thread::available_parallelism().ok().map(|n| n.get()))
+        .unwrap_or(1) as f64
 }
 
 fn sgemm(b: &Bench) {

@@ -1350,16 +1350,66 @@ fn load_taps(at: u32, ok: bool) {
 }
 // END GENERATED load taps
 
-// Element e of the next pair's window.
+// a as vec4s (the host binds the same buffer), for windows loaded whole.
+@group(0) @binding(7) var<storage, read_write> a4: array<vec4<f32>>;
+// Where A's rows, planes and view are whole vec4s (the host checks), the
+// offset of a window's first element in its vec4, the same for every lane;
+// 4 is off (scalar loads). A window is then 2-5 vec4 loads instead of 5-17
+// scalar ones: lavapipe runs a load lane by lane, and per pair the loads
+// cost as much as the multiply-adds. A vec4 lies wholly inside or wholly
+// outside a row, so one range check covers it.
+override A4_SHIFT: u32 = 4u;
+// The next pair's window as vec4s: wq[j] holds elements 4j - A4_SHIFT ..
+var<private> wq: array<vec4<f32>, 5>;
+
+// With A4_SHIFT < 4: the vec4s wholly inside the next pair's window of
+// `len` elements. Elements in a vec4 that sticks out load as scalars: a
+// vec4 costs lavapipe most of what its four scalars do.
+fn load_window4(len: u32, ok_y: bool) {
+    let first = row0.at + pair_off + u32(pw.x_shift) - A4_SHIFT;
+    let x = row0.x0 + pw.x_shift - i32(A4_SHIFT);
+    if (whole_vec4(0u, len)) { wq[0] = window4(first, x, ok_y); }
+    if (whole_vec4(1u, len)) { wq[1] = window4(first + 4u, x + 4, ok_y); }
+    if (whole_vec4(2u, len)) { wq[2] = window4(first + 8u, x + 8, ok_y); }
+    if (whole_vec4(3u, len)) { wq[3] = window4(first + 12u, x + 12, ok_y); }
+    if (whole_vec4(4u, len)) { wq[4] = window4(first + 16u, x + 16, ok_y); }
+}
+
+// Whether vec4 j (elements 4j - A4_SHIFT .. + 3) lies inside a window of
+// `len` elements.
+fn whole_vec4(j: u32, len: u32) -> bool {
+    return 4u * j >= A4_SHIFT && 4u * j + 4u <= A4_SHIFT + len;
+}
+
+// The vec4 of A at element `at` (a multiple of 4), column x of its row.
+fn window4(at: u32, x: i32, ok_y: bool) -> vec4<f32> {
+    let ok = ok_y && u32(x) < pw.lim_x;
+    return select(ZERO4, a4[select(0u, at / 4u, ok)], ok);
+}
+
+// Element e of the next pair's window (after load_window4 where A4_SHIFT <
+// 4).
 fn window_value(e: i32, ok_y: bool) -> f32 {
+    let k = A4_SHIFT + u32(e);
+    if (A4_SHIFT < 4u && whole_vec4(k / 4u, window_len())) {
+        return wq[k / 4u][k % 4u];
+    }
     let dx = pw.x_shift + e;
     return load_a(row0.at + pair_off + u32(dx), ok_y && u32(row0.x0 + dx) < pw.lim_x);
+}
+
+// Elements in a pair's window: (pixels - 1) * stride + 3, or 5 for the
+// stride-2 input gradient's 8 pixels.
+fn window_len() -> u32 {
+    if (WINDOW == 4u) { return 5u; }
+    return (ROWS - 1u) * select(1u, 2u, WINDOW == 2u) + 3u;
 }
 
 // The window of the next pair into win0..win2 (zeros if !in_range), then
 // one pair on.
 fn next_window(in_range: bool) {
     let ok_y = row0.live && in_range && u32(row0.y0 + pw.y_sign * i32(pair_ky)) < pw.lim_y;
+    if (A4_SHIFT < 4u) { load_window4(window_len(), ok_y); }
     let e0 = window_value(0, ok_y);
     let e1 = window_value(1, ok_y);
     let e2 = window_value(2, ok_y);
@@ -1979,28 +2029,77 @@ var<private> eb15: f32;
 var<private> eb16: f32;
 // END GENERATED weight window registers
 
+// Where A4_SHIFT < 4 (x's rows whole vec4s; a chunk starts at a multiple
+// of 8 output columns, so its windows all start at the same place in a
+// vec4): the vec4s wholly inside the two pairs' windows, as in the forward.
+var<private> wqa: array<vec4<f32>, 5>;
+var<private> wqb: array<vec4<f32>, 5>;
+
+// Elements in a chunk's window: (CHUNK - 1) * S + 3.
+fn weight_window_len() -> u32 {
+    return 7u * WINDOW + 3u;
+}
+
+fn load_weight_window4(at_a: u32, at_b: u32, x_s: i32, ya: bool, yb: bool) {
+    let len = weight_window_len();
+    let x = x_s - i32(A4_SHIFT);
+    let fa = at_a - A4_SHIFT;
+    let fb = at_b - A4_SHIFT;
+    if (whole_vec4(0u, len)) { wqa[0] = x_vec4(fa, x, ya); wqb[0] = x_vec4(fb, x, yb); }
+    if (whole_vec4(1u, len)) { wqa[1] = x_vec4(fa + 4u, x + 4, ya); wqb[1] = x_vec4(fb + 4u, x + 4, yb); }
+    if (whole_vec4(2u, len)) { wqa[2] = x_vec4(fa + 8u, x + 8, ya); wqb[2] = x_vec4(fb + 8u, x + 8, yb); }
+    if (whole_vec4(3u, len)) { wqa[3] = x_vec4(fa + 12u, x + 12, ya); wqb[3] = x_vec4(fb + 12u, x + 12, yb); }
+    if (whole_vec4(4u, len)) { wqa[4] = x_vec4(fa + 16u, x + 16, ya); wqb[4] = x_vec4(fb + 16u, x + 16, yb); }
+}
+
+// The vec4 of x at element `at` (a multiple of 4), column x of its row.
+fn x_vec4(at: u32, x: i32, ok_y: bool) -> vec4<f32> {
+    let ok = ok_y && u32(x) < p.w;
+    return select(ZERO4, a4[select(0u, at / 4u, ok)], ok);
+}
+
+// Element e of pair a's (b's) window at `at`, column x_s of its row.
+fn weight_window_a(e: u32, at: u32, x_s: i32, ok_y: bool) -> f32 {
+    let k = A4_SHIFT + e;
+    if (A4_SHIFT < 4u && whole_vec4(k / 4u, weight_window_len())) {
+        return wqa[k / 4u][k % 4u];
+    }
+    return load_a(at + e, ok_y && u32(x_s + i32(e)) < p.w);
+}
+
+fn weight_window_b(e: u32, at: u32, x_s: i32, ok_y: bool) -> f32 {
+    let k = A4_SHIFT + e;
+    if (A4_SHIFT < 4u && whole_vec4(k / 4u, weight_window_len())) {
+        return wqb[k / 4u][k % 4u];
+    }
+    return load_a(at + e, ok_y && u32(x_s + i32(e)) < p.w);
+}
+
 // BEGIN GENERATED weight window loads
 fn load_weight_window(off: u32, oy_s: i32, ox_s: i32) {
     let ya = row0.live && u32(row0.y0 + oy_s) < p.h;
     let yb = row3.live && u32(row3.y0 + oy_s) < p.h;
     let x_s = row0.x0 + ox_s;
-    ea0 = load_a(row0.at + off + 0u, ya && u32(x_s + 0) < p.w); eb0 = load_a(row3.at + off + 0u, yb && u32(x_s + 0) < p.w);
-    ea1 = load_a(row0.at + off + 1u, ya && u32(x_s + 1) < p.w); eb1 = load_a(row3.at + off + 1u, yb && u32(x_s + 1) < p.w);
-    ea2 = load_a(row0.at + off + 2u, ya && u32(x_s + 2) < p.w); eb2 = load_a(row3.at + off + 2u, yb && u32(x_s + 2) < p.w);
-    ea3 = load_a(row0.at + off + 3u, ya && u32(x_s + 3) < p.w); eb3 = load_a(row3.at + off + 3u, yb && u32(x_s + 3) < p.w);
-    ea4 = load_a(row0.at + off + 4u, ya && u32(x_s + 4) < p.w); eb4 = load_a(row3.at + off + 4u, yb && u32(x_s + 4) < p.w);
-    ea5 = load_a(row0.at + off + 5u, ya && u32(x_s + 5) < p.w); eb5 = load_a(row3.at + off + 5u, yb && u32(x_s + 5) < p.w);
-    ea6 = load_a(row0.at + off + 6u, ya && u32(x_s + 6) < p.w); eb6 = load_a(row3.at + off + 6u, yb && u32(x_s + 6) < p.w);
-    ea7 = load_a(row0.at + off + 7u, ya && u32(x_s + 7) < p.w); eb7 = load_a(row3.at + off + 7u, yb && u32(x_s + 7) < p.w);
-    ea8 = load_a(row0.at + off + 8u, ya && u32(x_s + 8) < p.w); eb8 = load_a(row3.at + off + 8u, yb && u32(x_s + 8) < p.w);
-    ea9 = load_a(row0.at + off + 9u, ya && u32(x_s + 9) < p.w); eb9 = load_a(row3.at + off + 9u, yb && u32(x_s + 9) < p.w);
-    if (WINDOW == 2u) { ea10 = load_a(row0.at + off + 10u, ya && u32(x_s + 10) < p.w); eb10 = load_a(row3.at + off + 10u, yb && u32(x_s + 10) < p.w); }
-    if (WINDOW == 2u) { ea11 = load_a(row0.at + off + 11u, ya && u32(x_s + 11) < p.w); eb11 = load_a(row3.at + off + 11u, yb && u32(x_s + 11) < p.w); }
-    if (WINDOW == 2u) { ea12 = load_a(row0.at + off + 12u, ya && u32(x_s + 12) < p.w); eb12 = load_a(row3.at + off + 12u, yb && u32(x_s + 12) < p.w); }
-    if (WINDOW == 2u) { ea13 = load_a(row0.at + off + 13u, ya && u32(x_s + 13) < p.w); eb13 = load_a(row3.at + off + 13u, yb && u32(x_s + 13) < p.w); }
-    if (WINDOW == 2u) { ea14 = load_a(row0.at + off + 14u, ya && u32(x_s + 14) < p.w); eb14 = load_a(row3.at + off + 14u, yb && u32(x_s + 14) < p.w); }
-    if (WINDOW == 2u) { ea15 = load_a(row0.at + off + 15u, ya && u32(x_s + 15) < p.w); eb15 = load_a(row3.at + off + 15u, yb && u32(x_s + 15) < p.w); }
-    if (WINDOW == 2u) { ea16 = load_a(row0.at + off + 16u, ya && u32(x_s + 16) < p.w); eb16 = load_a(row3.at + off + 16u, yb && u32(x_s + 16) < p.w); }
+    let at_a = row0.at + off;
+    let at_b = row3.at + off;
+    if (A4_SHIFT < 4u) { load_weight_window4(at_a, at_b, x_s, ya, yb); }
+    ea0 = weight_window_a(0u, at_a, x_s, ya); eb0 = weight_window_b(0u, at_b, x_s, yb);
+    ea1 = weight_window_a(1u, at_a, x_s, ya); eb1 = weight_window_b(1u, at_b, x_s, yb);
+    ea2 = weight_window_a(2u, at_a, x_s, ya); eb2 = weight_window_b(2u, at_b, x_s, yb);
+    ea3 = weight_window_a(3u, at_a, x_s, ya); eb3 = weight_window_b(3u, at_b, x_s, yb);
+    ea4 = weight_window_a(4u, at_a, x_s, ya); eb4 = weight_window_b(4u, at_b, x_s, yb);
+    ea5 = weight_window_a(5u, at_a, x_s, ya); eb5 = weight_window_b(5u, at_b, x_s, yb);
+    ea6 = weight_window_a(6u, at_a, x_s, ya); eb6 = weight_window_b(6u, at_b, x_s, yb);
+    ea7 = weight_window_a(7u, at_a, x_s, ya); eb7 = weight_window_b(7u, at_b, x_s, yb);
+    ea8 = weight_window_a(8u, at_a, x_s, ya); eb8 = weight_window_b(8u, at_b, x_s, yb);
+    ea9 = weight_window_a(9u, at_a, x_s, ya); eb9 = weight_window_b(9u, at_b, x_s, yb);
+    if (WINDOW == 2u) { ea10 = weight_window_a(10u, at_a, x_s, ya); eb10 = weight_window_b(10u, at_b, x_s, yb); }
+    if (WINDOW == 2u) { ea11 = weight_window_a(11u, at_a, x_s, ya); eb11 = weight_window_b(11u, at_b, x_s, yb); }
+    if (WINDOW == 2u) { ea12 = weight_window_a(12u, at_a, x_s, ya); eb12 = weight_window_b(12u, at_b, x_s, yb); }
+    if (WINDOW == 2u) { ea13 = weight_window_a(13u, at_a, x_s, ya); eb13 = weight_window_b(13u, at_b, x_s, yb); }
+    if (WINDOW == 2u) { ea14 = weight_window_a(14u, at_a, x_s, ya); eb14 = weight_window_b(14u, at_b, x_s, yb); }
+    if (WINDOW == 2u) { ea15 = weight_window_a(15u, at_a, x_s, ya); eb15 = weight_window_b(15u, at_b, x_s, yb); }
+    if (WINDOW == 2u) { ea16 = weight_window_a(16u, at_a, x_s, ya); eb16 = weight_window_b(16u, at_b, x_s, yb); }
 }
 // END GENERATED weight window loads
 
@@ -2618,7 +2717,29 @@ fn conv2d_backward_input_window_s2(@builtin(workgroup_id) wg: vec3<u32>, @builti
     // bp: [gb][phy][kg][my][kx] (phases in y only, see the packing).
     let b_at = (gb * p.cout_g * p.kh * p.kw + p.cout_g * taps_below(phy, p.kh) * p.kw) * NV;
     reduce_window(p.cout_g * nty, b_at, lane);
+    if (STORE4) {
+        // The host checked W % 8 == 0: all 8 pixels exist, from ix0 on,
+        // two vec4s of each channel (a scalar store each cost a quarter of
+        // the pass).
+        pixel_order_s2(odd == 1u);
+        row0.out_at -= odd;
+    }
     store_rows(p.h * p.w, c0, p.cin_g, false, 0u);
+}
+
+// Rows 0..7 of conv2d_backward_input_window_s2 into the order of the
+// lane's 8 adjacent pixels, for its vec4 stores.
+fn pixel_order_s2(odd: bool) {
+// BEGIN GENERATED pixel order s2
+    let o0 = acc00; let o1 = acc10; let o2 = acc20; let o3 = acc30; let o4 = acc40; let o5 = acc50; let o6 = acc60; let o7 = acc70; acc00 = select(o0, o4, odd); acc10 = select(o4, o0, odd); acc20 = select(o1, o5, odd); acc30 = select(o5, o1, odd); acc40 = select(o2, o6, odd); acc50 = select(o6, o2, odd); acc60 = select(o3, o7, odd); acc70 = select(o7, o3, odd);
+    if (NV > 1u) { let o0 = acc01; let o1 = acc11; let o2 = acc21; let o3 = acc31; let o4 = acc41; let o5 = acc51; let o6 = acc61; let o7 = acc71; acc01 = select(o0, o4, odd); acc11 = select(o4, o0, odd); acc21 = select(o1, o5, odd); acc31 = select(o5, o1, odd); acc41 = select(o2, o6, odd); acc51 = select(o6, o2, odd); acc61 = select(o3, o7, odd); acc71 = select(o7, o3, odd); }
+    if (NV > 2u) { let o0 = acc02; let o1 = acc12; let o2 = acc22; let o3 = acc32; let o4 = acc42; let o5 = acc52; let o6 = acc62; let o7 = acc72; acc02 = select(o0, o4, odd); acc12 = select(o4, o0, odd); acc22 = select(o1, o5, odd); acc32 = select(o5, o1, odd); acc42 = select(o2, o6, odd); acc52 = select(o6, o2, odd); acc62 = select(o3, o7, odd); acc72 = select(o7, o3, odd); }
+    if (NV > 3u) { let o0 = acc03; let o1 = acc13; let o2 = acc23; let o3 = acc33; let o4 = acc43; let o5 = acc53; let o6 = acc63; let o7 = acc73; acc03 = select(o0, o4, odd); acc13 = select(o4, o0, odd); acc23 = select(o1, o5, odd); acc33 = select(o5, o1, odd); acc43 = select(o2, o6, odd); acc53 = select(o6, o2, odd); acc63 = select(o3, o7, odd); acc73 = select(o7, o3, odd); }
+    if (NV > 4u) { let o0 = acc04; let o1 = acc14; let o2 = acc24; let o3 = acc34; let o4 = acc44; let o5 = acc54; let o6 = acc64; let o7 = acc74; acc04 = select(o0, o4, odd); acc14 = select(o4, o0, odd); acc24 = select(o1, o5, odd); acc34 = select(o5, o1, odd); acc44 = select(o2, o6, odd); acc54 = select(o6, o2, odd); acc64 = select(o3, o7, odd); acc74 = select(o7, o3, odd); }
+    if (NV > 5u) { let o0 = acc05; let o1 = acc15; let o2 = acc25; let o3 = acc35; let o4 = acc45; let o5 = acc55; let o6 = acc65; let o7 = acc75; acc05 = select(o0, o4, odd); acc15 = select(o4, o0, odd); acc25 = select(o1, o5, odd); acc35 = select(o5, o1, odd); acc45 = select(o2, o6, odd); acc55 = select(o6, o2, odd); acc65 = select(o3, o7, odd); acc75 = select(o7, o3, odd); }
+    if (NV > 6u) { let o0 = acc06; let o1 = acc16; let o2 = acc26; let o3 = acc36; let o4 = acc46; let o5 = acc56; let o6 = acc66; let o7 = acc76; acc06 = select(o0, o4, odd); acc16 = select(o4, o0, odd); acc26 = select(o1, o5, odd); acc36 = select(o5, o1, odd); acc46 = select(o2, o6, odd); acc56 = select(o6, o2, odd); acc66 = select(o3, o7, odd); acc76 = select(o7, o3, odd); }
+    if (NV > 7u) { let o0 = acc07; let o1 = acc17; let o2 = acc27; let o3 = acc37; let o4 = acc47; let o5 = acc57; let o6 = acc67; let o7 = acc77; acc07 = select(o0, o4, odd); acc17 = select(o4, o0, odd); acc27 = select(o1, o5, odd); acc37 = select(o5, o1, odd); acc47 = select(o2, o6, odd); acc57 = select(o6, o2, odd); acc67 = select(o3, o7, odd); acc77 = select(o7, o3, odd); }
+// END GENERATED pixel order s2
 }
 
 // The input gradient is a convolution of dy with the flipped kernel. With

@@ -163,6 +163,20 @@ fn strided_convolutions_match_reference() {
 }
 
 #[test]
+fn windows_loaded_as_vec4s_match_reference() {
+    // Where rows are whole vec4s, window mode loads each window as vec4s;
+    // the first element's place in its vec4 (A4_SHIFT) follows the padding.
+    // Forward: P = 0 at stride 1 (place 0); P = 2 at stride 2 is test 84.
+    check_both(shape(2, 4, 6, (6, 8), 3, 1, 0, 1), false, 140);
+    // Input gradient at stride 1, P = 2: dy rows of 8, place 0.
+    check_both(shape(1, 3, 5, (4, 6), 3, 1, 2, 1), true, 142);
+    // Input gradient at stride 2: P = 0 (place 3) and P = 2 (place 0) on
+    // dy rows of 8; the dx rows (17, 14) are not whole lanes of 8.
+    check_both(shape(2, 3, 5, (9, 17), 3, 2, 0, 1), false, 144);
+    check_both(shape(1, 4, 6, (7, 14), 3, 2, 2, 1), false, 146);
+}
+
+#[test]
 fn weight_gradient_window_mode_matches_reference() {
     // Output rows of whole chunks of 8 pixels, no bias: the weight gradient
     // loads one window per (ci, ky) pair and chunk. Several splits with a

@@ -231,6 +231,34 @@ fn vec4_stores() -> String {
     s
 }
 
+/// The stride-2 input gradient's rows in pixel order (before its vec4
+/// stores): rows 0..3 hold every second pixel from the lane's first when P
+/// is even, from its second when P is odd, and rows 4..7 the others.
+fn pixel_order_s2() -> String {
+    // Pixel k's row when P is even and when it is odd.
+    let row_of = |k: usize, odd: bool| {
+        if (k % 2 == 1) != odd {
+            4 + k / 2
+        } else {
+            k / 2
+        }
+    };
+    let mut s = String::new();
+    for b in 0..MAX_NV {
+        let mut body = String::new();
+        for r in 0..MAX_ROWS {
+            write!(body, "let o{r} = acc{r}{b}; ").unwrap();
+        }
+        for k in 0..MAX_ROWS {
+            let (even, odd) = (row_of(k, false), row_of(k, true));
+            write!(body, "acc{k}{b} = select(o{even}, o{odd}, odd); ").unwrap();
+        }
+        let cond = (b > 0).then(|| format!("NV > {b}u"));
+        writeln!(s, "    {}", guarded(cond, body.trim_end())).unwrap();
+    }
+    s
+}
+
 /// store_rows's per-column epilogue: scale s{b} (1 without a folded batch
 /// norm) and shift b{b} (the bias, the batch norm's shift, or 0).
 fn epilogue_vectors() -> String {
@@ -286,17 +314,21 @@ fn weight_window_registers() -> String {
 
 /// load_weight_window: element e of each pair's window, at x column x_s + e
 /// of its input row (zero outside the image); elements 10.. only at S = 2.
+/// Where A4_SHIFT < 4, the vec4s wholly inside the windows load first.
 fn weight_window_loads() -> String {
     let mut s = String::from(
         "fn load_weight_window(off: u32, oy_s: i32, ox_s: i32) {\n    \
          let ya = row0.live && u32(row0.y0 + oy_s) < p.h;\n    \
          let yb = row3.live && u32(row3.y0 + oy_s) < p.h;\n    \
-         let x_s = row0.x0 + ox_s;\n",
+         let x_s = row0.x0 + ox_s;\n    \
+         let at_a = row0.at + off;\n    \
+         let at_b = row3.at + off;\n    \
+         if (A4_SHIFT < 4u) { load_weight_window4(at_a, at_b, x_s, ya, yb); }\n",
     );
     for e in 0..WEIGHT_WINDOW {
         let pair_loads = format!(
-            "ea{e} = load_a(row0.at + off + {e}u, ya && u32(x_s + {e}) < p.w); \
-             eb{e} = load_a(row3.at + off + {e}u, yb && u32(x_s + {e}) < p.w);"
+            "ea{e} = weight_window_a({e}u, at_a, x_s, ya); \
+             eb{e} = weight_window_b({e}u, at_b, x_s, yb);"
         );
         let cond = (e >= 10).then(|| "WINDOW == 2u".to_string());
         writeln!(s, "    {}", guarded(cond, &pair_loads)).unwrap();
@@ -337,7 +369,7 @@ fn weight_window_steps() -> String {
 /// A region's name (as in its markers) and its generator.
 type Region = (&'static str, fn() -> String);
 
-const REGIONS: [Region; 13] = [
+const REGIONS: [Region; 14] = [
     ("accumulators", accumulators),
     ("chunk registers", chunk_registers),
     ("steps", steps),
@@ -347,6 +379,7 @@ const REGIONS: [Region; 13] = [
     ("fma rows", fma_rows),
     ("window pairs", window_pairs),
     ("vec4 stores", vec4_stores),
+    ("pixel order s2", pixel_order_s2),
     ("epilogue vectors", epilogue_vectors),
     ("weight window registers", weight_window_registers),
     ("weight window loads", weight_window_loads),

@@ -254,10 +254,12 @@ impl Conv2dAlgo {
         rows: u32,
         window: u32,
         store4: bool,
-    ) -> [(&'static str, f64); 5] {
+        a4_shift: u32,
+    ) -> [(&'static str, f64); 6] {
         let [nv_c, chunk_c, rows_c] = self.constants(gpu, nv, rows);
         let store4 = ("STORE4", store4 as u8 as f64);
-        [nv_c, chunk_c, rows_c, ("WINDOW", window as f64), store4]
+        let a4 = ("A4_SHIFT", a4_shift as f64);
+        [nv_c, chunk_c, rows_c, ("WINDOW", window as f64), store4, a4]
     }
 
     /// The pipeline constants of the subgroup kernels for `nv` vec4 column
@@ -425,6 +427,26 @@ fn vec4_stores(window: u32, out: &Tensor, plane: usize, width: usize, rows: u32)
         && batch_stride.is_multiple_of(4)
 }
 
+/// A4_SHIFT in WGSL: where window mode may load a lane's window as vec4s,
+/// the offset of its first element in its vec4, else 4 (scalar loads).
+/// `first_x` is a window's first column for a lane whose first pixel is
+/// column 0 (every lane's first pixel is a multiple of 4 columns on; at
+/// stride 2 of 8). The view `a`'s offset, batch stride, planes and rows must
+/// be whole vec4s, so that no vec4 straddles the edge of a row.
+fn window_vec4_shift(window: u32, a: &Tensor, plane: usize, width: usize, first_x: i64) -> u32 {
+    let [offset, batch_stride] = a.view_params();
+    let aligned = window != 0
+        && width.is_multiple_of(4)
+        && plane.is_multiple_of(4)
+        && offset.is_multiple_of(4)
+        && batch_stride.is_multiple_of(4);
+    if aligned {
+        first_x.rem_euclid(4) as u32
+    } else {
+        4
+    }
+}
+
 /// Pixels a lane holds in window mode `window` with `nv` column blocks
 /// (more only for `SubgroupWide`, `wide`): per window a pair's multiply-adds cost less than its loads, broadcasts
 /// and bookkeeping, so the input gradient's lanes take 8 adjacent pixels
@@ -575,14 +597,16 @@ pub fn conv2d_forward_fused(
             let store4 = vec4_stores(window, y, s.out_h() * s.out_w(), s.out_w(), rows);
             let [gx, gy, _] = pixel_grid(window, pixels, s.n * s.out_h(), s.out_w(), rows);
             let grid = [gx, gy, blocks * s.groups as u32];
-            // Binding 6 is y again, as vec4s.
-            let tensors = [x, w, v.unwrap_or(w), y, &packed.1, y];
+            // Bindings 6 and 7 are y and x again, as vec4s.
+            let tensors = [x, w, v.unwrap_or(w), y, &packed.1, y, x];
             let entry = if window == 0 {
                 "conv2d_forward_sg"
             } else {
                 "conv2d_forward_window"
             };
-            let constants = algo.window_constants(gpu, nv, rows, window, store4);
+            // A window starts at x = ox*S - P.
+            let a4_shift = window_vec4_shift(window, x, s.h * s.w, s.w, -(s.pad as i64));
+            let constants = algo.window_constants(gpu, nv, rows, window, store4, a4_shift);
             let conv = gpu.dispatch_with(FILE, entry, &constants, &params, &tensors, grid)?;
             Ok(vec![packed.0, conv])
         }
@@ -682,8 +706,8 @@ fn backward_input(
             let rows = window_rows(window, nv, wide);
             let entry = "conv2d_pack_backward_input_weights";
             let packed = pack(gpu, entry, &params, nv, window, [dy, w], k_len)?;
-            // Window 4's rows are not in pixel order.
-            let store4 = window != 4 && vec4_stores(window, dx, s.h * s.w, s.w, rows);
+            // Window 4 puts its rows into pixel order first.
+            let store4 = vec4_stores(window, dx, s.h * s.w, s.w, rows);
             let blocks_z = blocks * s.groups as u32;
             let grid = if window == 4 {
                 // S phases (in y only), alternating along the workgroups
@@ -698,15 +722,31 @@ fn backward_input(
                 let [gx, gy, _] = pixel_grid(window, per_phase, s.n * s.h, s.w, rows);
                 [gx, gy, blocks_z * (s.stride * s.stride) as u32]
             };
-            let tensors = [dy, w, w, dx, &packed.1, dx];
+            let tensors = [dy, w, w, dx, &packed.1, dx, dy];
             let entry = match window {
                 0 => "conv2d_backward_input_sg",
                 4 => "conv2d_backward_input_window_s2",
                 _ => "conv2d_backward_input_window",
             };
-            let [nv_c, chunk_c, rows_c, window_c, store4_c] =
-                algo.window_constants(gpu, nv, rows, window, store4);
-            let constants = [nv_c, chunk_c, rows_c, window_c, store4_c, accumulate_c];
+            // A window starts at column ox0 - 2 = ix + P - 2 at stride 1
+            // and (ix0 + P + 1) / 2 - 1 at stride 2 (dy's columns).
+            let first_x = match window {
+                4 => (s.pad as i64 + 1) / 2 - 1,
+                _ => s.pad as i64 - 2,
+            };
+            let plane = s.out_h() * s.out_w();
+            let a4_shift = window_vec4_shift(window, dy, plane, s.out_w(), first_x);
+            let [nv_c, chunk_c, rows_c, window_c, store4_c, a4_c] =
+                algo.window_constants(gpu, nv, rows, window, store4, a4_shift);
+            let constants = [
+                nv_c,
+                chunk_c,
+                rows_c,
+                window_c,
+                store4_c,
+                a4_c,
+                accumulate_c,
+            ];
             let conv = gpu.dispatch_with(FILE, entry, &constants, &params, &tensors, grid)?;
             Ok(vec![packed.0, conv])
         }
@@ -794,10 +834,19 @@ pub fn conv2d_backward_weight_with(
             } else {
                 "conv2d_backward_weight_window"
             };
-            // Binding 6 (vec4 stores) is unused here.
-            let tensors = [x, dy, dy, &partials, &packed.1, &partials];
+            // Binding 6 (vec4 stores) is unused here; 7 is x as vec4s.
+            let tensors = [x, dy, dy, &partials, &packed.1, &partials, x];
             let [nv_c, chunk_c, rows_c] = algo.constants(gpu, nv, rows);
-            let constants = [nv_c, chunk_c, rows_c, ("WINDOW", window as f64)];
+            // A chunk starts at a multiple of 8 output columns, its windows
+            // at x = ox*S - P.
+            let a4_shift = window_vec4_shift(window, x, s.h * s.w, s.w, -(s.pad as i64));
+            let constants = [
+                nv_c,
+                chunk_c,
+                rows_c,
+                ("WINDOW", window as f64),
+                ("A4_SHIFT", a4_shift as f64),
+            ];
             let pass1 = gpu.dispatch_with(FILE, entry, &constants, &params, &tensors, grid)?;
             let grid = grid_1d(s.c_out * r1, GROUP);
             let entry = "conv2d_backward_weight_reduce";
