@@ -7,7 +7,9 @@
 //!
 //! Each figure is the median over samples of one submission holding REPEAT
 //! back-to-back dispatches, divided by REPEAT, after warm-up: dispatch and
-//! submit overheads are included as a training step would pay them. On a CPU
+//! submit overheads are included as a training step would pay them. The
+//! samples go round all the kernels, so a kernel's samples spread over the
+//! whole run. On a CPU
 //! adapter (lavapipe) each row also gives the rate by the process's CPU time
 //! over its cores, which holds steady when other load shares the machine.
 
@@ -29,75 +31,98 @@ struct Bench {
     repeat: usize,
     /// Cores a CPU adapter runs its threads on; `None` for a GPU.
     cpu_cores: Option<f64>,
-    rows: std::cell::RefCell<Vec<Row>>,
+    cases: Vec<Case>,
+}
+
+/// One kernel to time: its dispatches and the work (FLOP or bytes) of one
+/// pass over them.
+struct Case {
+    name: String,
+    dispatches: Vec<Dispatch>,
+    work: f64,
+    unit: &'static str,
 }
 
 impl Bench {
-    /// Median seconds of one pass over `dispatches`: wall time and, for a
-    /// CPU adapter, the process's CPU time divided by the cores it may use.
-    fn time(&self, dispatches: &[Dispatch]) -> Timing {
-        let run = |reps: usize| {
-            let cpu = process_cpu_seconds();
-            let start = Instant::now();
-            let mut rec = self.gpu.recorder();
-            for _ in 0..reps {
-                rec.record_all(dispatches);
-            }
-            rec.submit().expect("submit");
-            self.gpu.wait().expect("wait");
-            let wall = start.elapsed().as_secs_f64();
-            let cpu = process_cpu_seconds()
-                .zip(cpu)
-                .map(|(end, start)| end - start);
-            (wall, cpu)
-        };
-        run(1);
-        run(self.repeat);
-        let (mut walls, mut cpus): (Vec<f64>, Vec<Option<f64>>) =
-            (0..self.samples).map(|_| run(self.repeat)).unzip();
-        let per_pass = self.repeat as f64;
-        let cpu = if self.cpu_cores.is_some() {
-            cpus.iter_mut()
-                .map(|c| c.take())
-                .collect::<Option<Vec<f64>>>()
-        } else {
-            None
-        };
-        Timing {
-            wall: median(&mut walls) / per_pass,
-            cpu_per_core: cpu
-                .zip(self.cpu_cores)
-                .map(|(mut c, cores)| median(&mut c) / per_pass / cores),
-        }
-    }
-
-    /// Records a row: `work` units (FLOP or bytes) per pass.
-    fn report(&self, name: String, t: Timing, work: f64, unit: &'static str) {
-        let rate = work / t.wall / 1e9;
-        let cpu_rate = t.cpu_per_core.map(|s| work / s / 1e9);
-        let by_cpu = cpu_rate.map_or(String::new(), |r| format!(" {r:>8.2} by CPU"));
-        println!(
-            "{name:<44} {:>9.3} ms {rate:>8.2} {unit}{by_cpu}",
-            t.wall * 1e3
-        );
-        self.rows.borrow_mut().push(Row {
+    fn add(&mut self, name: String, dispatches: Vec<Dispatch>, work: f64, unit: &'static str) {
+        self.cases.push(Case {
             name,
-            rate,
-            cpu_rate,
+            dispatches,
+            work,
             unit,
-            seconds: t.wall,
         });
     }
-}
 
-/// One kernel's median pass.
-#[derive(Clone, Copy)]
-struct Timing {
-    wall: f64,
-    /// CPU seconds over the cores lavapipe runs on: the wall time the pass
-    /// would take with every core to itself, which other load on the host
-    /// barely moves (`None` on a GPU, where CPU time is only the driver's).
-    cpu_per_core: Option<f64>,
+    /// Wall and CPU seconds of one submission of `repeat` passes.
+    fn run(&self, dispatches: &[Dispatch], repeat: usize) -> (f64, Option<f64>) {
+        let cpu = process_cpu_seconds();
+        let start = Instant::now();
+        let mut rec = self.gpu.recorder();
+        for _ in 0..repeat {
+            rec.record_all(dispatches);
+        }
+        rec.submit().expect("submit");
+        self.gpu.wait().expect("wait");
+        let wall = start.elapsed().as_secs_f64();
+        let cpu = process_cpu_seconds()
+            .zip(cpu)
+            .map(|(end, start)| end - start);
+        (wall, cpu)
+    }
+
+    /// Times every case and prints its row. The samples go round the cases
+    /// (case 1, 2, .. then again), so each case's samples spread over the
+    /// whole run and a burst of other load on the machine lands in one or
+    /// two of them, which the median drops, instead of in all of one
+    /// case's.
+    fn run_all(&self) -> Vec<Row> {
+        for case in &self.cases {
+            self.run(&case.dispatches, 1);
+            self.run(&case.dispatches, self.repeat);
+        }
+        let mut walls = vec![Vec::new(); self.cases.len()];
+        let mut cpus = vec![Vec::new(); self.cases.len()];
+        for _ in 0..self.samples {
+            for (i, case) in self.cases.iter().enumerate() {
+                let (wall, cpu) = self.run(&case.dispatches, self.repeat);
+                walls[i].push(wall);
+                cpus[i].push(cpu);
+            }
+        }
+        let per_pass = self.repeat as f64;
+        self.cases
+            .iter()
+            .zip(walls.iter_mut().zip(cpus))
+            .map(|(case, (walls, cpus))| {
+                let wall = median(walls) / per_pass;
+                // CPU seconds over the cores lavapipe runs on: the wall time
+                // the pass would take with every core to itself (none on a
+                // GPU, where CPU time is only the driver's).
+                let cpu_per_core = self.cpu_cores.and_then(|cores| {
+                    let mut c = cpus.into_iter().collect::<Option<Vec<f64>>>()?;
+                    Some(median(&mut c) / per_pass / cores)
+                });
+                let row = Row {
+                    name: case.name.clone(),
+                    rate: case.work / wall / 1e9,
+                    cpu_rate: cpu_per_core.map(|s| case.work / s / 1e9),
+                    unit: case.unit,
+                    seconds: wall,
+                };
+                let by_cpu = row
+                    .cpu_rate
+                    .map_or(String::new(), |r| format!(" {r:>8.2} by CPU"));
+                println!(
+                    "{:<44} {:>9.3} ms {:>8.2} {}{by_cpu}",
+                    row.name,
+                    wall * 1e3,
+                    row.rate,
+                    row.unit
+                );
+                row
+            })
+            .collect()
+    }
 }
 
 struct Row {
@@ -158,19 +183,19 @@ fn main() {
             "\nadapter: {} ({:?}, {:?}), shaders {mode}",
             info.name, info.backend, info.device_type
         );
-        let b = Bench {
+        let mut b = Bench {
             gpu,
             samples: if quick { 3 } else { 7 },
             repeat: repeat.unwrap_or(if quick { 3 } else { 10 }),
             // lavapipe starts one thread per core (LP_NUM_THREADS overrides).
             cpu_cores: (info.device_type == wgpu::DeviceType::Cpu).then(lavapipe_threads),
-            rows: Default::default(),
+            cases: Vec::new(),
         };
-        sgemm(&b);
-        convolutions(&b, batch);
-        batch_norm(&b);
-        copy_baseline(&b);
-        json.extend(b.rows.borrow().iter().map(|r| {
+        sgemm(&mut b);
+        convolutions(&mut b, batch);
+        batch_norm(&mut b);
+        copy_baseline(&mut b);
+        json.extend(b.run_all().iter().map(|r| {
             serde_json::json!({
                 "kernel": r.name, "shaders": mode, "rate": r.rate,
                 "rate_by_cpu": r.cpu_rate, "unit": r.unit, "ms": r.seconds * 1e3,
@@ -193,7 +218,7 @@ fn lavapipe_threads() -> f64 {
         .unwrap_or(1) as f64
 }
 
-fn sgemm(b: &Bench) {
+fn sgemm(b: &mut Bench) {
     let n = 1024;
     let g = &b.gpu;
     let x = g.upload(&vec![0.5; n * n], &[n, n]).unwrap();
@@ -203,11 +228,10 @@ fn sgemm(b: &Bench) {
     // The variant this adapter uses (the tests run both).
     let algo = MatmulAlgo::for_device(g);
     let d = matmul_with(g, algo, &x, &y, &z).unwrap();
-    let s = b.time(&[d]);
-    b.report(format!("sgemm 1024^3 {algo:?}"), s, flops, "GFLOP/s");
+    b.add(format!("sgemm 1024^3 {algo:?}"), vec![d], flops, "GFLOP/s");
 }
 
-fn copy_baseline(b: &Bench) {
+fn copy_baseline(b: &mut Bench) {
     // 64 x 16 x 32 x 32: ResNet-20's largest activation.
     let shape = [64, 16, 32, 32];
     let numel: usize = shape.iter().product();
@@ -215,13 +239,8 @@ fn copy_baseline(b: &Bench) {
     let x = g.upload(&vec![1.0; numel], &shape).unwrap();
     let y = g.zeros(&shape).unwrap();
     let d = unravel_device::kernels::elementwise::relu_forward(g, &x, &y).unwrap();
-    let s = b.time(&[d]);
-    b.report(
-        "relu (copy-like) 64x16x32x32".into(),
-        s,
-        8.0 * numel as f64,
-        "GB/s",
-    );
+    let name = "relu (copy-like) 64x16x32x32".into();
+    b.add(name, vec![d], 8.0 * numel as f64, "GB/s");
 }
 
 /// ResNet-20's convolutions at batch 64: the three stages' 3x3 stride-1
@@ -234,8 +253,7 @@ const RESNET20_CONVS: [(usize, usize, usize, usize); 5] = [
     (64, 64, 8, 1),
 ];
 
-fn convolutions(b: &Bench, n: usize) {
-    let g = &b.gpu;
+fn convolutions(b: &mut Bench, n: usize) {
     for (c_in, c_out, hw, stride) in RESNET20_CONVS {
         let s = Conv2dShape {
             n,
@@ -249,6 +267,7 @@ fn convolutions(b: &Bench, n: usize) {
             pad: 1,
             groups: 1,
         };
+        let g = &b.gpu;
         let x = g
             .upload(
                 &vec![0.5; s.input_shape().iter().product()],
@@ -267,31 +286,15 @@ fn convolutions(b: &Bench, n: usize) {
         let flops = 2.0 * s.macs() as f64;
         let name = format!("{c_in}->{c_out} {hw}x{hw} s{stride} N{n}");
         let fwd = conv2d_forward(g, &s, &x, &w, None, &y).unwrap();
-        b.report(
-            format!("conv forward      {name}"),
-            b.time(&fwd),
-            flops,
-            "GFLOP/s",
-        );
         let dgrad = conv2d_backward_input(g, &s, &y, &w, &dx).unwrap();
-        b.report(
-            format!("conv input grad   {name}"),
-            b.time(&dgrad),
-            flops,
-            "GFLOP/s",
-        );
         let wgrad = conv2d_backward_weight(g, &s, &x, &y, &dw, None).unwrap();
-        b.report(
-            format!("conv weight grad  {name}"),
-            b.time(&wgrad),
-            flops,
-            "GFLOP/s",
-        );
+        b.add(format!("conv forward      {name}"), fwd, flops, "GFLOP/s");
+        b.add(format!("conv input grad   {name}"), dgrad, flops, "GFLOP/s");
+        b.add(format!("conv weight grad  {name}"), wgrad, flops, "GFLOP/s");
     }
 }
 
-fn batch_norm(b: &Bench) {
-    let g = &b.gpu;
+fn batch_norm(b: &mut Bench) {
     for (c, hw) in [(16, 32), (32, 16), (64, 8)] {
         let s = BatchNormShape {
             n: 64,
@@ -301,6 +304,7 @@ fn batch_norm(b: &Bench) {
         };
         let shape = [64, c, hw, hw];
         let numel: usize = shape.iter().product();
+        let g = &b.gpu;
         let x = g.upload(&vec![0.3; numel], &shape).unwrap();
         let y = g.zeros(&shape).unwrap();
         let dx = g.zeros(&shape).unwrap();
@@ -314,20 +318,21 @@ fn batch_norm(b: &Bench) {
         };
         let fwd = batchnorm_train_forward(g, &s, &cfg, &x, &gamma, &beta, &mean, &var, &saved, &y)
             .unwrap();
+        let bwd = batchnorm_backward(g, &s, &cfg, &x, Some(&y), &y, &gamma, &saved, &dx, &dg, &db)
+            .unwrap();
         // Bytes that must move: forward reads x twice (statistics, then
         // normalise) and writes y; backward reads x, y, dy twice and writes dx.
         let bytes = 4.0 * numel as f64;
-        b.report(
-            format!("batchnorm+relu forward  {c}x{hw}x{hw}"),
-            b.time(&fwd),
+        let name = format!("{c}x{hw}x{hw}");
+        b.add(
+            format!("batchnorm+relu forward  {name}"),
+            fwd,
             3.0 * bytes,
             "GB/s",
         );
-        let bwd = batchnorm_backward(g, &s, &cfg, &x, Some(&y), &y, &gamma, &saved, &dx, &dg, &db)
-            .unwrap();
-        b.report(
-            format!("batchnorm+relu backward {c}x{hw}x{hw}"),
-            b.time(&bwd),
+        b.add(
+            format!("batchnorm+relu backward {name}"),
+            bwd,
             7.0 * bytes,
             "GB/s",
         );
