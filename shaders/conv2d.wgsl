@@ -1368,11 +1368,12 @@ var<private> wq: array<vec4<f32>, 5>;
 fn load_window4(len: u32, ok_y: bool) {
     let first = row0.at + pair_off + u32(pw.x_shift) - A4_SHIFT;
     let x = row0.x0 + pw.x_shift - i32(A4_SHIFT);
-    if (whole_vec4(0u, len)) { wq[0] = window4(first, x, ok_y); }
-    if (whole_vec4(1u, len)) { wq[1] = window4(first + 4u, x + 4, ok_y); }
-    if (whole_vec4(2u, len)) { wq[2] = window4(first + 8u, x + 8, ok_y); }
-    if (whole_vec4(3u, len)) { wq[3] = window4(first + 12u, x + 12, ok_y); }
-    if (whole_vec4(4u, len)) { wq[4] = window4(first + 16u, x + 16, ok_y); }
+    let w = pw.lim_x;
+    if (whole_vec4(0u, len)) { wq[0] = row_vec4(first, x, ok_y, w); }
+    if (whole_vec4(1u, len)) { wq[1] = row_vec4(first + 4u, x + 4, ok_y, w); }
+    if (whole_vec4(2u, len)) { wq[2] = row_vec4(first + 8u, x + 8, ok_y, w); }
+    if (whole_vec4(3u, len)) { wq[3] = row_vec4(first + 12u, x + 12, ok_y, w); }
+    if (whole_vec4(4u, len)) { wq[4] = row_vec4(first + 16u, x + 16, ok_y, w); }
 }
 
 // Whether vec4 j (elements 4j - A4_SHIFT .. + 3) lies inside a window of
@@ -1381,21 +1382,31 @@ fn whole_vec4(j: u32, len: u32) -> bool {
     return 4u * j >= A4_SHIFT && 4u * j + 4u <= A4_SHIFT + len;
 }
 
-// The vec4 of A at element `at` (a multiple of 4), column x of its row.
-fn window4(at: u32, x: i32, ok_y: bool) -> vec4<f32> {
-    let ok = ok_y && u32(x) < pw.lim_x;
+// The vec4 of A at element `at` (a multiple of 4), column x of its row of
+// `width`; zeros outside the image.
+fn row_vec4(at: u32, x: i32, ok_y: bool, width: u32) -> vec4<f32> {
+    let ok = ok_y && u32(x) < width;
     return select(ZERO4, a4[select(0u, at / 4u, ok)], ok);
+}
+
+// Element e of a window of `len` at element `at`, column x of its row of
+// `width`: from the vec4s in `q` where A4_SHIFT < 4 and its vec4 is whole,
+// else loaded.
+fn window_element(q: ptr<private, array<vec4<f32>, 5>>, len: u32, e: u32, at: u32, x: i32,
+                  ok_y: bool, width: u32) -> f32 {
+    let k = A4_SHIFT + e;
+    if (A4_SHIFT < 4u && whole_vec4(k / 4u, len)) {
+        return (*q)[k / 4u][k % 4u];
+    }
+    return load_a(at + e, ok_y && u32(x + i32(e)) < width);
 }
 
 // Element e of the next pair's window (after load_window4 where A4_SHIFT <
 // 4).
 fn window_value(e: i32, ok_y: bool) -> f32 {
-    let k = A4_SHIFT + u32(e);
-    if (A4_SHIFT < 4u && whole_vec4(k / 4u, window_len())) {
-        return wq[k / 4u][k % 4u];
-    }
-    let dx = pw.x_shift + e;
-    return load_a(row0.at + pair_off + u32(dx), ok_y && u32(row0.x0 + dx) < pw.lim_x);
+    let at = row0.at + pair_off + u32(pw.x_shift);
+    let x = row0.x0 + pw.x_shift;
+    return window_element(&wq, window_len(), u32(e), at, x, ok_y, pw.lim_x);
 }
 
 // Elements in a pair's window: (pixels - 1) * stride + 3, or 5 for the
@@ -2045,34 +2056,12 @@ fn load_weight_window4(at_a: u32, at_b: u32, x_s: i32, ya: bool, yb: bool) {
     let x = x_s - i32(A4_SHIFT);
     let fa = at_a - A4_SHIFT;
     let fb = at_b - A4_SHIFT;
-    if (whole_vec4(0u, len)) { wqa[0] = x_vec4(fa, x, ya); wqb[0] = x_vec4(fb, x, yb); }
-    if (whole_vec4(1u, len)) { wqa[1] = x_vec4(fa + 4u, x + 4, ya); wqb[1] = x_vec4(fb + 4u, x + 4, yb); }
-    if (whole_vec4(2u, len)) { wqa[2] = x_vec4(fa + 8u, x + 8, ya); wqb[2] = x_vec4(fb + 8u, x + 8, yb); }
-    if (whole_vec4(3u, len)) { wqa[3] = x_vec4(fa + 12u, x + 12, ya); wqb[3] = x_vec4(fb + 12u, x + 12, yb); }
-    if (whole_vec4(4u, len)) { wqa[4] = x_vec4(fa + 16u, x + 16, ya); wqb[4] = x_vec4(fb + 16u, x + 16, yb); }
-}
-
-// The vec4 of x at element `at` (a multiple of 4), column x of its row.
-fn x_vec4(at: u32, x: i32, ok_y: bool) -> vec4<f32> {
-    let ok = ok_y && u32(x) < p.w;
-    return select(ZERO4, a4[select(0u, at / 4u, ok)], ok);
-}
-
-// Element e of pair a's (b's) window at `at`, column x_s of its row.
-fn weight_window_a(e: u32, at: u32, x_s: i32, ok_y: bool) -> f32 {
-    let k = A4_SHIFT + e;
-    if (A4_SHIFT < 4u && whole_vec4(k / 4u, weight_window_len())) {
-        return wqa[k / 4u][k % 4u];
-    }
-    return load_a(at + e, ok_y && u32(x_s + i32(e)) < p.w);
-}
-
-fn weight_window_b(e: u32, at: u32, x_s: i32, ok_y: bool) -> f32 {
-    let k = A4_SHIFT + e;
-    if (A4_SHIFT < 4u && whole_vec4(k / 4u, weight_window_len())) {
-        return wqb[k / 4u][k % 4u];
-    }
-    return load_a(at + e, ok_y && u32(x_s + i32(e)) < p.w);
+    let w = p.w;
+    if (whole_vec4(0u, len)) { wqa[0] = row_vec4(fa, x, ya, w); wqb[0] = row_vec4(fb, x, yb, w); }
+    if (whole_vec4(1u, len)) { wqa[1] = row_vec4(fa + 4u, x + 4, ya, w); wqb[1] = row_vec4(fb + 4u, x + 4, yb, w); }
+    if (whole_vec4(2u, len)) { wqa[2] = row_vec4(fa + 8u, x + 8, ya, w); wqb[2] = row_vec4(fb + 8u, x + 8, yb, w); }
+    if (whole_vec4(3u, len)) { wqa[3] = row_vec4(fa + 12u, x + 12, ya, w); wqb[3] = row_vec4(fb + 12u, x + 12, yb, w); }
+    if (whole_vec4(4u, len)) { wqa[4] = row_vec4(fa + 16u, x + 16, ya, w); wqb[4] = row_vec4(fb + 16u, x + 16, yb, w); }
 }
 
 // BEGIN GENERATED weight window loads
@@ -2082,24 +2071,25 @@ fn load_weight_window(off: u32, oy_s: i32, ox_s: i32) {
     let x_s = row0.x0 + ox_s;
     let at_a = row0.at + off;
     let at_b = row3.at + off;
+    let len = weight_window_len();
     if (A4_SHIFT < 4u) { load_weight_window4(at_a, at_b, x_s, ya, yb); }
-    ea0 = weight_window_a(0u, at_a, x_s, ya); eb0 = weight_window_b(0u, at_b, x_s, yb);
-    ea1 = weight_window_a(1u, at_a, x_s, ya); eb1 = weight_window_b(1u, at_b, x_s, yb);
-    ea2 = weight_window_a(2u, at_a, x_s, ya); eb2 = weight_window_b(2u, at_b, x_s, yb);
-    ea3 = weight_window_a(3u, at_a, x_s, ya); eb3 = weight_window_b(3u, at_b, x_s, yb);
-    ea4 = weight_window_a(4u, at_a, x_s, ya); eb4 = weight_window_b(4u, at_b, x_s, yb);
-    ea5 = weight_window_a(5u, at_a, x_s, ya); eb5 = weight_window_b(5u, at_b, x_s, yb);
-    ea6 = weight_window_a(6u, at_a, x_s, ya); eb6 = weight_window_b(6u, at_b, x_s, yb);
-    ea7 = weight_window_a(7u, at_a, x_s, ya); eb7 = weight_window_b(7u, at_b, x_s, yb);
-    ea8 = weight_window_a(8u, at_a, x_s, ya); eb8 = weight_window_b(8u, at_b, x_s, yb);
-    ea9 = weight_window_a(9u, at_a, x_s, ya); eb9 = weight_window_b(9u, at_b, x_s, yb);
-    if (WINDOW == 2u) { ea10 = weight_window_a(10u, at_a, x_s, ya); eb10 = weight_window_b(10u, at_b, x_s, yb); }
-    if (WINDOW == 2u) { ea11 = weight_window_a(11u, at_a, x_s, ya); eb11 = weight_window_b(11u, at_b, x_s, yb); }
-    if (WINDOW == 2u) { ea12 = weight_window_a(12u, at_a, x_s, ya); eb12 = weight_window_b(12u, at_b, x_s, yb); }
-    if (WINDOW == 2u) { ea13 = weight_window_a(13u, at_a, x_s, ya); eb13 = weight_window_b(13u, at_b, x_s, yb); }
-    if (WINDOW == 2u) { ea14 = weight_window_a(14u, at_a, x_s, ya); eb14 = weight_window_b(14u, at_b, x_s, yb); }
-    if (WINDOW == 2u) { ea15 = weight_window_a(15u, at_a, x_s, ya); eb15 = weight_window_b(15u, at_b, x_s, yb); }
-    if (WINDOW == 2u) { ea16 = weight_window_a(16u, at_a, x_s, ya); eb16 = weight_window_b(16u, at_b, x_s, yb); }
+    ea0 = window_element(&wqa, len, 0u, at_a, x_s, ya, p.w); eb0 = window_element(&wqb, len, 0u, at_b, x_s, yb, p.w);
+    ea1 = window_element(&wqa, len, 1u, at_a, x_s, ya, p.w); eb1 = window_element(&wqb, len, 1u, at_b, x_s, yb, p.w);
+    ea2 = window_element(&wqa, len, 2u, at_a, x_s, ya, p.w); eb2 = window_element(&wqb, len, 2u, at_b, x_s, yb, p.w);
+    ea3 = window_element(&wqa, len, 3u, at_a, x_s, ya, p.w); eb3 = window_element(&wqb, len, 3u, at_b, x_s, yb, p.w);
+    ea4 = window_element(&wqa, len, 4u, at_a, x_s, ya, p.w); eb4 = window_element(&wqb, len, 4u, at_b, x_s, yb, p.w);
+    ea5 = window_element(&wqa, len, 5u, at_a, x_s, ya, p.w); eb5 = window_element(&wqb, len, 5u, at_b, x_s, yb, p.w);
+    ea6 = window_element(&wqa, len, 6u, at_a, x_s, ya, p.w); eb6 = window_element(&wqb, len, 6u, at_b, x_s, yb, p.w);
+    ea7 = window_element(&wqa, len, 7u, at_a, x_s, ya, p.w); eb7 = window_element(&wqb, len, 7u, at_b, x_s, yb, p.w);
+    ea8 = window_element(&wqa, len, 8u, at_a, x_s, ya, p.w); eb8 = window_element(&wqb, len, 8u, at_b, x_s, yb, p.w);
+    ea9 = window_element(&wqa, len, 9u, at_a, x_s, ya, p.w); eb9 = window_element(&wqb, len, 9u, at_b, x_s, yb, p.w);
+    if (WINDOW == 2u) { ea10 = window_element(&wqa, len, 10u, at_a, x_s, ya, p.w); eb10 = window_element(&wqb, len, 10u, at_b, x_s, yb, p.w); }
+    if (WINDOW == 2u) { ea11 = window_element(&wqa, len, 11u, at_a, x_s, ya, p.w); eb11 = window_element(&wqb, len, 11u, at_b, x_s, yb, p.w); }
+    if (WINDOW == 2u) { ea12 = window_element(&wqa, len, 12u, at_a, x_s, ya, p.w); eb12 = window_element(&wqb, len, 12u, at_b, x_s, yb, p.w); }
+    if (WINDOW == 2u) { ea13 = window_element(&wqa, len, 13u, at_a, x_s, ya, p.w); eb13 = window_element(&wqb, len, 13u, at_b, x_s, yb, p.w); }
+    if (WINDOW == 2u) { ea14 = window_element(&wqa, len, 14u, at_a, x_s, ya, p.w); eb14 = window_element(&wqb, len, 14u, at_b, x_s, yb, p.w); }
+    if (WINDOW == 2u) { ea15 = window_element(&wqa, len, 15u, at_a, x_s, ya, p.w); eb15 = window_element(&wqb, len, 15u, at_b, x_s, yb, p.w); }
+    if (WINDOW == 2u) { ea16 = window_element(&wqa, len, 16u, at_a, x_s, ya, p.w); eb16 = window_element(&wqb, len, 16u, at_b, x_s, yb, p.w); }
 }
 // END GENERATED weight window loads
 
@@ -2719,7 +2709,7 @@ fn conv2d_backward_input_window_s2(@builtin(workgroup_id) wg: vec3<u32>, @builti
     reduce_window(p.cout_g * nty, b_at, lane);
     if (STORE4) {
         // The host checked W % 8 == 0: all 8 pixels exist, from ix0 on,
-        // two vec4s of each channel (a scalar store each cost a quarter of
+        // stored as two vec4s a channel (scalar stores took a quarter of
         // the pass).
         pixel_order_s2(odd == 1u);
         row0.out_at -= odd;

@@ -323,12 +323,13 @@ fn weight_window_loads() -> String {
          let x_s = row0.x0 + ox_s;\n    \
          let at_a = row0.at + off;\n    \
          let at_b = row3.at + off;\n    \
+         let len = weight_window_len();\n    \
          if (A4_SHIFT < 4u) { load_weight_window4(at_a, at_b, x_s, ya, yb); }\n",
     );
     for e in 0..WEIGHT_WINDOW {
         let pair_loads = format!(
-            "ea{e} = weight_window_a({e}u, at_a, x_s, ya); \
-             eb{e} = weight_window_b({e}u, at_b, x_s, yb);"
+            "ea{e} = window_element(&wqa, len, {e}u, at_a, x_s, ya, p.w); \
+             eb{e} = window_element(&wqb, len, {e}u, at_b, x_s, yb, p.w);"
         );
         let cond = (e >= 10).then(|| "WINDOW == 2u".to_string());
         writeln!(s, "    {}", guarded(cond, &pair_loads)).unwrap();
