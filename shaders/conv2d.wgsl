@@ -1395,8 +1395,12 @@ fn row_vec4(at: u32, x: i32, ok_y: bool, width: u32) -> vec4<f32> {
 fn window_element(q: ptr<private, array<vec4<f32>, 5>>, len: u32, e: u32, at: u32, x: i32,
                   ok_y: bool, width: u32) -> f32 {
     let k = A4_SHIFT + e;
-    if (A4_SHIFT < 4u && whole_vec4(k / 4u, len)) {
-        return (*q)[k / 4u][k % 4u];
+    // Nested: a test of pipeline constants alone is cheaper for lavapipe to
+    // drop where it is false than one joined to a call.
+    if (A4_SHIFT < 4u) {
+        if (whole_vec4(k / 4u, len)) {
+            return (*q)[k / 4u][k % 4u];
+        }
     }
     return load_a(at + e, ok_y && u32(x + i32(e)) < width);
 }
