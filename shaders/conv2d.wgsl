@@ -56,6 +56,16 @@ fn linear_index(wg: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
     return (wg.y * nwg.x + wg.x) * WG + lid;
 }
 
+// Lane t of a window-mode grid over `image_rows` rows of `width` pixels,
+// ROWS adjacent pixels a lane: (its first pixel's index over all rows, that
+// pixel's column, whether its row exists).
+fn window_lane(t: u32, width: u32, image_rows: u32) -> vec3<u32> {
+    let tiles = (width + ROWS - 1u) / ROWS;
+    let image_row = qdiv(t, tiles);
+    let x = (t - image_row * tiles) * ROWS;
+    return vec3<u32>(image_row * width + x, x, u32(image_row < image_rows));
+}
+
 // a[i] where ok, else 0. An index out of range where !ok is harmless: WGSL
 // keeps every access inside the buffer (bounds checks or robust access).
 fn load_a(i: u32, ok: bool) -> f32 {
@@ -2583,13 +2593,11 @@ fn conv2d_forward_window(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_work
     let g = wg.z / p.blocks;
     let c0 = c0_of(wg.z);
     let r_len = p.cin_g * p.kh * p.kw;
-    // Lane t: pixels ox .. ox + ROWS - 1 of image row (n, oy) = t / tiles.
-    let t = (wg.y * nwg.x + wg.x) * WG + lid;
-    let tiles = (p.ow + ROWS - 1u) / ROWS;
-    let image_row = qdiv(t, tiles);
-    let ox = (t - image_row * tiles) * ROWS;
-    let i = image_row * p.ow + ox;
-    let live = image_row < p.n * p.oh;
+    // Lane t: pixels ox .. ox + ROWS - 1 of image row (n, oy).
+    let lp = window_lane(linear_index(wg, nwg, lid), p.ow, p.n * p.oh);
+    let i = lp.x;
+    let ox = lp.y;
+    let live = lp.z != 0u;
     let none = 0xffffffffu;
     row0 = forward_row(select(none, i, live), g, c0);
     row1 = forward_row(select(none, i + 1u, live && ox + 1u < p.ow), g, c0);
@@ -2782,13 +2790,11 @@ fn conv2d_backward_input_window(@builtin(workgroup_id) wg: vec3<u32>, @builtin(n
     let c0 = c0_of(wg.z);
     let neg = 0xffffffffu;
     let b_at = wg.z * p.cout_g * p.kh * p.kw * NV;
-    // Lane t: pixels ix .. ix + ROWS - 1 of image row (n, iy) = t / tiles.
-    let t = (wg.y * nwg.x + wg.x) * WG + lid;
-    let tiles = (p.w + ROWS - 1u) / ROWS;
-    let image_row = qdiv(t, tiles);
-    let ix = (t - image_row * tiles) * ROWS;
-    let i = image_row * p.w + ix;
-    let live = image_row < p.n * p.h;
+    // Lane t: pixels ix .. ix + ROWS - 1 of image row (n, iy).
+    let lp = window_lane(linear_index(wg, nwg, lid), p.w, p.n * p.h);
+    let i = lp.x;
+    let ix = lp.y;
+    let live = lp.z != 0u;
     let none = 0xffffffffu;
     row0 = backward_input_row(ph, select(none, i, live), g, c0);
     row1 = backward_input_row(ph, select(none, i + 1u, live && ix + 1u < p.w), g, c0);
