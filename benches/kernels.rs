@@ -15,7 +15,7 @@
 
 use std::time::Instant;
 
-use unravel_device::cpu_time::process_cpu_seconds;
+use unravel_device::cpu_time::{cpu_adapter_threads, process_cpu_seconds};
 use unravel_device::kernels::batchnorm::{
     batchnorm_backward, batchnorm_train_forward, BatchNormConfig, BatchNormShape,
 };
@@ -187,8 +187,8 @@ fn main() {
             gpu,
             samples: if quick { 3 } else { 7 },
             repeat: repeat.unwrap_or(if quick { 3 } else { 10 }),
-            // lavapipe starts one thread per core (LP_NUM_THREADS overrides).
-            cpu_cores: (info.device_type == wgpu::DeviceType::Cpu).then(lavapipe_threads),
+            cpu_cores: (info.device_type == wgpu::DeviceType::Cpu)
+                .then(|| cpu_adapter_threads() as f64),
             cases: Vec::new(),
         };
         sgemm(&mut b);
@@ -206,16 +206,6 @@ fn main() {
         "{}",
         serde_json::json!({"adapter": adapter, "results": json})
     );
-}
-
-/// The threads lavapipe computes on: LP_NUM_THREADS, else one per core.
-fn lavapipe_threads() -> f64 {
-    std::env::var("LP_NUM_THREADS")
-        .ok()
-        .and_then(|v| v.parse::<usize>().ok())
-        .filter(|&n| n > 0)
-        .or_else(|| std::thread::available_parallelism().ok().map(|n| n.get()))
-        .unwrap_or(1) as f64
 }
 
 fn sgemm(b: &mut Bench) {

@@ -12,7 +12,7 @@ use std::time::Instant;
 #[path = "common/resnet_shapes.rs"]
 mod resnet_shapes;
 use resnet_shapes::shape;
-use unravel_device::cpu_time::process_cpu_seconds;
+use unravel_device::cpu_time::{cpu_adapter_threads, process_cpu_seconds};
 use unravel_device::kernels::conv2d::{
     conv2d_backward_input_with, conv2d_backward_weight_with, conv2d_forward_with, Conv2dAlgo,
 };
@@ -49,7 +49,7 @@ fn main() -> Result<()> {
         Some("tiled") => Conv2dAlgo::Tiled,
         _ => Conv2dAlgo::for_gpu(&gpu),
     };
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let cores = cpu_adapter_threads() as f64;
     println!("adapter: {} ({algo:?})", gpu.adapter_info().name);
     println!("GFLOP/s by wall time (in brackets: by CPU time over {cores} cores, i.e. without other load)");
     println!(

@@ -7,7 +7,7 @@
 
 use std::time::Instant;
 
-use unravel_device::cpu_time::process_cpu_seconds;
+use unravel_device::cpu_time::{cpu_adapter_threads, process_cpu_seconds};
 use unravel_device::kernels::matmul::{matmul_with, MatmulAlgo};
 use unravel_device::{AdapterOptions, Gpu, Result};
 
@@ -16,7 +16,7 @@ const RUNS: usize = 5;
 
 fn main() -> Result<()> {
     let n = 1024;
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let cores = cpu_adapter_threads() as f64;
     for unchecked in [false, true] {
         let gpu = Gpu::new(&AdapterOptions {
             unchecked_shaders: unchecked,

@@ -25,6 +25,18 @@ pub fn process_cpu_seconds() -> Option<f64> {
     None
 }
 
+/// The threads a CPU adapter (lavapipe) computes on: LP_NUM_THREADS where
+/// set, else one per core. CPU seconds over this are the wall time a pass
+/// would take with the machine to itself.
+pub fn cpu_adapter_threads() -> usize {
+    std::env::var("LP_NUM_THREADS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|&n| n > 0)
+        .or_else(|| std::thread::available_parallelism().ok().map(|n| n.get()))
+        .unwrap_or(1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::process_cpu_seconds;
