@@ -15,6 +15,9 @@
 
 use std::time::Instant;
 
+#[path = "../crates/unravel-device/examples/common/resnet_shapes.rs"]
+mod resnet_shapes;
+use resnet_shapes::resnet20_convs;
 use unravel_device::cpu_time::{cpu_adapter_threads, process_cpu_seconds};
 use unravel_device::kernels::batchnorm::{
     batchnorm_backward, batchnorm_train_forward, BatchNormConfig, BatchNormShape,
@@ -233,30 +236,10 @@ fn copy_baseline(b: &mut Bench) {
     b.add(name, vec![d], 8.0 * numel as f64, "GB/s");
 }
 
-/// ResNet-20's convolutions at batch 64: the three stages' 3x3 stride-1
-/// convs and the two stride-2 transitions.
-const RESNET20_CONVS: [(usize, usize, usize, usize); 5] = [
-    (16, 16, 32, 1),
-    (16, 32, 32, 2),
-    (32, 32, 16, 1),
-    (32, 64, 16, 2),
-    (64, 64, 8, 1),
-];
-
 fn convolutions(b: &mut Bench, n: usize) {
-    for (c_in, c_out, hw, stride) in RESNET20_CONVS {
-        let s = Conv2dShape {
-            n,
-            c_in,
-            h: hw,
-            w: hw,
-            c_out,
-            kh: 3,
-            kw: 3,
-            stride,
-            pad: 1,
-            groups: 1,
-        };
+    for s in resnet20_convs() {
+        let s = Conv2dShape { n, ..s };
+        let (c_in, c_out, hw, stride) = (s.c_in, s.c_out, s.h, s.stride);
         let g = &b.gpu;
         let x = g
             .upload(

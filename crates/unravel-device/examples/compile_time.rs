@@ -10,7 +10,7 @@
 
 #[path = "common/resnet_shapes.rs"]
 mod resnet_shapes;
-use resnet_shapes::shape;
+use resnet_shapes::resnet20_convs;
 use unravel_device::cpu_time::process_cpu_seconds;
 use unravel_device::kernels::conv2d::{
     conv2d_backward_input, conv2d_backward_input_accumulate, conv2d_backward_weight, conv2d_forward,
@@ -33,13 +33,7 @@ fn main() -> Result<()> {
         "shape (N=64, 3x3)", "forward", "bwd input", "bwd input +=", "bwd weight"
     );
     let mut total = 0.0;
-    for s in [
-        shape(16, 16, 32, 1),
-        shape(16, 32, 32, 2),
-        shape(32, 32, 16, 1),
-        shape(32, 64, 16, 2),
-        shape(64, 64, 8, 1),
-    ] {
+    for s in resnet20_convs() {
         let x = gpu.zeros(&s.input_shape())?;
         let w = gpu.zeros(&s.weight_shape())?;
         let y = gpu.zeros(&s.output_shape())?;

@@ -11,7 +11,7 @@ use std::time::Instant;
 
 #[path = "common/resnet_shapes.rs"]
 mod resnet_shapes;
-use resnet_shapes::shape;
+use resnet_shapes::resnet20_convs;
 use unravel_device::cpu_time::{cpu_adapter_threads, process_cpu_seconds};
 use unravel_device::kernels::conv2d::{
     conv2d_backward_input_with, conv2d_backward_weight_with, conv2d_forward_with, Conv2dAlgo,
@@ -57,16 +57,7 @@ fn main() -> Result<()> {
         "shape (N=64, 3x3)", "forward", "bwd input", "bwd weight"
     );
     let only = std::env::var("CONV_SHAPE").ok();
-    for (i, s) in [
-        shape(16, 16, 32, 1),
-        shape(32, 32, 16, 1),
-        shape(64, 64, 8, 1),
-        shape(16, 32, 32, 2),
-        shape(32, 64, 16, 2),
-    ]
-    .into_iter()
-    .enumerate()
-    {
+    for (i, s) in resnet20_convs().into_iter().enumerate() {
         if only.as_ref().is_some_and(|o| *o != i.to_string()) {
             continue;
         }

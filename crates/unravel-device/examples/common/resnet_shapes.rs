@@ -1,5 +1,6 @@
 //! The convolution shapes of ResNet-20 on CIFAR at batch 64, for the timing
-//! examples. Shape legend: C in, K out channels, H = W input, S stride.
+//! examples and the kernel bench. Shape legend: C in, K out channels, H = W
+//! input, S stride.
 
 use unravel_device::kernels::conv2d::Conv2dShape;
 
@@ -17,4 +18,16 @@ pub fn shape(c_in: usize, c_out: usize, hw: usize, stride: usize) -> Conv2dShape
         pad: 1,
         groups: 1,
     }
+}
+
+/// ResNet-20's 3x3 convolutions in stage order: the three stages' stride-1
+/// convs and the two stride-2 transitions.
+pub fn resnet20_convs() -> [Conv2dShape; 5] {
+    [
+        shape(16, 16, 32, 1),
+        shape(16, 32, 32, 2),
+        shape(32, 32, 16, 1),
+        shape(32, 64, 16, 2),
+        shape(64, 64, 8, 1),
+    ]
 }
