@@ -15,17 +15,16 @@
 
 use std::time::Instant;
 
-#[path = "../crates/unravel-device/examples/common/resnet_shapes.rs"]
-mod resnet_shapes;
-use resnet_shapes::resnet20_convs;
-use unravel_device::cpu_time::{cpu_adapter_threads, process_cpu_seconds};
+use unravel_dev::cpu_time::{cpu_adapter_threads, process_cpu_seconds};
+use unravel_dev::resnet_shapes::resnet20_convs;
+use unravel_dev::sgemm::{matmul_with, MatmulAlgo};
 use unravel_device::kernels::batchnorm::{
     batchnorm_backward, batchnorm_train_forward, BatchNormConfig, BatchNormShape,
 };
 use unravel_device::kernels::conv2d::{
-    conv2d_backward_input, conv2d_backward_weight, conv2d_forward, Conv2dShape,
+    conv2d_backward_input, conv2d_backward_weight, conv2d_forward, Conv2dAlgo, Conv2dShape,
+    ForwardOptions, InputGradOptions, WeightGradOptions,
 };
-use unravel_device::kernels::matmul::{matmul_with, MatmulAlgo};
 use unravel_device::{AdapterOptions, Dispatch, Gpu};
 
 struct Bench {
@@ -162,7 +161,7 @@ fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     // `--conv-algo tiled|subgroup|direct`: time that algorithm instead of
     // the adapter's default; `--batch N`: convolutions at batch N (64).
-    let conv_algo = flag_value("--conv-algo");
+    let conv_algo: Option<Conv2dAlgo> = flag_value("--conv-algo");
     let batch = flag_value("--batch").unwrap_or(64);
     // `--repeat R`: dispatches per timed submission (10; more on fast GPUs,
     // where a submission's overhead outweighs a small kernel).
@@ -174,7 +173,6 @@ fn main() {
     for unchecked in [false, true] {
         let options = AdapterOptions {
             unchecked_shaders: unchecked,
-            conv_algo,
             ..Default::default()
         };
         let gpu = Gpu::new(&options)
@@ -195,7 +193,7 @@ fn main() {
             cases: Vec::new(),
         };
         sgemm(&mut b);
-        convolutions(&mut b, batch);
+        convolutions(&mut b, batch, conv_algo);
         batch_norm(&mut b);
         copy_baseline(&mut b);
         json.extend(b.run_all().iter().map(|r| {
@@ -236,7 +234,17 @@ fn copy_baseline(b: &mut Bench) {
     b.add(name, vec![d], 8.0 * numel as f64, "GB/s");
 }
 
-fn convolutions(b: &mut Bench, n: usize) {
+/// The convolutions at batch `n` with `algo` (the adapter's where `None`).
+fn convolutions(b: &mut Bench, n: usize, algo: Option<Conv2dAlgo>) {
+    let forward = ForwardOptions {
+        algo,
+        ..Default::default()
+    };
+    let input_grad = InputGradOptions {
+        algo,
+        ..Default::default()
+    };
+    let weight_grad = WeightGradOptions { algo };
     for s in resnet20_convs() {
         let s = Conv2dShape { n, ..s };
         let (c_in, c_out, hw, stride) = (s.c_in, s.c_out, s.h, s.stride);
@@ -258,9 +266,9 @@ fn convolutions(b: &mut Bench, n: usize) {
         let dx = g.zeros(&s.input_shape()).unwrap();
         let flops = 2.0 * s.macs() as f64;
         let name = format!("{c_in}->{c_out} {hw}x{hw} s{stride} N{n}");
-        let fwd = conv2d_forward(g, &s, &x, &w, None, &y).unwrap();
-        let dgrad = conv2d_backward_input(g, &s, &y, &w, &dx).unwrap();
-        let wgrad = conv2d_backward_weight(g, &s, &x, &y, &dw, None).unwrap();
+        let fwd = conv2d_forward(g, &s, &x, &w, &y, &forward).unwrap();
+        let dgrad = conv2d_backward_input(g, &s, &y, &w, &dx, &input_grad).unwrap();
+        let wgrad = conv2d_backward_weight(g, &s, &x, &y, &dw, None, &weight_grad).unwrap();
         b.add(format!("conv forward      {name}"), fwd, flops, "GFLOP/s");
         b.add(format!("conv input grad   {name}"), dgrad, flops, "GFLOP/s");
         b.add(format!("conv weight grad  {name}"), wgrad, flops, "GFLOP/s");

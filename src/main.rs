@@ -1,6 +1,8 @@
 //! `unravel`: train residual networks on the GPU through wgpu compute shaders.
 
 mod cmd;
+mod cpu_time;
+mod errors;
 
 use clap::{Parser, Subcommand};
 
@@ -15,11 +17,6 @@ struct Cli {
     /// WGPU_ADAPTER_NAME, else the first discrete, integrated, virtual or CPU adapter.
     #[arg(long, global = true, value_name = "NAME")]
     adapter: Option<String>,
-
-    /// Convolution algorithm (direct, subgroup, subgroup-wide, subgroup-shuffle, tiled)
-    /// instead of the one chosen for the adapter type.
-    #[arg(long, global = true, value_name = "ALGO")]
-    conv_algo: Option<unravel_device::kernels::conv2d::Conv2dAlgo>,
 
     #[command(subcommand)]
     command: Command,
@@ -50,7 +47,6 @@ fn main() -> std::process::ExitCode {
     quiet_mesa_runtime_dir_warning();
     let options = unravel_device::AdapterOptions {
         name: cli.adapter,
-        conv_algo: cli.conv_algo,
         ..Default::default()
     };
     let result = match cli.command {
@@ -66,7 +62,7 @@ fn main() -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", errors::describe(&e));
             std::process::ExitCode::FAILURE
         }
     }

@@ -29,7 +29,7 @@ fn assert_clear_error(args: &[&str], expected: &str) {
 #[test]
 fn an_unknown_convolution_algorithm_is_named() {
     assert_clear_error(
-        &["--conv-algo", "winograd", "info"],
+        &["bench", "--conv-algo", "winograd"],
         "unknown convolution algorithm",
     );
 }
@@ -69,5 +69,23 @@ fn an_unknown_model_names_the_valid_depths() {
     assert_clear_error(
         &["paths", "--model", "densenet40-k12"],
         "no residual blocks",
+    );
+}
+
+/// The libraries name settings; the command line names its flags.
+#[test]
+fn a_bad_setting_is_named_by_its_flag() {
+    assert_clear_error(
+        &["train", "--batch-size", "0"],
+        "--batch-size: must be positive",
+    );
+    assert_clear_error(&["train", "--lr=-1"], "--lr: -1 is not a positive number");
+    assert_clear_error(
+        &["train", "--stochastic-depth", "2"],
+        "--stochastic-depth: 2 is not a probability",
+    );
+    assert_clear_error(
+        &["train", "--dataset", "mnist"],
+        "(the data folder is --data-dir DIR)",
     );
 }

@@ -5,13 +5,15 @@ use std::time::Instant;
 
 use anyhow::Context;
 use rand::{Rng, SeedableRng};
-use unravel_device::cpu_time::process_cpu_seconds;
+use unravel_device::kernels::conv2d::Conv2dAlgo;
 use unravel_device::kernels::sgd::SgdConfig;
 use unravel_device::{AdapterOptions, Gpu};
 use unravel_graph::{Mode, ModelState, Optimizer, Plan, PlanOptions};
 use unravel_train::models::{build, ModelConfig, ShortcutKind};
 use unravel_train::stochastic_depth::StochasticDepth;
 use unravel_train::DatasetKind;
+
+use crate::cpu_time::process_cpu_seconds;
 
 #[derive(clap::Args)]
 pub struct BenchArgs {
@@ -42,6 +44,10 @@ pub struct BenchArgs {
     /// (inference), no residual merge fused into a batch norm (training).
     #[arg(long)]
     unfused: bool,
+    /// Convolution algorithm (direct, subgroup, subgroup-wide, tiled)
+    /// instead of the one chosen for the adapter type.
+    #[arg(long, value_name = "ALGO")]
+    conv_algo: Option<Conv2dAlgo>,
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -70,6 +76,7 @@ pub fn run(options: &AdapterOptions, args: &BenchArgs) -> anyhow::Result<()> {
 
     let options = PlanOptions {
         unfused: args.unfused,
+        conv_algo: args.conv_algo,
         ..Default::default()
     };
     let train = Plan::compile_with(&gpu, &graph, &state, n, Mode::Train, &options)?;

@@ -4,7 +4,6 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use crate::error::{DeviceError, Result};
-use crate::kernels::conv2d::Conv2dAlgo;
 use crate::registry::KernelRegistry;
 
 /// How to choose the adapter. Unset fields follow wgpu's environment conventions:
@@ -25,17 +24,29 @@ pub struct AdapterOptions {
     /// shapes, views and buffer sizes before it prepares a dispatch; off by
     /// default, and the test suite runs the kernels both ways.
     pub unchecked_shaders: bool,
-    /// The convolution algorithm, instead of the one
-    /// [`Conv2dAlgo::for_gpu`](crate::kernels::conv2d::Conv2dAlgo::for_gpu)
-    /// picks for the adapter type (to compare them on one device).
-    pub conv_algo: Option<Conv2dAlgo>,
+    /// Features not to ask for even where the adapter has them, to run the
+    /// paths of adapters that lack them (the direct convolution without
+    /// SUBGROUP, say).
+    pub disabled_features: wgpu::Features,
 }
 
-/// The features Unravel asks for when the adapter has them; none is required.
-pub const WANTED_FEATURES: wgpu::Features = wgpu::Features::SHADER_F16
-    .union(wgpu::Features::SUBGROUP)
-    .union(wgpu::Features::TIMESTAMP_QUERY)
-    .union(wgpu::Features::PIPELINE_CACHE);
+/// The optional features Unravel uses, and what for; none is required.
+pub const USED_FEATURES: &[(&str, wgpu::Features, &str)] = &[
+    (
+        "SUBGROUP",
+        wgpu::Features::SUBGROUP,
+        "register-blocked convolutions sharing operands by subgroup broadcasts",
+    ),
+    (
+        "PIPELINE_CACHE",
+        wgpu::Features::PIPELINE_CACHE,
+        "compiled pipelines kept on disk between runs",
+    ),
+];
+
+/// The features Unravel asks for when the adapter has them: [`USED_FEATURES`].
+pub const WANTED_FEATURES: wgpu::Features =
+    wgpu::Features::SUBGROUP.union(wgpu::Features::PIPELINE_CACHE);
 
 /// An open GPU device with its queue and the compiled-kernel registry.
 pub struct Gpu {
@@ -44,7 +55,6 @@ pub struct Gpu {
     pub(crate) queue: wgpu::Queue,
     info: wgpu::AdapterInfo,
     pub(crate) registry: KernelRegistry,
-    conv_algo: Option<Conv2dAlgo>,
     uncaptured: Arc<Mutex<Option<String>>>,
 }
 
@@ -63,7 +73,7 @@ impl Gpu {
         let adapter = choose_adapter(adapters, wanted.as_deref())?;
         let info = adapter.get_info();
 
-        let features = adapter.features() & WANTED_FEATURES;
+        let features = adapter.features() & WANTED_FEATURES & !options.disabled_features;
         // The adapter's own limits: the defaults (128 MiB bindings, 256 MiB
         // buffers) are too small for large activations.
         let limits = adapter.limits();
@@ -104,7 +114,6 @@ impl Gpu {
             queue,
             info,
             registry,
-            conv_algo: options.conv_algo,
             uncaptured,
         })
     }
@@ -161,11 +170,6 @@ impl Gpu {
         self.registry.compiled()
     }
 
-    /// The convolution algorithm chosen in [`AdapterOptions::conv_algo`].
-    pub fn conv_algo_override(&self) -> Option<Conv2dAlgo> {
-        self.conv_algo
-    }
-
     /// True for CPU adapters such as lavapipe, where kernels that cut loads per
     /// FMA beat workgroup-memory tiling.
     pub fn is_cpu(&self) -> bool {
@@ -216,6 +220,14 @@ impl Gpu {
             })
             .map_err(|e| DeviceError::Poll(e.to_string()))?;
         self.take_uncaptured("waiting for the GPU")
+    }
+
+    /// Adds a WGSL file of the caller's own under `name` (validated with
+    /// naga first), so that [`Gpu::dispatch`] can prepare its entry points
+    /// like those of the built-in shaders: how a program adds kernels that
+    /// are not Unravel's.
+    pub fn add_shader(&self, name: &str, source: &str) -> Result<()> {
+        self.registry.add_shader(name, source)
     }
 
     /// Whether kernels run without runtime bounds checks.

@@ -24,6 +24,8 @@ pub struct Dispatch {
     bind_group: wgpu::BindGroup,
     params: Option<wgpu::Buffer>,
     workgroups: [u32; 3],
+    /// The tensors in the bind group, in binding order.
+    bound: Vec<Tensor>,
 }
 
 impl Dispatch {
@@ -33,6 +35,13 @@ impl Dispatch {
 
     pub fn workgroups(&self) -> [u32; 3] {
         self.workgroups
+    }
+
+    /// The tensors the kernel reads or writes (those of its bindings it
+    /// uses), in binding order: what a test of a graph's gradient rules
+    /// compares with what the rules declare.
+    pub fn bound(&self) -> &[Tensor] {
+        &self.bound
     }
 
     /// Rewrites the uniform parameters (same layout), e.g. a new learning rate.
@@ -108,6 +117,7 @@ impl Gpu {
                     })
             });
             let mut entries = Vec::with_capacity(kernel.bindings.len());
+            let mut bound = Vec::with_capacity(kernel.bindings.len());
             for &(binding, _) in &kernel.bindings {
                 let resource = if binding == 0 {
                     match &params {
@@ -121,7 +131,10 @@ impl Gpu {
                     }
                 } else {
                     match tensors.get(binding as usize - 1) {
-                        Some(t) => t.buffer().as_entire_binding(),
+                        Some(t) => {
+                            bound.push((*t).clone());
+                            t.buffer().as_entire_binding()
+                        }
                         None => {
                             return Err(DeviceError::MissingBinding {
                                 kernel: kernel.name.clone(),
@@ -142,6 +155,7 @@ impl Gpu {
                 bind_group,
                 params,
                 workgroups,
+                bound,
             })
         })?
     }

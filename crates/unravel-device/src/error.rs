@@ -41,6 +41,13 @@ pub enum DeviceError {
     #[error("{op}: {message}")]
     Shape { op: &'static str, message: String },
 
+    #[error("{op}: {what} needs the adapter feature {feature}, which this device does not have")]
+    MissingFeature {
+        op: &'static str,
+        what: String,
+        feature: &'static str,
+    },
+
     #[error("buffer of {bytes} bytes exceeds the adapter's limit of {limit} bytes ({what})")]
     TooLarge {
         what: String,

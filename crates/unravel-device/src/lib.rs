@@ -8,7 +8,6 @@
 //! [`reference`] that the tests check the GPU against.
 
 pub mod context;
-pub mod cpu_time;
 pub mod dispatch;
 pub mod error;
 pub mod kernels;
@@ -18,10 +17,15 @@ pub mod shaders;
 pub mod summary;
 pub mod tensor;
 
-pub use context::{AdapterOptions, Gpu, WANTED_FEATURES};
+pub use context::{AdapterOptions, Gpu, USED_FEATURES, WANTED_FEATURES};
 pub use dispatch::{grid_1d, Dispatch, Readback, Recorder};
 pub use error::{DeviceError, Result};
 pub use registry::{BindingKind, Kernel};
 pub use summary::AdapterSummary;
 pub use tensor::{DType, Tensor};
 pub use wgpu;
+
+// The unit tests share tests/common with the integration tests, which name
+// this crate by its package name.
+#[cfg(test)]
+extern crate self as unravel_device;

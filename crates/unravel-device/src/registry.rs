@@ -196,6 +196,8 @@ impl Drop for SlotGuard<'_> {
 pub struct KernelRegistry {
     device: wgpu::Device,
     modules: Mutex<HashMap<String, Arc<ShaderModule>>>,
+    /// WGSL files added at run time ([`crate::Gpu::add_shader`]), by name.
+    added: Mutex<HashMap<String, Arc<str>>>,
     kernels: Mutex<HashMap<KernelKey, Arc<Kernel>>>,
     cache: Option<(wgpu::PipelineCache, PathBuf)>,
     unchecked: bool,
@@ -235,6 +237,7 @@ impl KernelRegistry {
         KernelRegistry {
             device: device.clone(),
             modules: Mutex::new(HashMap::new()),
+            added: Mutex::new(HashMap::new()),
             kernels: Mutex::new(HashMap::new()),
             cache,
             unchecked,
@@ -414,14 +417,23 @@ impl KernelRegistry {
         if let Some(m) = self.modules.lock().unwrap().get(file) {
             return Ok(m.clone());
         }
-        let source = shaders::source(file).ok_or_else(|| DeviceError::Shader {
-            file: file.to_string(),
-            message: "no such shader file".into(),
-        })?;
-        let (naga, info) = shaders::parse_and_validate(file, source)?;
+        let source: Arc<str> = match shaders::source(file) {
+            Some(builtin) => builtin.into(),
+            None => self
+                .added
+                .lock()
+                .unwrap()
+                .get(file)
+                .cloned()
+                .ok_or_else(|| DeviceError::Shader {
+                    file: file.to_string(),
+                    message: "no such shader file".into(),
+                })?,
+        };
+        let (naga, info) = shaders::parse_and_validate(file, &source)?;
         let descriptor = wgpu::ShaderModuleDescriptor {
             label: Some(file),
-            source: wgpu::ShaderSource::Wgsl(source.into()),
+            source: wgpu::ShaderSource::Wgsl(source.as_ref().into()),
         };
         let checks = if self.unchecked {
             wgpu::ShaderRuntimeChecks::unchecked()
@@ -440,6 +452,30 @@ impl KernelRegistry {
             .unwrap()
             .insert(file.to_string(), module.clone());
         Ok(module)
+    }
+
+    /// Adds a WGSL file under `name` after validating it; its entry points
+    /// then dispatch like the built-in ones.
+    pub(crate) fn add_shader(&self, name: &str, source: &str) -> Result<()> {
+        if shaders::source(name).is_some() {
+            return Err(DeviceError::Shader {
+                file: name.to_string(),
+                message: "a built-in shader has this name".into(),
+            });
+        }
+        let mut added = self.added.lock().unwrap();
+        match added.get(name) {
+            Some(existing) if existing.as_ref() == source => Ok(()),
+            Some(_) => Err(DeviceError::Shader {
+                file: name.to_string(),
+                message: "another shader was added under this name".into(),
+            }),
+            None => {
+                shaders::parse_and_validate(name, source)?;
+                added.insert(name.to_string(), source.into());
+                Ok(())
+            }
+        }
     }
 
     /// Writes the driver's pipeline cache to disk, atomically.

@@ -6,7 +6,7 @@ macro_rules! shader_files {
     ($($name:literal),* $(,)?) => {
         /// Every file in `shaders/`, by name.
         pub const SHADER_FILES: &[(&str, &str)] = &[
-            $(($name, include_str!(concat!("../../../shaders/", $name))),)*
+            $(($name, include_str!(concat!("../shaders/", $name))),)*
         ];
     };
 }
@@ -18,7 +18,6 @@ shader_files!(
     "elementwise.wgsl",
     "linear.wgsl",
     "loss.wgsl",
-    "matmul.wgsl",
     "pool.wgsl",
     "sgd.wgsl",
     "shortcut.wgsl",

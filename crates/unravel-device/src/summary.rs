@@ -1,6 +1,6 @@
 //! A plain description of the open adapter, for `unravel info` and logs.
 
-use crate::context::Gpu;
+use crate::context::{Gpu, USED_FEATURES};
 
 /// What the adapter is and what it offers Unravel.
 #[derive(Clone, Debug)]
@@ -14,7 +14,8 @@ pub struct AdapterSummary {
     pub subgroup_sizes: (u32, u32),
     /// (limit name, value) for the limits that bound Unravel's tensors and kernels.
     pub limits: Vec<(&'static str, u64)>,
-    /// (feature name, adapter has it, device opened with it).
+    /// (feature name, adapter has it, device opened with it) for each of
+    /// [`USED_FEATURES`].
     pub features: Vec<(&'static str, bool, bool)>,
 }
 
@@ -24,15 +25,10 @@ impl AdapterSummary {
         let l = gpu.limits();
         let adapter = gpu.adapter_features();
         let device = gpu.features();
-        let features = [
-            ("SHADER_F16", wgpu::Features::SHADER_F16),
-            ("SUBGROUP", wgpu::Features::SUBGROUP),
-            ("TIMESTAMP_QUERY", wgpu::Features::TIMESTAMP_QUERY),
-            ("PIPELINE_CACHE", wgpu::Features::PIPELINE_CACHE),
-        ]
-        .into_iter()
-        .map(|(name, f)| (name, adapter.contains(f), device.contains(f)))
-        .collect();
+        let features = USED_FEATURES
+            .iter()
+            .map(|&(name, f, _)| (name, adapter.contains(f), device.contains(f)))
+            .collect();
         AdapterSummary {
             name: info.name.clone(),
             backend: format!("{:?}", info.backend),

@@ -281,6 +281,35 @@ fn train_forward_fused_with_the_residual_merge_matches_reference() {
     assert!(err.to_string().contains("cfg.relu must be off"), "{err}");
 }
 
+/// A training forward that only measures (an evaluation or an analysis on
+/// a training plan): the same output and saved statistics, and the running
+/// statistics left exactly as they were.
+#[test]
+fn train_forward_without_updating_running_statistics() {
+    let g = gpu();
+    let d = [3, 5, 4, 6];
+    let s = bn_shape(d);
+    let x: Vec<f32> = random(d.iter().product(), 7)
+        .iter()
+        .map(|v| 0.3 + 2.0 * v)
+        .collect();
+    let p = params(d[1], 7);
+    let gp = upload_params(&p);
+    let tx = g.upload(&x, &d).unwrap();
+    let ty = g.zeros(&d).unwrap();
+    let cfg = BatchNormConfig {
+        update_running: false,
+        ..relu_cfg(true)
+    };
+    train_forward(&s, &cfg, &tx, &gp, &ty);
+    let want = reference_train(&x, d, &p, &cfg);
+    assert_close("y", &g.read(&ty).unwrap(), &want.y, TOL);
+    let saved = g.read(&gp.saved).unwrap();
+    assert_close("saved mean", &saved[..d[1]], &want.mean, TOL);
+    assert_eq!(g.read(&gp.rm).unwrap(), p.rm, "running mean changed");
+    assert_eq!(g.read(&gp.rv).unwrap(), p.rv, "running var changed");
+}
+
 #[test]
 fn eval_forward_matches_reference() {
     let g = gpu();

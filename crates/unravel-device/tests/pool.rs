@@ -301,7 +301,7 @@ fn bad_shapes_are_typed_errors() {
     let y = g.zeros(&[2, 3, 4, 5]).unwrap();
     let arg_f32 = g.zeros(&[2, 3, 4, 5]).unwrap();
     let err = pool::max_pool3x3s2_forward(g, &s, &x, &y, &arg_f32).unwrap_err();
-    assert!(err.to_string().contains("argmax must be U32"), "{err}");
+    assert!(err.to_string().contains("argmax must be u32"), "{err}");
     let err = pool::global_avg_pool_forward(g, &s, &x, &y).unwrap_err();
     assert!(err.to_string().contains("expected f32 [2, 3]"), "{err}");
     let y4 = g.zeros(&[2, 3, 1, 2]).unwrap();

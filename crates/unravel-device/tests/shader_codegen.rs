@@ -408,7 +408,7 @@ fn regenerate(text: &str) -> Result<String, String> {
 
 #[test]
 fn conv2d_generated_regions_are_current() {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shaders/conv2d.wgsl");
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("shaders/conv2d.wgsl");
     let text = std::fs::read_to_string(&path).unwrap();
     let expected = regenerate(&text).unwrap();
     if expected == text {

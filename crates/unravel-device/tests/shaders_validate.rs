@@ -14,7 +14,7 @@ fn every_shader_file_parses_and_validates() {
 
 #[test]
 fn every_file_in_the_shaders_folder_is_embedded() {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shaders");
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/shaders");
     let mut on_disk: Vec<String> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())

@@ -19,6 +19,52 @@ pub enum Merge {
     Plain,
 }
 
+/// A convolution layer, as PyTorch's `nn.Conv2d` describes it (the input
+/// channels come from the input).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Conv2d {
+    pub out_channels: usize,
+    /// K of a K x K kernel.
+    pub kernel: usize,
+    pub stride: usize,
+    /// Zero padding on every side.
+    pub padding: usize,
+    pub groups: usize,
+    /// A learned bias per output channel (off where a batch norm follows).
+    pub bias: bool,
+}
+
+impl Conv2d {
+    /// `kernel` x `kernel`, stride 1, padding `kernel / 2` (the same size
+    /// out as in for odd kernels), one group, no bias.
+    pub fn new(out_channels: usize, kernel: usize) -> Conv2d {
+        Conv2d {
+            out_channels,
+            kernel,
+            stride: 1,
+            padding: kernel / 2,
+            groups: 1,
+            bias: false,
+        }
+    }
+
+    pub fn stride(self, stride: usize) -> Conv2d {
+        Conv2d { stride, ..self }
+    }
+
+    pub fn padding(self, padding: usize) -> Conv2d {
+        Conv2d { padding, ..self }
+    }
+
+    pub fn groups(self, groups: usize) -> Conv2d {
+        Conv2d { groups, ..self }
+    }
+
+    pub fn with_bias(self) -> Conv2d {
+        Conv2d { bias: true, ..self }
+    }
+}
+
 pub struct GraphBuilder {
     graph: Graph,
     scope: Vec<String>,
@@ -130,18 +176,15 @@ impl GraphBuilder {
     }
 
     /// K x K convolution with PyTorch padding semantics.
-    #[allow(clippy::too_many_arguments)]
-    pub fn conv2d(
-        &mut self,
-        x: ValueId,
-        name: &str,
-        c_out: usize,
-        kernel: usize,
-        stride: usize,
-        pad: usize,
-        groups: usize,
-        bias: bool,
-    ) -> Result<ValueId> {
+    pub fn conv2d(&mut self, x: ValueId, name: &str, spec: Conv2d) -> Result<ValueId> {
+        let Conv2d {
+            out_channels: c_out,
+            kernel,
+            stride,
+            padding: pad,
+            groups,
+            bias,
+        } = spec;
         let name = self.qualified(name);
         let s = self.shape(x);
         if groups == 0 || !s.c.is_multiple_of(groups) || !c_out.is_multiple_of(groups) {
@@ -358,7 +401,7 @@ impl GraphBuilder {
             let gate = match merge {
                 Merge::Highway { gate_bias } => {
                     let c = self.shape(s).c;
-                    let z = self.conv2d(s, "gate", c, 1, 1, 0, 1, true)?;
+                    let z = self.conv2d(s, "gate", Conv2d::new(c, 1).with_bias())?;
                     // conv2d recorded its bias last; the gate starts
                     // mostly closed (carrying the shortcut), as in the
                     // Highway Networks paper.
@@ -446,14 +489,15 @@ impl GraphBuilder {
                         format!("produced {got}, the block needs {growth}x{}x{}", s.h, s.w),
                     ));
                 }
-                let v = &mut self.graph.values[out.0];
+                let v = &self.graph.values[out.0];
                 if v.producer.is_none() || v.storage != Storage::Own {
-                    return Err(GraphError::Invalid(format!(
-                        "dense layer {} must end with a new value",
-                        i + 1
-                    )));
+                    return Err(Self::shape_error(
+                        &self.qualified(&format!("denselayer{}", i + 1)),
+                        "dense layer",
+                        "must end with a new value, not its input or a view".into(),
+                    ));
                 }
-                v.storage = Storage::ChannelsOf {
+                self.graph.values[out.0].storage = Storage::ChannelsOf {
                     parent: concat,
                     c0: c_in,
                 };

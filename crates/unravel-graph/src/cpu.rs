@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 
 use unravel_device::reference as r;
+use unravel_device::reference::copy::{channels, put_channels};
 
 use crate::error::{GraphError, Result};
 use crate::ir::*;
@@ -58,23 +59,6 @@ const MOMENTUM: f64 = 0.1;
 
 fn dims(n: usize, s: Shape) -> [usize; 4] {
     [n, s.c, s.h, s.w]
-}
-
-/// Channels c0..c0+c of an N x C_total x HW array.
-fn channels(a: &[f64], n: usize, total: usize, hw: usize, c0: usize, c: usize) -> Vec<f64> {
-    let mut out = Vec::with_capacity(n * c * hw);
-    for b in 0..n {
-        let start = (b * total + c0) * hw;
-        out.extend_from_slice(&a[start..start + c * hw]);
-    }
-    out
-}
-
-fn put_channels(a: &mut [f64], v: &[f64], n: usize, total: usize, hw: usize, c0: usize, c: usize) {
-    for b in 0..n {
-        let start = (b * total + c0) * hw;
-        a[start..start + c * hw].copy_from_slice(&v[b * c * hw..(b + 1) * c * hw]);
-    }
 }
 
 struct Values<'g> {
@@ -133,10 +117,13 @@ pub fn forward(
             .map(|v| vec![0.0; n * v.shape.numel()])
             .collect(),
     };
-    if input.len() != n * graph.shape(graph.input).numel() {
-        return Err(GraphError::Invalid(
-            "input length does not match the graph".into(),
-        ));
+    let expected = n * graph.shape(graph.input).numel();
+    if input.len() != expected {
+        return Err(GraphError::InputLength {
+            got: input.len(),
+            expected,
+            samples: n,
+        });
     }
     vals.set(graph.input, input.to_vec());
     let mut bn_out = model.bn.clone();

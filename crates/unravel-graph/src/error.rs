@@ -1,6 +1,10 @@
-//! Typed errors of graph construction.
+//! Typed errors of graph construction, compilation and execution. Each
+//! names the value that is wrong, never a command-line flag: the CLI maps
+//! them to its flags.
 
 use thiserror::Error;
+
+use crate::ir::Shape;
 
 #[derive(Debug, Error)]
 pub enum GraphError {
@@ -13,8 +17,42 @@ pub enum GraphError {
     },
     #[error("parameter name {0:?} is used twice")]
     DuplicateName(String),
-    #[error("{0}")]
-    Invalid(String),
+    #[error("parameter {param} cannot be initialised: {reason}")]
+    BadInit { param: String, reason: String },
+    #[error("the batch size must be positive")]
+    ZeroBatch,
+    #[error("the graph must end in class scores (C x 1 x 1), not {shape}")]
+    NotClassScores { shape: Shape },
+    #[error(
+        "a batch for this plan is {images} images of {image_shape:?} ({values} values) and {images} labels; got {got_values} values and {got_labels} labels"
+    )]
+    BatchMismatch {
+        images: usize,
+        image_shape: Vec<usize>,
+        values: usize,
+        got_values: usize,
+        got_labels: usize,
+    },
+    #[error("{step} needs a plan compiled in train mode")]
+    NeedsTrainPlan { step: &'static str },
+    #[error("block {block} is not a residual block")]
+    NotResidualBlock { block: usize },
+    #[error("the graph has no value {value}")]
+    UnknownValue { value: usize },
+    #[error(
+        "value {value} was not kept by this plan (its buffer is reused during a step); compile the plan with the value in PlanOptions::keep to read it"
+    )]
+    NotKept { value: usize },
+    #[error("value {value} has no gradient in this plan")]
+    NoGradient { value: usize },
+    #[error("{what} must be contiguous")]
+    NotContiguous { what: &'static str },
+    #[error("the input has {got} values; the graph takes {expected} ({samples} samples)")]
+    InputLength {
+        got: usize,
+        expected: usize,
+        samples: usize,
+    },
     #[error(transparent)]
     Device(#[from] unravel_device::DeviceError),
 }

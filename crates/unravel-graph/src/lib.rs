@@ -11,17 +11,17 @@
 //!
 //! ```no_run
 //! use unravel_device::{kernels::sgd::SgdConfig, Gpu};
-//! use unravel_graph::{GraphBuilder, Merge, Mode, ModelState, Optimizer, Plan, Shape};
+//! use unravel_graph::{Conv2d, GraphBuilder, Merge, Mode, ModelState, Optimizer, Plan, Shape};
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let gpu = Gpu::default_adapter()?;
 //! let mut b = GraphBuilder::new(Shape::new(1, 28, 28));
 //! let x = b.input();
-//! let x = b.conv2d(x, "conv1", 16, 3, 1, 1, 1, false)?;
+//! let x = b.conv2d(x, "conv1", Conv2d::new(16, 3))?;
 //! let x = b.batchnorm(x, "bn1", true)?;
 //! let x = b.scoped("layer1.0", |b| {
 //!     b.residual(x, 1, Merge::AddRelu, |_, x| Ok(x), |b, x| {
-//!         let h = b.conv2d(x, "conv1", 16, 3, 1, 1, 1, false)?;
+//!         let h = b.conv2d(x, "conv1", Conv2d::new(16, 3))?;
 //!         b.batchnorm(h, "bn1", false)
 //!     })
 //! })?;
@@ -41,16 +41,15 @@
 pub mod builder;
 pub mod cpu;
 pub mod error;
-mod fold;
 pub mod ir;
+mod lower;
 mod memory;
 pub mod plan;
-mod pooling;
 mod profile;
 pub mod state;
 pub mod step;
 
-pub use builder::{GraphBuilder, Merge};
+pub use builder::{Conv2d, GraphBuilder, Merge};
 pub use error::{GraphError, Result};
 pub use ir::*;
 pub use plan::{Mode, Plan, PlanOptions};

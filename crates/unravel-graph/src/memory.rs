@@ -8,30 +8,10 @@
 //! their concatenation buffer, which lives as long as any of them.
 
 use crate::ir::*;
+use crate::lower::backward::reads;
+use crate::lower::fusion::Fusions;
+use crate::lower::schedule::Roots;
 use crate::plan::Mode;
-
-/// The forward values whose contents a node's backward reads (beyond the
-/// gradient of its output).
-pub(crate) fn backward_reads(node: &Node) -> Vec<ValueId> {
-    match node.op {
-        Op::Conv2d { .. } | Op::Linear { .. } => vec![node.inputs[0]],
-        Op::BatchNorm { relu, .. } => {
-            let mut v = vec![node.inputs[0]];
-            if relu {
-                v.push(node.output);
-            }
-            v
-        }
-        Op::Relu | Op::Add { relu: true } | Op::Sigmoid => vec![node.output],
-        Op::Highway => node.inputs.clone(),
-        Op::Add { relu: false }
-        | Op::ShortcutA { .. }
-        | Op::Copy
-        | Op::AvgPool2x2
-        | Op::MaxPool3x3s2
-        | Op::GlobalAvgPool => Vec::new(),
-    }
-}
 
 /// Which buffer slot holds each root value and each root gradient, and the
 /// bytes of every slot. `in_place[y] = Some(x)`: the output y of a ReLU
@@ -60,27 +40,26 @@ struct Interval {
     what: (Kind, ValueId),
 }
 
-/// Plans buffers for `graph` at batch `batch`; `root[v]` is the value whose
-/// buffer holds v (itself unless v is a channel view).
-/// Values in `keep` (and the graph's output) get buffers of their own, so
-/// they can still be read after a step. Values marked in `recompute` are not
-/// kept for backward: they are rebuilt just before the first backward node
-/// that reads them, in a buffer of their own for that stretch. Each `(conv,
-/// bn)` in `folds` is one dispatch at the convolution's place that reads its
-/// input and writes the batch norm's output. Each `(bn, add)` in
-/// `merged_backward` is a batch norm whose backward reads the merge's
-/// output and its gradient.
-#[allow(clippy::too_many_arguments)]
+/// Plans buffers for `graph` at batch `batch`; `roots.root[v]` is the value
+/// whose buffer holds v (itself unless v is a channel view). Values in
+/// `keep` (and the graph's output) get buffers of their own, so they can
+/// still be read after a step. Values marked in `recompute` are not kept
+/// for backward: they are rebuilt just before the first backward node that
+/// reads them, in a buffer of their own for that stretch. Each pair of
+/// `fusions` is one dispatch at the first node's place that reads its input
+/// and writes the second node's output. What each node's backward reads
+/// comes from the gradient rules' declaration
+/// ([`crate::lower::backward::reads`]).
 pub(crate) fn plan(
     graph: &Graph,
     batch: usize,
     mode: Mode,
-    root: &[ValueId],
+    roots: &Roots,
     keep: &[ValueId],
     recompute: &[bool],
-    folds: &[(NodeId, NodeId)],
-    merged_backward: &[(NodeId, NodeId)],
+    fusions: &Fusions,
 ) -> Assignment {
+    let root = &roots.root;
     let f = graph.nodes.len();
     let fwd = |i: usize| i;
     let loss_time = f;
@@ -113,7 +92,8 @@ pub(crate) fn plan(
             v_end[r] = v_end[r].max(fwd(i));
         }
         if mode == Mode::Train {
-            for x in backward_reads(node) {
+            let reads = reads(graph, fusions, NodeId(i));
+            for x in reads.values {
                 let r = root[x.0].0;
                 if recompute[r] {
                     if bwd(i) < rc_start[r] {
@@ -125,10 +105,13 @@ pub(crate) fn plan(
                     v_end[r] = v_end[r].max(bwd(i));
                 }
             }
-            // The node's backward reads its output's gradient and writes
-            // (or adds to) its inputs' gradients.
-            g_end[out] = g_end[out].max(bwd(i));
-            g_start[out] = g_start[out].min(bwd(i));
+            // The node's backward reads the gradients it starts from and
+            // writes (or adds to) its inputs' gradients.
+            for g in reads.grads {
+                let r = root[g.0].0;
+                g_end[r] = g_end[r].max(bwd(i));
+                g_start[r] = g_start[r].min(bwd(i));
+            }
             for x in &node.inputs {
                 let r = root[x.0].0;
                 g_start[r] = g_start[r].min(bwd(i));
@@ -136,18 +119,11 @@ pub(crate) fn plan(
             }
         }
     }
-    for &(conv, bn) in folds {
-        let x = root[graph.nodes[conv.0].inputs[0].0].0;
-        let y = root[graph.nodes[bn.0].output.0].0;
-        v_end[x] = v_end[x].max(fwd(bn.0));
-        v_start[y] = v_start[y].min(fwd(conv.0));
-    }
-    if mode == Mode::Train {
-        for &(bn, add) in merged_backward {
-            let y = root[graph.nodes[add.0].output.0].0;
-            v_end[y] = v_end[y].max(bwd(bn.0));
-            g_end[y] = g_end[y].max(bwd(bn.0));
-        }
+    for &(first, second) in fusions.pairs() {
+        let x = root[graph.nodes[first.0].inputs[0].0].0;
+        let y = root[graph.nodes[second.0].output.0].0;
+        v_end[x] = v_end[x].max(fwd(second.0));
+        v_start[y] = v_start[y].min(fwd(first.0));
     }
     let logits = root[graph.output.0].0;
     v_end[logits] = v_end[logits].max(loss_time);

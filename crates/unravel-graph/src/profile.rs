@@ -49,7 +49,7 @@ impl Plan {
                     self.nodes[i]
                         .backward
                         .iter()
-                        .flat_map(|p| p.direct.iter())
+                        .flat_map(|p| p.write.iter())
                         .collect(),
                 )?
             } else {

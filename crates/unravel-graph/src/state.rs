@@ -55,14 +55,21 @@ impl ModelState {
             let slot = &mut host[offsets[i]..offsets[i] + p.numel()];
             match p.init {
                 Init::KaimingNormal { fan } => {
-                    let normal = Normal::new(0.0, (2.0 / fan as f64).sqrt())
-                        .map_err(|e| GraphError::Invalid(e.to_string()))?;
+                    let normal = Normal::new(0.0, (2.0 / fan as f64).sqrt()).map_err(|e| {
+                        GraphError::BadInit {
+                            param: p.name.clone(),
+                            reason: e.to_string(),
+                        }
+                    })?;
                     slot.iter_mut()
                         .for_each(|v| *v = normal.sample(&mut rng) as f32);
                 }
                 Init::Uniform { bound } => {
-                    let uniform = Uniform::new_inclusive(-bound, bound)
-                        .map_err(|e| GraphError::Invalid(e.to_string()))?;
+                    let uniform =
+                        Uniform::new_inclusive(-bound, bound).map_err(|e| GraphError::BadInit {
+                            param: p.name.clone(),
+                            reason: e.to_string(),
+                        })?;
                     slot.iter_mut().for_each(|v| *v = uniform.sample(&mut rng));
                 }
                 Init::Constant(c) => slot.fill(c),

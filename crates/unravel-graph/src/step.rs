@@ -8,7 +8,9 @@ use unravel_device::{Dispatch, Gpu, Recorder};
 
 use crate::error::{GraphError, Result};
 use crate::ir::{BlockId, NodeId, ValueId};
-use crate::plan::{written_at_backward_start, Mode, Part, Plan};
+use crate::lower::schedule;
+use crate::lower::Contribution;
+use crate::plan::{Mode, Plan};
 use crate::state::ModelState;
 
 /// How the backward pass of [`Plan::routed_gradients`] passes a residual
@@ -75,16 +77,14 @@ impl Plan {
     }
 
     fn check_batch(&self, images: &[f32], labels: &[u32]) -> Result<()> {
-        let want = self.input.numel();
-        if images.len() != want || labels.len() != self.batch {
-            return Err(GraphError::Invalid(format!(
-                "a batch for this plan is {} images of {:?} ({want} values) and {} labels; got {} values and {} labels",
-                self.batch,
-                &self.input.shape()[1..],
-                self.batch,
-                images.len(),
-                labels.len()
-            )));
+        if images.len() != self.input.numel() || labels.len() != self.batch {
+            return Err(GraphError::BatchMismatch {
+                images: self.batch,
+                image_shape: self.input.shape()[1..].to_vec(),
+                values: self.input.numel(),
+                got_values: images.len(),
+                got_labels: labels.len(),
+            });
         }
         Ok(())
     }
@@ -92,9 +92,10 @@ impl Plan {
     fn dropped_flags(&self, dropped: &[BlockId]) -> Result<Vec<bool>> {
         let mut skip = vec![false; self.graph.nodes.len()];
         for b in dropped {
-            let plan = self.blocks.get(b).ok_or_else(|| {
-                GraphError::Invalid(format!("block {} is not a residual block", b.0))
-            })?;
+            let plan = self
+                .blocks
+                .get(b)
+                .ok_or(GraphError::NotResidualBlock { block: b.0 })?;
             for (s, m) in skip.iter_mut().zip(&plan.member) {
                 *s |= *m;
             }
@@ -102,11 +103,23 @@ impl Plan {
         Ok(skip)
     }
 
-    fn record_forward(&self, rec: &mut Recorder, dropped: &[BlockId], skip: &[bool]) {
+    /// Forward and loss. A step that only `measuring` leaves the batch-norm
+    /// running statistics as they are.
+    fn record_forward(
+        &self,
+        rec: &mut Recorder,
+        dropped: &[BlockId],
+        skip: &[bool],
+        measuring: bool,
+    ) {
         for (i, node) in self.nodes.iter().enumerate() {
             if skip[i] {
                 continue;
             }
+            let forward = match (&node.forward_measuring, measuring) {
+                (Some(measuring), true) => measuring,
+                _ => &node.forward,
+            };
             match self.merge_of.get(&NodeId(i)).map(|b| (b, &self.blocks[b])) {
                 Some((b, p)) if dropped.contains(b) => rec.record_all(&p.forward_dropped),
                 Some((_, p)) => {
@@ -114,9 +127,9 @@ impl Plan {
                     if self.mode == Mode::Eval && p.scale_value != 1.0 {
                         rec.record(&p.scale);
                     }
-                    rec.record_all(&node.forward)
+                    rec.record_all(forward)
                 }
-                None => rec.record_all(&node.forward),
+                None => rec.record_all(forward),
             }
         }
         rec.record(&self.loss_dispatch);
@@ -154,46 +167,29 @@ impl Plan {
                 cut.push((p.merge, p.shortcut, through_branch));
             }
         }
-        let mut written = written_at_backward_start(&self.graph, &self.dense_roots);
-        for r in &self.dense_roots {
+        for r in &self.roots.dense {
             rec.clear(
                 self.grads[r.0]
                     .as_ref()
                     .expect("train plans have gradients"),
             );
         }
-        for i in (0..self.nodes.len()).rev() {
-            // A node whose output no gradient reached (skipped, or feeding
-            // only a merge that ignores it) has nothing to pass back.
-            let output = self.graph.nodes[i].output;
-            if skip[i] || !written[self.root[output.0].0] {
-                continue;
-            }
-            let parts: &[Part] = match self.merge_of.get(&NodeId(i)) {
+        let contributions = |i: usize| -> &[Contribution] {
+            match self.merge_of.get(&NodeId(i)) {
                 Some(b) if dropped.contains(b) => &self.blocks[b].backward_dropped,
                 _ => &self.nodes[i].backward,
-            };
-            let keep = |part: &Part| match cut.iter().find(|c| c.0 == NodeId(i)) {
-                // Through the branch: everything but the shortcut's share;
-                // through the shortcut: its share (and shared work) only.
-                Some(&(_, s, true)) => part.value != Some(s),
-                Some(&(_, s, false)) => part.value.is_none_or(|v| v == s),
-                None => true,
-            };
-            for part in parts.iter().filter(|p| keep(p)) {
-                match part.value {
-                    None => rec.record_all(&part.direct),
-                    Some(v) => {
-                        let r = self.root[v.0].0;
-                        if written[r] {
-                            rec.record_all(&part.adding);
-                        } else {
-                            rec.record_all(&part.direct);
-                            written[r] = true;
-                        }
-                    }
-                }
             }
+        };
+        let keep = |i: usize, c: &Contribution| match cut.iter().find(|cut| cut.0 == NodeId(i)) {
+            // Through the branch: everything but the shortcut's share;
+            // through the shortcut: its share (and shared work) only.
+            Some(&(_, s, true)) => c.target != Some(s),
+            Some(&(_, s, false)) => c.target.is_none_or(|v| v == s),
+            None => true,
+        };
+        for (i, k, run) in schedule::backward(&self.graph, &self.roots, contributions, &skip, keep)
+        {
+            rec.record_all(contributions(i)[k].dispatches(run));
         }
     }
 
@@ -242,15 +238,13 @@ impl Plan {
         optimizer: Option<&Optimizer>,
     ) -> Result<StepStats> {
         if self.mode != Mode::Train {
-            return Err(GraphError::Invalid(
-                "train_step needs a plan compiled in train mode".into(),
-            ));
+            return Err(GraphError::NeedsTrainPlan { step: "train_step" });
         }
         self.upload(gpu, images, labels)?;
         let skip = self.dropped_flags(dropped)?;
         let mut rec = gpu.recorder();
         rec.clear(&self.grads_arena);
-        self.record_forward(&mut rec, dropped, &skip);
+        self.record_forward(&mut rec, dropped, &skip, false);
         self.record_backward(&mut rec, dropped, &skip, None);
         if let Some(opt) = optimizer {
             rec.record(&opt.dispatch);
@@ -285,7 +279,7 @@ impl Plan {
     /// Forward and loss through the whole network, then backward through
     /// each residual block the way `route` says: both ways (the ordinary
     /// backward when every block says so), the branch only, or the shortcut
-    /// only. Parameters are not updated.
+    /// only. Neither parameters nor batch-norm running statistics change.
     pub fn routed_gradients(
         &self,
         gpu: &Gpu,
@@ -294,22 +288,23 @@ impl Plan {
         route: &dyn Fn(BlockId) -> Route,
     ) -> Result<StepStats> {
         if self.mode != Mode::Train {
-            return Err(GraphError::Invalid(
-                "path gradients need a plan compiled in train mode".into(),
-            ));
+            return Err(GraphError::NeedsTrainPlan {
+                step: "routed_gradients",
+            });
         }
         self.upload(gpu, images, labels)?;
         let skip = vec![false; self.graph.nodes.len()];
         let mut rec = gpu.recorder();
         rec.clear(&self.grads_arena);
-        self.record_forward(&mut rec, &[], &skip);
+        self.record_forward(&mut rec, &[], &skip, true);
         self.record_backward(&mut rec, &[], &skip, Some(route));
         self.finish(gpu, rec)
     }
 
     /// One evaluation step (loss and correct count) with `dropped` blocks
     /// switched off (a lesion) and any branch scales set by
-    /// [`Plan::set_block_scale`]. Works on train plans too (batch statistics).
+    /// [`Plan::set_block_scale`]. Works on train plans too (batch
+    /// statistics); it never changes the model, running statistics included.
     pub fn eval_step(
         &self,
         gpu: &Gpu,
@@ -320,7 +315,7 @@ impl Plan {
         self.upload(gpu, images, labels)?;
         let skip = self.dropped_flags(dropped)?;
         let mut rec = gpu.recorder();
-        self.record_forward(&mut rec, dropped, &skip);
+        self.record_forward(&mut rec, dropped, &skip, true);
         self.finish(gpu, rec)
     }
 }

@@ -6,7 +6,7 @@ use unravel_graph::*;
 fn a_shape_mismatch_names_the_node_and_both_shapes() {
     let mut b = GraphBuilder::new(Shape::new(3, 8, 8));
     let x = b.input();
-    let y = b.conv2d(x, "conv1", 4, 3, 2, 1, 1, false).unwrap();
+    let y = b.conv2d(x, "conv1", Conv2d::new(4, 3).stride(2)).unwrap();
     let err = b
         .scoped("layer1", |b| b.add(x, y, "merge", false))
         .unwrap_err()
@@ -19,12 +19,14 @@ fn a_shape_mismatch_names_the_node_and_both_shapes() {
 fn conv_output_shapes_follow_pytorch() {
     let mut b = GraphBuilder::new(Shape::new(3, 9, 7));
     let x = b.input();
-    let y = b.conv2d(x, "c", 6, 3, 2, 1, 3, true).unwrap();
+    let y = b
+        .conv2d(x, "c", Conv2d::new(6, 3).stride(2).groups(3).with_bias())
+        .unwrap();
     assert_eq!(b.shape(y), Shape::new(6, 5, 4));
-    let z = b.conv2d(y, "d", 6, 7, 1, 3, 6, false).unwrap();
+    let z = b.conv2d(y, "d", Conv2d::new(6, 7).groups(6)).unwrap();
     assert_eq!(b.shape(z), Shape::new(6, 5, 4));
     assert!(
-        b.conv2d(z, "e", 5, 3, 1, 1, 2, false).is_err(),
+        b.conv2d(z, "e", Conv2d::new(5, 3).groups(2)).is_err(),
         "5 channels do not split into 2 groups"
     );
     let g = b.finish(z);
@@ -46,7 +48,7 @@ fn a_residual_block_records_branch_shortcut_and_merge() {
                     Merge::AddRelu,
                     |b, x| b.shortcut_a(x, "shortcut", 8, 2),
                     |b, x| {
-                        let h = b.conv2d(x, "conv1", 8, 3, 2, 1, 1, false)?;
+                        let h = b.conv2d(x, "conv1", Conv2d::new(8, 3).stride(2))?;
                         b.batchnorm(h, "bn1", false)
                     },
                 )
@@ -83,7 +85,7 @@ fn a_dense_block_writes_layers_into_slices_of_one_buffer() {
     let y = b
         .dense_block(x, 1, 3, 2, |b, x, _| {
             let h = b.batchnorm(x, "norm1", true)?;
-            b.conv2d(h, "conv1", 2, 3, 1, 1, 1, false)
+            b.conv2d(h, "conv1", Conv2d::new(2, 3))
         })
         .unwrap();
     let g = b.finish(y);

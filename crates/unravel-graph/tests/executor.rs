@@ -24,12 +24,12 @@ fn random(len: usize, seed: u64) -> Vec<f32> {
 fn tiny_residual_net() -> Graph {
     let mut b = GraphBuilder::new(Shape::new(2, 6, 5));
     let x = b.input();
-    let x = b.conv2d(x, "conv1", 3, 3, 1, 1, 1, false).unwrap();
+    let x = b.conv2d(x, "conv1", Conv2d::new(3, 3)).unwrap();
     let x = b.batchnorm(x, "bn1", true).unwrap();
     let basic = |b: &mut GraphBuilder, x, c, stride| {
-        let h = b.conv2d(x, "conv1", c, 3, stride, 1, 1, false)?;
+        let h = b.conv2d(x, "conv1", Conv2d::new(c, 3).stride(stride))?;
         let h = b.batchnorm(h, "bn1", true)?;
-        let h = b.conv2d(h, "conv2", c, 3, 1, 1, 1, false)?;
+        let h = b.conv2d(h, "conv2", Conv2d::new(c, 3))?;
         b.batchnorm(h, "bn2", false)
     };
     let x = b
@@ -89,7 +89,10 @@ fn forward_matches_the_cpu_reference_in_both_modes() {
         // The train pass updates the running statistics the eval pass uses.
         let model = CpuModel::from_state(g, &graph, &state).unwrap();
         let plan = Plan::compile(g, &graph, &state, N, mode).unwrap();
-        let stats = plan.eval_step(g, &images, &labels, &[]).unwrap();
+        let stats = match mode {
+            Mode::Train => plan.gradients(g, &images, &labels, &[]).unwrap(),
+            Mode::Eval => plan.eval_step(g, &images, &labels, &[]).unwrap(),
+        };
         let (want, _) = cpu::forward(&graph, &model, &input, N, mode, &CpuStep::default()).unwrap();
         let logits = plan.read_value(g, graph.output).unwrap();
         let err = max_rel(&logits, &want[graph.output.0]);
@@ -230,7 +233,7 @@ fn eval_plans_fold_each_batch_norm_into_the_convolution_before_it() {
     let (images, labels) = batch(&graph);
     // A training step first, so the running statistics are not 0 and 1.
     let train = Plan::compile(g, &graph, &state, N, Mode::Train).unwrap();
-    train.eval_step(g, &images, &labels, &[]).unwrap();
+    train.gradients(g, &images, &labels, &[]).unwrap();
     let folded = Plan::compile(g, &graph, &state, N, Mode::Eval).unwrap();
     let options = PlanOptions {
         unfused: true,
@@ -312,4 +315,75 @@ fn train_plans_fuse_each_residual_merge_into_the_batch_norm_before_it() {
     // Per fused block: the merge's forward pass, and in backward the ReLU
     // mask of the branch's gradient, which the batch norm applies itself.
     assert_eq!(dispatches[1] - dispatches[0], 2 * 2, "{dispatches:?}");
+}
+
+/// Every batch norm's running statistics.
+fn running_statistics(g: &Gpu, graph: &Graph, state: &ModelState) -> Vec<(Vec<f32>, Vec<f32>)> {
+    (0..graph.bn_states.len())
+        .map(|i| {
+            let (_, mean, var) = state.read_bn(g, i).unwrap();
+            (mean, var)
+        })
+        .collect()
+}
+
+/// An evaluation on a training plan (batch statistics) measures and
+/// changes nothing: the running statistics stay as they are, where a
+/// training step updates them.
+#[test]
+fn evaluating_on_a_training_plan_leaves_the_running_statistics_alone() {
+    let g = gpu();
+    let graph = tiny_residual_net();
+    let state = ModelState::new(g, &graph, 6).unwrap();
+    let (images, labels) = batch(&graph);
+    // Unfused too: there every batch norm is a pass of its own.
+    for unfused in [false, true] {
+        let options = PlanOptions {
+            unfused,
+            ..Default::default()
+        };
+        let plan = Plan::compile_with(g, &graph, &state, N, Mode::Train, &options).unwrap();
+        let before = running_statistics(g, &graph, &state);
+        plan.eval_step(g, &images, &labels, &[]).unwrap();
+        assert_eq!(
+            running_statistics(g, &graph, &state),
+            before,
+            "unfused={unfused}"
+        );
+        plan.gradients(g, &images, &labels, &[]).unwrap();
+        assert_ne!(
+            running_statistics(g, &graph, &state),
+            before,
+            "unfused={unfused}"
+        );
+    }
+}
+
+/// A value the plan did not keep has had its buffer reused: reading it is
+/// an error that says what to do, not stale data.
+#[test]
+fn reading_a_value_the_plan_did_not_keep_is_an_error() {
+    let g = gpu();
+    let graph = tiny_residual_net();
+    let state = ModelState::new(g, &graph, 7).unwrap();
+    let (images, labels) = batch(&graph);
+    let inner = graph.nodes[1].output;
+    let plan = Plan::compile(g, &graph, &state, N, Mode::Train).unwrap();
+    plan.gradients(g, &images, &labels, &[]).unwrap();
+    let err = plan.read_value(g, inner).unwrap_err();
+    assert!(matches!(err, GraphError::NotKept { .. }), "{err}");
+    assert!(err.to_string().contains("PlanOptions::keep"), "{err}");
+    assert!(plan.read_value_grad(g, inner).is_err());
+    assert!(plan.read_value(g, graph.output).is_ok());
+    let options = PlanOptions {
+        keep: vec![inner],
+        ..Default::default()
+    };
+    let kept = Plan::compile_with(g, &graph, &state, N, Mode::Train, &options).unwrap();
+    kept.gradients(g, &images, &labels, &[]).unwrap();
+    assert_eq!(
+        kept.read_value(g, inner).unwrap().len(),
+        N * graph.shape(inner).numel()
+    );
+    assert!(kept.read_value_grad(g, inner).is_ok());
 }

@@ -26,7 +26,7 @@ fn chain(depth: usize, highway: bool) -> Graph {
                     merge,
                     |_, x| Ok(x),
                     |b, x| {
-                        let h = b.conv2d(x, "conv", 8, 3, 1, 1, 1, false)?;
+                        let h = b.conv2d(x, "conv", Conv2d::new(8, 3))?;
                         b.batchnorm(h, "bn", false)
                     },
                 )?;

@@ -13,9 +13,9 @@ fn gpu() -> Gpu {
 }
 
 fn basic(b: &mut GraphBuilder, x: ValueId, c: usize, stride: usize) -> Result<ValueId> {
-    let h = b.conv2d(x, "conv1", c, 3, stride, 1, 1, false)?;
+    let h = b.conv2d(x, "conv1", Conv2d::new(c, 3).stride(stride))?;
     let h = b.batchnorm(h, "bn1", true)?;
-    let h = b.conv2d(h, "conv2", c, 3, 1, 1, 1, false)?;
+    let h = b.conv2d(h, "conv2", Conv2d::new(c, 3))?;
     b.batchnorm(h, "bn2", false)
 }
 
@@ -25,7 +25,7 @@ fn basic(b: &mut GraphBuilder, x: ValueId, c: usize, stride: usize) -> Result<Va
 fn net() -> (Graph, ValueId) {
     let mut b = GraphBuilder::new(Shape::new(2, 6, 6));
     let x = b.input();
-    let x = b.conv2d(x, "stem", 3, 3, 1, 1, 1, false).unwrap();
+    let x = b.conv2d(x, "stem", Conv2d::new(3, 3)).unwrap();
     let first = b.batchnorm(x, "stem_bn", true).unwrap();
     let x = b
         .scoped("b0", |b| {
@@ -152,7 +152,7 @@ fn the_path_through_no_branch_is_the_shortcut_path() {
     // carries the output gradient of the last block unchanged to the first.
     let mut b = GraphBuilder::new(Shape::new(3, 5, 5));
     let first = b.input();
-    let first = b.conv2d(first, "stem", 3, 3, 1, 1, 1, false).unwrap();
+    let first = b.conv2d(first, "stem", Conv2d::new(3, 3)).unwrap();
     let mut x = first;
     for i in 0..3 {
         x = b
@@ -248,4 +248,34 @@ fn a_block_routed_both_ways_adds_its_two_paths() {
     let sum: Vec<f32> = shortcut.iter().zip(&branch).map(|(a, b)| a + b).collect();
     close(&both, &sum, "both ways");
     assert!(branch.iter().any(|&v| v != 0.0) && shortcut.iter().any(|&v| v != 0.0));
+}
+
+/// A path-gradient step measures: neither the parameters nor the batch-norm
+/// running statistics change (a training step does change the latter).
+#[test]
+fn path_gradients_change_nothing_in_the_model() {
+    let Setup {
+        g,
+        graph,
+        state,
+        plan,
+        images,
+        labels,
+        ..
+    } = setup(9);
+    let snapshot = |state: &ModelState| {
+        let bn: Vec<_> = (0..graph.bn_states.len())
+            .map(|i| state.read_bn(&g, i).unwrap())
+            .collect();
+        (state.read_params(&g).unwrap(), bn)
+    };
+    let before = snapshot(&state);
+    let blocks: Vec<BlockId> = graph.residual_blocks().map(|(id, _)| id).collect();
+    plan.path_gradients(&g, &images, &labels, &blocks[..1])
+        .unwrap();
+    plan.routed_gradients(&g, &images, &labels, &|_| Route::Both)
+        .unwrap();
+    assert_eq!(snapshot(&state), before);
+    plan.gradients(&g, &images, &labels, &[]).unwrap();
+    assert_ne!(snapshot(&state).1, before.1, "a training step updates them");
 }

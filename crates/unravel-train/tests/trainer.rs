@@ -154,7 +154,7 @@ fn flags_override_the_toml_file_and_bad_values_are_errors() {
         epochs: Some(3),
         ..Default::default()
     };
-    let c = from_file.overridden_by(flags).resolve().unwrap();
+    let c = from_file.overridden_by(flags).unwrap().resolve().unwrap();
     assert_eq!(
         (c.model.as_str(), c.epochs, c.lr, c.stochastic_depth),
         ("resnet32", 3, 0.2, Some(0.5))
@@ -171,7 +171,18 @@ fn flags_override_the_toml_file_and_bad_values_are_errors() {
         epochs: Some(0),
         ..Default::default()
     };
-    assert!(zero.resolve().is_err());
+    // The error names the setting, not a flag of the CLI.
+    match zero.resolve() {
+        Err(TrainError::InvalidSetting { setting, .. }) => assert_eq!(setting, "epochs"),
+        other => panic!("{other:?}"),
+    }
+    let lr = TrainOptions {
+        lr: Some(-1.0),
+        ..Default::default()
+    };
+    let err = lr.resolve().unwrap_err().to_string();
+    assert!(err.starts_with("lr: "), "{err}");
+    assert!(!err.contains("--"), "{err}");
     let constant = TrainOptions {
         warmup: Some("constant".into()),
         ..Default::default()

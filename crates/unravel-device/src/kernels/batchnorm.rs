@@ -18,7 +18,8 @@
 use crate::context::Gpu;
 use crate::dispatch::Dispatch;
 use crate::error::{shape_error, Result};
-use crate::tensor::{DType, Tensor};
+use crate::kernels::checks;
+use crate::tensor::Tensor;
 
 const FILE: &str = "batchnorm.wgsl";
 /// Threads per workgroup (`WG` in the shader). Small on purpose: lavapipe
@@ -58,6 +59,10 @@ pub struct BatchNormConfig {
     pub momentum: f32,
     /// Apply ReLU to the output (the backward then needs the output y).
     pub relu: bool,
+    /// Whether the training forward updates the running statistics (off
+    /// for a forward that only measures: an evaluation or an analysis on a
+    /// training plan).
+    pub update_running: bool,
 }
 
 impl Default for BatchNormConfig {
@@ -66,6 +71,7 @@ impl Default for BatchNormConfig {
             eps: 1e-5,
             momentum: 0.1,
             relu: false,
+            update_running: true,
         }
     }
 }
@@ -89,7 +95,7 @@ struct Params {
     views: [[u32; 2]; 4],
     /// Offsets of gamma, beta, running_mean, running_var, saved, dgamma, dbeta.
     vec_offs: [u32; 7],
-    _pad1: u32,
+    update_running: u32,
 }
 
 /// How one channel's elements are split among workgroups.
@@ -228,7 +234,7 @@ impl<'a> Operands<'a> {
                 off(self.dgamma),
                 off(self.dbeta),
             ],
-            _pad1: 0,
+            update_running: cfg.update_running as u32,
         }
     }
 
@@ -243,38 +249,6 @@ impl<'a> Operands<'a> {
         let params = self.params(s, cfg, plan);
         gpu.dispatch(FILE, entry, &params, &self.list(), plan.grid(s))
     }
-}
-
-fn check_f32(op: &'static str, what: &str, t: &Tensor) -> Result<()> {
-    if t.dtype() != DType::F32 {
-        return Err(shape_error(op, format!("{what} must be f32")));
-    }
-    Ok(())
-}
-
-fn check_nchw(op: &'static str, what: &str, t: &Tensor, s: &BatchNormShape) -> Result<()> {
-    check_f32(op, what, t)?;
-    if t.shape() != s.dims() {
-        return Err(shape_error(
-            op,
-            format!("{what} has shape {:?}, expected {:?}", t.shape(), s.dims()),
-        ));
-    }
-    Ok(())
-}
-
-fn check_vector(op: &'static str, what: &str, t: &Tensor, shape: &[usize]) -> Result<()> {
-    check_f32(op, what, t)?;
-    if t.shape() != shape || !t.is_contiguous() {
-        return Err(shape_error(
-            op,
-            format!(
-                "{what} has shape {:?}, expected a contiguous {shape:?}",
-                t.shape()
-            ),
-        ));
-    }
-    Ok(())
 }
 
 fn check_shape(op: &'static str, s: &BatchNormShape) -> Result<()> {
@@ -296,8 +270,9 @@ fn check_shape(op: &'static str, s: &BatchNormShape) -> Result<()> {
 
 /// Training-mode forward: normalises x with its batch statistics into y
 /// (y may be x), updates running_mean/running_var in place (running_var
-/// with the unbiased variance) and writes (mean, invstd) to `saved` [2, C]
-/// for [`batchnorm_backward`]. Two dispatches.
+/// with the unbiased variance) unless `cfg.update_running` is off, and
+/// writes (mean, invstd) to `saved` [2, C] for [`batchnorm_backward`]. Two
+/// dispatches.
 #[allow(clippy::too_many_arguments)]
 pub fn batchnorm_train_forward(
     gpu: &Gpu,
@@ -346,7 +321,7 @@ pub fn batchnorm_train_forward_add_relu(
             "the ReLU follows the sum: cfg.relu must be off",
         ));
     }
-    check_nchw(OP, "residual", residual, s)?;
+    checks::activation(OP, "residual", residual, &s.dims())?;
     let stats = TrainStats {
         gamma,
         beta,
@@ -384,17 +359,17 @@ fn train_forward(
             "training needs more than 1 value per channel",
         ));
     }
-    check_nchw(OP, "x", x, s)?;
-    check_nchw(OP, "y", y, s)?;
+    checks::activation(OP, "x", x, &s.dims())?;
+    checks::activation(OP, "y", y, &s.dims())?;
     for (what, t) in [
         ("gamma", st.gamma),
         ("beta", st.beta),
         ("running_mean", st.running_mean),
         ("running_var", st.running_var),
     ] {
-        check_vector(OP, what, t, &[s.c])?;
+        checks::contiguous(OP, what, t, &[s.c])?;
     }
-    check_vector(OP, "saved", st.saved, &[2, s.c])?;
+    checks::contiguous(OP, "saved", st.saved, &[2, s.c])?;
     let views: Vec<&Tensor> = [Some(x), Some(y), residual].into_iter().flatten().collect();
     let plan = Plan::new(gpu, s, &views);
     let part = gpu.zeros(&[s.c * plan.chunks * 4])?;
@@ -433,15 +408,15 @@ pub fn batchnorm_eval_forward(
 ) -> Result<Vec<Dispatch>> {
     const OP: &str = "batchnorm_eval_forward";
     check_shape(OP, s)?;
-    check_nchw(OP, "x", x, s)?;
-    check_nchw(OP, "y", y, s)?;
+    checks::activation(OP, "x", x, &s.dims())?;
+    checks::activation(OP, "y", y, &s.dims())?;
     for (what, t) in [
         ("gamma", gamma),
         ("beta", beta),
         ("running_mean", running_mean),
         ("running_var", running_var),
     ] {
-        check_vector(OP, what, t, &[s.c])?;
+        checks::contiguous(OP, what, t, &[s.c])?;
     }
     let ops = Operands {
         running_mean: Some(running_mean),
@@ -481,9 +456,9 @@ pub fn batchnorm_fold(
         ("running_mean", running_mean),
         ("running_var", running_var),
     ] {
-        check_vector(OP, what, t, &[c])?;
+        checks::contiguous(OP, what, t, &[c])?;
     }
-    check_vector(OP, "scale_shift", scale_shift, &[2, c])?;
+    checks::contiguous(OP, "scale_shift", scale_shift, &[2, c])?;
     let s = BatchNormShape {
         n: 1,
         c,
@@ -549,11 +524,11 @@ pub fn batchnorm_apply_saved(
 ) -> Result<Vec<Dispatch>> {
     const OP: &str = "batchnorm_apply_saved";
     check_shape(OP, s)?;
-    check_nchw(OP, "x", x, s)?;
-    check_nchw(OP, "y", y, s)?;
-    check_vector(OP, "gamma", gamma, &[s.c])?;
-    check_vector(OP, "beta", beta, &[s.c])?;
-    check_vector(OP, "saved", saved, &[2, s.c])?;
+    checks::activation(OP, "x", x, &s.dims())?;
+    checks::activation(OP, "y", y, &s.dims())?;
+    checks::contiguous(OP, "gamma", gamma, &[s.c])?;
+    checks::contiguous(OP, "beta", beta, &[s.c])?;
+    checks::contiguous(OP, "saved", saved, &[2, s.c])?;
     let ops = Operands {
         saved: Some(saved),
         ..Operands::new(x, gamma)
@@ -590,21 +565,21 @@ pub fn batchnorm_backward(
 ) -> Result<Vec<Dispatch>> {
     const OP: &str = "batchnorm_backward";
     check_shape(OP, s)?;
-    check_nchw(OP, "x", x, s)?;
-    check_nchw(OP, "dy", dy, s)?;
-    check_nchw(OP, "dx", dx, s)?;
+    checks::activation(OP, "x", x, &s.dims())?;
+    checks::activation(OP, "dy", dy, &s.dims())?;
+    checks::activation(OP, "dx", dx, &s.dims())?;
     let y = match (cfg.relu, y) {
         (true, None) => return Err(shape_error(OP, "the fused ReLU needs the output y")),
         (true, Some(y)) => {
-            check_nchw(OP, "y", y, s)?;
+            checks::activation(OP, "y", y, &s.dims())?;
             Some(y)
         }
         (false, _) => None,
     };
     for (what, t) in [("gamma", gamma), ("dgamma", dgamma), ("dbeta", dbeta)] {
-        check_vector(OP, what, t, &[s.c])?;
+        checks::contiguous(OP, what, t, &[s.c])?;
     }
-    check_vector(OP, "saved", saved, &[2, s.c])?;
+    checks::contiguous(OP, "saved", saved, &[2, s.c])?;
     let mut views = vec![x, dy, dx];
     views.extend(y);
     let plan = Plan::new(gpu, s, &views);

@@ -1,11 +1,9 @@
-//! Copies between NCHW views (`shaders/copy.wgsl`): channel concatenation
-//! and its backward, the split.
+//! Copies between NCHW views (`shaders/copy.wgsl`): a dense block's input
+//! copied into the first channels of its concatenation buffer, and that
+//! slice's gradient copied back out (a copy is its own backward).
 //!
-//! Shape legend: N batch, C channels, H x W pixels. A concatenation needs no
-//! dedicated kernel: each input is copied into its channel slice of the
-//! output, and the backward copies each slice of the output gradient back
-//! out. Writing the producers straight into a slice avoids even that copy;
-//! these dispatches are for the places where that is not possible.
+//! Shape legend: N batch, C channels, H x W pixels; either view may be a
+//! channel slice of a larger buffer.
 
 use crate::context::Gpu;
 use crate::dispatch::{grid_1d, Dispatch};
@@ -71,61 +69,4 @@ pub fn copy_forward(gpu: &Gpu, src: &Tensor, dst: &Tensor) -> Result<Dispatch> {
         "copy_forward"
     };
     gpu.dispatch(FILE, entry, &params, &[src, dst], grid_1d(total / q, GROUP))
-}
-
-/// The channel slices of `out` that the `parts` (in order) occupy, after
-/// checking that N, H, W agree and the channel counts add up to out's.
-fn channel_slices(op: &'static str, parts: &[&Tensor], out: &Tensor) -> Result<Vec<Tensor>> {
-    let os = out.shape();
-    if os.len() != 4 {
-        return Err(shape_error(op, format!("output {os:?} is not NCHW")));
-    }
-    if parts.is_empty() {
-        return Err(shape_error(op, "no inputs"));
-    }
-    for t in parts {
-        let s = t.shape();
-        if s.len() != 4 || s[0] != os[0] || s[2] != os[2] || s[3] != os[3] || s[1] == 0 {
-            return Err(shape_error(
-                op,
-                format!("input {s:?} does not fit output {os:?} along channels"),
-            ));
-        }
-    }
-    let sum: usize = parts.iter().map(|t| t.shape()[1]).sum();
-    if sum != os[1] {
-        return Err(shape_error(
-            op,
-            format!("input channels add up to {sum}, output has {}", os[1]),
-        ));
-    }
-    let mut c0 = 0;
-    let mut slices = Vec::with_capacity(parts.len());
-    for t in parts {
-        let c = t.shape()[1];
-        slices.push(out.channel_slice(c0, c0 + c)?);
-        c0 += c;
-    }
-    Ok(slices)
-}
-
-/// out = concat(inputs) along channels: one copy per input into its slice.
-/// `out` may itself be a channel slice of a larger buffer.
-pub fn concat_forward(gpu: &Gpu, inputs: &[&Tensor], out: &Tensor) -> Result<Vec<Dispatch>> {
-    let slices = channel_slices("concat_forward", inputs, out)?;
-    inputs
-        .iter()
-        .zip(&slices)
-        .map(|(x, slice)| copy_forward(gpu, x, slice))
-        .collect()
-}
-
-/// grads[k] = the channel slice of `dout` that input k produced.
-pub fn concat_backward(gpu: &Gpu, dout: &Tensor, grads: &[&Tensor]) -> Result<Vec<Dispatch>> {
-    let slices = channel_slices("concat_backward", grads, dout)?;
-    grads
-        .iter()
-        .zip(&slices)
-        .map(|(g, slice)| copy_forward(gpu, slice, g))
-        .collect()
 }

@@ -1,5 +1,6 @@
 //! Element-wise kernels (`shaders/elementwise.wgsl`): ReLU, residual add,
-//! scaling, sigmoid, multiply and the highway gate, each forward next to its
+//! gradient accumulation, scaling (stochastic depth's test-time rule, which
+//! has no backward), sigmoid and the highway gate, each forward next to its
 //! backward.
 //!
 //! Shape legend: operands are views of N rows of PER elements (PER = C*H*W);
@@ -25,13 +26,12 @@ struct Params {
 }
 
 /// Entry points with a vec4 twin named `<entry>4`.
-const VEC4: [&str; 7] = [
+const VEC4: [&str; 6] = [
     "relu_forward",
     "relu_backward",
     "add_forward",
     "add_relu_forward",
     "scale_forward",
-    "scale_backward",
     "accumulate",
 ];
 
@@ -142,11 +142,6 @@ pub fn set_scale(gpu: &Gpu, dispatch: &Dispatch, x: &Tensor, scale: f32, y: &Ten
     Ok(())
 }
 
-/// dx = scale * dy.
-pub fn scale_backward(gpu: &Gpu, dy: &Tensor, scale: f32, dx: &Tensor) -> Result<Dispatch> {
-    prepare(gpu, "scale_backward", scale, &[dy, dx])
-}
-
 /// t = sigmoid(z).
 pub fn sigmoid_forward(gpu: &Gpu, z: &Tensor, t: &Tensor) -> Result<Dispatch> {
     prepare(gpu, "sigmoid_forward", 0.0, &[z, t])
@@ -155,23 +150,6 @@ pub fn sigmoid_forward(gpu: &Gpu, z: &Tensor, t: &Tensor) -> Result<Dispatch> {
 /// dz = dt * t * (1 - t), from the forward output `t`.
 pub fn sigmoid_backward(gpu: &Gpu, t: &Tensor, dt: &Tensor, dz: &Tensor) -> Result<Dispatch> {
     prepare(gpu, "sigmoid_backward", 0.0, &[t, dt, dz])
-}
-
-/// y = u * v.
-pub fn mul_forward(gpu: &Gpu, u: &Tensor, v: &Tensor, y: &Tensor) -> Result<Dispatch> {
-    prepare(gpu, "mul_forward", 0.0, &[u, v, y])
-}
-
-/// du = dy * v, dv = dy * u.
-pub fn mul_backward(
-    gpu: &Gpu,
-    u: &Tensor,
-    v: &Tensor,
-    dy: &Tensor,
-    du: &Tensor,
-    dv: &Tensor,
-) -> Result<Dispatch> {
-    prepare(gpu, "mul_backward", 0.0, &[u, v, dy, du, dv])
 }
 
 /// Highway gate: y = t * h + (1 - t) * x, with t the gate, h the branch and

@@ -11,6 +11,7 @@
 use crate::context::Gpu;
 use crate::dispatch::{grid_1d, Dispatch};
 use crate::error::{shape_error, Result};
+use crate::kernels::checks;
 use crate::tensor::{DType, Tensor};
 
 const FILE: &str = "linear.wgsl";
@@ -37,16 +38,9 @@ struct Dims {
     fout: usize,
 }
 
-fn check_f32(op: &'static str, what: &str, t: &Tensor) -> Result<()> {
-    if t.dtype() != DType::F32 {
-        return Err(shape_error(op, format!("{what} must be f32")));
-    }
-    Ok(())
-}
-
 /// Rows and row length of a batch operand ([N, ...], at least 2-D).
 fn rows(op: &'static str, what: &str, t: &Tensor) -> Result<(usize, usize)> {
-    check_f32(op, what, t)?;
+    checks::dtype(op, what, t, DType::F32)?;
     if t.shape().len() < 2 {
         return Err(shape_error(
             op,
@@ -57,7 +51,7 @@ fn rows(op: &'static str, what: &str, t: &Tensor) -> Result<(usize, usize)> {
 }
 
 fn dims(op: &'static str, x: &Tensor, w: &Tensor, y: &Tensor) -> Result<Dims> {
-    check_f32(op, "W", w)?;
+    checks::dtype(op, "W", w, DType::F32)?;
     if w.shape().len() != 2 || !w.is_contiguous() {
         return Err(shape_error(
             op,
@@ -81,7 +75,7 @@ fn dims(op: &'static str, x: &Tensor, w: &Tensor, y: &Tensor) -> Result<Dims> {
 }
 
 fn check_bias(op: &'static str, what: &str, b: &Tensor, fout: usize) -> Result<()> {
-    check_f32(op, what, b)?;
+    checks::dtype(op, what, b, DType::F32)?;
     if b.numel() != fout || !b.is_contiguous() {
         return Err(shape_error(
             op,

@@ -10,6 +10,7 @@
 use crate::context::Gpu;
 use crate::dispatch::{grid_1d, Dispatch};
 use crate::error::{shape_error, Result};
+use crate::kernels::checks;
 use crate::tensor::{DType, Tensor};
 
 const FILE: &str = "pool.wgsl";
@@ -58,19 +59,6 @@ struct Params {
     inv_cols: f32,
     inv_c: f32,
     _pad1: u32,
-}
-
-fn check(op: &'static str, what: &str, t: &Tensor, dtype: DType, shape: &[usize]) -> Result<()> {
-    if t.dtype() != dtype {
-        return Err(shape_error(op, format!("{what} must be {dtype:?}")));
-    }
-    if t.shape() != shape {
-        return Err(shape_error(
-            op,
-            format!("{what} has shape {:?}, expected {shape:?}", t.shape()),
-        ));
-    }
-    Ok(())
 }
 
 fn check_input(op: &'static str, s: &PoolShape, min_hw: usize) -> Result<()> {
@@ -136,8 +124,8 @@ pub fn avg_pool2x2_forward(gpu: &Gpu, s: &PoolShape, x: &Tensor, y: &Tensor) -> 
     const OP: &str = "avg_pool2x2_forward";
     check_input(OP, s, 2)?;
     let out = s.avg2x2_out();
-    check(OP, "x", x, DType::F32, &s.dims())?;
-    check(OP, "y", y, DType::F32, &out)?;
+    checks::view(OP, "x", x, DType::F32, &s.dims())?;
+    checks::view(OP, "y", y, DType::F32, &out)?;
     let o = [out[2], out[3]];
     if vec4_ok(s, x) {
         return prepare(
@@ -164,8 +152,8 @@ pub fn avg_pool2x2_backward(
     const OP: &str = "avg_pool2x2_backward";
     check_input(OP, s, 2)?;
     let out = s.avg2x2_out();
-    check(OP, "dy", dy, DType::F32, &out)?;
-    check(OP, "dx", dx, DType::F32, &s.dims())?;
+    checks::view(OP, "dy", dy, DType::F32, &out)?;
+    checks::view(OP, "dx", dx, DType::F32, &s.dims())?;
     let o = [out[2], out[3]];
     if vec4_ok(s, dx) {
         return prepare(
@@ -183,7 +171,7 @@ pub fn avg_pool2x2_backward(
 }
 
 fn check_argmax(op: &'static str, argmax: &Tensor, out: &[usize; 4]) -> Result<()> {
-    check(op, "argmax", argmax, DType::U32, out)?;
+    checks::view(op, "argmax", argmax, DType::U32, out)?;
     if !argmax.is_contiguous() || argmax.offset() != 0 {
         return Err(shape_error(op, "argmax must be a whole contiguous tensor"));
     }
@@ -202,8 +190,8 @@ pub fn max_pool3x3s2_forward(
     const OP: &str = "max_pool3x3s2_forward";
     check_input(OP, s, 1)?;
     let out = s.max3x3s2_out();
-    check(OP, "x", x, DType::F32, &s.dims())?;
-    check(OP, "y", y, DType::F32, &out)?;
+    checks::view(OP, "x", x, DType::F32, &s.dims())?;
+    checks::view(OP, "y", y, DType::F32, &out)?;
     check_argmax(OP, argmax, &out)?;
     let space = [out[2], out[3]];
     prepare(gpu, OP, s, space, x, y, Some(argmax), space)
@@ -221,9 +209,9 @@ pub fn max_pool3x3s2_backward(
     const OP: &str = "max_pool3x3s2_backward";
     check_input(OP, s, 1)?;
     let out = s.max3x3s2_out();
-    check(OP, "dy", dy, DType::F32, &out)?;
+    checks::view(OP, "dy", dy, DType::F32, &out)?;
     check_argmax(OP, argmax, &out)?;
-    check(OP, "dx", dx, DType::F32, &s.dims())?;
+    checks::view(OP, "dx", dx, DType::F32, &s.dims())?;
     prepare(
         gpu,
         OP,
@@ -246,7 +234,7 @@ pub fn global_avg_pool_forward(
 ) -> Result<Dispatch> {
     const OP: &str = "global_avg_pool_forward";
     check_input(OP, s, 1)?;
-    check(OP, "x", x, DType::F32, &s.dims())?;
+    checks::view(OP, "x", x, DType::F32, &s.dims())?;
     check_global(OP, "y", y, s)?;
     let entry = if vec4_ok(s, x) {
         "global_avg_pool_forward4"
@@ -259,9 +247,9 @@ pub fn global_avg_pool_forward(
 /// The pooled operand of the global pool: [N, C] or [N, C, 1, 1].
 fn check_global(op: &'static str, what: &str, t: &Tensor, s: &PoolShape) -> Result<()> {
     if t.shape() == [s.n, s.c, 1, 1] {
-        return check(op, what, t, DType::F32, &[s.n, s.c, 1, 1]);
+        return checks::view(op, what, t, DType::F32, &[s.n, s.c, 1, 1]);
     }
-    check(op, what, t, DType::F32, &[s.n, s.c]).map_err(|_| {
+    checks::view(op, what, t, DType::F32, &[s.n, s.c]).map_err(|_| {
         shape_error(
             op,
             format!(
@@ -286,7 +274,7 @@ pub fn global_avg_pool_backward(
     const OP: &str = "global_avg_pool_backward";
     check_input(OP, s, 1)?;
     check_global(OP, "dy", dy, s)?;
-    check(OP, "dx", dx, DType::F32, &s.dims())?;
+    checks::view(OP, "dx", dx, DType::F32, &s.dims())?;
     if vec4_ok(s, dx) {
         let space = [1, s.h * s.w / 4];
         return prepare(

@@ -1,36 +1,30 @@
-//! CPU reference of channel concatenation and its backward (split).
+//! CPU reference of copies between channel slices.
 //!
-//! Shape legend: N batch, C channels, HW = H*W pixels per channel; every
-//! tensor is a contiguous NCHW slice.
+//! Shape legend: N batch, C channels of HW = H*W pixels; `a` is a contiguous
+//! N x TOTAL x HW array and a slice is its channels c0..c0 + C.
 
-/// Concatenates contiguous NCHW tensors along channels. `parts` gives each
-/// input with its channel count; all share `n` and `hw`.
-pub fn concat_forward(parts: &[(&[f64], usize)], n: usize, hw: usize) -> Vec<f64> {
-    let c_out: usize = parts.iter().map(|&(_, c)| c).sum();
-    let mut out = Vec::with_capacity(n * c_out * hw);
+/// Channels `c0..c0 + c` of the N x `total` x `hw` array `a`.
+pub fn channels(a: &[f64], n: usize, total: usize, hw: usize, c0: usize, c: usize) -> Vec<f64> {
+    let mut out = Vec::with_capacity(n * c * hw);
     for b in 0..n {
-        for &(x, c) in parts {
-            out.extend_from_slice(&x[b * c * hw..(b + 1) * c * hw]);
-        }
+        let start = (b * total + c0) * hw;
+        out.extend_from_slice(&a[start..start + c * hw]);
     }
     out
 }
 
-/// Splits the output gradient back into one gradient per input, the inputs
-/// having `channels[k]` channels each.
-pub fn concat_backward(dout: &[f64], channels: &[usize], n: usize, hw: usize) -> Vec<Vec<f64>> {
-    let c_out: usize = channels.iter().sum();
-    let mut grads: Vec<Vec<f64>> = channels
-        .iter()
-        .map(|&c| Vec::with_capacity(n * c * hw))
-        .collect();
+/// Writes the N x `c` x `hw` array `v` into channels `c0..c0 + c` of `a`.
+pub fn put_channels(
+    a: &mut [f64],
+    v: &[f64],
+    n: usize,
+    total: usize,
+    hw: usize,
+    c0: usize,
+    c: usize,
+) {
     for b in 0..n {
-        let mut c0 = 0;
-        for (g, &c) in grads.iter_mut().zip(channels) {
-            let start = (b * c_out + c0) * hw;
-            g.extend_from_slice(&dout[start..start + c * hw]);
-            c0 += c;
-        }
+        let start = (b * total + c0) * hw;
+        a[start..start + c * hw].copy_from_slice(&v[b * c * hw..(b + 1) * c * hw]);
     }
-    grads
 }

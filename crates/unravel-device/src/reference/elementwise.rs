@@ -27,17 +27,6 @@ pub fn sigmoid_backward(t: &[f64], dt: &[f64]) -> Vec<f64> {
     t.iter().zip(dt).map(|(&t, &g)| g * t * (1.0 - t)).collect()
 }
 
-pub fn mul_forward(u: &[f64], v: &[f64]) -> Vec<f64> {
-    u.iter().zip(v).map(|(a, b)| a * b).collect()
-}
-
-/// Returns (du, dv).
-pub fn mul_backward(u: &[f64], v: &[f64], dy: &[f64]) -> (Vec<f64>, Vec<f64>) {
-    let du = dy.iter().zip(v).map(|(g, b)| g * b).collect();
-    let dv = dy.iter().zip(u).map(|(g, a)| g * a).collect();
-    (du, dv)
-}
-
 /// y = t * h + (1 - t) * x.
 pub fn highway_forward(t: &[f64], h: &[f64], x: &[f64]) -> Vec<f64> {
     (0..t.len())

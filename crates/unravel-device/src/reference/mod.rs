@@ -8,7 +8,6 @@ pub mod copy;
 pub mod elementwise;
 pub mod linear;
 pub mod loss;
-pub mod matmul;
 pub mod pool;
 pub mod sgd;
 pub mod shortcut;

@@ -47,10 +47,8 @@ pub fn gradient_by_length(
     labels: &[u32],
     samples: usize,
     rng: &mut impl Rng,
-) -> unravel_graph::Result<Vec<LengthGradient>> {
-    let at = first_block_input(graph).ok_or_else(|| {
-        unravel_graph::GraphError::Invalid("the model has no residual blocks".into())
-    })?;
+) -> Result<Vec<LengthGradient>, super::AnalysisError> {
+    let at = first_block_input(graph).ok_or(super::AnalysisError::NoResidualBlocks)?;
     let blocks: Vec<BlockId> = graph.residual_blocks().map(|(id, _)| id).collect();
     let mut out = Vec::new();
     for k in 0..=blocks.len() {

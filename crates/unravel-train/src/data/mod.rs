@@ -176,21 +176,21 @@ pub fn how_to_get(kind: DatasetKind) -> String {
         DatasetKind::FashionMnist => format!(
             "install it with `apt-get install dataset-fashion-mnist` (files land in \
              {FASHION_MNIST_DIR}), or download the four IDX files from \
-             https://github.com/zalandoresearch/fashion-mnist and pass --data-dir DIR"
+             https://github.com/zalandoresearch/fashion-mnist and give their folder as the data folder"
         ),
         DatasetKind::Mnist => "download train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, \
              t10k-images-idx3-ubyte.gz and t10k-labels-idx1-ubyte.gz (from \
              https://yann.lecun.com/exdb/mnist/ or the mirror \
-             https://ossci-datasets.s3.amazonaws.com/mnist/) into one folder and pass \
-             --data-dir DIR"
+             https://ossci-datasets.s3.amazonaws.com/mnist/) into one folder and give it as the \
+             data folder"
             .to_string(),
         DatasetKind::Cifar10 => "download the binary version, \
-             https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz, extract it and pass \
-             --data-dir DIR (the folder holding cifar-10-batches-bin/ or the .bin files)"
+             https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz, extract it and give the \
+             folder holding cifar-10-batches-bin/ or the .bin files as the data folder"
             .to_string(),
         DatasetKind::Cifar100 => "download the binary version, \
-             https://www.cs.toronto.edu/~kriz/cifar-100-binary.tar.gz, extract it and pass \
-             --data-dir DIR (the folder holding cifar-100-binary/ or the .bin files)"
+             https://www.cs.toronto.edu/~kriz/cifar-100-binary.tar.gz, extract it and give the \
+             folder holding cifar-100-binary/ or the .bin files as the data folder"
             .to_string(),
     }
 }

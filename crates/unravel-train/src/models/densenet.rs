@@ -4,7 +4,7 @@
 //! layer and halves the channels at each transition. Names follow
 //! torchvision (`features.denseblock1.denselayer1.conv1.weight`, ...).
 
-use unravel_graph::{Graph, GraphBuilder};
+use unravel_graph::{Conv2d, Graph, GraphBuilder};
 
 use super::{ModelConfig, ModelError};
 
@@ -16,11 +16,11 @@ pub fn densenet(
 ) -> Result<Graph, ModelError> {
     let per_layer = if bc { 6 } else { 3 };
     if depth < 4 + per_layer || !(depth - 4).is_multiple_of(per_layer) || growth == 0 {
-        return Err(ModelError::Config(format!(
-            "DenseNet{} depth must be {}n+4, got {depth} (growth {growth})",
-            if bc { "-BC" } else { "" },
-            per_layer
-        )));
+        return Err(ModelError::Depth {
+            family: if bc { "DenseNet-BC" } else { "DenseNet" },
+            allowed: format!("{per_layer}n+4 with a positive growth rate (growth {growth})"),
+            depth,
+        });
     }
     let n = (depth - 4) / per_layer;
     Ok(densenet_layers(n, growth, bc, config)?)
@@ -37,18 +37,18 @@ pub fn densenet_layers(
     let x = b.input();
     let stem = if bc { 2 * growth } else { 16 };
     let y = b.scoped("features", |b| {
-        let mut x = b.conv2d(x, "conv0", stem, 3, 1, 1, 1, false)?;
+        let mut x = b.conv2d(x, "conv0", Conv2d::new(stem, 3))?;
         for block in 1..=3 {
             x = b.scoped(&format!("denseblock{block}"), |b| {
                 b.dense_block(x, block, layers, growth, |b, x, _| {
                     if bc {
                         let h = b.batchnorm(x, "norm1", true)?;
-                        let h = b.conv2d(h, "conv1", 4 * growth, 1, 1, 0, 1, false)?;
+                        let h = b.conv2d(h, "conv1", Conv2d::new(4 * growth, 1))?;
                         let h = b.batchnorm(h, "norm2", true)?;
-                        b.conv2d(h, "conv2", growth, 3, 1, 1, 1, false)
+                        b.conv2d(h, "conv2", Conv2d::new(growth, 3))
                     } else {
                         let h = b.batchnorm(x, "norm1", true)?;
-                        b.conv2d(h, "conv1", growth, 3, 1, 1, 1, false)
+                        b.conv2d(h, "conv1", Conv2d::new(growth, 3))
                     }
                 })
             })?;
@@ -57,7 +57,7 @@ pub fn densenet_layers(
                     let c = b.shape(x).c;
                     let out = if bc { c / 2 } else { c };
                     let h = b.batchnorm(x, "norm", true)?;
-                    let h = b.conv2d(h, "conv", out, 1, 1, 0, 1, false)?;
+                    let h = b.conv2d(h, "conv", Conv2d::new(out, 1))?;
                     b.avgpool2x2(h, "pool")
                 })?;
             }

@@ -42,9 +42,9 @@ impl std::str::FromStr for ShortcutKind {
             "a" => Ok(ShortcutKind::A),
             "b" => Ok(ShortcutKind::B),
             "highway" => Ok(ShortcutKind::Highway),
-            other => Err(ModelError::Config(format!(
-                "unknown shortcut {other:?}; use a, b or highway"
-            ))),
+            other => Err(ModelError::UnknownShortcut {
+                name: other.to_string(),
+            }),
         }
     }
 }
@@ -82,8 +82,17 @@ impl ModelConfig {
 pub enum ModelError {
     #[error("unknown model {name:?}; run `unravel models` for the list ({hint})")]
     UnknownModel { name: String, hint: String },
-    #[error("{0}")]
-    Config(String),
+    #[error("unknown shortcut {name:?}; use a, b or highway")]
+    UnknownShortcut { name: String },
+    /// A family's depth that its recipe cannot build.
+    #[error("{family} depth must be {allowed}, got {depth}")]
+    Depth {
+        family: &'static str,
+        allowed: String,
+        depth: usize,
+    },
+    #[error("ResNeXt cardinality and width must be positive")]
+    ResNeXtWidth,
     #[error(transparent)]
     Graph(#[from] GraphError),
 }

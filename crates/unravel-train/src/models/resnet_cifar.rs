@@ -2,7 +2,7 @@
 //! 16/32/64 channels) and the pre-activation ResNets of He et al. 2016
 //! (BN-ReLU-conv units; 164 and 1001 with 4x bottlenecks, 9n+2 layers).
 
-use unravel_graph::{Graph, GraphBuilder, Merge, Result as GraphResult, ValueId};
+use unravel_graph::{Conv2d, Graph, GraphBuilder, Merge, Result as GraphResult, ValueId};
 
 use super::{ModelConfig, ModelError, ShortcutKind};
 
@@ -24,7 +24,7 @@ pub(super) fn shortcut(
     match kind {
         ShortcutKind::A | ShortcutKind::Highway => b.shortcut_a(x, "shortcut", c_out, stride),
         ShortcutKind::B => b.scoped("downsample", |b| {
-            let y = b.conv2d(x, "0", c_out, 1, stride, 0, 1, false)?;
+            let y = b.conv2d(x, "0", Conv2d::new(c_out, 1).stride(stride))?;
             if projection_bn {
                 b.batchnorm(y, "1", false)
             } else {
@@ -68,9 +68,11 @@ pub(super) fn merge_of(kind: ShortcutKind, default: Merge) -> Merge {
 /// `resnet{6n+2}` for CIFAR.
 pub fn resnet_cifar(depth: usize, config: &ModelConfig) -> Result<Graph, ModelError> {
     if depth < 8 || !(depth - 2).is_multiple_of(6) {
-        return Err(ModelError::Config(format!(
-            "CIFAR ResNet depth must be 6n+2 (20, 32, 44, 56, 110, 1202), got {depth}"
-        )));
+        return Err(ModelError::Depth {
+            family: "CIFAR ResNet",
+            allowed: "6n+2 (20, 32, 44, 56, 110, 1202)".into(),
+            depth,
+        });
     }
     let n = (depth - 2) / 6;
     Ok(resnet_cifar_blocks([n, n, n], config)?)
@@ -82,9 +84,11 @@ pub fn resnet_cifar(depth: usize, config: &ModelConfig) -> Result<Graph, ModelEr
 /// the block by an identity (option A where the shape changes).
 pub fn plain_cifar(depth: usize, config: &ModelConfig) -> Result<Graph, ModelError> {
     if depth < 8 || !(depth - 2).is_multiple_of(6) {
-        return Err(ModelError::Config(format!(
-            "plain network depth must be 6n+2 (20, 32, 44, 56, 110), got {depth}"
-        )));
+        return Err(ModelError::Depth {
+            family: "plain network",
+            allowed: "6n+2 (20, 32, 44, 56, 110)".into(),
+            depth,
+        });
     }
     let n = (depth - 2) / 6;
     Ok(cifar_blocks([n, n, n], config, Some(Merge::Plain))?)
@@ -102,7 +106,7 @@ fn cifar_blocks(
 ) -> GraphResult<Graph> {
     let mut b = GraphBuilder::new(config.input);
     let x = b.input();
-    let x = b.conv2d(x, "conv1", WIDTHS[0], 3, 1, 1, 1, false)?;
+    let x = b.conv2d(x, "conv1", Conv2d::new(WIDTHS[0], 3))?;
     let mut x = b.batchnorm(x, "bn1", true)?;
     let merge = merge.unwrap_or_else(|| merge_of(config.shortcut, Merge::AddRelu));
     for (stage, (&width, &count)) in WIDTHS.iter().zip(&blocks).enumerate() {
@@ -116,9 +120,9 @@ fn cifar_blocks(
                 true,
                 |b, x| shortcut(b, x, width, stride, config.shortcut, true),
                 |b, x| {
-                    let h = b.conv2d(x, "conv1", width, 3, stride, 1, 1, false)?;
+                    let h = b.conv2d(x, "conv1", Conv2d::new(width, 3).stride(stride))?;
                     let h = b.batchnorm(h, "bn1", true)?;
-                    let h = b.conv2d(h, "conv2", width, 3, 1, 1, 1, false)?;
+                    let h = b.conv2d(h, "conv2", Conv2d::new(width, 3))?;
                     b.batchnorm(h, "bn2", false)
                 },
             )?;
@@ -135,9 +139,11 @@ pub fn preact_resnet(depth: usize, config: &ModelConfig) -> Result<Graph, ModelE
     let bottleneck = depth == 164 || depth == 1001;
     let per_block = if bottleneck { 9 } else { 6 };
     if depth < 8 || !(depth - 2).is_multiple_of(per_block) {
-        return Err(ModelError::Config(format!(
-            "pre-activation ResNet depth must be 6n+2 (basic) or 164/1001 (bottleneck), got {depth}"
-        )));
+        return Err(ModelError::Depth {
+            family: "pre-activation ResNet",
+            allowed: "6n+2 (basic) or 164/1001 (bottleneck)".into(),
+            depth,
+        });
     }
     let n = (depth - 2) / per_block;
     Ok(preact_blocks([n, n, n], bottleneck, config)?)
@@ -158,7 +164,7 @@ pub fn preact_blocks(
     };
     let mut b = GraphBuilder::new(config.input);
     let x = b.input();
-    let mut x = b.conv2d(x, "conv1", WIDTHS[0], 3, 1, 1, 1, false)?;
+    let mut x = b.conv2d(x, "conv1", Conv2d::new(WIDTHS[0], 3))?;
     let merge = merge_of(kind, Merge::Add);
     for (stage, (&width, &count)) in WIDTHS.iter().zip(&blocks).enumerate() {
         for i in 0..count {
@@ -174,15 +180,15 @@ pub fn preact_blocks(
                 |b, x| {
                     let h = b.batchnorm(x, "bn1", true)?;
                     if bottleneck {
-                        let h = b.conv2d(h, "conv1", width, 1, 1, 0, 1, false)?;
+                        let h = b.conv2d(h, "conv1", Conv2d::new(width, 1))?;
                         let h = b.batchnorm(h, "bn2", true)?;
-                        let h = b.conv2d(h, "conv2", width, 3, stride, 1, 1, false)?;
+                        let h = b.conv2d(h, "conv2", Conv2d::new(width, 3).stride(stride))?;
                         let h = b.batchnorm(h, "bn3", true)?;
-                        b.conv2d(h, "conv3", c_out, 1, 1, 0, 1, false)
+                        b.conv2d(h, "conv3", Conv2d::new(c_out, 1))
                     } else {
-                        let h = b.conv2d(h, "conv1", width, 3, stride, 1, 1, false)?;
+                        let h = b.conv2d(h, "conv1", Conv2d::new(width, 3).stride(stride))?;
                         let h = b.batchnorm(h, "bn2", true)?;
-                        b.conv2d(h, "conv2", width, 3, 1, 1, 1, false)
+                        b.conv2d(h, "conv2", Conv2d::new(width, 3))
                     }
                 },
             )?;

@@ -3,7 +3,7 @@
 //! bottleneck (50, 101, 152) blocks, projection shortcuts. Any input size
 //! of at least 32x32 works.
 
-use unravel_graph::{Graph, GraphBuilder, Merge};
+use unravel_graph::{Conv2d, Graph, GraphBuilder, Merge};
 
 use super::resnet_cifar::{merge_of, shortcut, unit};
 use super::{ModelConfig, ModelError, ShortcutKind};
@@ -16,9 +16,11 @@ pub fn resnet_imagenet(depth: usize, config: &ModelConfig) -> Result<Graph, Mode
         101 => ([3, 4, 23, 3], true),
         152 => ([3, 8, 36, 3], true),
         _ => {
-            return Err(ModelError::Config(format!(
-                "ImageNet ResNet depth must be 18, 34, 50, 101 or 152, got {depth}"
-            )))
+            return Err(ModelError::Depth {
+                family: "ImageNet ResNet",
+                allowed: "18, 34, 50, 101 or 152".into(),
+                depth,
+            })
         }
     };
     let expansion = if bottleneck { 4 } else { 1 };
@@ -29,7 +31,7 @@ pub fn resnet_imagenet(depth: usize, config: &ModelConfig) -> Result<Graph, Mode
     };
     let mut b = GraphBuilder::new(config.input);
     let x = b.input();
-    let x = b.conv2d(x, "conv1", 64, 7, 2, 3, 1, false)?;
+    let x = b.conv2d(x, "conv1", Conv2d::new(64, 7).stride(2))?;
     let x = b.batchnorm(x, "bn1", true)?;
     let mut x = b.maxpool3x3s2(x, "maxpool")?;
     let merge = merge_of(kind, Merge::AddRelu);
@@ -46,16 +48,16 @@ pub fn resnet_imagenet(depth: usize, config: &ModelConfig) -> Result<Graph, Mode
                 |b, x| shortcut(b, x, c_out, stride, kind, true),
                 |b, x| {
                     if bottleneck {
-                        let h = b.conv2d(x, "conv1", width, 1, 1, 0, 1, false)?;
+                        let h = b.conv2d(x, "conv1", Conv2d::new(width, 1))?;
                         let h = b.batchnorm(h, "bn1", true)?;
-                        let h = b.conv2d(h, "conv2", width, 3, stride, 1, 1, false)?;
+                        let h = b.conv2d(h, "conv2", Conv2d::new(width, 3).stride(stride))?;
                         let h = b.batchnorm(h, "bn2", true)?;
-                        let h = b.conv2d(h, "conv3", c_out, 1, 1, 0, 1, false)?;
+                        let h = b.conv2d(h, "conv3", Conv2d::new(c_out, 1))?;
                         b.batchnorm(h, "bn3", false)
                     } else {
-                        let h = b.conv2d(x, "conv1", width, 3, stride, 1, 1, false)?;
+                        let h = b.conv2d(x, "conv1", Conv2d::new(width, 3).stride(stride))?;
                         let h = b.batchnorm(h, "bn1", true)?;
-                        let h = b.conv2d(h, "conv2", width, 3, 1, 1, 1, false)?;
+                        let h = b.conv2d(h, "conv2", Conv2d::new(width, 3))?;
                         b.batchnorm(h, "bn2", false)
                     }
                 },

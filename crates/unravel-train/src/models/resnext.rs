@@ -2,7 +2,7 @@
 //! stages of three bottleneck blocks; cardinality C through a grouped 3x3
 //! convolution of inner width C * W * 2^stage; outputs 256, 512, 1024.
 
-use unravel_graph::{Graph, GraphBuilder, Merge};
+use unravel_graph::{Conv2d, Graph, GraphBuilder, Merge};
 
 use super::resnet_cifar::{merge_of, shortcut, unit};
 use super::{ModelConfig, ModelError, ShortcutKind};
@@ -13,9 +13,7 @@ pub fn resnext29(
     config: &ModelConfig,
 ) -> Result<Graph, ModelError> {
     if cardinality == 0 || width == 0 {
-        return Err(ModelError::Config(
-            "ResNeXt cardinality and width must be positive".into(),
-        ));
+        return Err(ModelError::ResNeXtWidth);
     }
     Ok(resnext_blocks(3, cardinality, width, 64, config)?)
 }
@@ -36,7 +34,7 @@ pub fn resnext_blocks(
     };
     let mut b = GraphBuilder::new(config.input);
     let x = b.input();
-    let x = b.conv2d(x, "conv1", stem, 3, 1, 1, 1, false)?;
+    let x = b.conv2d(x, "conv1", Conv2d::new(stem, 3))?;
     let mut x = b.batchnorm(x, "bn1", true)?;
     let merge = merge_of(kind, Merge::AddRelu);
     for stage in 0..3 {
@@ -52,11 +50,15 @@ pub fn resnext_blocks(
                 true,
                 |b, x| shortcut(b, x, c_out, stride, kind, true),
                 |b, x| {
-                    let h = b.conv2d(x, "conv1", inner, 1, 1, 0, 1, false)?;
+                    let h = b.conv2d(x, "conv1", Conv2d::new(inner, 1))?;
                     let h = b.batchnorm(h, "bn1", true)?;
-                    let h = b.conv2d(h, "conv2", inner, 3, stride, 1, cardinality, false)?;
+                    let h = b.conv2d(
+                        h,
+                        "conv2",
+                        Conv2d::new(inner, 3).stride(stride).groups(cardinality),
+                    )?;
                     let h = b.batchnorm(h, "bn2", true)?;
-                    let h = b.conv2d(h, "conv3", c_out, 1, 1, 0, 1, false)?;
+                    let h = b.conv2d(h, "conv3", Conv2d::new(c_out, 1))?;
                     b.batchnorm(h, "bn3", false)
                 },
             )?;

@@ -11,78 +11,123 @@ use crate::models::ShortcutKind;
 use crate::schedule::Decay;
 use crate::DatasetKind;
 
-/// Every setting optional: what a TOML file or the command line gives.
-/// Field names are the flags' names with `_` for `-`.
+/// Every training setting, each optional: what a TOML settings file, a
+/// checkpoint or the command line gives (the CLI's `unravel train` flags
+/// are these fields, `_` written `-`; flags win over the file, the file
+/// over the defaults, see [`TrainOptions::overridden_by`]). The doc
+/// comments are the flags' help.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::Args))]
 #[serde(deny_unknown_fields)]
 pub struct TrainOptions {
+    /// Model name (see `unravel models`) [default: resnet20].
+    #[cfg_attr(feature = "clap", arg(long))]
     pub model: Option<String>,
+    /// fashion-mnist, mnist, cifar10 or cifar100 [default: fashion-mnist].
+    #[cfg_attr(feature = "clap", arg(long))]
     pub dataset: Option<String>,
+    /// Folder with the dataset's files [default for fashion-mnist:
+    /// /usr/share/datasets/fashion-mnist].
+    #[cfg_attr(feature = "clap", arg(long, value_name = "DIR"))]
     pub data_dir: Option<PathBuf>,
+    /// [default: 20]
+    #[cfg_attr(feature = "clap", arg(long))]
     pub epochs: Option<usize>,
+    /// [default: 128]
+    #[cfg_attr(feature = "clap", arg(long))]
     pub batch_size: Option<usize>,
+    /// Base learning rate [default: 0.1].
+    #[cfg_attr(feature = "clap", arg(long))]
     pub lr: Option<f64>,
+    /// [default: 0.9]
+    #[cfg_attr(feature = "clap", arg(long))]
     pub momentum: Option<f64>,
+    /// [default: 5e-4]
+    #[cfg_attr(feature = "clap", arg(long))]
     pub weight_decay: Option<f64>,
+    /// Nesterov momentum [default: false].
+    #[cfg_attr(
+        feature = "clap",
+        arg(long, num_args = 0..=1, default_missing_value = "true")
+    )]
     pub nesterov: Option<bool>,
-    /// constant, multistep or cosine.
+    /// constant, multistep (divide by 10 at 50% and 75%) or cosine
+    /// [default: multistep].
+    #[cfg_attr(feature = "clap", arg(long))]
     pub schedule: Option<String>,
-    /// Epochs of warm-up before the schedule.
+    /// Epochs of learning-rate warm-up [default: 0].
+    #[cfg_attr(feature = "clap", arg(long))]
     pub warmup_epochs: Option<f64>,
-    /// linear (from 0 up to the base rate) or constant (a tenth of it, as
-    /// He et al. warmed ResNet-110 up with 0.01).
+    /// linear (from 0 to the base rate) or constant (a tenth of the base
+    /// rate, He et al.'s ResNet-110 recipe) [default: linear].
+    #[cfg_attr(feature = "clap", arg(long))]
     pub warmup: Option<String>,
+    /// Seed of initialisation, data order, augmentation and stochastic
+    /// depth [default: 0].
+    #[cfg_attr(feature = "clap", arg(long))]
     pub seed: Option<u64>,
-    /// Survival probability of the last residual block; none = off.
+    /// Stochastic depth with this survival probability for the last block
+    /// (e.g. 0.5) [default: off].
+    #[cfg_attr(feature = "clap", arg(long, value_name = "P_L"))]
     pub stochastic_depth: Option<f64>,
-    /// a, b or highway.
+    /// a (zero-padded identity), b (projection) or highway [default: a].
+    #[cfg_attr(feature = "clap", arg(long))]
     pub shortcut: Option<String>,
+    /// Train on N samples of the training set.
+    #[cfg_attr(feature = "clap", arg(long, value_name = "N"))]
     pub train_subset: Option<usize>,
+    /// Evaluate on N samples of the test set.
+    #[cfg_attr(feature = "clap", arg(long, value_name = "N"))]
     pub test_subset: Option<usize>,
+    /// Zero-pad 4 and random crop [default: true].
+    #[cfg_attr(
+        feature = "clap",
+        arg(long, num_args = 0..=1, default_missing_value = "true")
+    )]
     pub pad_crop: Option<bool>,
+    /// Random horizontal flip [default: true for CIFAR, false for digits].
+    #[cfg_attr(
+        feature = "clap",
+        arg(long, num_args = 0..=1, default_missing_value = "true")
+    )]
     pub flip: Option<bool>,
+    /// Run folder [default: runs/<timestamp>].
+    #[cfg_attr(feature = "clap", arg(long, value_name = "DIR"))]
     pub out: Option<PathBuf>,
 }
 
 impl TrainOptions {
-    /// `self` with every setting `over` gives replaced.
-    pub fn overridden_by(self, over: TrainOptions) -> TrainOptions {
-        macro_rules! pick {
-            ($($f:ident),*) => { TrainOptions { $($f: over.$f.or(self.$f)),* } };
-        }
-        pick!(
-            model,
-            dataset,
-            data_dir,
-            epochs,
-            batch_size,
-            lr,
-            momentum,
-            weight_decay,
-            nesterov,
-            schedule,
-            warmup_epochs,
-            warmup,
-            seed,
-            stochastic_depth,
-            shortcut,
-            train_subset,
-            test_subset,
-            pad_crop,
-            flip,
-            out
-        )
+    /// `self` with every setting `over` gives replaced. Fails only for
+    /// a setting that cannot be written down (a path that is not UTF-8).
+    pub fn overridden_by(self, over: TrainOptions) -> Result<TrainOptions, TrainError> {
+        let unrepresentable = |e: serde_json::Error| TrainError::UnrepresentableSettings {
+            message: e.to_string(),
+        };
+        let object = |o: &TrainOptions| match serde_json::to_value(o) {
+            Ok(serde_json::Value::Object(map)) => Ok(map),
+            Ok(_) => unreachable!("a struct serialises to an object"),
+            Err(e) => Err(unrepresentable(e)),
+        };
+        let mut merged = object(&self)?;
+        // An unset setting of `over` (null) leaves `self`'s.
+        merged.extend(object(&over)?.into_iter().filter(|(_, v)| !v.is_null()));
+        serde_json::from_value(serde_json::Value::Object(merged)).map_err(unrepresentable)
     }
 
     /// Reads a TOML file of settings.
     pub fn from_toml_file(path: &std::path::Path) -> Result<TrainOptions, TrainError> {
         let text = std::fs::read_to_string(path).map_err(|e| TrainError::io(path, e))?;
-        toml::from_str(&text).map_err(|e| TrainError::Config(format!("{}: {e}", path.display())))
+        toml::from_str(&text).map_err(|e| TrainError::SettingsFile {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })
     }
 
-    /// Fills in the defaults and checks every value.
+    /// Fills in the defaults and checks every value; an error names the
+    /// setting (the field) that is wrong.
     pub fn resolve(self) -> Result<TrainConfig, TrainError> {
-        let bad = |what: &str, why: String| TrainError::Config(format!("{what}: {why}"));
+        let bad =
+            |setting: &'static str, reason: String| TrainError::InvalidSetting { setting, reason };
         let dataset: DatasetKind = match &self.dataset {
             Some(d) => d.parse().map_err(|e| bad("dataset", e))?,
             None => DatasetKind::FashionMnist,
@@ -135,14 +180,19 @@ impl TrainOptions {
             out: self.out,
         };
         if config.epochs == 0 || config.batch_size == 0 {
-            return Err(bad("epochs and batch-size", "must be positive".into()));
+            let setting = if config.epochs == 0 {
+                "epochs"
+            } else {
+                "batch_size"
+            };
+            return Err(bad(setting, "must be positive".into()));
         }
         if !(config.lr > 0.0 && (config.lr as f32).is_finite()) {
             return Err(bad("lr", format!("{} is not a positive number", config.lr)));
         }
         if let Some(p) = config.stochastic_depth {
             if !(0.0..=1.0).contains(&p) {
-                return Err(bad("stochastic-depth", format!("{p} is not a probability")));
+                return Err(bad("stochastic_depth", format!("{p} is not a probability")));
             }
         }
         Ok(config)

@@ -29,7 +29,10 @@ pub struct EpochMetrics {
 }
 
 pub fn append(path: &Path, m: &EpochMetrics) -> Result<(), TrainError> {
-    let line = serde_json::to_string(m).map_err(|e| TrainError::Config(e.to_string()))?;
+    let line = serde_json::to_string(m).map_err(|source| TrainError::Metrics {
+        path: path.to_path_buf(),
+        source,
+    })?;
     let mut f = std::fs::OpenOptions::new()
         .create(true)
         .append(true)

@@ -37,10 +37,37 @@ pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
 pub const METRICS_FILE: &str = "metrics.jsonl";
 pub const CURVES_FILE: &str = "curves.png";
 
+/// What can stop a run. Errors name the setting (the field of
+/// [`TrainOptions`]) or the file that is wrong; the CLI maps settings to
+/// its flags.
 #[derive(Debug, Error)]
 pub enum TrainError {
-    #[error("{0}")]
-    Config(String),
+    /// A setting has a value it cannot take.
+    #[error("{setting}: {reason}")]
+    InvalidSetting {
+        setting: &'static str,
+        reason: String,
+    },
+    #[error("{}: {message}", path.display())]
+    SettingsFile { path: PathBuf, message: String },
+    #[error("the settings cannot be written down: {message}")]
+    UnrepresentableSettings { message: String },
+    #[error("the training set has {samples} samples, fewer than one batch of {batch_size}")]
+    TooFewSamples { samples: usize, batch_size: usize },
+    #[error("{} holds no {MODEL_FILE}: give a run folder written by the trainer", dir.display())]
+    NotARunFolder { dir: PathBuf },
+    #[error("{} has no training configuration", path.display())]
+    NoStoredSettings { path: PathBuf },
+    #[error("{}: the stored training configuration cannot be read: {message}", path.display())]
+    BadStoredSettings { path: PathBuf, message: String },
+    #[error("{}: the optimizer state lacks a valid {key:?}", path.display())]
+    BadOptimizerState { path: PathBuf, key: &'static str },
+    #[error("writing {}: {source}", path.display())]
+    Metrics {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
     #[error(transparent)]
     Data(#[from] DataError),
     #[error(transparent)]
@@ -59,7 +86,7 @@ pub enum TrainError {
     Plot(String),
     #[error(
         "the loss became {loss} at epoch {epoch}, step {step} (learning rate {lr}); training stopped \
-         and the last good checkpoint was kept. Try a lower --lr or a warm-up (--warmup-epochs)."
+         and the last good checkpoint was kept"
     )]
     Diverged {
         epoch: usize,
@@ -118,24 +145,29 @@ impl Position {
         ])
     }
 
-    fn from_metadata(m: &HashMap<String, String>) -> Result<Position, TrainError> {
-        fn get<T: std::str::FromStr>(
+    /// Where the run in the optimizer file `path` stands, from its metadata.
+    fn from_metadata(m: &HashMap<String, String>, path: &Path) -> Result<Position, TrainError> {
+        fn field<T: std::str::FromStr>(
             m: &HashMap<String, String>,
-            k: &str,
+            path: &Path,
+            key: &'static str,
         ) -> Result<T, TrainError> {
-            m.get(k).and_then(|v| v.parse().ok()).ok_or_else(|| {
-                TrainError::Config(format!("the optimizer file lacks a valid {k:?}"))
-            })
+            m.get(key)
+                .and_then(|v| v.parse().ok())
+                .ok_or_else(|| TrainError::BadOptimizerState {
+                    path: path.to_path_buf(),
+                    key,
+                })
         }
         Ok(Position {
-            epoch: get(m, "epoch")?,
-            batch: get(m, "batch")?,
-            step: get(m, "step")?,
-            loss_sum: get(m, "loss_sum")?,
-            correct: get(m, "correct")?,
-            seen: get(m, "seen")?,
-            seconds: get(m, "seconds")?,
-            active_sum: get(m, "active_sum")?,
+            epoch: field(m, path, "epoch")?,
+            batch: field(m, path, "batch")?,
+            step: field(m, path, "step")?,
+            loss_sum: field(m, path, "loss_sum")?,
+            correct: field(m, path, "correct")?,
+            seen: field(m, path, "seen")?,
+            seconds: field(m, path, "seconds")?,
+            active_sum: field(m, path, "active_sum")?,
         })
     }
 }
@@ -158,10 +190,10 @@ fn setup(config: &TrainConfig) -> Result<Setup, TrainError> {
         test = test.random_subset(n, 0);
     }
     if train.n < config.batch_size {
-        return Err(TrainError::Config(format!(
-            "the training set has {} samples, fewer than one batch of {}",
-            train.n, config.batch_size
-        )));
+        return Err(TrainError::TooFewSamples {
+            samples: train.n,
+            batch_size: config.batch_size,
+        });
     }
     let norm = Normalization::from_dataset(&train);
     let graph = build(
@@ -184,7 +216,9 @@ fn setup(config: &TrainConfig) -> Result<Setup, TrainError> {
 /// Metadata of the model checkpoint: the model and its full configuration.
 fn model_metadata(config: &TrainConfig) -> Result<HashMap<String, String>, TrainError> {
     let options =
-        toml::to_string(&config.to_options()).map_err(|e| TrainError::Config(e.to_string()))?;
+        toml::to_string(&config.to_options()).map_err(|e| TrainError::UnrepresentableSettings {
+            message: e.to_string(),
+        })?;
     Ok(HashMap::from([
         ("model".into(), config.model.clone()),
         ("dataset".into(), config.dataset.name().into()),
@@ -195,21 +229,21 @@ fn model_metadata(config: &TrainConfig) -> Result<HashMap<String, String>, Train
 
 /// The configuration a checkpoint was trained with.
 pub fn checkpoint_config(dir: &Path) -> Result<TrainConfig, TrainError> {
-    if !dir.join(MODEL_FILE).is_file() {
-        return Err(TrainError::Config(format!(
-            "{} holds no {MODEL_FILE}: give a run folder written by `unravel train`",
-            dir.display()
-        )));
+    let path = dir.join(MODEL_FILE);
+    if !path.is_file() {
+        return Err(TrainError::NotARunFolder {
+            dir: dir.to_path_buf(),
+        });
     }
-    let meta = Checkpoint::read(&dir.join(MODEL_FILE))?.metadata()?;
-    let text = meta.get("config").ok_or_else(|| {
-        TrainError::Config(format!(
-            "{} has no training configuration",
-            dir.join(MODEL_FILE).display()
-        ))
-    })?;
+    let meta = Checkpoint::read(&path)?.metadata()?;
+    let text = meta
+        .get("config")
+        .ok_or_else(|| TrainError::NoStoredSettings { path: path.clone() })?;
     let options: TrainOptions =
-        toml::from_str(text).map_err(|e| TrainError::Config(e.to_string()))?;
+        toml::from_str(text).map_err(|e| TrainError::BadStoredSettings {
+            path,
+            message: e.to_string(),
+        })?;
     options.resolve()
 }
 
@@ -244,7 +278,7 @@ pub fn train(
         Checkpoint::read(&out.join(MODEL_FILE))?.load_model(gpu, &graph, &state)?;
         let opt = Checkpoint::read(&out.join(OPTIMIZER_FILE))?;
         opt.load_momentum(gpu, &graph, &state)?;
-        pos = Position::from_metadata(&opt.metadata()?)?;
+        pos = Position::from_metadata(&opt.metadata()?, &out.join(OPTIMIZER_FILE))?;
     } else {
         // A fresh run starts a fresh metrics file.
         let _ = std::fs::remove_file(out.join(METRICS_FILE));

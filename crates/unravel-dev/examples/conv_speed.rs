@@ -2,21 +2,20 @@
 //! bias as in ResNet-20 where batch norm follows) and prints GFLOP/s
 //! (2 * MACs / time) per pass.
 //!
-//! `cargo run --release -p unravel-device --example conv_speed [direct|tiled]`
+//! `cargo run --release -p unravel-dev --example conv_speed [direct|subgroup|subgroup-wide|tiled]`
 //!
 //! Each measurement is one submission of REPEAT back-to-back copies of the
 //! pass's dispatches; the median of RUNS submissions after a warm-up.
 
 use std::time::Instant;
 
-#[path = "common/resnet_shapes.rs"]
-mod resnet_shapes;
-use resnet_shapes::resnet20_convs;
-use unravel_device::cpu_time::{cpu_adapter_threads, process_cpu_seconds};
+use unravel_dev::cpu_time::{cpu_adapter_threads, process_cpu_seconds};
+use unravel_dev::resnet_shapes::resnet20_convs;
 use unravel_device::kernels::conv2d::{
-    conv2d_backward_input_with, conv2d_backward_weight_with, conv2d_forward_with, Conv2dAlgo,
+    conv2d_backward_input, conv2d_backward_weight, conv2d_forward, Conv2dAlgo, ForwardOptions,
+    InputGradOptions, WeightGradOptions,
 };
-use unravel_device::{Dispatch, Gpu, Result};
+use unravel_device::{DeviceError, Dispatch, Gpu, Result};
 
 const REPEAT: usize = 10;
 const RUNS: usize = 5;
@@ -44,10 +43,12 @@ fn time(gpu: &Gpu, dispatches: &[Dispatch]) -> Result<(f64, f64)> {
 
 fn main() -> Result<()> {
     let gpu = Gpu::default_adapter()?;
-    let algo = match std::env::args().nth(1).as_deref() {
-        Some("direct") => Conv2dAlgo::Direct,
-        Some("tiled") => Conv2dAlgo::Tiled,
-        _ => Conv2dAlgo::for_gpu(&gpu),
+    let algo = match std::env::args().nth(1) {
+        Some(name) => name.parse().map_err(|message| DeviceError::Shape {
+            op: "conv_speed",
+            message,
+        })?,
+        None => Conv2dAlgo::for_adapter(&gpu),
     };
     let cores = cpu_adapter_threads() as f64;
     println!("adapter: {} ({algo:?})", gpu.adapter_info().name);
@@ -65,10 +66,19 @@ fn main() -> Result<()> {
         let w = gpu.zeros(&s.weight_shape())?;
         let y = gpu.zeros(&s.output_shape())?;
         let dw = gpu.zeros(&s.weight_shape())?;
+        let algo = Some(algo);
+        let forward = ForwardOptions {
+            algo,
+            ..Default::default()
+        };
+        let input_grad = InputGradOptions {
+            algo,
+            ..Default::default()
+        };
         let passes = [
-            conv2d_forward_with(&gpu, algo, &s, &x, &w, None, &y)?,
-            conv2d_backward_input_with(&gpu, algo, &s, &y, &w, &x)?,
-            conv2d_backward_weight_with(&gpu, algo, &s, &x, &y, &dw, None)?,
+            conv2d_forward(&gpu, &s, &x, &w, &y, &forward)?,
+            conv2d_backward_input(&gpu, &s, &y, &w, &x, &input_grad)?,
+            conv2d_backward_weight(&gpu, &s, &x, &y, &dw, None, &WeightGradOptions { algo })?,
         ];
         let flops = 2.0 * s.macs() as f64 * REPEAT as f64;
         let label = format!("{}->{} {}x{} s{}", s.c_in, s.c_out, s.h, s.w, s.stride);

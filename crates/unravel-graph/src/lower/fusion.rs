@@ -10,6 +10,65 @@
 use std::collections::HashMap;
 
 use crate::ir::{BlockKind, Graph, NodeId, Op, Storage, ValueId};
+use crate::plan::Mode;
+
+/// The pairs of nodes a plan runs as one pass.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Fusions {
+    /// (convolution, evaluation batch norm): one convolution whose
+    /// epilogue applies the batch norm, at the convolution's place.
+    pub folds: Vec<(NodeId, NodeId)>,
+    /// (training batch norm, add + ReLU merge): one batch-norm pass that
+    /// writes the merge's output; in backward the batch norm reads the
+    /// merge's output gradient and ReLU mask itself.
+    pub merges: Vec<(NodeId, NodeId)>,
+}
+
+impl Fusions {
+    /// The fusions of a plan in `mode`; `keep` values must stay stored and
+    /// `recomputed` ones (rebuilt in backward) are no merge's branch.
+    pub fn choose(
+        graph: &Graph,
+        mode: Mode,
+        keep: &[ValueId],
+        recomputed: &[bool],
+        unfused: bool,
+    ) -> Fusions {
+        match (mode, unfused) {
+            (_, true) => Fusions::default(),
+            (Mode::Eval, false) => Fusions {
+                folds: foldable_batch_norms(graph, keep),
+                merges: Vec::new(),
+            },
+            (Mode::Train, false) => Fusions {
+                folds: Vec::new(),
+                merges: fusable_merges(graph, keep)
+                    .into_iter()
+                    .filter(|(bn, _)| !recomputed[graph.nodes[bn.0].output.0])
+                    .collect(),
+            },
+        }
+    }
+
+    /// Every pair: one dispatch at the first node's place that writes the
+    /// second node's output.
+    pub fn pairs(&self) -> impl Iterator<Item = &(NodeId, NodeId)> {
+        self.folds.iter().chain(&self.merges)
+    }
+
+    /// The merge a training batch norm `bn` is fused with.
+    pub fn merge_of(&self, bn: NodeId) -> Option<NodeId> {
+        self.merges.iter().find(|(b, _)| *b == bn).map(|&(_, m)| m)
+    }
+
+    /// The batch norm fused into merge `merge`.
+    pub fn batch_norm_of(&self, merge: NodeId) -> Option<NodeId> {
+        self.merges
+            .iter()
+            .find(|(_, m)| *m == merge)
+            .map(|&(b, _)| b)
+    }
+}
 
 /// Who reads each value.
 fn readers(graph: &Graph) -> HashMap<ValueId, Vec<NodeId>> {
@@ -36,7 +95,7 @@ fn own(graph: &Graph, v: ValueId) -> bool {
 /// caller keeps, and both nodes belong to the same blocks (so switching a
 /// block off drops both or neither). Both values have buffers of their own:
 /// no channel slice of a concatenation buffer, no view of them.
-pub(crate) fn foldable_batch_norms(graph: &Graph, keep: &[ValueId]) -> Vec<(NodeId, NodeId)> {
+fn foldable_batch_norms(graph: &Graph, keep: &[ValueId]) -> Vec<(NodeId, NodeId)> {
     let readers = readers(graph);
     let mut folds = Vec::new();
     for (i, node) in graph.nodes.iter().enumerate() {
@@ -73,7 +132,7 @@ pub(crate) fn foldable_batch_norms(graph: &Graph, keep: &[ValueId]) -> Vec<(Node
 /// not kept, the merge's other input (the shortcut) is computed before the
 /// batch norm runs, and switching a block off drops both nodes, or drops
 /// the batch norm and replaces the merge (the block whose merge it is).
-pub(crate) fn fusable_merges(graph: &Graph, keep: &[ValueId]) -> Vec<(NodeId, NodeId)> {
+fn fusable_merges(graph: &Graph, keep: &[ValueId]) -> Vec<(NodeId, NodeId)> {
     let readers = readers(graph);
     let mut fused = Vec::new();
     for (i, node) in graph.nodes.iter().enumerate() {

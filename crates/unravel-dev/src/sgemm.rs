@@ -1,14 +1,19 @@
 //! Dense matrix multiply (`shaders/matmul.wgsl`): the SGEMM ceiling the
-//! benchmark compares convolutions with.
+//! kernel bench compares convolutions with. Nothing in training uses it.
 //!
 //! Shape legend: A is M x K, B is K x N, C is M x N, row-major.
 
-use crate::context::Gpu;
-use crate::dispatch::Dispatch;
-use crate::error::{shape_error, Result};
-use crate::tensor::Tensor;
+use unravel_device::{DeviceError, Dispatch, Gpu, Result, Tensor};
 
 const FILE: &str = "matmul.wgsl";
+const SOURCE: &str = include_str!("../shaders/matmul.wgsl");
+
+fn shape_error(message: impl Into<String>) -> DeviceError {
+    DeviceError::Shape {
+        op: "matmul",
+        message: message.into(),
+    }
+}
 
 /// Which matmul kernel runs; [`MatmulAlgo::for_device`] picks one per adapter.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -20,13 +25,22 @@ pub enum MatmulAlgo {
     Tiled,
 }
 
+/// Whether the device runs subgroups of exactly 8 lanes (what
+/// [`MatmulAlgo::Subgroup8`] is written for).
+pub fn has_8_lane_subgroups(gpu: &Gpu) -> bool {
+    let info = gpu.adapter_info();
+    let eight = info.subgroup_min_size == 8 && info.subgroup_max_size == 8;
+    eight
+        && gpu
+            .features()
+            .contains(unravel_device::wgpu::Features::SUBGROUP)
+}
+
 impl MatmulAlgo {
     /// Subgroup8 where the adapter has exactly 8-lane subgroups and is a CPU
     /// (loads are the bottleneck there), Tiled everywhere else.
     pub fn for_device(gpu: &Gpu) -> MatmulAlgo {
-        let info = gpu.adapter_info();
-        let eight = info.subgroup_min_size == 8 && info.subgroup_max_size == 8;
-        if gpu.is_cpu() && eight && gpu.features().contains(wgpu::Features::SUBGROUP) {
+        if gpu.is_cpu() && has_8_lane_subgroups(gpu) {
             MatmulAlgo::Subgroup8
         } else {
             MatmulAlgo::Tiled
@@ -56,22 +70,19 @@ pub fn matmul_with(
     b: &Tensor,
     c: &Tensor,
 ) -> Result<Dispatch> {
+    gpu.add_shader(FILE, SOURCE)?;
     let (m, k, n) = match (a.shape(), b.shape(), c.shape()) {
         ([m, k], [k2, n], [m2, n2]) if k == k2 && m == m2 && n == n2 => (*m, *k, *n),
         (sa, sb, sc) => {
-            return Err(shape_error(
-                "matmul",
-                format!("A {sa:?} x B {sb:?} cannot give C {sc:?}"),
-            ))
+            return Err(shape_error(format!(
+                "A {sa:?} x B {sb:?} cannot give C {sc:?}"
+            )))
         }
     };
     if !(a.is_contiguous() && b.is_contiguous() && c.is_contiguous())
         || a.offset() + b.offset() + c.offset() != 0
     {
-        return Err(shape_error(
-            "matmul",
-            "operands must be whole contiguous tensors",
-        ));
+        return Err(shape_error("operands must be whole contiguous tensors"));
     }
     let params = Params {
         m: m as u32,
@@ -81,13 +92,17 @@ pub fn matmul_with(
     };
     match algo {
         MatmulAlgo::Subgroup8 => {
+            if !has_8_lane_subgroups(gpu) {
+                return Err(DeviceError::MissingFeature {
+                    op: "matmul",
+                    what: "MatmulAlgo::Subgroup8".into(),
+                    feature: "SUBGROUP with exactly 8 lanes",
+                });
+            }
             if m % 16 != 0 || n % 32 != 0 {
-                return Err(shape_error(
-                    "matmul",
-                    format!(
-                        "the subgroup kernel needs M % 16 == 0 and N % 32 == 0, got M={m} N={n}"
-                    ),
-                ));
+                return Err(shape_error(format!(
+                    "the subgroup kernel needs M % 16 == 0 and N % 32 == 0, got M={m} N={n}"
+                )));
             }
             if n % 64 == 0 && k % 4 == 0 {
                 // Wider tiles and vec4 loads of A (see the shader).
@@ -104,4 +119,18 @@ pub fn matmul_with(
             gpu.dispatch(FILE, "matmul_tiled", &params, &[a, b, c, b, c], grid)
         }
     }
+}
+
+/// CPU reference: C = A B with A m x k and B k x n, row-major, in f64.
+pub fn reference(a: &[f64], b: &[f64], m: usize, k: usize, n: usize) -> Vec<f64> {
+    let mut c = vec![0.0; m * n];
+    for i in 0..m {
+        for kk in 0..k {
+            let av = a[i * k + kk];
+            for j in 0..n {
+                c[i * n + j] += av * b[kk * n + j];
+            }
+        }
+    }
+    c
 }

@@ -1,7 +1,7 @@
 //! CPU seconds of this process. A CPU adapter such as lavapipe runs its
 //! compute on threads of this process, so on a machine shared with other
 //! load the CPU time of a pass sees through the load where wall time cannot;
-//! the benchmarks print both.
+//! `unravel bench` and the timing tools of crates/unravel-dev print both.
 
 /// CPU seconds used by this process so far (all threads, lavapipe's
 /// included); `None` where the platform does not say.
@@ -23,18 +23,6 @@ pub fn process_cpu_seconds() -> Option<f64> {
 #[cfg(not(unix))]
 pub fn process_cpu_seconds() -> Option<f64> {
     None
-}
-
-/// The threads a CPU adapter (lavapipe) computes on: LP_NUM_THREADS where
-/// set, else one per core. CPU seconds over this are the wall time a pass
-/// would take with the machine to itself.
-pub fn cpu_adapter_threads() -> usize {
-    std::env::var("LP_NUM_THREADS")
-        .ok()
-        .and_then(|v| v.parse::<usize>().ok())
-        .filter(|&n| n > 0)
-        .or_else(|| std::thread::available_parallelism().ok().map(|n| n.get()))
-        .unwrap_or(1)
 }
 
 #[cfg(test)]

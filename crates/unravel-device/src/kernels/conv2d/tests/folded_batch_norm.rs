@@ -7,31 +7,13 @@
 //!
 //! Shape legend: x [N, C, H, W], w [K, C/G, KH, KW], y [N, K, OH, OW].
 
-mod common;
-
-use common::*;
-use unravel_device::kernels::batchnorm::{batchnorm_fold, BatchNormConfig};
-use unravel_device::kernels::conv2d::{
-    conv2d_forward_fused, Conv2dAlgo, Conv2dEpilogue, Conv2dShape,
-};
-use unravel_device::reference::conv2d as reference;
+use super::common::*;
+use super::{shape, variants, Variant};
+use crate::kernels::batchnorm::{batchnorm_fold, BatchNormConfig};
+use crate::kernels::conv2d::{Conv2dEpilogue, Conv2dShape};
+use crate::reference::conv2d as reference;
 
 const TOL: f64 = 1e-4;
-
-fn shape(n: usize, c_in: usize, c_out: usize, h: usize, w: usize, stride: usize) -> Conv2dShape {
-    Conv2dShape {
-        n,
-        c_in,
-        h,
-        w,
-        c_out,
-        kh: 3,
-        kw: 3,
-        stride,
-        pad: 1,
-        groups: 1,
-    }
-}
 
 /// (scale, shift) per channel in f64, as PyTorch's eval batch norm.
 fn folded(gamma: &[f32], beta: &[f32], mean: &[f32], var: &[f32], eps: f64) -> Vec<f64> {
@@ -43,7 +25,7 @@ fn folded(gamma: &[f32], beta: &[f32], mean: &[f32], var: &[f32], eps: f64) -> V
     scale.iter().copied().chain(shift).collect()
 }
 
-fn check(s: Conv2dShape, algo: Conv2dAlgo, relu: bool, seed: u64) {
+fn check(s: Conv2dShape, variant: Variant, relu: bool, seed: u64) {
     let g = gpu();
     let k = s.c_out;
     let x = random(s.input_shape().iter().product(), seed);
@@ -73,7 +55,7 @@ fn check(s: Conv2dShape, algo: Conv2dAlgo, relu: bool, seed: u64) {
     };
     let (tx, tw) = (up(&x, &s.input_shape()), up(&w, &s.weight_shape()));
     let mut d = vec![fold];
-    d.extend(conv2d_forward_fused(g, algo, &s, &tx, &tw, epilogue, &ty).unwrap());
+    d.extend(variant.forward(&s, &tx, &tw, &ty, epilogue).unwrap());
     g.run(&d).unwrap();
 
     let want_fold = folded(&gamma, &beta, &mean, &var, cfg.eps as f64);
@@ -98,26 +80,18 @@ fn check(s: Conv2dShape, algo: Conv2dAlgo, relu: bool, seed: u64) {
             }
         })
         .collect();
-    let what = format!("{algo:?} {s:?} relu={relu}");
+    let what = format!("{variant:?} {s:?} relu={relu}");
     assert_close(&what, &g.read(&ty).unwrap(), &want, TOL);
 }
 
 #[test]
 fn a_folded_batch_norm_matches_convolution_then_batch_norm() {
-    let mut algos = vec![Conv2dAlgo::Direct, Conv2dAlgo::Tiled];
-    if gpu().features().contains(wgpu::Features::SUBGROUP) {
-        algos.extend([
-            Conv2dAlgo::Subgroup,
-            Conv2dAlgo::SubgroupWide,
-            Conv2dAlgo::SubgroupShuffle,
-        ]);
-    }
-    for algo in algos {
+    for variant in variants() {
         for relu in [false, true] {
             // Rows of 8 (vec4 stores), rows of 9, and a stride-2 forward.
-            check(shape(2, 5, 6, 6, 8, 1), algo, relu, 10);
-            check(shape(3, 4, 7, 7, 9, 1), algo, relu, 20);
-            check(shape(2, 3, 20, 9, 16, 2), algo, relu, 30);
+            check(shape(2, 5, 6, (6, 8), 3, 1, 1, 1), variant, relu, 10);
+            check(shape(3, 4, 7, (7, 9), 3, 1, 1, 1), variant, relu, 20);
+            check(shape(2, 3, 20, (9, 16), 3, 2, 1, 1), variant, relu, 30);
         }
     }
 }

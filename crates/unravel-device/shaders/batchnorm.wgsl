@@ -27,7 +27,7 @@ struct Params {
     x_off: u32, x_stride: u32, y_off: u32, y_stride: u32,
     dy_off: u32, dy_stride: u32, dx_off: u32, dx_stride: u32,
     g_off: u32, b_off: u32, rm_off: u32, rv_off: u32,
-    s_off: u32, dg_off: u32, db_off: u32, _pad1: u32,
+    s_off: u32, dg_off: u32, db_off: u32, update_running: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -261,8 +261,9 @@ fn bn_stats(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_inde
 
 // Thread 0 merges channel c's partials into (scale, shift) in `coef` (read
 // back with workgroupUniformLoad, which is the barrier); the chunk-0
-// workgroup also saves (mean, invstd) and updates the running statistics
-// (running_var with the unbiased variance, as PyTorch).
+// workgroup also saves (mean, invstd) and, unless p.update_running is 0,
+// updates the running statistics (running_var with the unbiased variance,
+// as PyTorch).
 fn train_coefficients(lid: u32, chunk: u32, c: u32) {
     let m = merged_moments(lid, c);
     if (lid == 0u) {
@@ -273,11 +274,13 @@ fn train_coefficients(lid: u32, chunk: u32, c: u32) {
         if (chunk == 0u) {
             saved[p.s_off + c] = m.y;
             saved[p.s_off + p.c + c] = invstd;
-            let mo = p.momentum;
-            let rm = p.rm_off + c;
-            let rv = p.rv_off + c;
-            running_mean[rm] = (1.0 - mo) * running_mean[rm] + mo * m.y;
-            running_var[rv] = (1.0 - mo) * running_var[rv] + mo * (m.z / (m.x - 1.0));
+            if (p.update_running != 0u) {
+                let mo = p.momentum;
+                let rm = p.rm_off + c;
+                let rv = p.rv_off + c;
+                running_mean[rm] = (1.0 - mo) * running_mean[rm] + mo * m.y;
+                running_var[rv] = (1.0 - mo) * running_var[rv] + mo * (m.z / (m.x - 1.0));
+            }
         }
     }
 }

@@ -1,4 +1,5 @@
-// Element-wise ops: ReLU, residual add, scaling, sigmoid, highway gate.
+// Element-wise ops: ReLU, residual add, gradient accumulation, scaling,
+// sigmoid, highway gate.
 //
 // Shape legend: every operand is a view of N rows of PER contiguous elements
 // (PER = C*H*W for an NCHW activation); row n of operand t starts at
@@ -9,7 +10,7 @@
 struct Params {
     rows: u32,       // N
     per: u32,        // PER
-    scale: f32,      // scale_forward / scale_backward only
+    scale: f32,      // scale_forward only
     _pad: u32,
     a_off: u32, a_stride: u32,
     b_off: u32, b_stride: u32,
@@ -94,16 +95,6 @@ fn scale_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) 
     }
 }
 
-// dx(b) = scale * dy(a)
-@compute @workgroup_size(256)
-fn scale_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                  @builtin(local_invocation_index) lid: u32) {
-    let n = wg.y;
-    for (var i = wg.x * WG + lid; i < p.per; i += nwg.x * WG) {
-        b[at(n, i, p.b_off, p.b_stride)] = p.scale * a[at(n, i, p.a_off, p.a_stride)];
-    }
-}
-
 // y(b) += x(a): gradient accumulation for a value used twice.
 @compute @workgroup_size(256)
 fn accumulate(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -136,28 +127,6 @@ fn sigmoid_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroup
     for (var i = wg.x * WG + lid; i < p.per; i += nwg.x * WG) {
         let t = a[at(n, i, p.a_off, p.a_stride)];
         c[at(n, i, p.c_off, p.c_stride)] = b[at(n, i, p.b_off, p.b_stride)] * t * (1.0 - t);
-    }
-}
-
-// y(c) = u(a) * v(b)
-@compute @workgroup_size(256)
-fn mul_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-               @builtin(local_invocation_index) lid: u32) {
-    let n = wg.y;
-    for (var i = wg.x * WG + lid; i < p.per; i += nwg.x * WG) {
-        c[at(n, i, p.c_off, p.c_stride)] = a[at(n, i, p.a_off, p.a_stride)] * b[at(n, i, p.b_off, p.b_stride)];
-    }
-}
-
-// du(d) = dy(c) * v(b), dv(e) = dy(c) * u(a)
-@compute @workgroup_size(256)
-fn mul_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                @builtin(local_invocation_index) lid: u32) {
-    let n = wg.y;
-    for (var i = wg.x * WG + lid; i < p.per; i += nwg.x * WG) {
-        let dy = c[at(n, i, p.c_off, p.c_stride)];
-        d[at(n, i, p.d_off, p.d_stride)] = dy * b[at(n, i, p.b_off, p.b_stride)];
-        e[at(n, i, p.e_off, p.e_stride)] = dy * a[at(n, i, p.a_off, p.a_stride)];
     }
 }
 
@@ -234,15 +203,6 @@ fn add_relu_forward4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgrou
 @compute @workgroup_size(256)
 fn scale_forward4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                   @builtin(local_invocation_index) lid: u32) {
-    let n = wg.y;
-    for (var i = wg.x * WG + lid; i < p.per; i += nwg.x * WG) {
-        b4[at(n, i, p.b_off, p.b_stride)] = p.scale * a4[at(n, i, p.a_off, p.a_stride)];
-    }
-}
-
-@compute @workgroup_size(256)
-fn scale_backward4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                   @builtin(local_invocation_index) lid: u32) {
     let n = wg.y;
     for (var i = wg.x * WG + lid; i < p.per; i += nwg.x * WG) {
         b4[at(n, i, p.b_off, p.b_stride)] = p.scale * a4[at(n, i, p.a_off, p.a_stride)];

@@ -1,14 +1,14 @@
 //! Times the SGEMM kernels at 1024^3, with and without naga's bounds checks.
 //!
-//! `cargo run --release -p unravel-device --example sgemm_speed`
+//! `cargo run --release -p unravel-dev --example sgemm_speed`
 //!
 //! Prints GFLOP/s by wall time and by CPU time over all cores (the latter
 //! sees through other load on a shared machine).
 
 use std::time::Instant;
 
-use unravel_device::cpu_time::{cpu_adapter_threads, process_cpu_seconds};
-use unravel_device::kernels::matmul::{matmul_with, MatmulAlgo};
+use unravel_dev::cpu_time::{cpu_adapter_threads, process_cpu_seconds};
+use unravel_dev::sgemm::{matmul_with, MatmulAlgo};
 use unravel_device::{AdapterOptions, Gpu, Result};
 
 const REPEAT: usize = 5;

@@ -2,7 +2,7 @@
 //! (N = 64) and prints effective bandwidth next to copy baselines; then the
 //! pooling kernels at typical shapes.
 //!
-//! `cargo run --release -p unravel-device --example bn_speed`
+//! `cargo run --release -p unravel-dev --example bn_speed`
 //!
 //! Each timing is the median over several submissions (after warm-up) of
 //! `REPS` back-to-back repetitions in one command buffer, so the 40-210 us
@@ -17,7 +17,7 @@ use unravel_device::kernels::batchnorm::{
     batchnorm_backward, batchnorm_train_forward, BatchNormConfig, BatchNormShape,
 };
 use unravel_device::kernels::pool::{self, PoolShape};
-use unravel_device::{Dispatch, Gpu, Tensor};
+use unravel_device::{wgpu, Dispatch, Gpu, Tensor};
 
 const REPS: usize = 10;
 const SAMPLES: usize = 7;

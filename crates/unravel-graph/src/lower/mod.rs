@@ -1,0 +1,463 @@
+//! Lowering: a graph compiled for one batch size and mode into prepared
+//! dispatches. `forward` lowers each op's forward (and the fused pairs of
+//! `fusion`), `backward` holds every op's gradient rule next to the values
+//! it reads, and `schedule` decides, for the ordinary backward here and for
+//! every step in the executor, which gradient contribution writes a
+//! gradient buffer and which adds to it.
+//!
+//! Compiling a plan: roots and recomputed values, fusions, buffers by
+//! liveness (`crate::memory`), then the forward of every node, the
+//! backward rules, the blocks' alternatives and the loss.
+//!
+//! Shape legend: N batch, C channels, H x W plane; values are N x C x H x W.
+
+pub(crate) mod backward;
+pub(crate) mod forward;
+pub(crate) mod fusion;
+pub(crate) mod schedule;
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+
+use unravel_device::kernels::batchnorm::{BatchNormConfig, BatchNormShape};
+use unravel_device::kernels::conv2d::{Conv2dAlgo, Conv2dShape};
+use unravel_device::kernels::{elementwise as ew, loss};
+use unravel_device::{Dispatch, Gpu, Tensor};
+
+use crate::error::{GraphError, Result};
+use crate::ir::*;
+use crate::plan::{BlockPlan, Mode, NodePlan, Plan, PlanOptions};
+use crate::state::ModelState;
+use fusion::Fusions;
+use schedule::{Roots, Run};
+
+/// Dispatches not prepared yet: prepared when the contribution is compiled,
+/// the variant the ordinary backward runs first, the other one deferred.
+pub(crate) type Build<'g> = Box<dyn FnOnce() -> Result<Vec<Dispatch>> + 'g>;
+
+/// One gradient contribution of a backward rule before compiling: to
+/// `target`'s gradient, prepared both as the first write of its buffer and
+/// as an addition to what is there; or, with no target, work that always
+/// runs (parameter gradients, rebuilding a recomputed value).
+pub(crate) struct Pending<'g> {
+    pub target: Option<ValueId>,
+    pub write: Build<'g>,
+    pub add: Option<Build<'g>>,
+}
+
+impl<'g> Pending<'g> {
+    pub fn always(build: impl FnOnce() -> Result<Vec<Dispatch>> + 'g) -> Pending<'g> {
+        Pending {
+            target: None,
+            write: Box::new(build),
+            add: None,
+        }
+    }
+}
+
+/// A compiled contribution (see [`Pending`]); `add` is empty for work
+/// without a target.
+pub(crate) struct Contribution {
+    pub target: Option<ValueId>,
+    pub write: Vec<Dispatch>,
+    pub add: Vec<Dispatch>,
+}
+
+impl Contribution {
+    /// The dispatches a step records for `run`.
+    pub fn dispatches(&self, run: Run) -> &[Dispatch] {
+        match run {
+            Run::Always | Run::Write => &self.write,
+            Run::Add => &self.add,
+        }
+    }
+}
+
+/// Compiles `pending` with the variant `first` (what the ordinary backward
+/// runs) prepared now and the other deferred to its first recording; with
+/// `first` None (a contribution the ordinary backward does not run), both
+/// deferred.
+fn materialise(gpu: &Gpu, pending: Pending, first: Option<Run>) -> Result<Contribution> {
+    let Pending { target, write, add } = pending;
+    let add = add.unwrap_or_else(|| Box::new(|| Ok(Vec::new())));
+    let (write, add) = match first {
+        Some(Run::Always | Run::Write) => (write()?, gpu.compile_deferred(add)?),
+        Some(Run::Add) => (gpu.compile_deferred(write)?, add()?),
+        None => (gpu.compile_deferred(write)?, gpu.compile_deferred(add)?),
+    };
+    Ok(Contribution { target, write, add })
+}
+
+/// What lowering an op needs: the plan's tensors so far and where to find
+/// parameters, statistics and scratch space.
+pub(crate) struct Lowering<'g> {
+    pub gpu: &'g Gpu,
+    pub graph: &'g Graph,
+    pub state: &'g ModelState,
+    pub batch: usize,
+    pub mode: Mode,
+    pub conv_algo: Option<Conv2dAlgo>,
+    pub fusions: Fusions,
+    pub values: Vec<Tensor>,
+    pub grads: Vec<Option<Tensor>>,
+    /// One buffer per scratch slot, as large as the largest value.
+    scratch: HashMap<usize, Tensor>,
+    /// What a node's forward keeps for its backward that is not a value:
+    /// batch norm's (mean, 1/std), max pooling's argmax.
+    pub saved: HashMap<NodeId, Tensor>,
+}
+
+impl<'g> Lowering<'g> {
+    pub fn dims(&self, v: ValueId) -> [usize; 4] {
+        let s = self.graph.shape(v);
+        [self.batch, s.c, s.h, s.w]
+    }
+
+    pub fn value(&self, v: ValueId) -> Tensor {
+        self.values[v.0].clone()
+    }
+
+    pub fn grad(&self, v: ValueId) -> Result<Tensor> {
+        self.grads[v.0]
+            .clone()
+            .ok_or(GraphError::NoGradient { value: v.0 })
+    }
+
+    pub fn param(&self, id: ParamId) -> Result<Tensor> {
+        self.state.param(id)
+    }
+
+    pub fn param_grad(&self, id: ParamId) -> Result<Tensor> {
+        self.state.grad(id)
+    }
+
+    /// Scratch buffer `slot` of `shape` (shared by every node: dispatches
+    /// run in order, and each use is consumed right after it is written).
+    pub fn scratch(&mut self, shape: [usize; 4], slot: usize) -> Result<Tensor> {
+        if !self.scratch.contains_key(&slot) {
+            let largest = self
+                .graph
+                .values
+                .iter()
+                .map(|v| v.shape.numel())
+                .max()
+                .unwrap_or(1);
+            self.scratch
+                .insert(slot, self.gpu.zeros(&[self.batch * largest])?);
+        }
+        Ok(self.scratch[&slot].sub_tensor(0, &shape)?)
+    }
+
+    pub fn conv_shape(&self, node: &Node) -> Conv2dShape {
+        self.graph
+            .conv_shape(node, self.batch)
+            .expect("called on Conv2d nodes only")
+    }
+
+    /// The batch-norm geometry of node `node`'s input.
+    pub fn bn_shape(&self, node: &Node) -> BatchNormShape {
+        let [n, c, h, w] = self.dims(node.inputs[0]);
+        BatchNormShape { n, c, h, w }
+    }
+}
+
+/// Batch-norm settings of a node: PyTorch's defaults with its ReLU, and
+/// whether a training forward updates the running statistics.
+pub(crate) fn bn_config(relu: bool, update_running: bool) -> BatchNormConfig {
+    BatchNormConfig {
+        relu,
+        update_running,
+        ..BatchNormConfig::default()
+    }
+}
+
+/// Bytes of the distinct buffers behind `tensors` (views share theirs).
+fn distinct_bytes<'t>(tensors: impl Iterator<Item = &'t Tensor>) -> u64 {
+    let mut seen: Vec<&unravel_device::wgpu::Buffer> = Vec::new();
+    let mut bytes = 0;
+    for t in tensors {
+        if !seen.iter().any(|b| *b == t.buffer()) {
+            seen.push(t.buffer());
+            bytes += t.buffer().size();
+        }
+    }
+    bytes
+}
+
+/// A batch norm that reads a dense block's concatenation buffer produces
+/// as many channels as the block holds so far; keeping each for backward
+/// would make memory quadratic in depth. Those outputs are rebuilt from the
+/// saved statistics in backward instead.
+fn recomputed_values(graph: &Graph, mode: Mode, keep: &[ValueId]) -> Vec<bool> {
+    let mut recompute = vec![false; graph.values.len()];
+    if mode == Mode::Train {
+        for node in &graph.nodes {
+            let reads_concat = matches!(
+                graph.value(node.inputs[0]).storage,
+                Storage::ChannelsOf { .. }
+            );
+            if matches!(node.op, Op::BatchNorm { .. })
+                && reads_concat
+                && !keep.contains(&node.output)
+            {
+                recompute[node.output.0] = true;
+            }
+        }
+    }
+    recompute
+}
+
+/// Compiles `graph` for batches of `batch` in `mode` (see [`Plan::compile`]).
+pub(crate) fn compile(
+    gpu: &Gpu,
+    graph: &Graph,
+    state: &ModelState,
+    batch: usize,
+    mode: Mode,
+    options: &PlanOptions,
+) -> Result<Plan> {
+    if batch == 0 {
+        return Err(GraphError::ZeroBatch);
+    }
+    let out = graph.shape(graph.output);
+    if out.h != 1 || out.w != 1 {
+        return Err(GraphError::NotClassScores { shape: out });
+    }
+    let roots = Roots::of(graph);
+    let recompute = recomputed_values(graph, mode, &options.keep);
+    let fusions = Fusions::choose(graph, mode, &options.keep, &recompute, options.unfused);
+    let assignment = crate::memory::plan(
+        graph,
+        batch,
+        mode,
+        &roots,
+        &options.keep,
+        &recompute,
+        &fusions,
+    );
+    let slots: Vec<Tensor> = assignment
+        .slot_bytes
+        .iter()
+        .map(|&b| gpu.zeros(&[(b / 4) as usize]))
+        .collect::<std::result::Result<_, _>>()?;
+    let dims = |s: Shape| [batch, s.c, s.h, s.w];
+    let in_slot = |slot: Option<usize>, shape: [usize; 4]| -> Result<Tensor> {
+        match slot {
+            Some(s) => Ok(slots[s].sub_tensor(0, &shape)?),
+            // Never written or read (a value no node touches).
+            None => Ok(gpu.zeros(&shape)?),
+        }
+    };
+    let input = gpu.zeros(&dims(graph.shape(graph.input)))?;
+    let mut values: Vec<Tensor> = Vec::with_capacity(graph.values.len());
+    for (i, v) in graph.values.iter().enumerate() {
+        values.push(match v.storage {
+            _ if i == graph.input.0 => input.clone(),
+            _ if assignment.in_place[i].is_some() => {
+                values[assignment.in_place[i].expect("checked").0].clone()
+            }
+            Storage::Own => in_slot(assignment.value_slot[i], dims(v.shape))?,
+            Storage::ChannelsOf { parent, c0 } => {
+                values[parent.0].channel_slice(c0, c0 + v.shape.c)?
+            }
+        });
+    }
+    let mut grads: Vec<Option<Tensor>> = vec![None; graph.values.len()];
+    if mode == Mode::Train {
+        for (i, v) in graph.values.iter().enumerate() {
+            if i == graph.input.0 {
+                continue;
+            }
+            grads[i] = Some(match v.storage {
+                _ if assignment.in_place[i].is_some() => grads
+                    [assignment.in_place[i].expect("checked").0]
+                    .clone()
+                    .expect("inputs precede outputs"),
+                Storage::Own => in_slot(assignment.grad_slot[i], dims(v.shape))?,
+                Storage::ChannelsOf { parent, c0 } => grads[parent.0]
+                    .as_ref()
+                    .expect("parents precede their views")
+                    .channel_slice(c0, c0 + v.shape.c)?,
+            });
+        }
+    }
+    let mut cx = Lowering {
+        gpu,
+        graph,
+        state,
+        batch,
+        mode,
+        conv_algo: options.conv_algo,
+        fusions,
+        values,
+        grads,
+        scratch: HashMap::new(),
+        saved: HashMap::new(),
+    };
+    let mut nodes = Vec::with_capacity(graph.nodes.len());
+    for i in 0..graph.nodes.len() {
+        nodes.push(forward::lower(&mut cx, NodeId(i))?);
+    }
+    if mode == Mode::Train {
+        lower_backward(&mut cx, &roots, &assignment, &slots, &mut nodes)?;
+    }
+    let mut blocks = HashMap::new();
+    for (id, block) in graph.residual_blocks() {
+        let BlockKind::Residual {
+            merge,
+            branch_output,
+            shortcut,
+            ..
+        } = block.kind
+        else {
+            continue;
+        };
+        let mut member = vec![false; graph.nodes.len()];
+        for n in &block.nodes {
+            member[n.0] = true;
+        }
+        let forward_dropped = forward::dropped_merge(&cx, merge, shortcut)?;
+        let backward_dropped = match mode {
+            Mode::Train => backward::dropped_merge(&mut cx, merge, shortcut)?
+                .into_iter()
+                .map(|p| materialise(gpu, p, None))
+                .collect::<Result<_>>()?,
+            Mode::Eval => Vec::new(),
+        };
+        let h = cx.value(branch_output);
+        let scale = ew::scale_forward(gpu, &h, 1.0, &h)?;
+        blocks.insert(
+            id,
+            BlockPlan {
+                merge,
+                member,
+                forward_dropped,
+                backward_dropped,
+                scale,
+                scale_value: 1.0,
+                branch_output,
+                shortcut,
+                shortcut_nodes: shortcut_chain(graph, block.input, shortcut),
+            },
+        );
+    }
+    let activation_bytes = distinct_bytes(
+        cx.values
+            .iter()
+            .chain(cx.grads.iter().flatten())
+            .chain(cx.scratch.values())
+            .chain(cx.saved.values()),
+    );
+    let classes = out.c;
+    let logits = cx.values[graph.output.0].reshape(&[batch, classes])?;
+    let labels = gpu.zeros_u32(&[batch])?;
+    let loss = gpu.zeros(&[1])?;
+    let correct = gpu.zeros_u32(&[1])?;
+    let loss_dispatch = match mode {
+        Mode::Train => {
+            let dlogits = cx.grad(graph.output)?.reshape(&[batch, classes])?;
+            loss::softmax_cross_entropy(gpu, &logits, &labels, &loss, &correct, &dlogits)?
+        }
+        Mode::Eval => loss::softmax_cross_entropy_eval(gpu, &logits, &labels, &loss, &correct)?,
+    };
+    let merge_of = blocks.iter().map(|(id, p)| (p.merge, *id)).collect();
+    let mut readable = options.keep.clone();
+    readable.extend([graph.input, graph.output]);
+    Ok(Plan {
+        merge_of,
+        graph: graph.clone(),
+        batch,
+        mode,
+        input,
+        labels,
+        values: cx.values,
+        grads: cx.grads,
+        readable,
+        roots,
+        nodes,
+        blocks,
+        loss,
+        correct,
+        loss_dispatch,
+        stats: gpu.readback_buffer(8),
+        grads_arena: state.grads.clone(),
+        activation_bytes,
+    })
+}
+
+/// Lowers every node's gradient rule and compiles the contributions, the
+/// variants the ordinary backward runs first. Recomputed values live in a
+/// buffer of their own during backward: the rules read them there, and
+/// each is rebuilt just before its first backward reader.
+fn lower_backward(
+    cx: &mut Lowering,
+    roots: &Roots,
+    assignment: &crate::memory::Assignment,
+    slots: &[Tensor],
+    nodes: &mut [NodePlan],
+) -> Result<()> {
+    let graph = cx.graph;
+    let mut rebuild: HashMap<NodeId, Vec<NodeId>> = HashMap::new();
+    for (v, slot) in assignment.recompute_slot.iter().enumerate() {
+        let Some((slot, first_reader)) = *slot else {
+            continue;
+        };
+        let producer = graph.values[v]
+            .producer
+            .expect("a recomputed value has a producer");
+        let shape = cx.dims(ValueId(v));
+        cx.values[v] = slots[slot].sub_tensor(0, &shape)?;
+        rebuild.entry(first_reader).or_default().push(producer);
+    }
+    let mut pending: Vec<Vec<Pending>> = Vec::with_capacity(graph.nodes.len());
+    for i in 0..graph.nodes.len() {
+        let mut p = Vec::new();
+        for &producer in rebuild.get(&NodeId(i)).into_iter().flatten() {
+            let d = forward::recompute(cx, producer)?;
+            p.push(Pending::always(move || Ok(d)));
+        }
+        p.extend(backward::lower(cx, NodeId(i))?);
+        pending.push(p);
+    }
+    let no_skip = vec![false; graph.nodes.len()];
+    let order = schedule::backward(graph, roots, |i| &pending[i], &no_skip, |_, _| true);
+    let mut first: Vec<Vec<Option<Run>>> = pending.iter().map(|p| vec![None; p.len()]).collect();
+    for (node, index, run) in order {
+        first[node][index] = Some(run);
+    }
+    for (i, (p, runs)) in pending.into_iter().zip(first).enumerate() {
+        nodes[i].backward = p
+            .into_iter()
+            .zip(runs)
+            .map(|(p, run)| materialise(cx.gpu, p, run))
+            .collect::<Result<_>>()?;
+    }
+    Ok(())
+}
+
+/// The nodes that lead from `input` to `shortcut` (producer chain).
+fn shortcut_chain(graph: &Graph, input: ValueId, shortcut: ValueId) -> Vec<NodeId> {
+    let mut nodes = Vec::new();
+    let mut v = shortcut;
+    while v != input {
+        let Some(node) = graph.value(v).producer else {
+            break;
+        };
+        nodes.push(node);
+        v = graph.node(node).inputs[0];
+    }
+    nodes
+}
+
+/// An N x C x H x W value seen as N rows of C*H*W features.
+pub(crate) fn flat(t: &Tensor) -> Result<Tensor> {
+    let n = t.shape()[0];
+    let per = t.sample_len();
+    if !t.is_contiguous() {
+        return Err(GraphError::NotContiguous {
+            what: "a linear layer's operand",
+        });
+    }
+    Ok(t.reshape(&[n, per])?)
+}

@@ -1,0 +1,79 @@
+//! Errors as a user of the command line reads them: the libraries name the
+//! setting or value that is wrong, never a flag; here settings become the
+//! flags that set them, with what to do next.
+
+use std::error::Error;
+
+use unravel_train::data::DataError;
+use unravel_train::trainer::{TrainError, MODEL_FILE};
+
+/// `error`'s chain of causes, joined by ": " as anyhow's `{:#}` does, with
+/// every cause the CLI can say in its own terms said so.
+pub fn describe(error: &anyhow::Error) -> String {
+    error
+        .chain()
+        .map(|cause| in_cli_terms(cause).unwrap_or_else(|| cause.to_string()))
+        .collect::<Vec<_>>()
+        .join(": ")
+}
+
+/// The flag that sets a training setting (a field of `TrainOptions`).
+fn flag(setting: &str) -> String {
+    format!("--{}", setting.replace('_', "-"))
+}
+
+fn in_cli_terms(cause: &(dyn Error + 'static)) -> Option<String> {
+    if let Some(e) = cause.downcast_ref::<TrainError>() {
+        return match e {
+            TrainError::InvalidSetting { setting, reason } => {
+                Some(format!("{}: {reason}", flag(setting)))
+            }
+            TrainError::Diverged { .. } => Some(format!(
+                "{e}. Try a lower --lr or a warm-up (--warmup-epochs)."
+            )),
+            TrainError::NotARunFolder { dir } => Some(format!(
+                "{} holds no {MODEL_FILE}: give a run folder written by `unravel train`",
+                dir.display()
+            )),
+            TrainError::Data(data) => data_terms(data),
+            _ => None,
+        };
+    }
+    cause.downcast_ref::<DataError>().and_then(data_terms)
+}
+
+fn data_terms(e: &DataError) -> Option<String> {
+    match e {
+        DataError::NoDataDir { .. } | DataError::Missing { .. } => {
+            Some(format!("{e} (the data folder is --data-dir DIR)"))
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_are_named_by_their_flags() {
+        let e = anyhow::Error::new(TrainError::InvalidSetting {
+            setting: "batch_size",
+            reason: "must be positive".into(),
+        });
+        assert_eq!(describe(&e), "--batch-size: must be positive");
+        let e = anyhow::Error::new(TrainError::Diverged {
+            epoch: 1,
+            step: 3,
+            lr: 0.5,
+            loss: f32::NAN,
+        })
+        .context("training");
+        let text = describe(&e);
+        assert!(text.starts_with("training: the loss became NaN"), "{text}");
+        assert!(
+            text.ends_with("Try a lower --lr or a warm-up (--warmup-epochs)."),
+            "{text}"
+        );
+    }
+}
