@@ -19,7 +19,8 @@ use unravel_dev::cpu_time::{cpu_adapter_threads, process_cpu_seconds};
 use unravel_dev::resnet_shapes::resnet20_convs;
 use unravel_dev::sgemm::{matmul_with, MatmulAlgo};
 use unravel_device::kernels::batchnorm::{
-    batchnorm_backward, batchnorm_train_forward, BatchNormConfig, BatchNormShape,
+    batchnorm_backward, batchnorm_train_forward, BackwardOperands, BatchNormConfig, BatchNormLayer,
+    BatchNormShape, TrainActivations,
 };
 use unravel_device::kernels::conv2d::{
     conv2d_backward_input, conv2d_backward_weight, conv2d_forward, Conv2dAlgo, Conv2dShape,
@@ -297,10 +298,28 @@ fn batch_norm(b: &mut Bench) {
             relu: true,
             ..Default::default()
         };
-        let fwd = batchnorm_train_forward(g, &s, &cfg, &x, &gamma, &beta, &mean, &var, &saved, &y)
-            .unwrap();
-        let bwd = batchnorm_backward(g, &s, &cfg, &x, Some(&y), &y, &gamma, &saved, &dx, &dg, &db)
-            .unwrap();
+        let layer = BatchNormLayer {
+            gamma: &gamma,
+            beta: &beta,
+            running_mean: &mean,
+            running_var: &var,
+        };
+        let io = TrainActivations {
+            x: &x,
+            saved: &saved,
+            y: &y,
+        };
+        let fwd = batchnorm_train_forward(g, &s, &cfg, &layer, &io).unwrap();
+        let ops = BackwardOperands {
+            x: &x,
+            y: Some(&y),
+            saved: &saved,
+            dy: &y,
+            dx: &dx,
+            dgamma: &dg,
+            dbeta: &db,
+        };
+        let bwd = batchnorm_backward(g, &s, &cfg, &gamma, &ops).unwrap();
         // Bytes that must move: forward reads x twice (statistics, then
         // normalise) and writes y; backward reads x, y, dy twice and writes dx.
         let bytes = 4.0 * numel as f64;

@@ -14,7 +14,8 @@
 use std::time::Instant;
 
 use unravel_device::kernels::batchnorm::{
-    batchnorm_backward, batchnorm_train_forward, BatchNormConfig, BatchNormShape,
+    batchnorm_backward, batchnorm_train_forward, BackwardOperands, BatchNormConfig, BatchNormLayer,
+    BatchNormShape, TrainActivations,
 };
 use unravel_device::kernels::pool::{self, PoolShape};
 use unravel_device::{wgpu, Dispatch, Gpu, Tensor};
@@ -172,8 +173,18 @@ fn main() -> unravel_device::Result<()> {
                 relu,
                 ..Default::default()
             };
-            let f =
-                batchnorm_train_forward(&gpu, &s, &cfg, &x, &ones, &beta, &rm, &rv, &saved, &y)?;
+            let layer = BatchNormLayer {
+                gamma: &ones,
+                beta: &beta,
+                running_mean: &rm,
+                running_var: &rv,
+            };
+            let io = TrainActivations {
+                x: &x,
+                saved: &saved,
+                y: &y,
+            };
+            let f = batchnorm_train_forward(&gpu, &s, &cfg, &layer, &io)?;
             fwd[k] = time_dispatches(&gpu, &f);
             if std::env::var_os("BN_SPEED_PASSES").is_some() {
                 eprintln!(
@@ -183,7 +194,16 @@ fn main() -> unravel_device::Result<()> {
                 );
             }
             let yy = relu.then_some(&y);
-            let b = batchnorm_backward(&gpu, &s, &cfg, &x, yy, &dy, &ones, &saved, &dx, &dg, &db)?;
+            let ops = BackwardOperands {
+                x: &x,
+                y: yy,
+                saved: &saved,
+                dy: &dy,
+                dx: &dx,
+                dgamma: &dg,
+                dbeta: &db,
+            };
+            let b = batchnorm_backward(&gpu, &s, &cfg, &ones, &ops)?;
             bwd[k] = time_dispatches(&gpu, &b);
             if std::env::var_os("BN_SPEED_PASSES").is_some() {
                 eprintln!(

@@ -2,10 +2,11 @@
 //! a registry of WGSL kernels compiled once, and a recorder that submits many
 //! dispatches as one command buffer. It knows no models.
 //!
-//! Every op family has a WGSL file in `shaders/` (forward and backward entry
-//! points side by side), a host module in [`kernels`] that validates shapes
-//! and prepares [`Dispatch`]es, and a plain-Rust CPU reference in
-//! [`reference`] that the tests check the GPU against.
+//! Every op family has a WGSL file in this crate's `shaders/` folder
+//! (forward and backward entry points side by side), a host module in
+//! [`kernels`] that validates shapes and prepares [`Dispatch`]es, and a
+//! plain-Rust CPU reference in [`reference`] that the tests check the GPU
+//! against. A program can add kernels of its own with [`Gpu::add_shader`].
 
 pub mod context;
 pub mod dispatch;

@@ -3,17 +3,24 @@
 use crate::error::{DeviceError, Result};
 
 macro_rules! shader_files {
-    ($($name:literal),* $(,)?) => {
-        /// Every file in `shaders/`, by name.
+    ($($name:literal $(+ $part:literal)*),* $(,)?) => {
+        /// Every shader, by name: its file in `shaders/`, followed by the
+        /// files generated for it (a generated part is a file of its own).
         pub const SHADER_FILES: &[(&str, &str)] = &[
-            $(($name, include_str!(concat!("../shaders/", $name))),)*
+            $(($name, concat!(
+                include_str!(concat!("../shaders/", $name)),
+                $(include_str!(concat!("../shaders/", $part)),)*
+            )),)*
         ];
+
+        /// Every file in `shaders/` the shaders are made of.
+        pub const SOURCE_FILES: &[&str] = &[$($name, $($part,)*)*];
     };
 }
 
 shader_files!(
     "batchnorm.wgsl",
-    "conv2d.wgsl",
+    "conv2d.wgsl" + "conv2d_generated.wgsl",
     "copy.wgsl",
     "elementwise.wgsl",
     "linear.wgsl",

@@ -76,8 +76,14 @@ fn upload_params(p: &Params) -> GpuParams {
 fn train_forward(s: &BatchNormShape, cfg: &BatchNormConfig, x: &Tensor, p: &GpuParams, y: &Tensor) {
     let g = gpu();
     g.run(
-        &batchnorm_train_forward(g, s, cfg, x, &p.gamma, &p.beta, &p.rm, &p.rv, &p.saved, y)
-            .unwrap(),
+        &batchnorm_train_forward(
+            g,
+            s,
+            cfg,
+            &layer(&p.gamma, &p.beta, &p.rm, &p.rv),
+            &io(x, &p.saved, y),
+        )
+        .unwrap(),
     )
     .unwrap();
 }
@@ -88,17 +94,36 @@ fn reference_train(
     p: &Params,
     cfg: &BatchNormConfig,
 ) -> reference::TrainForward {
+    let (gamma, beta, rm, rv) = (
+        to_f64(&p.gamma),
+        to_f64(&p.beta),
+        to_f64(&p.rm),
+        to_f64(&p.rv),
+    );
     reference::train_forward(
         &to_f64(x),
         d,
-        &to_f64(&p.gamma),
-        &to_f64(&p.beta),
-        &to_f64(&p.rm),
-        &to_f64(&p.rv),
-        cfg.eps as f64,
-        cfg.momentum as f64,
-        cfg.relu,
+        &reference_layer(&gamma, &beta, &rm, &rv, cfg),
     )
+}
+
+/// The reference's view of a layer with `cfg`'s settings.
+fn reference_layer<'a>(
+    gamma: &'a [f64],
+    beta: &'a [f64],
+    rm: &'a [f64],
+    rv: &'a [f64],
+    cfg: &BatchNormConfig,
+) -> reference::Layer<'a> {
+    reference::Layer {
+        gamma,
+        beta,
+        running_mean: rm,
+        running_var: rv,
+        eps: cfg.eps as f64,
+        momentum: cfg.momentum as f64,
+        relu: cfg.relu,
+    }
 }
 
 /// Runs the training forward and backward on contiguous tensors and checks
@@ -153,7 +178,11 @@ fn check_train_and_backward(d: [usize; 4], relu: bool, seed: u64) {
     let yopt = relu.then_some(&ty);
     g.run(
         &batchnorm_backward(
-            g, &s, &cfg, &tx, yopt, &tdy, &gp.gamma, &gp.saved, &tdx, &tdg, &tdb,
+            g,
+            &s,
+            &cfg,
+            &gp.gamma,
+            &bwd(&tx, yopt, &gp.saved, &tdy, &tdx, &tdg, &tdb),
         )
         .unwrap(),
     )
@@ -234,7 +263,12 @@ fn train_forward_fused_with_the_residual_merge_matches_reference() {
         let tr = residual.channel_slice(1, 1 + d[1]).unwrap();
         let ty = g.upload(&random(numel, seed + 3), &d).unwrap();
         let dispatches = batchnorm_train_forward_add_relu(
-            g, &s, &cfg, &tx, &gp.gamma, &gp.beta, &gp.rm, &gp.rv, &gp.saved, &tr, &ty,
+            g,
+            &s,
+            &cfg,
+            &layer(&gp.gamma, &gp.beta, &gp.rm, &gp.rv),
+            &io(&tx, &gp.saved, &ty),
+            &tr,
         )
         .unwrap();
         g.run(&dispatches).unwrap();
@@ -268,13 +302,8 @@ fn train_forward_fused_with_the_residual_merge_matches_reference() {
         g,
         &s,
         &relu_cfg(true),
-        &t,
-        &v,
-        &v,
-        &v,
-        &v,
-        &saved,
-        &t,
+        &layer(&v, &v, &v, &v),
+        &io(&t, &saved, &t),
         &t,
     )
     .unwrap_err();
@@ -327,20 +356,25 @@ fn eval_forward_matches_reference() {
         let tx = g.upload(&x, &d).unwrap();
         let ty = g.zeros(&d).unwrap();
         g.run(
-            &batchnorm_eval_forward(g, &s, &cfg, &tx, &gp.gamma, &gp.beta, &gp.rm, &gp.rv, &ty)
-                .unwrap(),
+            &batchnorm_eval_forward(
+                g,
+                &s,
+                &cfg,
+                &layer(&gp.gamma, &gp.beta, &gp.rm, &gp.rv),
+                &tx,
+                &ty,
+            )
+            .unwrap(),
         )
         .unwrap();
-        let want = reference::eval_forward(
-            &to_f64(&x),
-            d,
-            &to_f64(&p.gamma),
-            &to_f64(&p.beta),
-            &to_f64(&p.rm),
-            &to_f64(&p.rv),
-            cfg.eps as f64,
-            relu,
+        let (gamma, beta, rm, rv) = (
+            to_f64(&p.gamma),
+            to_f64(&p.beta),
+            to_f64(&p.rm),
+            to_f64(&p.rv),
         );
+        let layer = reference_layer(&gamma, &beta, &rm, &rv, &cfg);
+        let want = reference::eval_forward(&to_f64(&x), d, &layer);
         assert_close(
             &format!("eval {d:?} relu={relu}"),
             &g.read(&ty).unwrap(),
@@ -393,7 +427,8 @@ fn reference_backward_matches_finite_differences() {
     let (rm, rv) = (to_f64(&p.rm), to_f64(&p.rv));
     for relu in [false, true] {
         let fwd = |x: &[f64], gamma: &[f64], beta: &[f64]| {
-            reference::train_forward(x, d, gamma, beta, &rm, &rv, 1e-5, 0.1, relu).y
+            let layer = reference_layer(gamma, beta, &rm, &rv, &relu_cfg(relu));
+            reference::train_forward(x, d, &layer).y
         };
         let y = fwd(&x, &gamma, &beta);
         let back = reference::train_backward(&x, &y, &dy, d, &gamma, 1e-5, relu);
@@ -478,7 +513,11 @@ fn channel_slices_in_place_forward_and_backward() {
         let y = relu.then_some(&xs);
         g.run(
             &batchnorm_backward(
-                g, &s, &cfg, &keep, y, &tdy, &gp.gamma, &gp.saved, &tdx, &tdg, &tdb,
+                g,
+                &s,
+                &cfg,
+                &gp.gamma,
+                &bwd(&keep, y, &gp.saved, &tdy, &tdx, &tdg, &tdb),
             )
             .unwrap(),
         )
@@ -519,7 +558,11 @@ fn backward_may_overwrite_dy_with_dx() {
     let (tdg, tdb) = (g.zeros(&[3]).unwrap(), g.zeros(&[3]).unwrap());
     g.run(
         &batchnorm_backward(
-            g, &s, &cfg, &tx, None, &grad, &gp.gamma, &gp.saved, &grad, &tdg, &tdb,
+            g,
+            &s,
+            &cfg,
+            &gp.gamma,
+            &bwd(&tx, None, &gp.saved, &grad, &grad, &tdg, &tdb),
         )
         .unwrap(),
     )
@@ -546,21 +589,35 @@ fn bad_shapes_are_typed_errors() {
     let v3 = g.zeros(&[3]).unwrap();
     let v4 = g.zeros(&[4]).unwrap();
     let saved = g.zeros(&[2, 3]).unwrap();
-    let err =
-        batchnorm_train_forward(g, &s, &cfg, &x, &v3, &v3, &v3, &v3, &saved, &wrong).unwrap_err();
+    let err = batchnorm_train_forward(
+        g,
+        &s,
+        &cfg,
+        &layer(&v3, &v3, &v3, &v3),
+        &io(&x, &saved, &wrong),
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("y has shape"), "{err}");
-    let err = batchnorm_train_forward(g, &s, &cfg, &x, &v4, &v3, &v3, &v3, &saved, &x).unwrap_err();
+    let err = batchnorm_train_forward(g, &s, &cfg, &layer(&v4, &v3, &v3, &v3), &io(&x, &saved, &x))
+        .unwrap_err();
     assert!(err.to_string().contains("gamma"), "{err}");
-    let err = batchnorm_train_forward(g, &s, &cfg, &x, &v3, &v3, &v3, &v3, &v3, &x).unwrap_err();
+    let err = batchnorm_train_forward(g, &s, &cfg, &layer(&v3, &v3, &v3, &v3), &io(&x, &v3, &x))
+        .unwrap_err();
     assert!(err.to_string().contains("saved"), "{err}");
     // One value per channel has no unbiased variance.
     let one = bn_shape([1, 3, 1, 1]);
     let x1 = g.zeros(&[1, 3, 1, 1]).unwrap();
-    let err =
-        batchnorm_train_forward(g, &one, &cfg, &x1, &v3, &v3, &v3, &v3, &saved, &x1).unwrap_err();
+    let err = batchnorm_train_forward(
+        g,
+        &one,
+        &cfg,
+        &layer(&v3, &v3, &v3, &v3),
+        &io(&x1, &saved, &x1),
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("more than 1 value"), "{err}");
     let relu = relu_cfg(true);
-    let err =
-        batchnorm_backward(g, &s, &relu, &x, None, &x, &v3, &saved, &x, &v3, &v3).unwrap_err();
+    let err = batchnorm_backward(g, &s, &relu, &v3, &bwd(&x, None, &saved, &x, &x, &v3, &v3))
+        .unwrap_err();
     assert!(err.to_string().contains("needs the output y"), "{err}");
 }

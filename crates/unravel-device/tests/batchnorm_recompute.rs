@@ -30,11 +30,19 @@ fn check(d: [usize; 4], relu: bool) {
     let saved = g.zeros(&[2, d[1]]).unwrap();
     let (y, again) = (g.zeros(&d).unwrap(), g.zeros(&d).unwrap());
     g.run(
-        &batchnorm_train_forward(g, &s, &cfg, &x, &gamma, &beta, &mean, &var, &saved, &y).unwrap(),
+        &batchnorm_train_forward(
+            g,
+            &s,
+            &cfg,
+            &layer(&gamma, &beta, &mean, &var),
+            &io(&x, &saved, &y),
+        )
+        .unwrap(),
     )
     .unwrap();
     let stats = (g.read(&mean).unwrap(), g.read(&var).unwrap());
-    g.run(&batchnorm_apply_saved(g, &s, &cfg, &x, &gamma, &beta, &saved, &again).unwrap())
+    let layer = layer(&gamma, &beta, &mean, &var);
+    g.run(&batchnorm_apply_saved(g, &s, &cfg, &layer, &io(&x, &saved, &again)).unwrap())
         .unwrap();
     assert_eq!(
         g.read(&again).unwrap(),
@@ -65,15 +73,7 @@ fn recompute_rejects_a_wrong_saved_shape() {
     let x = g.zeros(&d).unwrap();
     let v = g.zeros(&[3]).unwrap();
     let bad_saved = g.zeros(&[3]).unwrap();
-    assert!(batchnorm_apply_saved(
-        g,
-        &s,
-        &BatchNormConfig::default(),
-        &x,
-        &v,
-        &v,
-        &bad_saved,
-        &x
-    )
-    .is_err());
+    let cfg = BatchNormConfig::default();
+    let layer = layer(&v, &v, &v, &v);
+    assert!(batchnorm_apply_saved(g, &s, &cfg, &layer, &io(&x, &bad_saved, &x)).is_err());
 }

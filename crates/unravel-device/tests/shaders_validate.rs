@@ -1,7 +1,7 @@
 //! Every WGSL file in shaders/ parses and validates with naga, so a broken
 //! shader fails `cargo test` even on a machine without a GPU driver.
 
-use unravel_device::shaders::{parse_and_validate, SHADER_FILES};
+use unravel_device::shaders::{parse_and_validate, SHADER_FILES, SOURCE_FILES};
 
 #[test]
 fn every_shader_file_parses_and_validates() {
@@ -21,9 +21,9 @@ fn every_file_in_the_shaders_folder_is_embedded() {
         .filter(|n| n.ends_with(".wgsl"))
         .collect();
     on_disk.sort();
-    let mut embedded: Vec<String> = SHADER_FILES.iter().map(|(n, _)| n.to_string()).collect();
+    let mut embedded: Vec<String> = SOURCE_FILES.iter().map(|n| n.to_string()).collect();
     embedded.sort();
-    assert_eq!(on_disk, embedded, "shaders/ and SHADER_FILES disagree");
+    assert_eq!(on_disk, embedded, "shaders/ and SOURCE_FILES disagree");
 }
 
 #[test]

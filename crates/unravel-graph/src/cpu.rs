@@ -188,32 +188,22 @@ pub fn forward(
                     relu,
                 } => {
                     let (rm, rv) = &model.bn[*state];
+                    let layer = r::batchnorm::Layer {
+                        gamma: p(*weight),
+                        beta: p(*bias),
+                        running_mean: rm,
+                        running_var: rv,
+                        eps: EPS,
+                        momentum: MOMENTUM,
+                        relu: *relu,
+                    };
                     match mode {
                         Mode::Train => {
-                            let t = r::batchnorm::train_forward(
-                                &x,
-                                xs,
-                                p(*weight),
-                                p(*bias),
-                                rm,
-                                rv,
-                                EPS,
-                                MOMENTUM,
-                                *relu,
-                            );
+                            let t = r::batchnorm::train_forward(&x, xs, &layer);
                             bn_out[*state] = (t.running_mean, t.running_var);
                             t.y
                         }
-                        Mode::Eval => r::batchnorm::eval_forward(
-                            &x,
-                            xs,
-                            p(*weight),
-                            p(*bias),
-                            rm,
-                            rv,
-                            EPS,
-                            *relu,
-                        ),
+                        Mode::Eval => r::batchnorm::eval_forward(&x, xs, &layer),
                     }
                 }
                 Op::Relu => r::elementwise::relu_forward(&x),

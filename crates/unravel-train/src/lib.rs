@@ -1,6 +1,8 @@
 //! Unravel's training crate: the model zoo, datasets, learning-rate
-//! schedules, stochastic depth, checkpoints, evaluation and the trainer
-//! (the ensemble analyses are to come).
+//! schedules, stochastic depth, checkpoints, evaluation, the trainer, and
+//! the analyses of "Residual Networks Behave Like Ensembles of Relatively
+//! Shallow Networks" ([`analysis`]: lesions, path lengths, gradient by path
+//! length).
 
 pub mod analysis;
 pub mod checkpoint;

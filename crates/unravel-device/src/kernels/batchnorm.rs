@@ -268,51 +268,72 @@ fn check_shape(op: &'static str, s: &BatchNormShape) -> Result<()> {
     Ok(())
 }
 
-/// Training-mode forward: normalises x with its batch statistics into y
-/// (y may be x), updates running_mean/running_var in place (running_var
-/// with the unbiased variance) unless `cfg.update_running` is off, and
-/// writes (mean, invstd) to `saved` [2, C] for [`batchnorm_backward`]. Two
-/// dispatches.
-#[allow(clippy::too_many_arguments)]
+/// A batch-norm layer's tensors, [C] each: PyTorch's weight (gamma), bias
+/// (beta) and running statistics.
+#[derive(Clone, Copy, Debug)]
+pub struct BatchNormLayer<'a> {
+    pub gamma: &'a Tensor,
+    pub beta: &'a Tensor,
+    pub running_mean: &'a Tensor,
+    pub running_var: &'a Tensor,
+}
+
+impl BatchNormLayer<'_> {
+    fn check(&self, op: &'static str, c: usize) -> Result<()> {
+        for (what, t) in [
+            ("gamma", self.gamma),
+            ("beta", self.beta),
+            ("running_mean", self.running_mean),
+            ("running_var", self.running_var),
+        ] {
+            checks::contiguous(op, what, t, &[c])?;
+        }
+        Ok(())
+    }
+}
+
+/// A training forward's activations: `x` in, `y` out (y may be x), and
+/// `saved` [2, C], where the batch's (mean, 1/std) are kept for backward.
+#[derive(Clone, Copy, Debug)]
+pub struct TrainActivations<'a> {
+    pub x: &'a Tensor,
+    pub saved: &'a Tensor,
+    pub y: &'a Tensor,
+}
+
+impl TrainActivations<'_> {
+    fn check(&self, op: &'static str, s: &BatchNormShape) -> Result<()> {
+        checks::activation(op, "x", self.x, &s.dims())?;
+        checks::activation(op, "y", self.y, &s.dims())?;
+        checks::contiguous(op, "saved", self.saved, &[2, s.c])
+    }
+}
+
+/// Training-mode forward: normalises x with its batch statistics into y,
+/// updates the layer's running statistics in place (running_var with the
+/// unbiased variance) unless `cfg.update_running` is off, and saves (mean,
+/// invstd) for [`batchnorm_backward`]. Two dispatches.
 pub fn batchnorm_train_forward(
     gpu: &Gpu,
     s: &BatchNormShape,
     cfg: &BatchNormConfig,
-    x: &Tensor,
-    gamma: &Tensor,
-    beta: &Tensor,
-    running_mean: &Tensor,
-    running_var: &Tensor,
-    saved: &Tensor,
-    y: &Tensor,
+    layer: &BatchNormLayer,
+    io: &TrainActivations,
 ) -> Result<Vec<Dispatch>> {
-    let stats = TrainStats {
-        gamma,
-        beta,
-        running_mean,
-        running_var,
-        saved,
-    };
-    train_forward(gpu, s, cfg, x, &stats, None, y)
+    train_forward(gpu, s, cfg, layer, io, None)
 }
 
 /// [`batchnorm_train_forward`] fused with the residual merge that follows
 /// it: y = max(bn(x) + residual, 0) (`cfg.relu` must be off: the ReLU comes
 /// after the sum). The normalised x itself is not stored; backward needs
 /// only x, `saved` and the gradient the merge passes back. Two dispatches.
-#[allow(clippy::too_many_arguments)]
 pub fn batchnorm_train_forward_add_relu(
     gpu: &Gpu,
     s: &BatchNormShape,
     cfg: &BatchNormConfig,
-    x: &Tensor,
-    gamma: &Tensor,
-    beta: &Tensor,
-    running_mean: &Tensor,
-    running_var: &Tensor,
-    saved: &Tensor,
+    layer: &BatchNormLayer,
+    io: &TrainActivations,
     residual: &Tensor,
-    y: &Tensor,
 ) -> Result<Vec<Dispatch>> {
     const OP: &str = "batchnorm_train_forward_add_relu";
     if cfg.relu {
@@ -322,33 +343,16 @@ pub fn batchnorm_train_forward_add_relu(
         ));
     }
     checks::activation(OP, "residual", residual, &s.dims())?;
-    let stats = TrainStats {
-        gamma,
-        beta,
-        running_mean,
-        running_var,
-        saved,
-    };
-    train_forward(gpu, s, cfg, x, &stats, Some(residual), y)
-}
-
-/// The per-channel operands of a training forward.
-struct TrainStats<'a> {
-    gamma: &'a Tensor,
-    beta: &'a Tensor,
-    running_mean: &'a Tensor,
-    running_var: &'a Tensor,
-    saved: &'a Tensor,
+    train_forward(gpu, s, cfg, layer, io, Some(residual))
 }
 
 fn train_forward(
     gpu: &Gpu,
     s: &BatchNormShape,
     cfg: &BatchNormConfig,
-    x: &Tensor,
-    st: &TrainStats,
+    layer: &BatchNormLayer,
+    io: &TrainActivations,
     residual: Option<&Tensor>,
-    y: &Tensor,
 ) -> Result<Vec<Dispatch>> {
     const OP: &str = "batchnorm_train_forward";
     check_shape(OP, s)?;
@@ -359,29 +363,23 @@ fn train_forward(
             "training needs more than 1 value per channel",
         ));
     }
-    checks::activation(OP, "x", x, &s.dims())?;
-    checks::activation(OP, "y", y, &s.dims())?;
-    for (what, t) in [
-        ("gamma", st.gamma),
-        ("beta", st.beta),
-        ("running_mean", st.running_mean),
-        ("running_var", st.running_var),
-    ] {
-        checks::contiguous(OP, what, t, &[s.c])?;
-    }
-    checks::contiguous(OP, "saved", st.saved, &[2, s.c])?;
-    let views: Vec<&Tensor> = [Some(x), Some(y), residual].into_iter().flatten().collect();
+    io.check(OP, s)?;
+    layer.check(OP, s.c)?;
+    let views: Vec<&Tensor> = [Some(io.x), Some(io.y), residual]
+        .into_iter()
+        .flatten()
+        .collect();
     let plan = Plan::new(gpu, s, &views);
     let part = gpu.zeros(&[s.c * plan.chunks * 4])?;
     let ops = Operands {
-        y: Some(y),
+        y: Some(io.y),
         dy: residual,
-        beta: Some(st.beta),
-        running_mean: Some(st.running_mean),
-        running_var: Some(st.running_var),
-        saved: Some(st.saved),
+        beta: Some(layer.beta),
+        running_mean: Some(layer.running_mean),
+        running_var: Some(layer.running_var),
+        saved: Some(io.saved),
         part: Some(&part),
-        ..Operands::new(x, st.gamma)
+        ..Operands::new(io.x, layer.gamma)
     };
     let apply = match residual {
         None => plan.entry("bn_apply_train", "bn_apply_train4"),
@@ -393,42 +391,32 @@ fn train_forward(
     ])
 }
 
-/// Eval-mode forward with the running statistics (y may be x). One dispatch.
-#[allow(clippy::too_many_arguments)]
+/// Eval-mode forward with the layer's running statistics (y may be x). One
+/// dispatch.
 pub fn batchnorm_eval_forward(
     gpu: &Gpu,
     s: &BatchNormShape,
     cfg: &BatchNormConfig,
+    layer: &BatchNormLayer,
     x: &Tensor,
-    gamma: &Tensor,
-    beta: &Tensor,
-    running_mean: &Tensor,
-    running_var: &Tensor,
     y: &Tensor,
 ) -> Result<Vec<Dispatch>> {
     const OP: &str = "batchnorm_eval_forward";
     check_shape(OP, s)?;
     checks::activation(OP, "x", x, &s.dims())?;
     checks::activation(OP, "y", y, &s.dims())?;
-    for (what, t) in [
-        ("gamma", gamma),
-        ("beta", beta),
-        ("running_mean", running_mean),
-        ("running_var", running_var),
-    ] {
-        checks::contiguous(OP, what, t, &[s.c])?;
-    }
+    layer.check(OP, s.c)?;
     let ops = Operands {
-        running_mean: Some(running_mean),
-        running_var: Some(running_var),
-        ..Operands::new(x, gamma)
+        running_mean: Some(layer.running_mean),
+        running_var: Some(layer.running_var),
+        ..Operands::new(x, layer.gamma)
     };
     normalise_only(
         gpu,
         s,
         cfg,
         ops,
-        beta,
+        layer.beta,
         y,
         ("bn_apply_eval", "bn_apply_eval4"),
     )
@@ -442,22 +430,12 @@ pub fn batchnorm_eval_forward(
 pub fn batchnorm_fold(
     gpu: &Gpu,
     cfg: &BatchNormConfig,
-    gamma: &Tensor,
-    beta: &Tensor,
-    running_mean: &Tensor,
-    running_var: &Tensor,
+    layer: &BatchNormLayer,
     scale_shift: &Tensor,
 ) -> Result<Dispatch> {
     const OP: &str = "batchnorm_fold";
-    let c = gamma.shape().iter().product::<usize>();
-    for (what, t) in [
-        ("gamma", gamma),
-        ("beta", beta),
-        ("running_mean", running_mean),
-        ("running_var", running_var),
-    ] {
-        checks::contiguous(OP, what, t, &[c])?;
-    }
+    let c = layer.gamma.shape().iter().product::<usize>();
+    layer.check(OP, c)?;
     checks::contiguous(OP, "scale_shift", scale_shift, &[2, c])?;
     let s = BatchNormShape {
         n: 1,
@@ -466,11 +444,11 @@ pub fn batchnorm_fold(
         w: 1,
     };
     let ops = Operands {
-        beta: Some(beta),
-        running_mean: Some(running_mean),
-        running_var: Some(running_var),
+        beta: Some(layer.beta),
+        running_mean: Some(layer.running_mean),
+        running_var: Some(layer.running_var),
         saved: Some(scale_shift),
-        ..Operands::new(gamma, gamma)
+        ..Operands::new(layer.gamma, layer.gamma)
     };
     let plan = Plan::new(gpu, &s, &[]);
     gpu.dispatch(
@@ -508,62 +486,72 @@ fn normalise_only(
     )?])
 }
 
-/// Recomputes a training forward's output from its saved (mean, 1/std)
-/// without touching the running statistics: y is bit-for-bit what
+/// Recomputes a training forward's output y from x and its saved (mean,
+/// 1/std) with the layer's gamma and beta; the running statistics are
+/// neither read nor touched. y is bit-for-bit what
 /// [`batchnorm_train_forward`] wrote. One dispatch.
-#[allow(clippy::too_many_arguments)]
 pub fn batchnorm_apply_saved(
     gpu: &Gpu,
     s: &BatchNormShape,
     cfg: &BatchNormConfig,
-    x: &Tensor,
-    gamma: &Tensor,
-    beta: &Tensor,
-    saved: &Tensor,
-    y: &Tensor,
+    layer: &BatchNormLayer,
+    io: &TrainActivations,
 ) -> Result<Vec<Dispatch>> {
     const OP: &str = "batchnorm_apply_saved";
     check_shape(OP, s)?;
-    checks::activation(OP, "x", x, &s.dims())?;
-    checks::activation(OP, "y", y, &s.dims())?;
-    checks::contiguous(OP, "gamma", gamma, &[s.c])?;
-    checks::contiguous(OP, "beta", beta, &[s.c])?;
-    checks::contiguous(OP, "saved", saved, &[2, s.c])?;
+    io.check(OP, s)?;
+    checks::contiguous(OP, "gamma", layer.gamma, &[s.c])?;
+    checks::contiguous(OP, "beta", layer.beta, &[s.c])?;
     let ops = Operands {
-        saved: Some(saved),
-        ..Operands::new(x, gamma)
+        saved: Some(io.saved),
+        ..Operands::new(io.x, layer.gamma)
     };
     normalise_only(
         gpu,
         s,
         cfg,
         ops,
-        beta,
-        y,
+        layer.beta,
+        io.y,
         ("bn_apply_saved", "bn_apply_saved4"),
     )
 }
 
-/// Backward of [`batchnorm_train_forward`] (batch statistics depend on x):
-/// writes dx (which may be dy), dgamma and dbeta (overwritten, not
-/// accumulated). `x` is the forward input and `saved` its (mean, invstd);
-/// with `cfg.relu` the forward output `y` is required and dy is masked by
-/// y > 0. Two dispatches.
-#[allow(clippy::too_many_arguments)]
+/// What a batch norm's backward reads and writes: the forward's input `x`
+/// and (with a fused ReLU) output `y`, its saved (mean, 1/std), the output
+/// gradient `dy`, the input gradient `dx` (which may be dy) and the
+/// parameter gradients `dgamma`, `dbeta` (overwritten, not accumulated).
+#[derive(Clone, Copy, Debug)]
+pub struct BackwardOperands<'a> {
+    pub x: &'a Tensor,
+    pub y: Option<&'a Tensor>,
+    pub saved: &'a Tensor,
+    pub dy: &'a Tensor,
+    pub dx: &'a Tensor,
+    pub dgamma: &'a Tensor,
+    pub dbeta: &'a Tensor,
+}
+
+/// Backward of [`batchnorm_train_forward`] (batch statistics depend on x)
+/// with the layer's `gamma`: see [`BackwardOperands`]; with `cfg.relu` the
+/// forward output y is required and dy is masked by y > 0. Two dispatches.
 pub fn batchnorm_backward(
     gpu: &Gpu,
     s: &BatchNormShape,
     cfg: &BatchNormConfig,
-    x: &Tensor,
-    y: Option<&Tensor>,
-    dy: &Tensor,
     gamma: &Tensor,
-    saved: &Tensor,
-    dx: &Tensor,
-    dgamma: &Tensor,
-    dbeta: &Tensor,
+    ops: &BackwardOperands,
 ) -> Result<Vec<Dispatch>> {
     const OP: &str = "batchnorm_backward";
+    let BackwardOperands {
+        x,
+        y,
+        saved,
+        dy,
+        dx,
+        dgamma,
+        dbeta,
+    } = *ops;
     check_shape(OP, s)?;
     checks::activation(OP, "x", x, &s.dims())?;
     checks::activation(OP, "dy", dy, &s.dims())?;

@@ -74,21 +74,26 @@ fn check_input(op: &'static str, s: &PoolShape, min_hw: usize) -> Result<()> {
     Ok(())
 }
 
-/// Prepares `entry` with `full` (x or dx), `pooled` (y or dy) and an
-/// optional argmax; `out` is the pooled extent and `space` the (rows, cols)
-/// of one plane of the entry's thread space (one thread per element of
-/// N x C x rows x cols).
-#[allow(clippy::too_many_arguments)]
+/// One pooling pass: its entry point, the pooled extent `out` (rows, cols)
+/// and `space`, the (rows, cols) of one plane of its thread space (one
+/// thread per element of N x C x rows x cols).
+struct Pass {
+    entry: &'static str,
+    out: [usize; 2],
+    space: [usize; 2],
+}
+
+/// Prepares `pass` with `full` (x or dx), `pooled` (y or dy) and an
+/// optional argmax.
 fn prepare(
     gpu: &Gpu,
-    entry: &'static str,
     s: &PoolShape,
-    out: [usize; 2],
+    pass: Pass,
     full: &Tensor,
     pooled: &Tensor,
     argmax: Option<&Tensor>,
-    space: [usize; 2],
 ) -> Result<Dispatch> {
+    let Pass { entry, out, space } = pass;
     let threads = s.n * s.c * space[0] * space[1];
     let params = Params {
         n: s.n as u32,
@@ -128,18 +133,25 @@ pub fn avg_pool2x2_forward(gpu: &Gpu, s: &PoolShape, x: &Tensor, y: &Tensor) -> 
     checks::view(OP, "y", y, DType::F32, &out)?;
     let o = [out[2], out[3]];
     if vec4_ok(s, x) {
-        return prepare(
-            gpu,
-            "avg_pool2x2_forward4",
-            s,
-            o,
-            x,
-            y,
-            None,
-            [o[0], s.w / 4],
-        );
+        let pass = Pass {
+            entry: "avg_pool2x2_forward4",
+            out: o,
+            space: [o[0], s.w / 4],
+        };
+        return prepare(gpu, s, pass, x, y, None);
     }
-    prepare(gpu, OP, s, o, x, y, None, o)
+    prepare(
+        gpu,
+        s,
+        Pass {
+            entry: OP,
+            out: o,
+            space: o,
+        },
+        x,
+        y,
+        None,
+    )
 }
 
 /// dx = dy / 4 spread over each block (0 on dropped rows/columns).
@@ -158,16 +170,29 @@ pub fn avg_pool2x2_backward(
     if vec4_ok(s, dx) {
         return prepare(
             gpu,
-            "avg_pool2x2_backward4",
             s,
-            o,
+            Pass {
+                entry: "avg_pool2x2_backward4",
+                out: o,
+                space: [s.h, s.w / 4],
+            },
             dx,
             dy,
             None,
-            [s.h, s.w / 4],
         );
     }
-    prepare(gpu, OP, s, o, dx, dy, None, [s.h, s.w])
+    prepare(
+        gpu,
+        s,
+        Pass {
+            entry: OP,
+            out: o,
+            space: [s.h, s.w],
+        },
+        dx,
+        dy,
+        None,
+    )
 }
 
 fn check_argmax(op: &'static str, argmax: &Tensor, out: &[usize; 4]) -> Result<()> {
@@ -194,7 +219,18 @@ pub fn max_pool3x3s2_forward(
     checks::view(OP, "y", y, DType::F32, &out)?;
     check_argmax(OP, argmax, &out)?;
     let space = [out[2], out[3]];
-    prepare(gpu, OP, s, space, x, y, Some(argmax), space)
+    prepare(
+        gpu,
+        s,
+        Pass {
+            entry: OP,
+            out: space,
+            space,
+        },
+        x,
+        y,
+        Some(argmax),
+    )
 }
 
 /// Routes dy to the forward's argmax pixels; a pixel that is the maximum of
@@ -212,16 +248,13 @@ pub fn max_pool3x3s2_backward(
     checks::view(OP, "dy", dy, DType::F32, &out)?;
     check_argmax(OP, argmax, &out)?;
     checks::view(OP, "dx", dx, DType::F32, &s.dims())?;
-    prepare(
-        gpu,
-        OP,
-        s,
-        [out[2], out[3]],
-        dx,
-        dy,
-        Some(argmax),
-        [out[2], out[3]],
-    )
+    let o = [out[2], out[3]];
+    let pass = Pass {
+        entry: OP,
+        out: o,
+        space: o,
+    };
+    prepare(gpu, s, pass, dx, dy, Some(argmax))
 }
 
 /// y[n, c] = mean over H, W of x[n, c]; y is an [N, C] or [N, C, 1, 1]
@@ -241,7 +274,18 @@ pub fn global_avg_pool_forward(
     } else {
         OP
     };
-    prepare(gpu, entry, s, [1, 1], x, y, None, [1, 1])
+    prepare(
+        gpu,
+        s,
+        Pass {
+            entry,
+            out: [1, 1],
+            space: [1, 1],
+        },
+        x,
+        y,
+        None,
+    )
 }
 
 /// The pooled operand of the global pool: [N, C] or [N, C, 1, 1].
@@ -279,14 +323,27 @@ pub fn global_avg_pool_backward(
         let space = [1, s.h * s.w / 4];
         return prepare(
             gpu,
-            "global_avg_pool_backward4",
             s,
-            [1, 1],
+            Pass {
+                entry: "global_avg_pool_backward4",
+                out: [1, 1],
+                space,
+            },
             dx,
             dy,
             None,
-            space,
         );
     }
-    prepare(gpu, OP, s, [1, 1], dx, dy, None, [s.h, s.w])
+    prepare(
+        gpu,
+        s,
+        Pass {
+            entry: OP,
+            out: [1, 1],
+            space: [s.h, s.w],
+        },
+        dx,
+        dy,
+        None,
+    )
 }

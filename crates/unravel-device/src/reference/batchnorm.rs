@@ -58,20 +58,31 @@ fn normalise(x: &[f64], shape: [usize; 4], scale: &[f64], shift: &[f64], relu: b
         .collect()
 }
 
+/// A batch-norm layer: its [C] parameters and running statistics, and its
+/// settings (PyTorch's eps and momentum, and whether a ReLU follows).
+#[derive(Clone, Copy, Debug)]
+pub struct Layer<'a> {
+    pub gamma: &'a [f64],
+    pub beta: &'a [f64],
+    pub running_mean: &'a [f64],
+    pub running_var: &'a [f64],
+    pub eps: f64,
+    pub momentum: f64,
+    pub relu: bool,
+}
+
 /// Training-mode forward: normalises with the batch statistics and updates
 /// the running statistics with `momentum` (r = (1 - m) r + m stat).
-#[allow(clippy::too_many_arguments)]
-pub fn train_forward(
-    x: &[f64],
-    shape: [usize; 4],
-    gamma: &[f64],
-    beta: &[f64],
-    running_mean: &[f64],
-    running_var: &[f64],
-    eps: f64,
-    momentum: f64,
-    relu: bool,
-) -> TrainForward {
+pub fn train_forward(x: &[f64], shape: [usize; 4], layer: &Layer) -> TrainForward {
+    let Layer {
+        gamma,
+        beta,
+        running_mean,
+        running_var,
+        eps,
+        momentum,
+        relu,
+    } = *layer;
     let [n, _, h, w] = shape;
     let count = (n * h * w) as f64;
     let (mean, var) = channel_moments(x, shape);
@@ -101,18 +112,17 @@ pub fn train_forward(
     }
 }
 
-/// Eval-mode forward with the running statistics.
-#[allow(clippy::too_many_arguments)]
-pub fn eval_forward(
-    x: &[f64],
-    shape: [usize; 4],
-    gamma: &[f64],
-    beta: &[f64],
-    running_mean: &[f64],
-    running_var: &[f64],
-    eps: f64,
-    relu: bool,
-) -> Vec<f64> {
+/// Eval-mode forward with the running statistics (`layer.momentum` unused).
+pub fn eval_forward(x: &[f64], shape: [usize; 4], layer: &Layer) -> Vec<f64> {
+    let Layer {
+        gamma,
+        beta,
+        running_mean,
+        running_var,
+        eps,
+        relu,
+        ..
+    } = *layer;
     let scale: Vec<f64> = gamma
         .iter()
         .zip(running_var)

@@ -5,7 +5,8 @@
 use std::sync::OnceLock;
 
 use rand::{Rng, SeedableRng};
-use unravel_device::{AdapterOptions, Gpu};
+use unravel_device::kernels::batchnorm::{BackwardOperands, BatchNormLayer, TrainActivations};
+use unravel_device::{AdapterOptions, Gpu, Tensor};
 
 /// The adapter every test in this binary uses (lavapipe in CI). With
 /// `UNRAVEL_UNCHECKED_SHADERS=1` the kernels are compiled without runtime
@@ -115,4 +116,45 @@ pub fn assert_gradient_matches_fd(
 /// is `b`.
 pub fn dot(a: &[f64], b: &[f64]) -> f64 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+/// A batch-norm layer from its four [C] tensors.
+pub fn layer<'a>(
+    gamma: &'a Tensor,
+    beta: &'a Tensor,
+    running_mean: &'a Tensor,
+    running_var: &'a Tensor,
+) -> BatchNormLayer<'a> {
+    BatchNormLayer {
+        gamma,
+        beta,
+        running_mean,
+        running_var,
+    }
+}
+
+/// A batch norm's training-forward activations.
+pub fn io<'a>(x: &'a Tensor, saved: &'a Tensor, y: &'a Tensor) -> TrainActivations<'a> {
+    TrainActivations { x, saved, y }
+}
+
+/// A batch norm's backward operands, in [`BackwardOperands`]' order.
+pub fn bwd<'a>(
+    x: &'a Tensor,
+    y: Option<&'a Tensor>,
+    saved: &'a Tensor,
+    dy: &'a Tensor,
+    dx: &'a Tensor,
+    dgamma: &'a Tensor,
+    dbeta: &'a Tensor,
+) -> BackwardOperands<'a> {
+    BackwardOperands {
+        x,
+        y,
+        saved,
+        dy,
+        dx,
+        dgamma,
+        dbeta,
+    }
 }

@@ -12,7 +12,7 @@
 //! Shape legend: values are N x C x H x W; a linear layer sees its input as
 //! N rows of C*H*W features.
 
-use unravel_device::kernels::batchnorm as bn;
+use unravel_device::kernels::batchnorm::{self as bn, BackwardOperands};
 use unravel_device::kernels::conv2d::{self, InputGradOptions, WeightGradOptions};
 use unravel_device::kernels::pool::{self, PoolShape};
 use unravel_device::kernels::{copy, elementwise as ew, linear, shortcut, Store};
@@ -140,19 +140,16 @@ pub(crate) fn lower<'g>(cx: &mut Lowering<'g>, id: NodeId) -> Result<Vec<Pending
             let x = saved[0].clone();
             let y = saved.get(1).cloned();
             out.extend(via_scratch(cx, x_id, move |dest| {
-                Ok(bn::batchnorm_backward(
-                    gpu,
-                    &s,
-                    &cfg,
-                    &x,
-                    y.as_ref(),
-                    &dy,
-                    &gamma,
-                    &stats,
-                    dest,
-                    &dg,
-                    &dbeta,
-                )?)
+                let ops = BackwardOperands {
+                    x: &x,
+                    y: y.as_ref(),
+                    saved: &stats,
+                    dy: &dy,
+                    dx: dest,
+                    dgamma: &dg,
+                    dbeta: &dbeta,
+                };
+                Ok(bn::batchnorm_backward(gpu, &s, &cfg, &gamma, &ops)?)
             })?);
         }
         Op::Relu => {

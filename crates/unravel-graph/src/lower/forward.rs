@@ -5,7 +5,7 @@
 //!
 //! Shape legend: values are N x C x H x W; a pooled value N x C x HO x WO.
 
-use unravel_device::kernels::batchnorm as bn;
+use unravel_device::kernels::batchnorm::{self as bn, BatchNormLayer, TrainActivations};
 use unravel_device::kernels::conv2d::{self, Conv2dEpilogue, ForwardOptions};
 use unravel_device::kernels::pool::{self, PoolShape};
 use unravel_device::kernels::{copy, elementwise as ew, linear, shortcut};
@@ -82,13 +82,24 @@ fn op(cx: &mut Lowering, id: NodeId, update_running: bool) -> Result<Vec<Dispatc
             let s = cx.bn_shape(node);
             let (rm, rv) = &cx.state.bn_running[*state];
             let (g, b) = (cx.param(*weight)?, cx.param(*bias)?);
+            let layer = BatchNormLayer {
+                gamma: &g,
+                beta: &b,
+                running_mean: rm,
+                running_var: rv,
+            };
             let cfg = bn_config(*relu, update_running);
             match cx.mode {
                 Mode::Train => {
                     let saved = saved_statistics(cx, id, s.c)?;
-                    bn::batchnorm_train_forward(gpu, &s, &cfg, &x, &g, &b, rm, rv, &saved, &y)?
+                    let io = TrainActivations {
+                        x: &x,
+                        saved: &saved,
+                        y: &y,
+                    };
+                    bn::batchnorm_train_forward(gpu, &s, &cfg, &layer, &io)?
                 }
-                Mode::Eval => bn::batchnorm_eval_forward(gpu, &s, &cfg, &x, &g, &b, rm, rv, &y)?,
+                Mode::Eval => bn::batchnorm_eval_forward(gpu, &s, &cfg, &layer, &x, &y)?,
             }
         }
         Op::Relu => vec![ew::relu_forward(gpu, &x, &y)?],
@@ -175,7 +186,13 @@ fn folded(cx: &mut Lowering, conv: NodeId, bn: NodeId) -> Result<Vec<Dispatch>> 
     let scale_shift = gpu.zeros(&[2, c])?;
     let (rm, rv) = &cx.state.bn_running[*state];
     let (g, b) = (cx.param(*gamma)?, cx.param(*beta)?);
-    let fold = bn::batchnorm_fold(gpu, &bn_config(*relu, false), &g, &b, rm, rv, &scale_shift)?;
+    let layer = BatchNormLayer {
+        gamma: &g,
+        beta: &b,
+        running_mean: rm,
+        running_var: rv,
+    };
+    let fold = bn::batchnorm_fold(gpu, &bn_config(*relu, false), &layer, &scale_shift)?;
     let options = ForwardOptions {
         algo: cx.conv_algo,
         epilogue: Conv2dEpilogue::Affine {
@@ -222,11 +239,22 @@ fn merged(
     let s = cx.bn_shape(node);
     let (rm, rv) = &cx.state.bn_running[state];
     let (g, b) = (cx.param(weight)?, cx.param(bias)?);
+    let layer = BatchNormLayer {
+        gamma: &g,
+        beta: &b,
+        running_mean: rm,
+        running_var: rv,
+    };
     let saved = saved_statistics(cx, bn, s.c)?;
     let (x, y) = (cx.value(node.inputs[0]), cx.value(add_node.output));
+    let io = TrainActivations {
+        x: &x,
+        saved: &saved,
+        y: &y,
+    };
     let cfg = bn_config(false, update_running);
     Ok(bn::batchnorm_train_forward_add_relu(
-        gpu, &s, &cfg, &x, &g, &b, rm, rv, &saved, &residual, &y,
+        gpu, &s, &cfg, &layer, &io, &residual,
     )?)
 }
 
@@ -235,22 +263,35 @@ fn merged(
 pub(crate) fn recompute(cx: &Lowering, id: NodeId) -> Result<Vec<Dispatch>> {
     let node = &cx.graph.nodes[id.0];
     let Op::BatchNorm {
-        weight, bias, relu, ..
+        weight,
+        bias,
+        state,
+        relu,
     } = node.op
     else {
         unreachable!("only batch-norm outputs are recomputed")
     };
     let s = cx.bn_shape(node);
     let (x, y) = (cx.value(node.inputs[0]), cx.value(node.output));
+    let (g, b) = (cx.param(weight)?, cx.param(bias)?);
+    let (rm, rv) = &cx.state.bn_running[state];
+    let layer = BatchNormLayer {
+        gamma: &g,
+        beta: &b,
+        running_mean: rm,
+        running_var: rv,
+    };
+    let io = TrainActivations {
+        x: &x,
+        saved: &cx.saved[&id],
+        y: &y,
+    };
     Ok(bn::batchnorm_apply_saved(
         cx.gpu,
         &s,
         &bn_config(relu, false),
-        &x,
-        &cx.param(weight)?,
-        &cx.param(bias)?,
-        &cx.saved[&id],
-        &y,
+        &layer,
+        &io,
     )?)
 }
 

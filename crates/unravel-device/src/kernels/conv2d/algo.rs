@@ -138,6 +138,13 @@ impl Lanes {
     }
 }
 
+/// A pass's resolved choice: the algorithm, and how its lanes share B.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Variant {
+    pub algo: Conv2dAlgo,
+    pub lanes: Lanes,
+}
+
 /// The pipeline constants every subgroup kernel takes: `nv` vec4 column
 /// blocks and `rows` rows a lane, and how lanes share B.
 #[derive(Clone, Copy, Debug)]

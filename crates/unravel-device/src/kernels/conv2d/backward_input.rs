@@ -2,7 +2,7 @@
 //!
 //! Shape legend: dy [N, K, OH, OW], w [K, C/G, KH, KW], dx [N, C, H, W].
 
-use super::algo::{Conv2dAlgo, Lanes, SubgroupConstants};
+use super::algo::{Conv2dAlgo, Lanes, SubgroupConstants, Variant};
 use super::pack::pack_weights;
 use super::params::Params;
 use super::shape::Conv2dShape;
@@ -36,29 +36,21 @@ pub fn conv2d_backward_input(
     dx: &Tensor,
     options: &InputGradOptions,
 ) -> Result<Vec<Dispatch>> {
-    let algo = Conv2dAlgo::for_backward(options.algo, gpu);
-    backward_input(
-        gpu,
-        s,
-        dy,
-        w,
-        dx,
-        algo,
-        options.store,
-        Lanes::for_adapter(gpu),
-    )
+    let variant = Variant {
+        algo: Conv2dAlgo::for_backward(options.algo, gpu),
+        lanes: Lanes::for_adapter(gpu),
+    };
+    backward_input(gpu, s, dy, w, dx, options.store, variant)
 }
 
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn backward_input(
     gpu: &Gpu,
     s: &Conv2dShape,
     dy: &Tensor,
     w: &Tensor,
     dx: &Tensor,
-    algo: Conv2dAlgo,
     store: Store,
-    lanes: Lanes,
+    Variant { algo, lanes }: Variant,
 ) -> Result<Vec<Dispatch>> {
     const OP: &str = "conv2d_backward_input";
     s.validate()?;

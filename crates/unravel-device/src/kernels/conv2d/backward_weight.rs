@@ -4,7 +4,7 @@
 //! Shape legend: x [N, C, H, W], dy [N, K, OH, OW], dw [K, C/G, KH, KW],
 //! dbias [K]; partials [splits, K, C/G*KH*KW (+1 for the bias)].
 
-use super::algo::{Conv2dAlgo, Lanes, SubgroupConstants};
+use super::algo::{Conv2dAlgo, Lanes, SubgroupConstants, Variant};
 use super::pack::pack_dy;
 use super::params::Params;
 use super::shape::Conv2dShape;
@@ -35,11 +35,13 @@ pub fn conv2d_backward_weight(
     dbias: Option<&Tensor>,
     options: &WeightGradOptions,
 ) -> Result<Vec<Dispatch>> {
-    let algo = Conv2dAlgo::for_backward(options.algo, gpu);
-    backward_weight(gpu, s, x, dy, dw, dbias, algo, Lanes::for_adapter(gpu))
+    let variant = Variant {
+        algo: Conv2dAlgo::for_backward(options.algo, gpu),
+        lanes: Lanes::for_adapter(gpu),
+    };
+    backward_weight(gpu, s, x, dy, dw, dbias, variant)
 }
 
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn backward_weight(
     gpu: &Gpu,
     s: &Conv2dShape,
@@ -47,8 +49,7 @@ pub(crate) fn backward_weight(
     dy: &Tensor,
     dw: &Tensor,
     dbias: Option<&Tensor>,
-    algo: Conv2dAlgo,
-    lanes: Lanes,
+    Variant { algo, lanes }: Variant,
 ) -> Result<Vec<Dispatch>> {
     const OP: &str = "conv2d_backward_weight";
     s.validate()?;

@@ -3,7 +3,7 @@
 //! Shape legend: x [N, C, H, W], w [K, C/G, KH, KW], y [N, K, OH, OW];
 //! the epilogue's vector is [K] (bias) or [2, K] (scale, shift).
 
-use super::algo::{Conv2dAlgo, Lanes, SubgroupConstants};
+use super::algo::{Conv2dAlgo, Lanes, SubgroupConstants, Variant};
 use super::pack::pack_weights;
 use super::params::Params;
 use super::shape::Conv2dShape;
@@ -49,29 +49,21 @@ pub fn conv2d_forward(
     y: &Tensor,
     options: &ForwardOptions,
 ) -> Result<Vec<Dispatch>> {
-    let algo = Conv2dAlgo::for_forward(options.algo, gpu, s.cout_g());
-    forward(
-        gpu,
-        s,
-        x,
-        w,
-        y,
-        algo,
-        options.epilogue,
-        Lanes::for_adapter(gpu),
-    )
+    let variant = Variant {
+        algo: Conv2dAlgo::for_forward(options.algo, gpu, s.cout_g()),
+        lanes: Lanes::for_adapter(gpu),
+    };
+    forward(gpu, s, x, w, y, options.epilogue, variant)
 }
 
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn forward(
     gpu: &Gpu,
     s: &Conv2dShape,
     x: &Tensor,
     w: &Tensor,
     y: &Tensor,
-    algo: Conv2dAlgo,
     epilogue: Conv2dEpilogue,
-    lanes: Lanes,
+    Variant { algo, lanes }: Variant,
 ) -> Result<Vec<Dispatch>> {
     const OP: &str = "conv2d_forward";
     s.validate()?;

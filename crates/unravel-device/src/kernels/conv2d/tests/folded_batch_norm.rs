@@ -8,8 +8,8 @@
 //! Shape legend: x [N, C, H, W], w [K, C/G, KH, KW], y [N, K, OH, OW].
 
 use super::common::*;
-use super::{shape, variants, Variant};
-use crate::kernels::batchnorm::{batchnorm_fold, BatchNormConfig};
+use super::{shape, variants, Passes, Variant};
+use crate::kernels::batchnorm::{batchnorm_fold, BatchNormConfig, BatchNormLayer};
 use crate::kernels::conv2d::{Conv2dEpilogue, Conv2dShape};
 use crate::reference::conv2d as reference;
 
@@ -43,7 +43,13 @@ fn check(s: Conv2dShape, variant: Variant, relu: bool, seed: u64) {
     );
     let scale_shift = g.zeros(&[2, k]).unwrap();
     let cfg = BatchNormConfig::default();
-    let fold = batchnorm_fold(g, &cfg, &tg, &tb, &tm, &tv, &scale_shift).unwrap();
+    let layer = BatchNormLayer {
+        gamma: &tg,
+        beta: &tb,
+        running_mean: &tm,
+        running_var: &tv,
+    };
+    let fold = batchnorm_fold(g, &cfg, &layer, &scale_shift).unwrap();
     // Garbage in y: every element must be written.
     let ty = up(
         &random(s.output_shape().iter().product(), seed + 6),
@@ -89,9 +95,9 @@ fn a_folded_batch_norm_matches_convolution_then_batch_norm() {
     for variant in variants() {
         for relu in [false, true] {
             // Rows of 8 (vec4 stores), rows of 9, and a stride-2 forward.
-            check(shape(2, 5, 6, (6, 8), 3, 1, 1, 1), variant, relu, 10);
-            check(shape(3, 4, 7, (7, 9), 3, 1, 1, 1), variant, relu, 20);
-            check(shape(2, 3, 20, (9, 16), 3, 2, 1, 1), variant, relu, 30);
+            check(shape(2, (5, 6), (6, 8), 3, 1, 1, 1), variant, relu, 10);
+            check(shape(3, (4, 7), (7, 9), 3, 1, 1, 1), variant, relu, 20);
+            check(shape(2, (3, 20), (9, 16), 3, 2, 1, 1), variant, relu, 30);
         }
     }
 }
@@ -102,6 +108,12 @@ fn fold_rejects_mismatched_vectors() {
     let v = g.zeros(&[4]).unwrap();
     let wrong = g.zeros(&[2, 3]).unwrap();
     let cfg = BatchNormConfig::default();
-    let err = batchnorm_fold(g, &cfg, &v, &v, &v, &v, &wrong).unwrap_err();
+    let layer = BatchNormLayer {
+        gamma: &v,
+        beta: &v,
+        running_mean: &v,
+        running_var: &v,
+    };
+    let err = batchnorm_fold(g, &cfg, &layer, &wrong).unwrap_err();
     assert!(err.to_string().contains("scale_shift"), "{err}");
 }

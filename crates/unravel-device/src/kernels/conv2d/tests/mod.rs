@@ -12,7 +12,7 @@ mod common;
 mod against_reference;
 mod folded_batch_norm;
 
-use super::algo::{Conv2dAlgo, Lanes};
+use super::algo::{Conv2dAlgo, Lanes, Variant};
 use super::backward_input::backward_input;
 use super::backward_weight::backward_weight;
 use super::forward::forward;
@@ -21,11 +21,10 @@ use crate::kernels::Store;
 use crate::{Dispatch, Result, Tensor};
 use common::gpu;
 
-#[allow(clippy::too_many_arguments)]
+/// Legend order: N, (C in, K out), (H, W), kernel, stride, padding, G.
 fn shape(
     n: usize,
-    c_in: usize,
-    c_out: usize,
+    (c_in, c_out): (usize, usize),
     (h, w): (usize, usize),
     k: usize,
     stride: usize,
@@ -44,13 +43,6 @@ fn shape(
         pad,
         groups,
     }
-}
-
-/// An algorithm with a way of sharing B between lanes.
-#[derive(Clone, Copy, Debug)]
-struct Variant {
-    algo: Conv2dAlgo,
-    lanes: Lanes,
 }
 
 /// Every algorithm with the adapter's lanes, and the subgroup kernels on
@@ -75,7 +67,36 @@ fn variants() -> Vec<Variant> {
     all
 }
 
-impl Variant {
+/// A variant's passes as the tests run them: the backward passes with
+/// the algorithm the variant's choice gives them (tiles are forward only).
+trait Passes {
+    fn forward(
+        &self,
+        s: &Conv2dShape,
+        x: &Tensor,
+        w: &Tensor,
+        y: &Tensor,
+        epilogue: Conv2dEpilogue,
+    ) -> Result<Vec<Dispatch>>;
+    fn backward_input(
+        &self,
+        s: &Conv2dShape,
+        dy: &Tensor,
+        w: &Tensor,
+        dx: &Tensor,
+        store: Store,
+    ) -> Result<Vec<Dispatch>>;
+    fn backward_weight(
+        &self,
+        s: &Conv2dShape,
+        x: &Tensor,
+        dy: &Tensor,
+        dw: &Tensor,
+        dbias: Option<&Tensor>,
+    ) -> Result<Vec<Dispatch>>;
+}
+
+impl Passes for Variant {
     fn forward(
         &self,
         s: &Conv2dShape,
@@ -84,7 +105,7 @@ impl Variant {
         y: &Tensor,
         epilogue: Conv2dEpilogue,
     ) -> Result<Vec<Dispatch>> {
-        forward(gpu(), s, x, w, y, self.algo, epilogue, self.lanes)
+        forward(gpu(), s, x, w, y, epilogue, *self)
     }
 
     fn backward_input(
@@ -96,7 +117,7 @@ impl Variant {
         store: Store,
     ) -> Result<Vec<Dispatch>> {
         let algo = Conv2dAlgo::for_backward(Some(self.algo), gpu());
-        backward_input(gpu(), s, dy, w, dx, algo, store, self.lanes)
+        backward_input(gpu(), s, dy, w, dx, store, Variant { algo, ..*self })
     }
 
     fn backward_weight(
@@ -108,7 +129,7 @@ impl Variant {
         dbias: Option<&Tensor>,
     ) -> Result<Vec<Dispatch>> {
         let algo = Conv2dAlgo::for_backward(Some(self.algo), gpu());
-        backward_weight(gpu(), s, x, dy, dw, dbias, algo, self.lanes)
+        backward_weight(gpu(), s, x, dy, dw, dbias, Variant { algo, ..*self })
     }
 }
 

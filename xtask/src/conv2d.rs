@@ -1,14 +1,20 @@
-//! The unrolled parts of shaders/conv2d.wgsl are generated here and checked
-//! against the committed shader. WGSL has no macros, and lavapipe spills
-//! private arrays indexed at run time to memory, so the `_sg` kernels keep
-//! their ROWS x NV accumulators in named registers and unroll every step over
-//! them (overrides then prune the unused ones). Edit the generators below,
-//! not the regions between `BEGIN GENERATED` and `END GENERATED`, and run
-//! `UNRAVEL_BLESS=1 cargo test -p unravel-device --test shader_codegen` to
-//! rewrite them.
+//! The unrolled part of `crates/unravel-device/shaders/conv2d.wgsl`'s
+//! register-blocked kernels, written to `conv2d_generated.wgsl` beside it
+//! (the shader loader appends it to conv2d.wgsl).
+//!
+//! WGSL has no macros. The `_sg` kernels keep their ROWS x NV accumulators
+//! in named private registers and unroll every step over them (pipeline
+//! overrides prune the unused ones). Loops over arrays with trip counts
+//! from overrides were measured as an alternative (docs/kernels.md): they
+//! keep the accumulators in registers on lavapipe only while Mesa unrolls
+//! every loop that indexes them, one rolled loop makes the kernel 5-12x
+//! slower without any error, and `subgroupBroadcast` needs a constant lane
+//! index, so the eight broadcast steps could not be loops anyway.
+//!
+//! Shape legend: a lane holds ROWS rows (pixels, or weight columns) of 4*NV
+//! columns (channels): acc{row}{block} is row `row`, columns 4*block..+3.
 
 use std::fmt::Write;
-use std::path::PathBuf;
 
 /// Largest ROWS (rows per lane) and NV (vec4 column blocks per lane).
 const MAX_ROWS: usize = 8;
@@ -234,7 +240,7 @@ fn vec4_stores() -> String {
 /// The stride-2 input gradient's rows in pixel order (before its vec4
 /// stores): rows 0..3 hold every second pixel from the lane's first when P
 /// is even, from its second when P is odd, and rows 4..7 the others.
-fn pixel_order_s2() -> String {
+fn pixel_order_s2_body() -> String {
     // Pixel k's row when P is even and when it is odd.
     let row_of = |k: usize, odd: bool| {
         if (k % 2 == 1) != odd {
@@ -367,86 +373,120 @@ fn weight_window_steps() -> String {
     s
 }
 
-/// A region's name (as in its markers) and its generator.
-type Region = (&'static str, fn() -> String);
+/// store_rows, with its body's unrolled parts: the epilogue's vectors,
+/// the vec4 stores of window mode and the scalar store of each row.
+fn store_rows() -> String {
+    let mut s = String::from(
+        "// Stores the rows: columns c0.. (of `cols`) at out_at + c*step, through\n\
+         // the forward's epilogue if `epilogue`: y = acc + bias (v[v_at + c]), or\n\
+         // with a folded batch norm (p.affine) y = acc * v[v_at + c] + v[v_at + K +\n\
+         // c]; then max(y, 0) if p.relu.\n\
+         fn store_rows(step: u32, c0: u32, cols: u32, epilogue: bool, v_at: u32) {\n",
+    );
+    s += &epilogue_vectors();
+    s += "    if (STORE4) {\n\
+          \x20       // Window mode (WINDOW < 4): the rows are adjacent pixels from the\n\
+          \x20       // lane's first, at row0.out_at.\n\
+          \x20       if (row0.store) {\n\
+          \x20           let base = row0.out_at / 4u;\n\
+          \x20           let step4 = step / 4u;\n";
+    s += &vec4_stores();
+    s += "        }\n        return;\n    }\n";
+    s += &store_each_row();
+    s += "}\n";
+    s
+}
 
-const REGIONS: [Region; 14] = [
+/// pixel_order_s2: rows 0..7 of conv2d_backward_input_window_s2 into the
+/// order of the lane's 8 adjacent pixels, for its vec4 stores.
+fn pixel_order_s2() -> String {
+    let mut s = String::from(
+        "// Rows 0..7 of conv2d_backward_input_window_s2 into the order of the\n\
+         // lane's 8 adjacent pixels, for its vec4 stores.\n\
+         fn pixel_order_s2(odd: bool) {\n",
+    );
+    s += &pixel_order_s2_body();
+    s += "}\n";
+    s
+}
+
+/// A part of the generated file: its name and its generator.
+type Part = (&'static str, fn() -> String);
+
+/// The generated file's parts, in order.
+const PARTS: [Part; 12] = [
     ("accumulators", accumulators),
     ("chunk registers", chunk_registers),
     ("steps", steps),
-    ("store each row", store_each_row),
     ("tap registers", tap_registers),
     ("load taps", load_taps),
     ("fma rows", fma_rows),
     ("window pairs", window_pairs),
-    ("vec4 stores", vec4_stores),
-    ("pixel order s2", pixel_order_s2),
-    ("epilogue vectors", epilogue_vectors),
     ("weight window registers", weight_window_registers),
     ("weight window loads", weight_window_loads),
     ("weight window steps", weight_window_steps),
+    ("store rows", store_rows),
+    ("pixel order s2", pixel_order_s2),
 ];
 
-/// The shader with every generated region replaced by its generator's text.
-fn regenerate(text: &str) -> Result<String, String> {
-    let mut out = text.to_string();
-    for (name, generate) in REGIONS {
-        let begin = format!("// BEGIN GENERATED {name}\n");
-        let end = format!("// END GENERATED {name}\n");
-        let start = out
-            .find(&begin)
-            .ok_or_else(|| format!("no `{}` marker", begin.trim()))?
-            + begin.len();
-        let stop = start
-            + out[start..]
-                .find(&end)
-                .ok_or_else(|| format!("no `{}` marker", end.trim()))?;
-        out.replace_range(start..stop, &generate());
-    }
-    Ok(out)
-}
-
-#[test]
-fn conv2d_generated_regions_are_current() {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("shaders/conv2d.wgsl");
-    let text = std::fs::read_to_string(&path).unwrap();
-    let expected = regenerate(&text).unwrap();
-    if expected == text {
-        return;
-    }
-    if std::env::var_os("UNRAVEL_BLESS").is_some() {
-        std::fs::write(&path, expected).unwrap();
-        return;
-    }
-    let line = text
-        .lines()
-        .zip(expected.lines())
-        .position(|(a, b)| a != b)
-        .map_or(text.lines().count().min(expected.lines().count()), |i| i);
-    panic!(
-        "{} differs from its generators from line {}; run \
-         `UNRAVEL_BLESS=1 cargo test -p unravel-device --test shader_codegen`",
-        path.display(),
-        line + 1
+/// The whole of `conv2d_generated.wgsl`.
+pub fn generate() -> String {
+    let mut s = String::from(
+        "// GENERATED by `cargo xtask codegen` from xtask/src/conv2d.rs: do not edit.\n\
+         // The unrolled part of conv2d.wgsl's register-blocked kernels (see there),\n\
+         // appended to it when the shader is loaded.\n\
+         //\n\
+         // Shape legend: acc{row}{block} holds row `row` (a pixel or weight column)\n\
+         // of a lane, columns 4*block .. 4*block + 3; ROWS x NV of them are live.\n",
     );
+    for (name, part) in PARTS {
+        writeln!(s, "\n// ---- {name}").unwrap();
+        s += &part();
+    }
+    s
 }
 
-#[test]
-fn generators_cover_every_register() {
-    // Every accumulator the steps update is declared and stored.
-    let steps = steps();
-    let stores = store_each_row();
-    let declared = accumulators();
-    for r in 0..MAX_ROWS {
-        for b in 0..MAX_NV {
-            let acc = format!("acc{r}{b}");
-            assert!(declared.contains(&format!("{acc}:")), "{acc} undeclared");
-            assert_eq!(steps.matches(&format!("{acc} +=")).count(), 9, "{acc}");
-            assert_eq!(
-                stores.matches(&format!("finish({acc},")).count(),
-                1,
-                "{acc}"
-            );
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The committed file is what the generators write: edit the
+    /// generators, then run `cargo xtask codegen`.
+    #[test]
+    fn the_committed_shader_is_current() {
+        let path = crate::generated_path();
+        let committed = std::fs::read_to_string(&path).unwrap();
+        let expected = generate();
+        let line = committed
+            .lines()
+            .zip(expected.lines())
+            .position(|(a, b)| a != b)
+            .unwrap_or(committed.lines().count().min(expected.lines().count()));
+        assert!(
+            committed == expected,
+            "{} differs from its generators from line {}; run `cargo xtask codegen`",
+            path.display(),
+            line + 1
+        );
+    }
+
+    #[test]
+    fn generators_cover_every_register() {
+        // Every accumulator the steps update is declared and stored.
+        let steps = steps();
+        let stores = store_each_row();
+        let declared = accumulators();
+        for r in 0..MAX_ROWS {
+            for b in 0..MAX_NV {
+                let acc = format!("acc{r}{b}");
+                assert!(declared.contains(&format!("{acc}:")), "{acc} undeclared");
+                assert_eq!(steps.matches(&format!("{acc} +=")).count(), 9, "{acc}");
+                assert_eq!(
+                    stores.matches(&format!("finish({acc},")).count(),
+                    1,
+                    "{acc}"
+                );
+            }
         }
     }
 }
