@@ -237,14 +237,8 @@ fn copy_baseline(b: &mut Bench) {
 
 /// The convolutions at batch `n` with `algo` (the adapter's where `None`).
 fn convolutions(b: &mut Bench, n: usize, algo: Option<Conv2dAlgo>) {
-    let forward = ForwardOptions {
-        algo,
-        ..Default::default()
-    };
-    let input_grad = InputGradOptions {
-        algo,
-        ..Default::default()
-    };
+    let forward = ForwardOptions::with_algo(algo);
+    let input_grad = InputGradOptions::with_algo(algo);
     let weight_grad = WeightGradOptions { algo };
     for s in resnet20_convs() {
         let s = Conv2dShape { n, ..s };

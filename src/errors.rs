@@ -5,6 +5,7 @@
 use std::error::Error;
 
 use unravel_train::data::DataError;
+use unravel_train::models::ModelError;
 use unravel_train::trainer::{TrainError, MODEL_FILE};
 
 /// `error`'s chain of causes, joined by ": " as anyhow's `{:#}` does, with
@@ -36,10 +37,23 @@ fn in_cli_terms(cause: &(dyn Error + 'static)) -> Option<String> {
                 dir.display()
             )),
             TrainError::Data(data) => data_terms(data),
+            TrainError::Model(model) => model_terms(model),
             _ => None,
         };
     }
+    if let Some(model) = cause.downcast_ref::<ModelError>() {
+        return model_terms(model);
+    }
     cause.downcast_ref::<DataError>().and_then(data_terms)
+}
+
+fn model_terms(e: &ModelError) -> Option<String> {
+    match e {
+        ModelError::UnknownModel { name, hint } => Some(format!(
+            "unknown model {name:?} ({hint}); run `unravel models` for the list"
+        )),
+        _ => None,
+    }
 }
 
 fn data_terms(e: &DataError) -> Option<String> {

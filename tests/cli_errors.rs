@@ -1,14 +1,11 @@
 //! Bad input on the command line ends in one clear `error:` line and a
 //! failure exit status, never a panic.
 
-use std::process::Command;
+mod common;
 
 /// (exit success, stderr) of `unravel args`.
 fn unravel(args: &[&str]) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_unravel"))
-        .args(args)
-        .output()
-        .expect("run unravel");
+    let out = common::run_unravel(args);
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
@@ -87,5 +84,9 @@ fn a_bad_setting_is_named_by_its_flag() {
     assert_clear_error(
         &["train", "--dataset", "mnist"],
         "(the data folder is --data-dir DIR)",
+    );
+    assert_clear_error(
+        &["summary", "--model", "vgg16"],
+        "run `unravel models` for the list",
     );
 }

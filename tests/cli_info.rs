@@ -1,14 +1,9 @@
 //! `unravel info` end to end: the adapter, its limits and features in text
 //! and JSON, and a clear error for an adapter that does not exist.
 
-use std::process::Command;
+mod common;
 
-fn unravel(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_unravel"))
-        .args(args)
-        .output()
-        .expect("run unravel")
-}
+use common::run_unravel as unravel;
 
 #[test]
 fn info_prints_adapter_limits_and_features() {

@@ -1,13 +1,8 @@
 //! `unravel models`, `unravel summary` and `unravel bench` end to end.
 
-use std::process::Command;
+mod common;
 
-fn unravel(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_unravel"))
-        .args(args)
-        .output()
-        .expect("run unravel")
-}
+use common::run_unravel as unravel;
 
 #[test]
 fn models_lists_every_named_model_with_its_parameter_count() {

@@ -1,15 +1,13 @@
 //! `unravel train --resume` keeps the run's own configuration: the flags'
 //! defaults do not replace it, and only --epochs extends it.
 
+mod common;
+
 use std::path::Path;
-use std::process::Command;
 
 /// The last line of `unravel args` (JSON), after checking that it succeeded.
 fn unravel(args: &[&str]) -> serde_json::Value {
-    let out = Command::new(env!("CARGO_BIN_EXE_unravel"))
-        .args(args)
-        .output()
-        .expect("run unravel");
+    let out = common::run_unravel(args);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),

@@ -67,14 +67,10 @@ fn main() -> Result<()> {
         let y = gpu.zeros(&s.output_shape())?;
         let dw = gpu.zeros(&s.weight_shape())?;
         let algo = Some(algo);
-        let forward = ForwardOptions {
-            algo,
-            ..Default::default()
-        };
-        let input_grad = InputGradOptions {
-            algo,
-            ..Default::default()
-        };
+        let (forward, input_grad) = (
+            ForwardOptions::with_algo(algo),
+            InputGradOptions::with_algo(algo),
+        );
         let passes = [
             conv2d_forward(&gpu, &s, &x, &w, &y, &forward)?,
             conv2d_backward_input(&gpu, &s, &y, &w, &x, &input_grad)?,

@@ -33,7 +33,7 @@ run_tests() {
   rm -f $OUT/t.log
 }
 stamp tests first
-run_tests $B/t_conv2d $B/t_conv_bn_fold $B/t_batchnorm $B/t_pool $B/t_executor $B/t_model_gradients
+run_tests $B/t_unravel_device $B/t_conv2d $B/t_batchnorm $B/t_pool $B/t_executor $B/t_model_gradients
 stamp kernel bench
 for algo in tiled subgroup; do
   for n in 64 256; do
@@ -46,7 +46,7 @@ for algo in default tiled subgroup; do
   for args in "--model resnet20 --batch-size 64" "--model resnet20 --batch-size 256" "--model resnet56 --batch-size 128"; do
     echo "--- $algo $args"
     sel="--conv-algo $algo"; [ $algo = default ] && sel=""
-    timeout 120 $B/unravel $sel bench $args --steps 20 2>&1 | tail -4 | tee -a $OUT/model.txt
+    timeout 120 $B/unravel bench $args $sel --steps 20 2>&1 | tail -4 | tee -a $OUT/model.txt
   done
 done
 for args in "--model densenet-bc100-k12 --batch-size 64" "--model resnet20 --batch-size 256 --unfused" "--model resnext29-8x64d --batch-size 32"; do

@@ -17,30 +17,6 @@ use unravel_device::reference::conv2d as reference;
 /// f32 against f64 with reductions of a few hundred terms.
 const TOL: f64 = 1e-4;
 
-/// Legend order: N, (C in, K out), (H, W), kernel, stride, padding, G.
-fn shape(
-    n: usize,
-    (c_in, c_out): (usize, usize),
-    (h, w): (usize, usize),
-    k: usize,
-    stride: usize,
-    pad: usize,
-    groups: usize,
-) -> Conv2dShape {
-    Conv2dShape {
-        n,
-        c_in,
-        h,
-        w,
-        c_out,
-        kh: k,
-        kw: k,
-        stride,
-        pad,
-        groups,
-    }
-}
-
 fn numel(shape: [usize; 4]) -> usize {
     shape.iter().product()
 }
@@ -56,7 +32,7 @@ fn channel_slices_of_one_buffer_are_read_and_written_in_place() {
 
 fn channel_slices_in_place(h: usize, w: usize) {
     let g = gpu();
-    let s = shape(3, (5, 4), (h, w), 3, 1, 1, 1);
+    let s = conv_shape(3, (5, 4), (h, w), 3, 1, 1, 1);
     let total = [3, 12, h, w];
     let hw = h * w;
     for algo in [
@@ -77,14 +53,10 @@ fn channel_slices_in_place(h: usize, w: usize) {
         let tdw = g.zeros(&s.weight_shape()).unwrap();
 
         let algo = Some(algo);
-        let forward = ForwardOptions {
-            algo,
-            ..Default::default()
-        };
-        let input_grad = InputGradOptions {
-            algo,
-            ..Default::default()
-        };
+        let (forward, input_grad) = (
+            ForwardOptions::with_algo(algo),
+            InputGradOptions::with_algo(algo),
+        );
         let weight_grad = WeightGradOptions { algo };
         let mut d = conv2d_forward(g, &s, &x, &tw, &y, &forward).unwrap();
         d.extend(conv2d_backward_weight(g, &s, &x, &dy, &tdw, None, &weight_grad).unwrap());
@@ -135,9 +107,9 @@ fn channel_slices_in_place(h: usize, w: usize) {
 #[test]
 fn reference_backward_matches_finite_differences() {
     for (s, seed) in [
-        (shape(2, (4, 6), (5, 7), 3, 2, 1, 2), 300),
-        (shape(1, (3, 3), (6, 5), 3, 1, 1, 3), 310),
-        (shape(1, (2, 3), (7, 7), 1, 2, 0, 1), 320),
+        (conv_shape(2, (4, 6), (5, 7), 3, 2, 1, 2), 300),
+        (conv_shape(1, (3, 3), (6, 5), 3, 1, 1, 3), 310),
+        (conv_shape(1, (2, 3), (7, 7), 1, 2, 0, 1), 320),
     ] {
         let x = to_f64(&random(numel(s.input_shape()), seed));
         let w = to_f64(&random(numel(s.weight_shape()), seed + 1));
@@ -157,7 +129,7 @@ fn reference_backward_matches_finite_differences() {
 #[test]
 fn bad_shapes_are_typed_errors() {
     let g = gpu();
-    let s = shape(1, (4, 6), (5, 5), 3, 1, 1, 2);
+    let s = conv_shape(1, (4, 6), (5, 5), 3, 1, 1, 2);
     let x = g.zeros(&s.input_shape()).unwrap();
     let w = g.zeros(&s.weight_shape()).unwrap();
     let y = g.zeros(&s.output_shape()).unwrap();
@@ -186,11 +158,11 @@ fn bad_shapes_are_typed_errors() {
 
 #[test]
 fn shape_helpers_follow_pytorch() {
-    let s = shape(64, (16, 32), (32, 32), 3, 2, 1, 1);
+    let s = conv_shape(64, (16, 32), (32, 32), 3, 2, 1, 1);
     assert_eq!(s.output_shape(), [64, 32, 16, 16]);
     assert_eq!(s.weight_shape(), [32, 16, 3, 3]);
     assert_eq!(s.macs(), 64 * 32 * 16 * 16 * 16 * 9);
-    let s = shape(1, (3, 8), (11, 13), 7, 2, 3, 1);
+    let s = conv_shape(1, (3, 8), (11, 13), 7, 2, 3, 1);
     assert_eq!((s.out_h(), s.out_w()), (6, 7));
 }
 
@@ -231,7 +203,7 @@ fn an_algorithm_the_adapter_cannot_run_is_a_missing_feature() {
     if g.is_cpu() {
         assert_eq!(Conv2dAlgo::for_adapter(g), Conv2dAlgo::Direct);
     }
-    let s = shape(1, (4, 6), (5, 5), 3, 1, 1, 1);
+    let s = conv_shape(1, (4, 6), (5, 5), 3, 1, 1, 1);
     let x = g.zeros(&s.input_shape()).unwrap();
     let w = g.zeros(&s.weight_shape()).unwrap();
     let y = g.zeros(&s.output_shape()).unwrap();

@@ -286,5 +286,5 @@ fn unknown_and_malformed_names_are_clear_errors() {
         assert!(!err.is_empty(), "{bad}");
     }
     let err = build("vgg16", &cfg).unwrap_err().to_string();
-    assert!(err.contains("unravel models"), "{err}");
+    assert!(err.contains("NAMED_MODELS"), "{err}");
 }

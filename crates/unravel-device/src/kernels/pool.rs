@@ -83,6 +83,10 @@ struct Pass {
     space: [usize; 2],
 }
 
+fn pass(entry: &'static str, out: [usize; 2], space: [usize; 2]) -> Pass {
+    Pass { entry, out, space }
+}
+
 /// Prepares `pass` with `full` (x or dx), `pooled` (y or dy) and an
 /// optional argmax.
 fn prepare(
@@ -133,25 +137,10 @@ pub fn avg_pool2x2_forward(gpu: &Gpu, s: &PoolShape, x: &Tensor, y: &Tensor) -> 
     checks::view(OP, "y", y, DType::F32, &out)?;
     let o = [out[2], out[3]];
     if vec4_ok(s, x) {
-        let pass = Pass {
-            entry: "avg_pool2x2_forward4",
-            out: o,
-            space: [o[0], s.w / 4],
-        };
-        return prepare(gpu, s, pass, x, y, None);
+        let vec4 = pass("avg_pool2x2_forward4", o, [o[0], s.w / 4]);
+        return prepare(gpu, s, vec4, x, y, None);
     }
-    prepare(
-        gpu,
-        s,
-        Pass {
-            entry: OP,
-            out: o,
-            space: o,
-        },
-        x,
-        y,
-        None,
-    )
+    prepare(gpu, s, pass(OP, o, o), x, y, None)
 }
 
 /// dx = dy / 4 spread over each block (0 on dropped rows/columns).
@@ -171,28 +160,13 @@ pub fn avg_pool2x2_backward(
         return prepare(
             gpu,
             s,
-            Pass {
-                entry: "avg_pool2x2_backward4",
-                out: o,
-                space: [s.h, s.w / 4],
-            },
+            pass("avg_pool2x2_backward4", o, [s.h, s.w / 4]),
             dx,
             dy,
             None,
         );
     }
-    prepare(
-        gpu,
-        s,
-        Pass {
-            entry: OP,
-            out: o,
-            space: [s.h, s.w],
-        },
-        dx,
-        dy,
-        None,
-    )
+    prepare(gpu, s, pass(OP, o, [s.h, s.w]), dx, dy, None)
 }
 
 fn check_argmax(op: &'static str, argmax: &Tensor, out: &[usize; 4]) -> Result<()> {
@@ -219,18 +193,7 @@ pub fn max_pool3x3s2_forward(
     checks::view(OP, "y", y, DType::F32, &out)?;
     check_argmax(OP, argmax, &out)?;
     let space = [out[2], out[3]];
-    prepare(
-        gpu,
-        s,
-        Pass {
-            entry: OP,
-            out: space,
-            space,
-        },
-        x,
-        y,
-        Some(argmax),
-    )
+    prepare(gpu, s, pass(OP, space, space), x, y, Some(argmax))
 }
 
 /// Routes dy to the forward's argmax pixels; a pixel that is the maximum of
@@ -249,12 +212,7 @@ pub fn max_pool3x3s2_backward(
     check_argmax(OP, argmax, &out)?;
     checks::view(OP, "dx", dx, DType::F32, &s.dims())?;
     let o = [out[2], out[3]];
-    let pass = Pass {
-        entry: OP,
-        out: o,
-        space: o,
-    };
-    prepare(gpu, s, pass, dx, dy, Some(argmax))
+    prepare(gpu, s, pass(OP, o, o), dx, dy, Some(argmax))
 }
 
 /// y[n, c] = mean over H, W of x[n, c]; y is an [N, C] or [N, C, 1, 1]
@@ -274,18 +232,7 @@ pub fn global_avg_pool_forward(
     } else {
         OP
     };
-    prepare(
-        gpu,
-        s,
-        Pass {
-            entry,
-            out: [1, 1],
-            space: [1, 1],
-        },
-        x,
-        y,
-        None,
-    )
+    prepare(gpu, s, pass(entry, [1, 1], [1, 1]), x, y, None)
 }
 
 /// The pooled operand of the global pool: [N, C] or [N, C, 1, 1].
@@ -324,26 +271,11 @@ pub fn global_avg_pool_backward(
         return prepare(
             gpu,
             s,
-            Pass {
-                entry: "global_avg_pool_backward4",
-                out: [1, 1],
-                space,
-            },
+            pass("global_avg_pool_backward4", [1, 1], space),
             dx,
             dy,
             None,
         );
     }
-    prepare(
-        gpu,
-        s,
-        Pass {
-            entry: OP,
-            out: [1, 1],
-            space: [s.h, s.w],
-        },
-        dx,
-        dy,
-        None,
-    )
+    prepare(gpu, s, pass(OP, [1, 1], [s.h, s.w]), dx, dy, None)
 }

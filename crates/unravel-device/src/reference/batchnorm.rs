@@ -74,15 +74,7 @@ pub struct Layer<'a> {
 /// Training-mode forward: normalises with the batch statistics and updates
 /// the running statistics with `momentum` (r = (1 - m) r + m stat).
 pub fn train_forward(x: &[f64], shape: [usize; 4], layer: &Layer) -> TrainForward {
-    let Layer {
-        gamma,
-        beta,
-        running_mean,
-        running_var,
-        eps,
-        momentum,
-        relu,
-    } = *layer;
+    let (gamma, beta, eps, momentum) = (layer.gamma, layer.beta, layer.eps, layer.momentum);
     let [n, _, h, w] = shape;
     let count = (n * h * w) as f64;
     let (mean, var) = channel_moments(x, shape);
@@ -91,13 +83,15 @@ pub fn train_forward(x: &[f64], shape: [usize; 4], layer: &Layer) -> TrainForwar
     let shift: Vec<f64> = (0..gamma.len())
         .map(|ch| beta[ch] - mean[ch] * scale[ch])
         .collect();
-    let y = normalise(x, shape, &scale, &shift, relu);
-    let running_mean = running_mean
+    let y = normalise(x, shape, &scale, &shift, layer.relu);
+    let running_mean = layer
+        .running_mean
         .iter()
         .zip(&mean)
         .map(|(r, m)| (1.0 - momentum) * r + momentum * m)
         .collect();
-    let running_var = running_var
+    let running_var = layer
+        .running_var
         .iter()
         .zip(&var)
         .map(|(r, v)| (1.0 - momentum) * r + momentum * v * count / (count - 1.0))
@@ -114,24 +108,16 @@ pub fn train_forward(x: &[f64], shape: [usize; 4], layer: &Layer) -> TrainForwar
 
 /// Eval-mode forward with the running statistics (`layer.momentum` unused).
 pub fn eval_forward(x: &[f64], shape: [usize; 4], layer: &Layer) -> Vec<f64> {
-    let Layer {
-        gamma,
-        beta,
-        running_mean,
-        running_var,
-        eps,
-        relu,
-        ..
-    } = *layer;
+    let (gamma, beta, eps) = (layer.gamma, layer.beta, layer.eps);
     let scale: Vec<f64> = gamma
         .iter()
-        .zip(running_var)
+        .zip(layer.running_var)
         .map(|(g, v)| g / (v + eps).sqrt())
         .collect();
     let shift: Vec<f64> = (0..gamma.len())
-        .map(|ch| beta[ch] - running_mean[ch] * scale[ch])
+        .map(|ch| beta[ch] - layer.running_mean[ch] * scale[ch])
         .collect();
-    normalise(x, shape, &scale, &shift, relu)
+    normalise(x, shape, &scale, &shift, layer.relu)
 }
 
 /// Gradients of the training-mode forward (batch statistics depend on x).

@@ -6,6 +6,7 @@ use std::sync::OnceLock;
 
 use rand::{Rng, SeedableRng};
 use unravel_device::kernels::batchnorm::{BackwardOperands, BatchNormLayer, TrainActivations};
+use unravel_device::kernels::conv2d::Conv2dShape;
 use unravel_device::{AdapterOptions, Gpu, Tensor};
 
 /// The adapter every test in this binary uses (lavapipe in CI). With
@@ -156,5 +157,30 @@ pub fn bwd<'a>(
         dx,
         dgamma,
         dbeta,
+    }
+}
+
+/// A convolution in legend order: N, (C in, K out), (H, W), kernel,
+/// stride, padding, G.
+pub fn conv_shape(
+    n: usize,
+    (c_in, c_out): (usize, usize),
+    (h, w): (usize, usize),
+    k: usize,
+    stride: usize,
+    pad: usize,
+    groups: usize,
+) -> Conv2dShape {
+    Conv2dShape {
+        n,
+        c_in,
+        h,
+        w,
+        c_out,
+        kh: k,
+        kw: k,
+        stride,
+        pad,
+        groups,
     }
 }

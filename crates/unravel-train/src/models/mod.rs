@@ -80,7 +80,7 @@ impl ModelConfig {
 
 #[derive(Debug, Error)]
 pub enum ModelError {
-    #[error("unknown model {name:?}; run `unravel models` for the list ({hint})")]
+    #[error("unknown model {name:?} ({hint}); models::NAMED_MODELS lists the named ones")]
     UnknownModel { name: String, hint: String },
     #[error("unknown shortcut {name:?}; use a, b or highway")]
     UnknownShortcut { name: String },
@@ -97,7 +97,7 @@ pub enum ModelError {
     Graph(#[from] GraphError),
 }
 
-/// The named models `unravel models` lists.
+/// The named models (what `unravel models` lists).
 pub const NAMED_MODELS: &[&str] = &[
     "resnet20",
     "resnet32",

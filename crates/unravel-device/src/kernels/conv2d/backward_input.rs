@@ -26,6 +26,16 @@ pub struct InputGradOptions {
     pub store: Store,
 }
 
+impl InputGradOptions {
+    /// Overwriting dx, with algorithm `algo` (`None`: the adapter's).
+    pub fn with_algo(algo: Option<Conv2dAlgo>) -> Self {
+        InputGradOptions {
+            algo,
+            store: Store::Write,
+        }
+    }
+}
+
 /// dx (=, or += with [`Store::Add`]) the input gradient for output
 /// gradient dy. Returns the dispatches in order (packing first).
 pub fn conv2d_backward_input(

@@ -39,6 +39,16 @@ pub struct ForwardOptions<'a> {
     pub epilogue: Conv2dEpilogue<'a>,
 }
 
+impl ForwardOptions<'_> {
+    /// No epilogue, with algorithm `algo` (`None`: the adapter's).
+    pub fn with_algo(algo: Option<Conv2dAlgo>) -> Self {
+        ForwardOptions {
+            algo,
+            epilogue: Conv2dEpilogue::None,
+        }
+    }
+}
+
 /// y = epilogue(conv(x, w)). Returns the dispatches in order (packing
 /// first); the scratch buffers they use live as long as they do.
 pub fn conv2d_forward(

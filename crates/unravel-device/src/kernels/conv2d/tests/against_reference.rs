@@ -7,7 +7,7 @@
 //! Shape legend: x [N, C, H, W], w [K, C/G, KH, KW], y [N, K, OH, OW].
 
 use super::common::*;
-use super::{shape, variants, Passes, Variant};
+use super::{variants, Variant};
 use crate::kernels::conv2d::{Conv2dEpilogue, Conv2dShape};
 use crate::kernels::Store;
 use crate::reference::conv2d as reference;
@@ -92,50 +92,50 @@ fn check_both(s: Conv2dShape, with_bias: bool, seed: u64) {
 #[test]
 fn dense_convolutions_match_reference() {
     // 3 -> 5 on 7x9, 3x3 same padding, batch 1.
-    check_both(shape(1, (3, 5), (7, 9), 3, 1, 1, 1), true, 10);
+    check_both(conv_shape(1, (3, 5), (7, 9), 3, 1, 1, 1), true, 10);
     // 1x1 on odd sizes, batch 3.
-    check_both(shape(3, (5, 7), (5, 5), 1, 1, 0, 1), true, 20);
+    check_both(conv_shape(3, (5, 7), (5, 5), 1, 1, 0, 1), true, 20);
     // More output channels than one register block (36 = 16 + 16 + 4) and
     // more input channels than one block for the input gradient.
-    check_both(shape(1, (20, 36), (6, 6), 3, 1, 1, 1), false, 30);
+    check_both(conv_shape(1, (20, 36), (6, 6), 3, 1, 1, 1), false, 30);
     // More pixels than one workgroup's rows (429 > 256), several splits of
     // the weight-gradient reduction with a ragged last one.
-    check_both(shape(3, (3, 5), (11, 13), 3, 1, 1, 1), true, 32);
+    check_both(conv_shape(3, (3, 5), (11, 13), 3, 1, 1, 1), true, 32);
     // More weight columns than one workgroup's rows (R = 288 > 256).
-    check_both(shape(1, (32, 8), (5, 5), 3, 1, 1, 1), true, 34);
+    check_both(conv_shape(1, (32, 8), (5, 5), 3, 1, 1, 1), true, 34);
     // A 5x5 kernel.
-    check_both(shape(2, (4, 6), (9, 7), 5, 1, 2, 1), false, 36);
+    check_both(conv_shape(2, (4, 6), (9, 7), 5, 1, 2, 1), false, 36);
     // Widths that are whole vec4s: window mode stores a lane's 4 pixels of a
     // channel as one vec4 (with the bias added there).
-    check_both(shape(2, (5, 6), (6, 8), 3, 1, 1, 1), true, 38);
+    check_both(conv_shape(2, (5, 6), (6, 8), 3, 1, 1, 1), true, 38);
     // Lanes of 8 pixels on rows of 12: the last lane of a row is half full.
-    check_both(shape(1, (4, 5), (5, 12), 3, 1, 1, 1), true, 39);
+    check_both(conv_shape(1, (4, 5), (5, 12), 3, 1, 1, 1), true, 39);
     // 20 input channels (5 column blocks) in the input gradient's lanes of 8.
-    check_both(shape(2, (20, 6), (6, 8), 3, 1, 1, 1), false, 41);
+    check_both(conv_shape(2, (20, 6), (6, 8), 3, 1, 1, 1), false, 41);
 }
 
 #[test]
 fn strided_convolutions_match_reference() {
     // ResNet's stride-2 3x3, odd input.
-    check_both(shape(3, (6, 10), (11, 13), 3, 2, 1, 2), false, 40);
+    check_both(conv_shape(3, (6, 10), (11, 13), 3, 2, 1, 2), false, 40);
     // Stem-like 7x7 stride 2 pad 3.
-    check_both(shape(1, (3, 4), (11, 13), 7, 2, 3, 1), true, 50);
+    check_both(conv_shape(1, (3, 4), (11, 13), 7, 2, 3, 1), true, 50);
     // 1x1 stride 2 (projection shortcut): some input pixels get no gradient.
-    check_both(shape(3, (16, 32), (9, 9), 1, 2, 0, 1), false, 60);
+    check_both(conv_shape(3, (16, 32), (9, 9), 1, 2, 0, 1), false, 60);
     // Stride 3 and stride 2 without padding.
-    check_both(shape(1, (4, 6), (11, 13), 3, 3, 1, 1), true, 70);
-    check_both(shape(3, (3, 5), (11, 13), 3, 2, 0, 1), false, 80);
+    check_both(conv_shape(1, (4, 6), (11, 13), 3, 3, 1, 1), true, 70);
+    check_both(conv_shape(3, (3, 5), (11, 13), 3, 2, 0, 1), false, 80);
     // The stride-2 input gradient's window mode with vec4 stores: odd
     // padding (pixels 1, 3 take two taps), even padding (pixels 0, 2), and
     // a forward whose output rows are whole vec4s too.
-    check_both(shape(3, (6, 10), (10, 12), 3, 2, 1, 1), true, 82);
-    check_both(shape(1, (4, 7), (9, 8), 3, 2, 2, 1), false, 84);
-    check_both(shape(2, (3, 5), (8, 16), 3, 2, 1, 1), true, 86);
+    check_both(conv_shape(3, (6, 10), (10, 12), 3, 2, 1, 1), true, 82);
+    check_both(conv_shape(1, (4, 7), (9, 8), 3, 2, 2, 1), false, 84);
+    check_both(conv_shape(2, (3, 5), (8, 16), 3, 2, 1, 1), true, 86);
     // One column: every lane's first pixel with two taps is past the edge.
-    check_both(shape(2, (3, 4), (7, 1), 3, 2, 1, 1), false, 88);
+    check_both(conv_shape(2, (3, 4), (7, 1), 3, 2, 1, 1), false, 88);
     // More than 16 input channels: two column blocks, the second ragged.
-    check_both(shape(1, (20, 6), (7, 10), 3, 2, 1, 1), false, 90);
-    check_both(shape(2, (36, 4), (6, 9), 3, 2, 1, 1), false, 92);
+    check_both(conv_shape(1, (20, 6), (7, 10), 3, 2, 1, 1), false, 90);
+    check_both(conv_shape(2, (36, 4), (6, 9), 3, 2, 1, 1), false, 92);
 }
 
 #[test]
@@ -143,13 +143,13 @@ fn windows_loaded_as_vec4s_match_reference() {
     // Where rows are whole vec4s, window mode loads each window as vec4s;
     // the first element's place in its vec4 (A4_SHIFT) follows the padding.
     // Forward: P = 0 at stride 1 (place 0); P = 2 at stride 2 is test 84.
-    check_both(shape(2, (4, 6), (6, 8), 3, 1, 0, 1), false, 140);
+    check_both(conv_shape(2, (4, 6), (6, 8), 3, 1, 0, 1), false, 140);
     // Input gradient at stride 1, P = 2: dy rows of 8, place 0.
-    check_both(shape(1, (3, 5), (4, 6), 3, 1, 2, 1), true, 142);
+    check_both(conv_shape(1, (3, 5), (4, 6), 3, 1, 2, 1), true, 142);
     // Input gradient at stride 2: P = 0 (place 3) and P = 2 (place 0) on
     // dy rows of 8; the dx rows (17, 14) are not whole lanes of 8.
-    check_both(shape(2, (3, 5), (9, 17), 3, 2, 0, 1), false, 144);
-    check_both(shape(1, (4, 6), (7, 14), 3, 2, 2, 1), false, 146);
+    check_both(conv_shape(2, (3, 5), (9, 17), 3, 2, 0, 1), false, 144);
+    check_both(conv_shape(1, (4, 6), (7, 14), 3, 2, 2, 1), false, 146);
 }
 
 #[test]
@@ -157,23 +157,23 @@ fn weight_gradient_window_mode_matches_reference() {
     // Output rows of whole chunks of 8 pixels, no bias: the weight gradient
     // loads one window per (ci, ky) pair and chunk. Several splits with a
     // ragged last one and an odd number of pairs (15).
-    check_both(shape(3, (5, 7), (6, 16), 3, 1, 1, 1), false, 130);
+    check_both(conv_shape(3, (5, 7), (6, 16), 3, 1, 1, 1), false, 130);
     // Stride 2 (windows of 17), no padding with groups, a single row.
-    check_both(shape(2, (3, 4), (9, 16), 3, 2, 1, 1), false, 132);
-    check_both(shape(2, (4, 6), (10, 10), 3, 1, 0, 2), false, 134);
-    check_both(shape(1, (2, 3), (1, 8), 3, 1, 1, 1), false, 136);
+    check_both(conv_shape(2, (3, 4), (9, 16), 3, 2, 1, 1), false, 132);
+    check_both(conv_shape(2, (4, 6), (10, 10), 3, 1, 0, 2), false, 134);
+    check_both(conv_shape(1, (2, 3), (1, 8), 3, 1, 1, 1), false, 136);
 }
 
 #[test]
 fn grouped_convolutions_match_reference() {
-    check_both(shape(3, (8, 8), (7, 9), 3, 1, 1, 4), false, 90);
+    check_both(conv_shape(3, (8, 8), (7, 9), 3, 1, 1, 4), false, 90);
     // ResNeXt-like: 64 -> 64 channels in 32 groups of 2.
-    check_both(shape(2, (64, 64), (5, 5), 3, 1, 1, 32), true, 100);
+    check_both(conv_shape(2, (64, 64), (5, 5), 3, 1, 1, 32), true, 100);
 }
 
 #[test]
 fn depthwise_convolutions_match_reference() {
-    check_both(shape(3, (6, 6), (7, 9), 3, 2, 1, 6), true, 110);
+    check_both(conv_shape(3, (6, 6), (7, 9), 3, 2, 1, 6), true, 110);
     // Channel multiplier 2.
-    check_both(shape(1, (5, 10), (7, 7), 3, 1, 1, 5), false, 120);
+    check_both(conv_shape(1, (5, 10), (7, 7), 3, 1, 1, 5), false, 120);
 }

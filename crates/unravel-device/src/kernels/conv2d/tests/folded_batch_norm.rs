@@ -8,7 +8,7 @@
 //! Shape legend: x [N, C, H, W], w [K, C/G, KH, KW], y [N, K, OH, OW].
 
 use super::common::*;
-use super::{shape, variants, Passes, Variant};
+use super::{variants, Variant};
 use crate::kernels::batchnorm::{batchnorm_fold, BatchNormConfig, BatchNormLayer};
 use crate::kernels::conv2d::{Conv2dEpilogue, Conv2dShape};
 use crate::reference::conv2d as reference;
@@ -95,9 +95,14 @@ fn a_folded_batch_norm_matches_convolution_then_batch_norm() {
     for variant in variants() {
         for relu in [false, true] {
             // Rows of 8 (vec4 stores), rows of 9, and a stride-2 forward.
-            check(shape(2, (5, 6), (6, 8), 3, 1, 1, 1), variant, relu, 10);
-            check(shape(3, (4, 7), (7, 9), 3, 1, 1, 1), variant, relu, 20);
-            check(shape(2, (3, 20), (9, 16), 3, 2, 1, 1), variant, relu, 30);
+            check(conv_shape(2, (5, 6), (6, 8), 3, 1, 1, 1), variant, relu, 10);
+            check(conv_shape(3, (4, 7), (7, 9), 3, 1, 1, 1), variant, relu, 20);
+            check(
+                conv_shape(2, (3, 20), (9, 16), 3, 2, 1, 1),
+                variant,
+                relu,
+                30,
+            );
         }
     }
 }

@@ -21,30 +21,6 @@ use crate::kernels::Store;
 use crate::{Dispatch, Result, Tensor};
 use common::gpu;
 
-/// Legend order: N, (C in, K out), (H, W), kernel, stride, padding, G.
-fn shape(
-    n: usize,
-    (c_in, c_out): (usize, usize),
-    (h, w): (usize, usize),
-    k: usize,
-    stride: usize,
-    pad: usize,
-    groups: usize,
-) -> Conv2dShape {
-    Conv2dShape {
-        n,
-        c_in,
-        h,
-        w,
-        c_out,
-        kh: k,
-        kw: k,
-        stride,
-        pad,
-        groups,
-    }
-}
-
 /// Every algorithm with the adapter's lanes, and the subgroup kernels on
 /// their shuffle path in chunks of 5 lanes.
 fn variants() -> Vec<Variant> {
@@ -69,34 +45,7 @@ fn variants() -> Vec<Variant> {
 
 /// A variant's passes as the tests run them: the backward passes with
 /// the algorithm the variant's choice gives them (tiles are forward only).
-trait Passes {
-    fn forward(
-        &self,
-        s: &Conv2dShape,
-        x: &Tensor,
-        w: &Tensor,
-        y: &Tensor,
-        epilogue: Conv2dEpilogue,
-    ) -> Result<Vec<Dispatch>>;
-    fn backward_input(
-        &self,
-        s: &Conv2dShape,
-        dy: &Tensor,
-        w: &Tensor,
-        dx: &Tensor,
-        store: Store,
-    ) -> Result<Vec<Dispatch>>;
-    fn backward_weight(
-        &self,
-        s: &Conv2dShape,
-        x: &Tensor,
-        dy: &Tensor,
-        dw: &Tensor,
-        dbias: Option<&Tensor>,
-    ) -> Result<Vec<Dispatch>>;
-}
-
-impl Passes for Variant {
+impl Variant {
     fn forward(
         &self,
         s: &Conv2dShape,
