@@ -6,6 +6,7 @@
 
 use unravel_graph::{Conv2d, Graph, GraphBuilder};
 
+use super::resnet_cifar::classifier;
 use super::{ModelConfig, ModelError};
 
 pub fn densenet(
@@ -64,7 +65,5 @@ pub fn densenet_layers(
         }
         b.batchnorm(x, "norm5", true)
     })?;
-    let y = b.global_avgpool(y, "avgpool")?;
-    let y = b.linear(y, "classifier", config.classes)?;
-    Ok(b.finish(y))
+    classifier(b, y, "classifier", config.classes)
 }

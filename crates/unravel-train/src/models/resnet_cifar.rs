@@ -37,7 +37,7 @@ pub(super) fn shortcut(
 /// Residual unit `layer{stage + 1}.{index}` (stage from 0). After a highway
 /// merge comes the ReLU that `Merge::AddRelu` would have fused, where the
 /// architecture has one (`post_relu`; pre-activation units do not).
-pub(super) fn unit(
+fn unit(
     b: &mut GraphBuilder,
     x: ValueId,
     (stage, index): (usize, usize),
@@ -56,6 +56,93 @@ pub(super) fn unit(
             }
         })
     })
+}
+
+/// How a network's residual units are laid out: `counts[s]` units in stage
+/// s, ending in `c_out[s]` channels, merged by `merge` with shortcuts of
+/// `kind`; post-activation units (the original ResNet) also take the ReLU
+/// after a highway merge and a batch norm after a projection, pre-activation
+/// ones neither.
+pub(super) struct Stages<'a> {
+    pub counts: &'a [usize],
+    pub c_out: &'a [usize],
+    pub merge: Merge,
+    pub kind: ShortcutKind,
+    pub post_activation: bool,
+}
+
+impl Stages<'_> {
+    /// Records every unit from `x`, with the branch `branch(b, x, stage,
+    /// stride)`; the first unit of every stage but the first has stride 2.
+    pub(super) fn record(
+        &self,
+        b: &mut GraphBuilder,
+        mut x: ValueId,
+        branch: impl Fn(&mut GraphBuilder, ValueId, usize, usize) -> GraphResult<ValueId>,
+    ) -> GraphResult<ValueId> {
+        for (stage, (&count, &c_out)) in self.counts.iter().zip(self.c_out).enumerate() {
+            for i in 0..count {
+                let stride = if stage > 0 && i == 0 { 2 } else { 1 };
+                let post = self.post_activation;
+                x = unit(
+                    b,
+                    x,
+                    (stage, i),
+                    self.merge,
+                    post,
+                    |b, x| shortcut(b, x, c_out, stride, self.kind, post),
+                    |b, x| branch(b, x, stage, stride),
+                )?;
+            }
+        }
+        Ok(x)
+    }
+}
+
+/// The basic unit's branch (post-activation): 3x3 conv at `stride`,
+/// BN + ReLU, 3x3 conv, BN.
+pub(super) fn basic_branch(
+    b: &mut GraphBuilder,
+    x: ValueId,
+    width: usize,
+    stride: usize,
+) -> GraphResult<ValueId> {
+    let h = b.conv2d(x, "conv1", Conv2d::new(width, 3).stride(stride))?;
+    let h = b.batchnorm(h, "bn1", true)?;
+    let h = b.conv2d(h, "conv2", Conv2d::new(width, 3))?;
+    b.batchnorm(h, "bn2", false)
+}
+
+/// The bottleneck branch (post-activation): 1x1 conv to `width`, BN +
+/// ReLU, 3x3 conv at `stride` in `groups` groups, BN + ReLU, 1x1 conv to
+/// `c_out`, BN.
+pub(super) fn bottleneck_branch(
+    b: &mut GraphBuilder,
+    x: ValueId,
+    (width, c_out): (usize, usize),
+    stride: usize,
+    groups: usize,
+) -> GraphResult<ValueId> {
+    let h = b.conv2d(x, "conv1", Conv2d::new(width, 1))?;
+    let h = b.batchnorm(h, "bn1", true)?;
+    let middle = Conv2d::new(width, 3).stride(stride).groups(groups);
+    let h = b.conv2d(h, "conv2", middle)?;
+    let h = b.batchnorm(h, "bn2", true)?;
+    let h = b.conv2d(h, "conv3", Conv2d::new(c_out, 1))?;
+    b.batchnorm(h, "bn3", false)
+}
+
+/// The classifier every model ends with: global average pooling and a
+/// linear layer named `fc_name` to `classes` scores.
+pub(super) fn classifier(
+    mut b: GraphBuilder,
+    x: ValueId,
+    fc_name: &str,
+    classes: usize,
+) -> GraphResult<Graph> {
+    let x = b.global_avgpool(x, "avgpool")?;
+    let y = b.linear(x, fc_name, classes)?;
+    Ok(b.finish(y))
 }
 
 pub(super) fn merge_of(kind: ShortcutKind, default: Merge) -> Merge {
@@ -107,30 +194,18 @@ fn cifar_blocks(
     let mut b = GraphBuilder::new(config.input);
     let x = b.input();
     let x = b.conv2d(x, "conv1", Conv2d::new(WIDTHS[0], 3))?;
-    let mut x = b.batchnorm(x, "bn1", true)?;
-    let merge = merge.unwrap_or_else(|| merge_of(config.shortcut, Merge::AddRelu));
-    for (stage, (&width, &count)) in WIDTHS.iter().zip(&blocks).enumerate() {
-        for i in 0..count {
-            let stride = if stage > 0 && i == 0 { 2 } else { 1 };
-            x = unit(
-                &mut b,
-                x,
-                (stage, i),
-                merge,
-                true,
-                |b, x| shortcut(b, x, width, stride, config.shortcut, true),
-                |b, x| {
-                    let h = b.conv2d(x, "conv1", Conv2d::new(width, 3).stride(stride))?;
-                    let h = b.batchnorm(h, "bn1", true)?;
-                    let h = b.conv2d(h, "conv2", Conv2d::new(width, 3))?;
-                    b.batchnorm(h, "bn2", false)
-                },
-            )?;
-        }
-    }
-    let x = b.global_avgpool(x, "avgpool")?;
-    let y = b.linear(x, "fc", config.classes)?;
-    Ok(b.finish(y))
+    let x = b.batchnorm(x, "bn1", true)?;
+    let stages = Stages {
+        counts: &blocks,
+        c_out: &WIDTHS,
+        merge: merge.unwrap_or_else(|| merge_of(config.shortcut, Merge::AddRelu)),
+        kind: config.shortcut,
+        post_activation: true,
+    };
+    let x = stages.record(&mut b, x, |b, x, stage, stride| {
+        basic_branch(b, x, WIDTHS[stage], stride)
+    })?;
+    classifier(b, x, "fc", config.classes)
 }
 
 /// `preact-resnet{depth}`: basic units for 6n+2 depths other than 164 and
@@ -164,38 +239,30 @@ pub fn preact_blocks(
     };
     let mut b = GraphBuilder::new(config.input);
     let x = b.input();
-    let mut x = b.conv2d(x, "conv1", Conv2d::new(WIDTHS[0], 3))?;
-    let merge = merge_of(kind, Merge::Add);
-    for (stage, (&width, &count)) in WIDTHS.iter().zip(&blocks).enumerate() {
-        for i in 0..count {
-            let stride = if stage > 0 && i == 0 { 2 } else { 1 };
-            let c_out = width * expansion;
-            x = unit(
-                &mut b,
-                x,
-                (stage, i),
-                merge,
-                false,
-                |b, x| shortcut(b, x, c_out, stride, kind, false),
-                |b, x| {
-                    let h = b.batchnorm(x, "bn1", true)?;
-                    if bottleneck {
-                        let h = b.conv2d(h, "conv1", Conv2d::new(width, 1))?;
-                        let h = b.batchnorm(h, "bn2", true)?;
-                        let h = b.conv2d(h, "conv2", Conv2d::new(width, 3).stride(stride))?;
-                        let h = b.batchnorm(h, "bn3", true)?;
-                        b.conv2d(h, "conv3", Conv2d::new(c_out, 1))
-                    } else {
-                        let h = b.conv2d(h, "conv1", Conv2d::new(width, 3).stride(stride))?;
-                        let h = b.batchnorm(h, "bn2", true)?;
-                        b.conv2d(h, "conv2", Conv2d::new(width, 3))
-                    }
-                },
-            )?;
+    let x = b.conv2d(x, "conv1", Conv2d::new(WIDTHS[0], 3))?;
+    let c_out = WIDTHS.map(|w| w * expansion);
+    let stages = Stages {
+        counts: &blocks,
+        c_out: &c_out,
+        merge: merge_of(kind, Merge::Add),
+        kind,
+        post_activation: false,
+    };
+    let x = stages.record(&mut b, x, |b, x, stage, stride| {
+        let (width, c_out) = (WIDTHS[stage], c_out[stage]);
+        let h = b.batchnorm(x, "bn1", true)?;
+        if bottleneck {
+            let h = b.conv2d(h, "conv1", Conv2d::new(width, 1))?;
+            let h = b.batchnorm(h, "bn2", true)?;
+            let h = b.conv2d(h, "conv2", Conv2d::new(width, 3).stride(stride))?;
+            let h = b.batchnorm(h, "bn3", true)?;
+            b.conv2d(h, "conv3", Conv2d::new(c_out, 1))
+        } else {
+            let h = b.conv2d(h, "conv1", Conv2d::new(width, 3).stride(stride))?;
+            let h = b.batchnorm(h, "bn2", true)?;
+            b.conv2d(h, "conv2", Conv2d::new(width, 3))
         }
-    }
+    })?;
     let x = b.batchnorm(x, "bn_final", true)?;
-    let x = b.global_avgpool(x, "avgpool")?;
-    let y = b.linear(x, "fc", config.classes)?;
-    Ok(b.finish(y))
+    classifier(b, x, "fc", config.classes)
 }

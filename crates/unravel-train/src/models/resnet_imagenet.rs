@@ -5,7 +5,7 @@
 
 use unravel_graph::{Conv2d, Graph, GraphBuilder, Merge};
 
-use super::resnet_cifar::{merge_of, shortcut, unit};
+use super::resnet_cifar::{basic_branch, bottleneck_branch, classifier, merge_of, Stages};
 use super::{ModelConfig, ModelError, ShortcutKind};
 
 pub fn resnet_imagenet(depth: usize, config: &ModelConfig) -> Result<Graph, ModelError> {
@@ -33,38 +33,19 @@ pub fn resnet_imagenet(depth: usize, config: &ModelConfig) -> Result<Graph, Mode
     let x = b.input();
     let x = b.conv2d(x, "conv1", Conv2d::new(64, 7).stride(2))?;
     let x = b.batchnorm(x, "bn1", true)?;
-    let mut x = b.maxpool3x3s2(x, "maxpool")?;
-    let merge = merge_of(kind, Merge::AddRelu);
-    for (stage, (&count, width)) in blocks.iter().zip([64, 128, 256, 512]).enumerate() {
-        for i in 0..count {
-            let stride = if stage > 0 && i == 0 { 2 } else { 1 };
-            let c_out = width * expansion;
-            x = unit(
-                &mut b,
-                x,
-                (stage, i),
-                merge,
-                true,
-                |b, x| shortcut(b, x, c_out, stride, kind, true),
-                |b, x| {
-                    if bottleneck {
-                        let h = b.conv2d(x, "conv1", Conv2d::new(width, 1))?;
-                        let h = b.batchnorm(h, "bn1", true)?;
-                        let h = b.conv2d(h, "conv2", Conv2d::new(width, 3).stride(stride))?;
-                        let h = b.batchnorm(h, "bn2", true)?;
-                        let h = b.conv2d(h, "conv3", Conv2d::new(c_out, 1))?;
-                        b.batchnorm(h, "bn3", false)
-                    } else {
-                        let h = b.conv2d(x, "conv1", Conv2d::new(width, 3).stride(stride))?;
-                        let h = b.batchnorm(h, "bn1", true)?;
-                        let h = b.conv2d(h, "conv2", Conv2d::new(width, 3))?;
-                        b.batchnorm(h, "bn2", false)
-                    }
-                },
-            )?;
-        }
-    }
-    let x = b.global_avgpool(x, "avgpool")?;
-    let y = b.linear(x, "fc", config.classes)?;
-    Ok(b.finish(y))
+    let x = b.maxpool3x3s2(x, "maxpool")?;
+    let widths = [64, 128, 256, 512];
+    let c_out = widths.map(|w| w * expansion);
+    let stages = Stages {
+        counts: &blocks,
+        c_out: &c_out,
+        merge: merge_of(kind, Merge::AddRelu),
+        kind,
+        post_activation: true,
+    };
+    let x = stages.record(&mut b, x, |b, x, stage, stride| match bottleneck {
+        true => bottleneck_branch(b, x, (widths[stage], c_out[stage]), stride, 1),
+        false => basic_branch(b, x, widths[stage], stride),
+    })?;
+    Ok(classifier(b, x, "fc", config.classes)?)
 }

@@ -4,7 +4,7 @@
 
 use unravel_graph::{Conv2d, Graph, GraphBuilder, Merge};
 
-use super::resnet_cifar::{merge_of, shortcut, unit};
+use super::resnet_cifar::{bottleneck_branch, classifier, merge_of, Stages};
 use super::{ModelConfig, ModelError, ShortcutKind};
 
 pub fn resnext29(
@@ -35,36 +35,19 @@ pub fn resnext_blocks(
     let mut b = GraphBuilder::new(config.input);
     let x = b.input();
     let x = b.conv2d(x, "conv1", Conv2d::new(stem, 3))?;
-    let mut x = b.batchnorm(x, "bn1", true)?;
-    let merge = merge_of(kind, Merge::AddRelu);
-    for stage in 0..3 {
+    let x = b.batchnorm(x, "bn1", true)?;
+    let counts = [per_stage; 3];
+    let c_out = [0, 1, 2].map(|stage| (4 * stem) << stage);
+    let stages = Stages {
+        counts: &counts,
+        c_out: &c_out,
+        merge: merge_of(kind, Merge::AddRelu),
+        kind,
+        post_activation: true,
+    };
+    let x = stages.record(&mut b, x, |b, x, stage, stride| {
         let inner = (cardinality * width) << stage;
-        let c_out = (4 * stem) << stage;
-        for i in 0..per_stage {
-            let stride = if stage > 0 && i == 0 { 2 } else { 1 };
-            x = unit(
-                &mut b,
-                x,
-                (stage, i),
-                merge,
-                true,
-                |b, x| shortcut(b, x, c_out, stride, kind, true),
-                |b, x| {
-                    let h = b.conv2d(x, "conv1", Conv2d::new(inner, 1))?;
-                    let h = b.batchnorm(h, "bn1", true)?;
-                    let h = b.conv2d(
-                        h,
-                        "conv2",
-                        Conv2d::new(inner, 3).stride(stride).groups(cardinality),
-                    )?;
-                    let h = b.batchnorm(h, "bn2", true)?;
-                    let h = b.conv2d(h, "conv3", Conv2d::new(c_out, 1))?;
-                    b.batchnorm(h, "bn3", false)
-                },
-            )?;
-        }
-    }
-    let x = b.global_avgpool(x, "avgpool")?;
-    let y = b.linear(x, "fc", config.classes)?;
-    Ok(b.finish(y))
+        bottleneck_branch(b, x, (inner, c_out[stage]), stride, cardinality)
+    })?;
+    classifier(b, x, "fc", config.classes)
 }

@@ -121,8 +121,21 @@ pub(crate) enum Lanes {
     Shuffle { chunk: u32 },
 }
 
+#[cfg(test)]
+thread_local! {
+    /// Lanes the crate's tests force on this thread (the shuffle path on an
+    /// adapter whose subgroups have 8 lanes); no such choice exists outside
+    /// the tests.
+    pub(crate) static FORCED_LANES: std::cell::Cell<Option<Lanes>> =
+        const { std::cell::Cell::new(None) };
+}
+
 impl Lanes {
     pub(crate) fn for_adapter(gpu: &Gpu) -> Lanes {
+        #[cfg(test)]
+        if let Some(forced) = FORCED_LANES.get() {
+            return forced;
+        }
         if gpu.adapter_info().subgroup_min_size < 8 {
             Lanes::Shuffle { chunk: 8 }
         } else {
@@ -136,13 +149,6 @@ impl Lanes {
             Lanes::Shuffle { chunk } => chunk,
         }
     }
-}
-
-/// A pass's resolved choice: the algorithm, and how its lanes share B.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Variant {
-    pub algo: Conv2dAlgo,
-    pub lanes: Lanes,
 }
 
 /// The pipeline constants every subgroup kernel takes: `nv` vec4 column

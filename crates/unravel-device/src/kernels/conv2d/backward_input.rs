@@ -2,7 +2,7 @@
 //!
 //! Shape legend: dy [N, K, OH, OW], w [K, C/G, KH, KW], dx [N, C, H, W].
 
-use super::algo::{Conv2dAlgo, Lanes, SubgroupConstants, Variant};
+use super::algo::{Conv2dAlgo, Lanes, SubgroupConstants};
 use super::pack::pack_weights;
 use super::params::Params;
 use super::shape::Conv2dShape;
@@ -46,29 +46,15 @@ pub fn conv2d_backward_input(
     dx: &Tensor,
     options: &InputGradOptions,
 ) -> Result<Vec<Dispatch>> {
-    let variant = Variant {
-        algo: Conv2dAlgo::for_backward(options.algo, gpu),
-        lanes: Lanes::for_adapter(gpu),
-    };
-    backward_input(gpu, s, dy, w, dx, options.store, variant)
-}
-
-pub(crate) fn backward_input(
-    gpu: &Gpu,
-    s: &Conv2dShape,
-    dy: &Tensor,
-    w: &Tensor,
-    dx: &Tensor,
-    store: Store,
-    Variant { algo, lanes }: Variant,
-) -> Result<Vec<Dispatch>> {
     const OP: &str = "conv2d_backward_input";
+    let algo = Conv2dAlgo::for_backward(options.algo, gpu);
+    let lanes = Lanes::for_adapter(gpu);
     s.validate()?;
     algo.require(gpu, OP)?;
     checks::activation(OP, "dy", dy, &s.output_shape())?;
     checks::contiguous(OP, "w", w, &s.weight_shape())?;
     checks::activation(OP, "dx", dx, &s.input_shape())?;
-    let accumulate = ("ACCUMULATE", (store == Store::Add) as u8 as f64);
+    let accumulate = ("ACCUMULATE", (options.store == Store::Add) as u8 as f64);
     let mut params = Params::new(s);
     params.a = dy.view_params();
     params.b = [w.offset() as u32, 0];

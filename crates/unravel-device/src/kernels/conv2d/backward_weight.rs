@@ -4,7 +4,7 @@
 //! Shape legend: x [N, C, H, W], dy [N, K, OH, OW], dw [K, C/G, KH, KW],
 //! dbias [K]; partials [splits, K, C/G*KH*KW (+1 for the bias)].
 
-use super::algo::{Conv2dAlgo, Lanes, SubgroupConstants, Variant};
+use super::algo::{Conv2dAlgo, Lanes, SubgroupConstants};
 use super::pack::pack_dy;
 use super::params::Params;
 use super::shape::Conv2dShape;
@@ -35,23 +35,9 @@ pub fn conv2d_backward_weight(
     dbias: Option<&Tensor>,
     options: &WeightGradOptions,
 ) -> Result<Vec<Dispatch>> {
-    let variant = Variant {
-        algo: Conv2dAlgo::for_backward(options.algo, gpu),
-        lanes: Lanes::for_adapter(gpu),
-    };
-    backward_weight(gpu, s, x, dy, dw, dbias, variant)
-}
-
-pub(crate) fn backward_weight(
-    gpu: &Gpu,
-    s: &Conv2dShape,
-    x: &Tensor,
-    dy: &Tensor,
-    dw: &Tensor,
-    dbias: Option<&Tensor>,
-    Variant { algo, lanes }: Variant,
-) -> Result<Vec<Dispatch>> {
     const OP: &str = "conv2d_backward_weight";
+    let algo = Conv2dAlgo::for_backward(options.algo, gpu);
+    let lanes = Lanes::for_adapter(gpu);
     s.validate()?;
     algo.require(gpu, OP)?;
     checks::activation(OP, "x", x, &s.input_shape())?;

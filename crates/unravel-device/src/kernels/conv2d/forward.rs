@@ -3,7 +3,7 @@
 //! Shape legend: x [N, C, H, W], w [K, C/G, KH, KW], y [N, K, OH, OW];
 //! the epilogue's vector is [K] (bias) or [2, K] (scale, shift).
 
-use super::algo::{Conv2dAlgo, Lanes, SubgroupConstants, Variant};
+use super::algo::{Conv2dAlgo, Lanes, SubgroupConstants};
 use super::pack::pack_weights;
 use super::params::Params;
 use super::shape::Conv2dShape;
@@ -59,23 +59,9 @@ pub fn conv2d_forward(
     y: &Tensor,
     options: &ForwardOptions,
 ) -> Result<Vec<Dispatch>> {
-    let variant = Variant {
-        algo: Conv2dAlgo::for_forward(options.algo, gpu, s.cout_g()),
-        lanes: Lanes::for_adapter(gpu),
-    };
-    forward(gpu, s, x, w, y, options.epilogue, variant)
-}
-
-pub(crate) fn forward(
-    gpu: &Gpu,
-    s: &Conv2dShape,
-    x: &Tensor,
-    w: &Tensor,
-    y: &Tensor,
-    epilogue: Conv2dEpilogue,
-    Variant { algo, lanes }: Variant,
-) -> Result<Vec<Dispatch>> {
     const OP: &str = "conv2d_forward";
+    let algo = Conv2dAlgo::for_forward(options.algo, gpu, s.cout_g());
+    let lanes = Lanes::for_adapter(gpu);
     s.validate()?;
     algo.require(gpu, OP)?;
     checks::activation(OP, "x", x, &s.input_shape())?;
@@ -85,7 +71,7 @@ pub(crate) fn forward(
     params.a = x.view_params();
     params.b = [w.offset() as u32, 0];
     params.o = y.view_params();
-    let v = match epilogue {
+    let v = match options.epilogue {
         Conv2dEpilogue::None => None,
         Conv2dEpilogue::Bias(bias) => {
             checks::contiguous(OP, "bias", bias, &[s.c_out])?;
@@ -103,60 +89,48 @@ pub(crate) fn forward(
     // Without an epilogue vector, any buffer fills the unused binding.
     let v = v.unwrap_or(w);
     let pixels = s.n * s.out_h() * s.out_w();
-    match algo {
-        Conv2dAlgo::Direct => {
-            let grid = grid_1d(pixels * s.c_out, GROUP);
-            let entry = "conv2d_forward_direct";
-            Ok(vec![gpu.dispatch(
-                FILE,
-                entry,
-                &params,
-                &[x, w, v, y],
-                grid,
-            )?])
-        }
-        Conv2dAlgo::Tiled => {
+    if !algo.uses_subgroups() {
+        let (entry, grid) = if algo == Conv2dAlgo::Tiled {
             let tiles = s.cout_g().div_ceil(TILE as usize) as u32;
             params.blocks = tiles;
             let [gx, gy, _] = grid_1d(pixels.div_ceil(TILE as usize), 1);
-            let grid = [gx, gy, tiles * s.groups as u32];
-            let entry = "conv2d_forward_tiled";
-            Ok(vec![gpu.dispatch(
-                FILE,
-                entry,
-                &params,
-                &[x, w, v, y],
-                grid,
-            )?])
-        }
-        Conv2dAlgo::Subgroup | Conv2dAlgo::SubgroupWide => {
-            let (nv, blocks) = column_blocks(s.cout_g());
-            params.blocks = blocks;
-            let r_len = s.cin_g() * s.kh * s.kw;
-            let entry = "conv2d_pack_forward_weights";
-            let packed = pack_weights(gpu, entry, &params, nv, WindowMode::Off, [x, w], r_len)?;
-            let wide = algo == Conv2dAlgo::SubgroupWide;
-            let mode = WindowMode::for_pixels(s, false, lanes == Lanes::Broadcast, wide);
-            let rows = mode.rows(nv, wide);
-            let [gx, gy, _] = pixel_grid(mode, pixels, s.n * s.out_h(), s.out_w(), rows);
-            let grid = [gx, gy, blocks * s.groups as u32];
-            // Bindings 6 and 7 are y and x again, as vec4s.
-            let tensors = [x, w, v, y, &packed.1, y, x];
-            let entry = if mode.is_on() {
-                "conv2d_forward_window"
-            } else {
-                "conv2d_forward_sg"
-            };
-            let window = WindowConstants {
-                mode,
-                store4: vec4_stores(mode, y, s.out_h() * s.out_w(), s.out_w(), rows),
-                // A window starts at x = ox*S - P.
-                a4_shift: vec4_shift(mode, x, s.h * s.w, s.w, -(s.pad as i64)),
-            };
-            let mut constants = SubgroupConstants { nv, rows, lanes }.pipeline_constants();
-            constants.extend(window.pipeline_constants());
-            let conv = gpu.dispatch_with(FILE, entry, &constants, &params, &tensors, grid)?;
-            Ok(vec![packed.0, conv])
-        }
+            ("conv2d_forward_tiled", [gx, gy, tiles * s.groups as u32])
+        } else {
+            ("conv2d_forward_direct", grid_1d(pixels * s.c_out, GROUP))
+        };
+        return Ok(vec![gpu.dispatch(
+            FILE,
+            entry,
+            &params,
+            &[x, w, v, y],
+            grid,
+        )?]);
     }
+    let (nv, blocks) = column_blocks(s.cout_g());
+    params.blocks = blocks;
+    let r_len = s.cin_g() * s.kh * s.kw;
+    let entry = "conv2d_pack_forward_weights";
+    let packed = pack_weights(gpu, entry, &params, nv, WindowMode::Off, [x, w], r_len)?;
+    let wide = algo == Conv2dAlgo::SubgroupWide;
+    let mode = WindowMode::for_pixels(s, false, lanes == Lanes::Broadcast, wide);
+    let rows = mode.rows(nv, wide);
+    let [gx, gy, _] = pixel_grid(mode, pixels, s.n * s.out_h(), s.out_w(), rows);
+    let grid = [gx, gy, blocks * s.groups as u32];
+    // Bindings 6 and 7 are y and x again, as vec4s.
+    let tensors = [x, w, v, y, &packed.1, y, x];
+    let entry = if mode.is_on() {
+        "conv2d_forward_window"
+    } else {
+        "conv2d_forward_sg"
+    };
+    let window = WindowConstants {
+        mode,
+        store4: vec4_stores(mode, y, s.out_h() * s.out_w(), s.out_w(), rows),
+        // A window starts at x = ox*S - P.
+        a4_shift: vec4_shift(mode, x, s.h * s.w, s.w, -(s.pad as i64)),
+    };
+    let mut constants = SubgroupConstants { nv, rows, lanes }.pipeline_constants();
+    constants.extend(window.pipeline_constants());
+    let conv = gpu.dispatch_with(FILE, entry, &constants, &params, &tensors, grid)?;
+    Ok(vec![packed.0, conv])
 }

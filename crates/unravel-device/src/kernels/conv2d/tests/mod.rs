@@ -12,30 +12,38 @@ mod common;
 mod against_reference;
 mod folded_batch_norm;
 
-use super::algo::{Conv2dAlgo, Lanes, Variant};
-use super::backward_input::backward_input;
-use super::backward_weight::backward_weight;
-use super::forward::forward;
-use super::{Conv2dEpilogue, Conv2dShape};
+use super::algo::{Conv2dAlgo, Lanes, FORCED_LANES};
+use super::{
+    conv2d_backward_input, conv2d_backward_weight, conv2d_forward, Conv2dEpilogue, Conv2dShape,
+    ForwardOptions, InputGradOptions, WeightGradOptions,
+};
 use crate::kernels::Store;
 use crate::{Dispatch, Result, Tensor};
 use common::gpu;
+
+/// An algorithm with a way of sharing B between lanes.
+#[derive(Clone, Copy, Debug)]
+struct Variant {
+    algo: Conv2dAlgo,
+    lanes: Lanes,
+}
 
 /// Every algorithm with the adapter's lanes, and the subgroup kernels on
 /// their shuffle path in chunks of 5 lanes.
 fn variants() -> Vec<Variant> {
     let g = gpu();
-    let lanes = Lanes::for_adapter(g);
-    let mut algos = vec![Conv2dAlgo::Direct, Conv2dAlgo::Tiled];
     assert!(
         g.features().contains(wgpu::Features::SUBGROUP),
         "the convolution tests need an adapter with the SUBGROUP feature"
     );
-    algos.extend([Conv2dAlgo::Subgroup, Conv2dAlgo::SubgroupWide]);
-    let mut all: Vec<Variant> = algos
-        .into_iter()
-        .map(|algo| Variant { algo, lanes })
-        .collect();
+    let lanes = Lanes::for_adapter(g);
+    let algos = [
+        Conv2dAlgo::Direct,
+        Conv2dAlgo::Tiled,
+        Conv2dAlgo::Subgroup,
+        Conv2dAlgo::SubgroupWide,
+    ];
+    let mut all: Vec<Variant> = algos.map(|algo| Variant { algo, lanes }).to_vec();
     all.push(Variant {
         algo: Conv2dAlgo::Subgroup,
         lanes: Lanes::Shuffle { chunk: 5 },
@@ -43,9 +51,17 @@ fn variants() -> Vec<Variant> {
     all
 }
 
-/// A variant's passes as the tests run them: the backward passes with
-/// the algorithm the variant's choice gives them (tiles are forward only).
+/// The passes through the public entry points, with the variant's
+/// algorithm chosen and its lanes forced on this thread (the backward
+/// passes run what the choice gives them: tiles are forward only).
 impl Variant {
+    fn forced<T>(&self, pass: impl FnOnce() -> T) -> T {
+        FORCED_LANES.set(Some(self.lanes));
+        let out = pass();
+        FORCED_LANES.set(None);
+        out
+    }
+
     fn forward(
         &self,
         s: &Conv2dShape,
@@ -54,7 +70,9 @@ impl Variant {
         y: &Tensor,
         epilogue: Conv2dEpilogue,
     ) -> Result<Vec<Dispatch>> {
-        forward(gpu(), s, x, w, y, epilogue, *self)
+        let algo = Some(self.algo);
+        let options = ForwardOptions { algo, epilogue };
+        self.forced(|| conv2d_forward(gpu(), s, x, w, y, &options))
     }
 
     fn backward_input(
@@ -65,8 +83,9 @@ impl Variant {
         dx: &Tensor,
         store: Store,
     ) -> Result<Vec<Dispatch>> {
-        let algo = Conv2dAlgo::for_backward(Some(self.algo), gpu());
-        backward_input(gpu(), s, dy, w, dx, store, Variant { algo, ..*self })
+        let algo = Some(self.algo);
+        let options = InputGradOptions { algo, store };
+        self.forced(|| conv2d_backward_input(gpu(), s, dy, w, dx, &options))
     }
 
     fn backward_weight(
@@ -77,8 +96,10 @@ impl Variant {
         dw: &Tensor,
         dbias: Option<&Tensor>,
     ) -> Result<Vec<Dispatch>> {
-        let algo = Conv2dAlgo::for_backward(Some(self.algo), gpu());
-        backward_weight(gpu(), s, x, dy, dw, dbias, Variant { algo, ..*self })
+        let options = WeightGradOptions {
+            algo: Some(self.algo),
+        };
+        self.forced(|| conv2d_backward_weight(gpu(), s, x, dy, dw, dbias, &options))
     }
 }
 
