@@ -6,7 +6,8 @@ use std::error::Error;
 
 use unravel_train::data::DataError;
 use unravel_train::models::ModelError;
-use unravel_train::trainer::{TrainError, MODEL_FILE};
+use unravel_train::run_folder::RunFolderError;
+use unravel_train::trainer::TrainError;
 
 /// `error`'s chain of causes, joined by ": " as anyhow's `{:#}` does, with
 /// every cause the CLI can say in its own terms said so.
@@ -32,19 +33,36 @@ fn in_cli_terms(cause: &(dyn Error + 'static)) -> Option<String> {
             TrainError::Diverged { .. } => Some(format!(
                 "{e}. Try a lower --lr or a warm-up (--warmup-epochs)."
             )),
-            TrainError::NotARunFolder { dir } => Some(format!(
-                "{} holds no {MODEL_FILE}: give a run folder written by `unravel train`",
-                dir.display()
-            )),
+            TrainError::RunFolder(folder) => folder_terms(folder),
             TrainError::Data(data) => data_terms(data),
             TrainError::Model(model) => model_terms(model),
             _ => None,
         };
     }
+    if let Some(folder) = cause.downcast_ref::<RunFolderError>() {
+        return folder_terms(folder);
+    }
     if let Some(model) = cause.downcast_ref::<ModelError>() {
         return model_terms(model);
     }
     cause.downcast_ref::<DataError>().and_then(data_terms)
+}
+
+fn folder_terms(e: &RunFolderError) -> Option<String> {
+    match e {
+        RunFolderError::HoldsARun { dir } => Some(format!(
+            "{e}: continue it with `--resume {0}`, or replace it with `--out {0} --overwrite`",
+            dir.display()
+        )),
+        RunFolderError::NoCheckpoint { dir } => Some(format!(
+            "{} holds no checkpoint: give a run folder written by `unravel train`",
+            dir.display()
+        )),
+        RunFolderError::Locked { .. } => Some(format!(
+            "{e}; wait for that run to end, or train into another --out"
+        )),
+        _ => None,
+    }
 }
 
 fn model_terms(e: &ModelError) -> Option<String> {
@@ -77,14 +95,20 @@ mod tests {
         });
         assert_eq!(describe(&e), "--batch-size: must be positive");
         let e = anyhow::Error::new(TrainError::Diverged {
+            what: "the training loss".into(),
+            value: f32::NAN,
             epoch: 1,
             step: 3,
             lr: 0.5,
-            loss: f32::NAN,
+            kept: unravel_train::trainer::Kept::Nothing,
         })
         .context("training");
         let text = describe(&e);
-        assert!(text.starts_with("training: the loss became NaN"), "{text}");
+        assert!(
+            text.starts_with("training: the training loss became NaN"),
+            "{text}"
+        );
+        assert!(text.contains("no checkpoint was kept"), "{text}");
         assert!(
             text.ends_with("Try a lower --lr or a warm-up (--warmup-epochs)."),
             "{text}"

@@ -36,7 +36,7 @@ fn a_folder_without_a_checkpoint_says_what_to_give() {
     let dir = std::env::temp_dir().join("unravel-cli-errors-empty");
     std::fs::create_dir_all(&dir).unwrap();
     let dir = dir.to_str().unwrap();
-    let expected = "holds no checkpoint.safetensors: give a run folder written by `unravel train`";
+    let expected = "holds no checkpoint: give a run folder written by `unravel train`";
     assert_clear_error(&["eval", "--checkpoint", dir], expected);
     assert_clear_error(&["lesion", "--checkpoint", dir], expected);
     assert_clear_error(&["paths", "--checkpoint", dir, "--gradient"], expected);

@@ -66,6 +66,14 @@ pub fn run(options: &AdapterOptions, args: &BenchArgs) -> anyhow::Result<()> {
     let graph = build(&args.model, &config)?;
     let state = ModelState::new(&gpu, &graph, 0)?;
     let n = args.batch_size;
+    let options = PlanOptions {
+        unfused: args.unfused,
+        conv_algo: args.conv_algo,
+        ..Default::default()
+    };
+    // Compiled first: a batch that does not fit is refused before its
+    // inputs are made.
+    let train = Plan::compile_with(&gpu, &graph, &state, n, Mode::Train, &options)?;
     let mut rng = rand::rngs::StdRng::seed_from_u64(0);
     let images: Vec<f32> = (0..n * config.input.numel())
         .map(|_| rng.random_range(-1.0..1.0))
@@ -73,13 +81,6 @@ pub fn run(options: &AdapterOptions, args: &BenchArgs) -> anyhow::Result<()> {
     let labels: Vec<u32> = (0..n)
         .map(|_| rng.random_range(0..config.classes as u32))
         .collect();
-
-    let options = PlanOptions {
-        unfused: args.unfused,
-        conv_algo: args.conv_algo,
-        ..Default::default()
-    };
-    let train = Plan::compile_with(&gpu, &graph, &state, n, Mode::Train, &options)?;
     let sgd = SgdConfig {
         lr: 0.01,
         momentum: 0.9,

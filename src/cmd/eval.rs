@@ -10,8 +10,9 @@ use unravel_train::checkpoint::Checkpoint;
 use unravel_train::data::{self, LastBatch, Loader, LoaderConfig, Normalization};
 use unravel_train::evaluate::Evaluator;
 use unravel_train::models::{build, ModelConfig};
+use unravel_train::run_folder::latest_model;
 use unravel_train::stochastic_depth::StochasticDepth;
-use unravel_train::trainer::{checkpoint_config, TrainConfig, MODEL_FILE};
+use unravel_train::trainer::{checkpoint_config, TrainConfig};
 use unravel_train::DatasetKind;
 
 #[derive(clap::Args, Debug)]
@@ -26,9 +27,9 @@ pub struct EvalArgs {
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
     /// Evaluate on N samples of the test set.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub test_subset: Option<usize>,
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = 256, allow_negative_numbers = true)]
     pub batch_size: usize,
 }
 
@@ -49,10 +50,19 @@ pub fn test_loader(config: &TrainConfig, args: &EvalArgs) -> anyhow::Result<Load
         train = train.random_subset(n, config.seed);
     }
     let norm = Normalization::from_dataset(&train);
+    anyhow::ensure!(
+        args.test_subset != Some(0),
+        "--test-subset: must be positive"
+    );
+    anyhow::ensure!(args.batch_size > 0, "--batch-size: must be positive");
     let mut test = data::load_split(dataset, data_dir.as_deref(), data::Split::Test)?;
     if let Some(n) = args.test_subset {
         test = test.random_subset(n, 0);
     }
+    anyhow::ensure!(
+        test.n > 0,
+        "the test set of {dataset} has no images: there is nothing to evaluate on"
+    );
     Ok(Loader::new(
         Arc::new(test),
         norm,
@@ -70,7 +80,7 @@ pub fn run(adapter: &AdapterOptions, args: &EvalArgs) -> anyhow::Result<()> {
         &ModelConfig::for_dataset(dataset, config.shortcut),
     )?;
     let state = ModelState::new(&gpu, &graph, 0)?;
-    Checkpoint::read(&args.checkpoint.join(MODEL_FILE))?.load_model(&gpu, &graph, &state)?;
+    Checkpoint::read(&latest_model(&args.checkpoint)?)?.load_model(&gpu, &graph, &state)?;
     let scaling = config
         .stochastic_depth
         .map(|p| StochasticDepth::new(&graph, p));

@@ -14,8 +14,9 @@ use unravel_train::analysis::lesion::{
 use unravel_train::checkpoint::Checkpoint;
 use unravel_train::evaluate::Evaluator;
 use unravel_train::models::{build, ModelConfig};
+use unravel_train::run_folder::latest_model;
 use unravel_train::stochastic_depth::StochasticDepth;
-use unravel_train::trainer::{checkpoint_config, MODEL_FILE};
+use unravel_train::trainer::checkpoint_config;
 
 use super::eval::{test_loader, EvalArgs};
 
@@ -66,7 +67,7 @@ fn study(
         config.model
     );
     let state = ModelState::new(gpu, &graph, 0)?;
-    Checkpoint::read(&dir.join(MODEL_FILE))?.load_model(gpu, &graph, &state)?;
+    Checkpoint::read(&latest_model(dir)?)?.load_model(gpu, &graph, &state)?;
     let test = test_loader(&config, eval_args)?;
     let scaling = || {
         config

@@ -13,7 +13,8 @@ use unravel_train::analysis::gradient::{
 };
 use unravel_train::analysis::paths::{fraction, path_counts, shortest_range};
 use unravel_train::checkpoint::Checkpoint;
-use unravel_train::trainer::{checkpoint_config, MODEL_FILE};
+use unravel_train::run_folder::latest_model;
+use unravel_train::trainer::checkpoint_config;
 
 use super::eval::{test_loader, EvalArgs};
 use unravel_train::models::{build, ModelConfig, ShortcutKind};
@@ -116,7 +117,7 @@ fn gradient(
     let config = checkpoint_config(dir)?;
     let gpu = Gpu::new(adapter).context("opening the GPU adapter")?;
     let state = ModelState::new(&gpu, graph, 0)?;
-    Checkpoint::read(&dir.join(MODEL_FILE))?.load_model(&gpu, graph, &state)?;
+    Checkpoint::read(&latest_model(dir)?)?.load_model(&gpu, graph, &state)?;
     let eval_args = EvalArgs {
         checkpoint: dir.to_path_buf(),
         dataset: args.dataset,

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use unravel_device::{AdapterOptions, Gpu};
-use unravel_train::trainer::{self, TrainOptions};
+use unravel_train::trainer::{self, RunOptions, TrainOptions};
 
 #[derive(clap::Args, Debug)]
 pub struct TrainArgs {
@@ -17,9 +17,15 @@ pub struct TrainArgs {
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
     /// Continue the run in DIR from its last checkpoint (same data order and
-    /// schedule); --epochs may extend it.
-    #[arg(long, value_name = "DIR")]
+    /// schedule); --epochs may extend it (multistep keeps its milestones and
+    /// lengthens its last phase; cosine is stretched over the new length,
+    /// with a warning).
+    #[arg(long, value_name = "DIR", conflicts_with = "overwrite")]
     resume: Option<PathBuf>,
+    /// Replace the run already in --out (its checkpoints, metrics and
+    /// curves) instead of refusing to.
+    #[arg(long)]
+    overwrite: bool,
     #[command(flatten)]
     settings: TrainOptions,
     /// No progress bar or epoch lines.
@@ -59,13 +65,14 @@ pub fn run(adapter: &AdapterOptions, args: &TrainArgs) -> anyhow::Result<()> {
     .context("installing the Ctrl-C handler")?;
 
     let stop_requested = |_: usize| stop.load(Ordering::SeqCst);
-    let report = trainer::train(
-        &gpu,
-        &config,
-        args.resume.as_deref(),
-        &stop_requested,
-        !args.quiet,
-    )?;
+    let options = RunOptions {
+        resume: args.resume.as_deref(),
+        overwrite: args.overwrite,
+        stop: &stop_requested,
+        progress: !args.quiet,
+        fault: None,
+    };
+    let report = trainer::train(&gpu, &config, &options)?;
     let last = report.epochs.last();
     if report.interrupted {
         eprintln!(

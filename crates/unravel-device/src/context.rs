@@ -170,6 +170,17 @@ impl Gpu {
         self.registry.compiled()
     }
 
+    /// Bytes this device can still allocate, where that is known: for a
+    /// CPU adapter the host's available memory (and address-space limit);
+    /// wgpu does not report a GPU's free memory.
+    pub fn memory_budget(&self) -> Option<u64> {
+        if self.is_cpu() {
+            crate::host_memory::available_bytes()
+        } else {
+            None
+        }
+    }
+
     /// True for CPU adapters such as lavapipe, where kernels that cut loads per
     /// FMA beat workgroup-memory tiling.
     pub fn is_cpu(&self) -> bool {

@@ -11,6 +11,7 @@
 pub mod context;
 pub mod dispatch;
 pub mod error;
+pub mod host_memory;
 pub mod kernels;
 pub mod reference;
 pub mod registry;

@@ -69,6 +69,9 @@ pub struct GraphBuilder {
     graph: Graph,
     scope: Vec<String>,
     open_blocks: Vec<BlockId>,
+    /// Parameter names taken so far (a scan of `graph.params` per new
+    /// parameter made building quadratic in depth).
+    param_names: std::collections::HashSet<String>,
 }
 
 impl GraphBuilder {
@@ -91,6 +94,7 @@ impl GraphBuilder {
             graph,
             scope: Vec::new(),
             open_blocks: Vec::new(),
+            param_names: std::collections::HashSet::new(),
         }
     }
 
@@ -133,7 +137,7 @@ impl GraphBuilder {
         decay: bool,
     ) -> Result<ParamId> {
         let name = format!("{node}.{local}");
-        if self.graph.params.iter().any(|p| p.name == name) {
+        if !self.param_names.insert(name.clone()) {
             return Err(GraphError::DuplicateName(name));
         }
         self.graph.params.push(Param {

@@ -21,6 +21,21 @@ pub enum GraphError {
     BadInit { param: String, reason: String },
     #[error("the batch size must be positive")]
     ZeroBatch,
+    #[error(
+        "a batch of {batch} needs {} of activation memory, {limit}; {}",
+        mib(*needed),
+        if *largest_batch == 0 { "not even a batch of 1 fits".to_string() }
+        else { format!("the largest batch that fits is {largest_batch}") }
+    )]
+    TooLarge {
+        batch: usize,
+        needed: u64,
+        /// The limit it exceeds, in words.
+        limit: String,
+        largest_batch: usize,
+    },
+    #[error("there are no samples to evaluate on")]
+    NoSamples,
     #[error("the graph must end in class scores (C x 1 x 1), not {shape}")]
     NotClassScores { shape: Shape },
     #[error(
@@ -58,3 +73,7 @@ pub enum GraphError {
 }
 
 pub type Result<T, E = GraphError> = std::result::Result<T, E>;
+
+pub(crate) fn mib(bytes: u64) -> String {
+    format!("{:.0} MiB", bytes as f64 / (1024.0 * 1024.0))
+}

@@ -5,9 +5,12 @@
 //! The model name and configuration go in the safetensors metadata. The
 //! optimiser's momentum goes in a companion file.
 //!
-//! Every file is written atomically (a temporary file in the same folder,
-//! fsync, rename, fsync of the folder): killing the process at any moment
-//! leaves the previous checkpoint loadable.
+//! Only finite values are written and read: a model or momentum holding a
+//! NaN or an infinity, or a negative running variance, is an error naming
+//! the tensor. [`save_model`] and [`save_momentum`] write one file
+//! atomically (a temporary file in the same folder, fsync, rename, fsync of
+//! the folder); the trainer commits the two together as one generation
+//! ([`crate::run_folder`]) from [`model_bytes`] and [`momentum_bytes`].
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -30,6 +33,19 @@ pub enum CheckpointError {
     Format { path: PathBuf, message: String },
     #[error("{path} does not fit this model: {message}")]
     Mismatch { path: PathBuf, message: String },
+    /// A tensor of the file holds a NaN or an infinity, or a running
+    /// variance is negative.
+    #[error("{}: tensor {tensor} {problem}", path.display())]
+    BadValues {
+        path: PathBuf,
+        tensor: String,
+        problem: String,
+    },
+    #[error("the checkpoint cannot be serialised: {0}")]
+    Serialize(String),
+    /// A tensor about to be saved holds a NaN or an infinity.
+    #[error("tensor {tensor} holds {value}")]
+    NonFiniteState { tensor: String, value: f32 },
     #[error(transparent)]
     Graph(#[from] unravel_graph::GraphError),
 }
@@ -77,34 +93,44 @@ fn f32_bytes(values: &[f32]) -> Vec<u8> {
     values.iter().flat_map(|v| v.to_le_bytes()).collect()
 }
 
-/// Saves the model's parameters and batch-norm statistics to `path`, with
-/// `metadata` (e.g. the model name and configuration) in the header.
-pub fn save_model(
-    path: &Path,
+type NamedTensor = (String, Dtype, Vec<usize>, Vec<u8>);
+
+/// `values` as a tensor, refused when one of them is not finite.
+fn finite_tensor(name: String, shape: Vec<usize>, values: &[f32]) -> Result<NamedTensor> {
+    if let Some(&value) = values.iter().find(|v| !v.is_finite()) {
+        return Err(CheckpointError::NonFiniteState {
+            tensor: name,
+            value,
+        });
+    }
+    Ok((name, Dtype::F32, shape, f32_bytes(values)))
+}
+
+/// The model's parameters and batch-norm statistics as a safetensors file,
+/// with `metadata` (e.g. the model name and configuration) in the header.
+pub fn model_bytes(
     gpu: &Gpu,
     graph: &Graph,
     state: &ModelState,
     metadata: HashMap<String, String>,
-) -> Result<()> {
-    let mut tensors: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
+) -> Result<Vec<u8>> {
+    let mut tensors = Vec::new();
     for (name, shape, values) in state.read_params(gpu)? {
-        tensors.push((name, Dtype::F32, shape, f32_bytes(&values)));
+        tensors.push(finite_tensor(name, shape, &values)?);
     }
     for i in 0..graph.bn_states.len() {
         let (prefix, mean, var) = state.read_bn(gpu, i)?;
         let c = mean.len();
-        tensors.push((
+        tensors.push(finite_tensor(
             format!("{prefix}.running_mean"),
-            Dtype::F32,
             vec![c],
-            f32_bytes(&mean),
-        ));
-        tensors.push((
+            &mean,
+        )?);
+        tensors.push(finite_tensor(
             format!("{prefix}.running_var"),
-            Dtype::F32,
             vec![c],
-            f32_bytes(&var),
-        ));
+            &var,
+        )?);
         tensors.push((
             format!("{prefix}.num_batches_tracked"),
             Dtype::I64,
@@ -112,31 +138,31 @@ pub fn save_model(
             (state.batches_tracked() as i64).to_le_bytes().to_vec(),
         ));
     }
-    serialize_atomic(path, &tensors, metadata)
+    serialize(&tensors, metadata)
 }
 
-fn serialize_atomic(
+/// Saves [`model_bytes`] to `path` atomically.
+pub fn save_model(
     path: &Path,
-    tensors: &[(String, Dtype, Vec<usize>, Vec<u8>)],
+    gpu: &Gpu,
+    graph: &Graph,
+    state: &ModelState,
     metadata: HashMap<String, String>,
 ) -> Result<()> {
+    write_atomic(path, &model_bytes(gpu, graph, state, metadata)?)
+}
+
+fn serialize(tensors: &[NamedTensor], metadata: HashMap<String, String>) -> Result<Vec<u8>> {
+    let format = |e: safetensors::SafeTensorError| CheckpointError::Serialize(e.to_string());
     let views: Vec<(&str, TensorView)> = tensors
         .iter()
         .map(|(n, d, s, b)| {
             TensorView::new(*d, s.clone(), b)
                 .map(|v| (n.as_str(), v))
-                .map_err(|e| CheckpointError::Format {
-                    path: path.to_path_buf(),
-                    message: e.to_string(),
-                })
+                .map_err(format)
         })
         .collect::<Result<_>>()?;
-    let bytes =
-        safetensors::serialize(views, Some(metadata)).map_err(|e| CheckpointError::Format {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
-    write_atomic(path, &bytes)
+    safetensors::serialize(views, Some(metadata)).map_err(format)
 }
 
 /// A checkpoint file read into memory.
@@ -191,10 +217,25 @@ impl Checkpoint {
                 t.shape()
             )));
         }
-        Ok(t.data()
+        let values: Vec<f32> = t
+            .data()
             .chunks_exact(4)
             .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect())
+            .collect();
+        let bad = |problem: String| CheckpointError::BadValues {
+            path: self.path.clone(),
+            tensor: name.to_string(),
+            problem,
+        };
+        if let Some((i, v)) = values.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+            return Err(bad(format!("holds {v} at index {i}")));
+        }
+        if name.ends_with(".running_var") {
+            if let Some((i, v)) = values.iter().enumerate().find(|(_, v)| **v < 0.0) {
+                return Err(bad(format!("holds the negative variance {v} at index {i}")));
+            }
+        }
+        Ok(values)
     }
 
     /// Loads every parameter and batch-norm statistic of `graph` into
@@ -230,8 +271,29 @@ impl Checkpoint {
     }
 }
 
-/// Saves the optimiser's momentum (`momentum.<parameter name>`) with
-/// `metadata` (epoch, step, schedule) to `path`.
+/// The optimiser's momentum (`momentum.<parameter name>`) as a
+/// safetensors file, with `metadata` (where the run stands) in the header.
+pub fn momentum_bytes(
+    gpu: &Gpu,
+    graph: &Graph,
+    state: &ModelState,
+    metadata: HashMap<String, String>,
+) -> Result<Vec<u8>> {
+    let mut tensors = Vec::new();
+    for (i, p) in graph.params.iter().enumerate() {
+        let values = gpu
+            .read(&state.momentum(ParamId(i))?)
+            .map_err(unravel_graph::GraphError::from)?;
+        tensors.push(finite_tensor(
+            format!("momentum.{}", p.name),
+            p.shape.clone(),
+            &values,
+        )?);
+    }
+    serialize(&tensors, metadata)
+}
+
+/// Saves [`momentum_bytes`] to `path` atomically.
 pub fn save_momentum(
     path: &Path,
     gpu: &Gpu,
@@ -239,17 +301,5 @@ pub fn save_momentum(
     state: &ModelState,
     metadata: HashMap<String, String>,
 ) -> Result<()> {
-    let mut tensors = Vec::new();
-    for (i, p) in graph.params.iter().enumerate() {
-        let values = gpu
-            .read(&state.momentum(ParamId(i))?)
-            .map_err(unravel_graph::GraphError::from)?;
-        tensors.push((
-            format!("momentum.{}", p.name),
-            Dtype::F32,
-            p.shape.clone(),
-            f32_bytes(&values),
-        ));
-    }
-    serialize_atomic(path, &tensors, metadata)
+    write_atomic(path, &momentum_bytes(gpu, graph, state, metadata)?)
 }

@@ -78,7 +78,10 @@ impl<'a> Evaluator<'a> {
             correct += stats.correct as u64;
             samples += n;
         }
-        let samples_f = samples.max(1) as f64;
+        if samples == 0 {
+            return Err(unravel_graph::GraphError::NoSamples);
+        }
+        let samples_f = samples as f64;
         Ok(EvalResult {
             loss: loss / samples_f,
             accuracy: correct as f64 / samples_f,

@@ -10,6 +10,7 @@ pub mod data;
 pub mod dataset_kind;
 pub mod evaluate;
 pub mod models;
+pub mod run_folder;
 pub mod schedule;
 pub mod stochastic_depth;
 pub mod trainer;

@@ -362,12 +362,15 @@ fn malformed_idx_files_give_specific_errors() {
         other => panic!("{other:?}"),
     }
 
-    // An unreadable path (a folder) is an I/O error.
+    // A folder given as the file is said to be one.
     let folder = dir.0.join("folder");
     std::fs::create_dir_all(&folder).unwrap();
     assert!(matches!(
         idx::read_labels(&folder),
-        Err(DataError::Io { .. })
+        Err(DataError::NotAFile {
+            found: "a folder",
+            ..
+        })
     ));
 }
 
@@ -808,4 +811,59 @@ fn real_fashion_mnist() {
     let norm = Normalization::from_dataset(&splits.train);
     assert!((norm.mean[0] - 0.2860).abs() < 1e-3, "{norm:?}");
     assert!((norm.std[0] - 0.3530).abs() < 1e-3, "{norm:?}");
+}
+
+#[test]
+fn a_folder_or_fifo_where_a_data_file_should_be_is_named_as_such() {
+    let dir = TempDir::new("notafile");
+    dir.write("train-labels-idx1-ubyte", &idx_labels(&[0, 1]));
+    std::fs::create_dir_all(dir.0.join("train-images-idx3-ubyte")).unwrap();
+    match mnist_train(&dir) {
+        DataError::NotAFile { path, found } => {
+            assert_eq!(path, dir.0.join("train-images-idx3-ubyte"));
+            assert_eq!(found, "a folder");
+        }
+        other => panic!("{other:?}"),
+    }
+    std::fs::remove_dir(dir.0.join("train-images-idx3-ubyte")).unwrap();
+    // A FIFO is reported without being opened (opening would block).
+    let fifo = dir.0.join("train-images-idx3-ubyte");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let e = mnist_train(&dir);
+    assert!(
+        e.to_string()
+            .ends_with("train-images-idx3-ubyte: is a FIFO, not a data file"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_gzip_bomb_is_stopped_at_what_the_header_declares() {
+    let dir = TempDir::new("bomb");
+    dir.write("train-labels-idx1-ubyte", &idx_labels(&[0, 1]));
+    // A header for two images, then 64 MiB of zeros (64 KiB compressed).
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    encoder.write_all(&idx_images(2, 28, 28, &[])).unwrap();
+    let zeros = vec![0u8; 1 << 20];
+    for _ in 0..64 {
+        encoder.write_all(&zeros).unwrap();
+    }
+    dir.write("train-images-idx3-ubyte.gz", &encoder.finish().unwrap());
+    match mnist_train(&dir) {
+        DataError::TrailingBytes {
+            expected, found, ..
+        } => assert_eq!((expected, found), (16 + 2 * 784, 16 + 2 * 784 + 1)),
+        other => panic!("{other:?}"),
+    }
+    // A header that declares more than a dataset file may hold is refused
+    // before its body is read.
+    dir.write(
+        "train-images-idx3-ubyte.gz",
+        &gz(&idx_images(u32::MAX as usize, 28, 28, &[])),
+    );
+    assert!(matches!(mnist_train(&dir), DataError::TooLarge { .. }));
 }

@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 
 use unravel_device::Gpu;
 use unravel_train::checkpoint::Checkpoint;
-use unravel_train::trainer::{self, TrainError, TrainOptions, MODEL_FILE, OPTIMIZER_FILE};
+use unravel_train::run_folder::{latest_generation, latest_model};
+use unravel_train::trainer::{self, Kept, RunOptions, TrainError, TrainOptions};
 
 fn out_dir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("unravel-trainer-{name}-{}", std::process::id()));
@@ -43,7 +44,7 @@ fn a_small_resnet_learns_fashion_mnist() {
     }
     .resolve()
     .unwrap();
-    let report = trainer::train(&gpu, &config, None, &|_| false, false).unwrap();
+    let report = trainer::train(&gpu, &config, &RunOptions::default()).unwrap();
     assert_eq!(report.epochs.len(), 3);
     let (first, last) = (&report.epochs[0], &report.epochs[2]);
     assert!(
@@ -52,7 +53,11 @@ fn a_small_resnet_learns_fashion_mnist() {
     );
     // Ten classes: chance is 10%.
     assert!(last.test_acc > 0.7, "test accuracy {}", last.test_acc);
-    for file in [MODEL_FILE, OPTIMIZER_FILE, "metrics.jsonl", "curves.png"] {
+    let generation = latest_generation(&out).unwrap().unwrap();
+    for file in [generation.model(), generation.optimizer()] {
+        assert!(file.is_file(), "{} missing", file.display());
+    }
+    for file in ["metrics.jsonl", "curves.png"] {
         assert!(out.join(file).exists(), "{file} missing");
     }
     let lines = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
@@ -81,12 +86,28 @@ fn resuming_after_a_stop_matches_an_uninterrupted_run() {
         ..small(out)
     };
     let whole = with_sd(&a).resolve().unwrap();
-    trainer::train(&gpu, &whole, None, &|_| false, false).unwrap();
+    trainer::train(&gpu, &whole, &RunOptions::default()).unwrap();
     // 256 / 32 = 8 steps an epoch: stop in the middle of the first epoch.
     let split = with_sd(&b).resolve().unwrap();
-    let stopped = trainer::train(&gpu, &split, None, &|step| step == 5, false).unwrap();
+    let stopped = trainer::train(
+        &gpu,
+        &split,
+        &RunOptions {
+            stop: &|step| step == 5,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     assert!(stopped.interrupted);
-    let resumed = trainer::train(&gpu, &split, Some(&b), &|_| false, false).unwrap();
+    let resumed = trainer::train(
+        &gpu,
+        &split,
+        &RunOptions {
+            resume: Some(&b),
+            ..Default::default()
+        },
+    )
+    .unwrap();
     assert!(!resumed.interrupted);
     assert_eq!(resumed.epochs.len(), 2);
     let read = |dir: &Path| {
@@ -99,7 +120,7 @@ fn resuming_after_a_stop_matches_an_uninterrupted_run() {
         )
         .unwrap();
         let state = unravel_graph::ModelState::new(&gpu, &graph, 1).unwrap();
-        Checkpoint::read(&dir.join(MODEL_FILE))
+        Checkpoint::read(&latest_model(dir).unwrap())
             .unwrap()
             .load_model(&gpu, &graph, &state)
             .unwrap();
@@ -128,15 +149,16 @@ fn a_diverging_run_stops_with_the_step_and_learning_rate() {
     }
     .resolve()
     .unwrap();
-    match trainer::train(&gpu, &config, None, &|_| false, false) {
-        Err(TrainError::Diverged { step, lr, .. }) => {
+    match trainer::train(&gpu, &config, &RunOptions::default()) {
+        Err(TrainError::Diverged { step, lr, kept, .. }) => {
             assert_eq!(lr, 3e38);
             assert!(step < 16);
+            // Nothing good was reached, so nothing was saved.
+            assert_eq!(kept, Kept::Nothing);
         }
         other => panic!("expected divergence, got {other:?}"),
     }
-    // Nothing good was reached, so nothing was saved.
-    assert!(!out.join(MODEL_FILE).exists());
+    assert!(latest_model(&out).is_err());
 }
 
 #[test]
@@ -213,9 +235,13 @@ fn a_plot_that_cannot_be_drawn_does_not_lose_the_run() {
     }
     .resolve()
     .unwrap();
-    let report = trainer::train(&gpu, &config, None, &|_| false, false).unwrap();
+    let report = trainer::train(&gpu, &config, &RunOptions::default()).unwrap();
     assert_eq!(report.epochs.len(), 1);
-    let checkpoint = Checkpoint::read(&out.join(MODEL_FILE)).unwrap();
+    let checkpoint = Checkpoint::read(&latest_model(&out).unwrap()).unwrap();
     assert_eq!(checkpoint.metadata().unwrap()["model"], "resnet8");
-    assert!(out.join(OPTIMIZER_FILE).exists());
+    assert!(latest_generation(&out)
+        .unwrap()
+        .unwrap()
+        .optimizer()
+        .exists());
 }

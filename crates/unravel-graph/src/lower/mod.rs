@@ -27,6 +27,7 @@ use unravel_device::{Dispatch, Gpu, Tensor};
 
 use crate::error::{GraphError, Result};
 use crate::ir::*;
+use crate::memory::Assignment;
 use crate::plan::{BlockPlan, Mode, NodePlan, Plan, PlanOptions};
 use crate::state::ModelState;
 use fusion::Fusions;
@@ -172,6 +173,103 @@ pub(crate) fn bn_config(relu: bool, update_running: bool) -> BatchNormConfig {
     }
 }
 
+/// The activation memory of a plan for `graph` at batch `batch`: its
+/// buffers as the memory planner lays them out, the input, and one scratch
+/// buffer in training; and the largest single buffer.
+pub(crate) fn estimate(
+    graph: &Graph,
+    batch: usize,
+    mode: Mode,
+    options: &PlanOptions,
+) -> (u64, u64) {
+    let roots = Roots::of(graph);
+    let recompute = recomputed_values(graph, mode, &options.keep);
+    let fusions = Fusions::choose(graph, mode, &options.keep, &recompute, options.unfused);
+    let assignment = crate::memory::plan(
+        graph,
+        batch,
+        mode,
+        &roots,
+        &options.keep,
+        &recompute,
+        &fusions,
+    );
+    sizes(graph, batch, mode, &assignment)
+}
+
+fn sizes(graph: &Graph, batch: usize, mode: Mode, assignment: &Assignment) -> (u64, u64) {
+    let value_bytes = |numel: usize| (batch * numel * 4) as u64;
+    let largest_value = graph
+        .values
+        .iter()
+        .map(|v| v.shape.numel())
+        .max()
+        .unwrap_or(1);
+    let scratch = if mode == Mode::Train {
+        value_bytes(largest_value)
+    } else {
+        0
+    };
+    let slots: u64 = assignment.slot_bytes.iter().sum();
+    let input = value_bytes(graph.shape(graph.input).numel());
+    let largest = assignment.slot_bytes.iter().copied().max().unwrap_or(0);
+    (slots + input + scratch, largest.max(scratch))
+}
+
+/// Refuses a plan whose buffers cannot be allocated, before any is: a
+/// buffer above the adapter's limit, or (on a CPU adapter) more than the
+/// host can give; the error names the largest batch that fits.
+fn check_fits(
+    gpu: &Gpu,
+    graph: &Graph,
+    batch: usize,
+    mode: Mode,
+    options: &PlanOptions,
+    assignment: &Assignment,
+) -> Result<()> {
+    let limits = gpu.limits();
+    let buffer_limit = limits
+        .max_buffer_size
+        .min(limits.max_storage_buffer_binding_size);
+    // Room for what is not planned: the parameters, their gradients and
+    // momentum, readbacks, and the driver's own memory.
+    let budget = gpu.memory_budget().map(|b| b / 10 * 8);
+    let fits =
+        |(total, largest): (u64, u64)| largest <= buffer_limit && budget.is_none_or(|b| total <= b);
+    let needed = sizes(graph, batch, mode, assignment);
+    if fits(needed) {
+        return Ok(());
+    }
+    // Memory grows with the batch: the largest batch that fits, by bisection.
+    let (mut lo, mut hi) = (0, batch);
+    while lo + 1 < hi {
+        let mid = lo + (hi - lo) / 2;
+        if fits(estimate(graph, mid, mode, options)) {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    let mib = crate::error::mib;
+    let limit = match budget {
+        Some(b) if needed.0 > b => format!(
+            "more than the {} this CPU adapter may use (80% of what the host and this process's limits leave)",
+            mib(b)
+        ),
+        _ => format!(
+            "with a buffer of {}, more than the adapter's limit of {}",
+            mib(needed.1),
+            mib(buffer_limit)
+        ),
+    };
+    Err(GraphError::TooLarge {
+        batch,
+        needed: needed.0,
+        limit,
+        largest_batch: lo,
+    })
+}
+
 /// Bytes of the distinct buffers behind `tensors` (views share theirs).
 fn distinct_bytes<'t>(tensors: impl Iterator<Item = &'t Tensor>) -> u64 {
     let mut seen: Vec<&unravel_device::wgpu::Buffer> = Vec::new();
@@ -236,6 +334,7 @@ pub(crate) fn compile(
         &recompute,
         &fusions,
     );
+    check_fits(gpu, graph, batch, mode, options, &assignment)?;
     let slots: Vec<Tensor> = assignment
         .slot_bytes
         .iter()

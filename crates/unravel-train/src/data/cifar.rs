@@ -27,7 +27,16 @@ pub fn read_records(
     label_bytes: usize,
     classes: usize,
 ) -> Result<CifarRecords, DataError> {
-    parse(path, &read_bytes(path)?, label_bytes, classes)
+    // The largest file of the format holds the 50 000 training images.
+    let most = 50_000 * (label_bytes + IMAGE_BYTES) as u64;
+    let bytes = read_bytes(path, 0, |_| most)?;
+    if bytes.len() as u64 > most {
+        return Err(DataError::TooLarge {
+            path: path.to_path_buf(),
+            limit: most,
+        });
+    }
+    parse(path, &bytes, label_bytes, classes)
 }
 
 /// Decodes CIFAR records from `bytes` (already decompressed); `path` only

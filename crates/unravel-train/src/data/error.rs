@@ -28,6 +28,20 @@ pub enum DataError {
         hint: String,
     },
 
+    /// Something other than a regular file stands where a data file
+    /// should be.
+    #[error("{}: is {found}, not a data file", path.display())]
+    NotAFile { path: PathBuf, found: &'static str },
+
+    /// More data than the file's header or format allows, or than a
+    /// dataset file may hold ([`super::MAX_FILE_BYTES`]); reading stopped
+    /// at `limit` bytes.
+    #[error(
+        "{}: more data than its header or format allows; reading stopped at {limit} bytes",
+        path.display()
+    )]
+    TooLarge { path: PathBuf, limit: u64 },
+
     /// The operating system refused to read the file.
     #[error("{}: cannot read", path.display())]
     Io {
@@ -57,10 +71,11 @@ pub enum DataError {
         found: u64,
     },
 
-    /// The (decompressed) file is longer than its header says.
+    /// The (decompressed) file is longer than its header says (reading
+    /// stops one byte past it, so `found` is a lower bound).
     #[error(
-        "{}: {} unexpected bytes after the {expected} bytes the header describes",
-        path.display(), found - expected
+        "{}: more than the {expected} bytes the header describes (read {found} before stopping)",
+        path.display()
     )]
     TrailingBytes {
         path: PathBuf,

@@ -24,7 +24,7 @@ pub struct IdxArray {
 /// Reads an IDX images file (gzip when the name ends in `.gz`) and checks
 /// that each image is `h` x `w`.
 pub fn read_images(path: &Path, h: usize, w: usize) -> Result<IdxArray, DataError> {
-    let array = parse(path, &read_bytes(path)?, IMAGES_MAGIC)?;
+    let array = parse(path, &read_idx(path, IMAGES_MAGIC)?, IMAGES_MAGIC)?;
     if array.dims[1] != h as u64 || array.dims[2] != w as u64 {
         return Err(DataError::BadDimensions {
             path: path.to_path_buf(),
@@ -37,7 +37,23 @@ pub fn read_images(path: &Path, h: usize, w: usize) -> Result<IdxArray, DataErro
 
 /// Reads an IDX labels file (gzip when the name ends in `.gz`).
 pub fn read_labels(path: &Path) -> Result<IdxArray, DataError> {
-    parse(path, &read_bytes(path)?, LABELS_MAGIC)
+    parse(path, &read_idx(path, LABELS_MAGIC)?, LABELS_MAGIC)
+}
+
+/// The file's bytes, read no further than one byte past what its header
+/// declares (a damaged header is left for [`parse`] to report).
+fn read_idx(path: &Path, magic: u32) -> Result<Vec<u8>, DataError> {
+    let header = 4 + 4 * (magic & 0xff) as usize;
+    read_bytes(path, header, |h| {
+        if h.len() < header || h[..4] != magic.to_be_bytes() {
+            return h.len() as u64;
+        }
+        h[4..]
+            .chunks_exact(4)
+            .map(|w| u32::from_be_bytes([w[0], w[1], w[2], w[3]]) as u64)
+            .fold(1u64, |a, d| a.saturating_mul(d))
+            .saturating_add(header as u64)
+    })
 }
 
 /// Decodes an IDX array from `bytes` (already decompressed); `path` only

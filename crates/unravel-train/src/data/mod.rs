@@ -347,7 +347,9 @@ fn check_labels(path: &Path, labels: &[u8], classes: usize) -> Result<(), DataEr
     }
 }
 
-/// The first existing file among `dirs` x `names` x {"", ".gz"}.
+/// The first regular file among `dirs` x `names` x {"", ".gz"}; when
+/// there is none but something else stands at one of those paths (a
+/// folder, a FIFO), that is the error.
 fn find(
     kind: DatasetKind,
     dirs: &[PathBuf],
@@ -355,16 +357,24 @@ fn find(
     what: &str,
 ) -> Result<PathBuf, DataError> {
     let mut tried = Vec::new();
+    let mut not_a_file = None;
     for dir in dirs {
         for name in names {
             for suffix in ["", ".gz"] {
                 let path = dir.join(format!("{name}{suffix}"));
-                if path.is_file() {
-                    return Ok(path);
+                match std::fs::metadata(&path) {
+                    Ok(m) if m.is_file() => return Ok(path),
+                    Ok(m) => {
+                        not_a_file.get_or_insert((path.clone(), file_kind(&m.file_type())));
+                    }
+                    Err(_) => {}
                 }
                 tried.push(path);
             }
         }
+    }
+    if let Some((path, found)) = not_a_file {
+        return Err(DataError::NotAFile { path, found });
     }
     Err(DataError::Missing {
         kind,
@@ -374,24 +384,92 @@ fn find(
     })
 }
 
+/// What a path that is not a regular file is, in words.
+fn file_kind(t: &std::fs::FileType) -> &'static str {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if t.is_fifo() {
+            return "a FIFO";
+        }
+        if t.is_socket() {
+            return "a socket";
+        }
+        if t.is_block_device() || t.is_char_device() {
+            return "a device";
+        }
+    }
+    if t.is_dir() {
+        "a folder"
+    } else {
+        "not a regular file"
+    }
+}
+
+/// The most bytes a dataset file may decompress to (the largest file of
+/// the datasets read here, CIFAR's 50 000 training images, is 154 MB).
+pub const MAX_FILE_BYTES: u64 = 1 << 30;
+
 /// A file's bytes, gunzipped when its name ends in `.gz` (the extension,
 /// not the content, decides: a CIFAR record may well start with the gzip
-/// magic bytes).
-pub fn read_bytes(path: &Path) -> Result<Vec<u8>, DataError> {
-    let raw = std::fs::read(path).map_err(|source| DataError::Io {
+/// magic bytes). The first `header` bytes are read, then at most
+/// `limit(header bytes) + 1` in all, so a gzip bomb is stopped as soon as
+/// it passes what its header or format allows (the caller sees one byte
+/// too many); a limit above [`MAX_FILE_BYTES`] is an error at once.
+pub fn read_bytes(
+    path: &Path,
+    header: usize,
+    limit: impl FnOnce(&[u8]) -> u64,
+) -> Result<Vec<u8>, DataError> {
+    let io = |source| DataError::Io {
         path: path.to_path_buf(),
         source,
-    })?;
-    if path.extension().is_some_and(|e| e == "gz") {
-        let mut out = Vec::with_capacity(raw.len().saturating_mul(2));
-        flate2::read::MultiGzDecoder::new(raw.as_slice())
-            .read_to_end(&mut out)
-            .map_err(|source| DataError::Gzip {
-                path: path.to_path_buf(),
-                source,
-            })?;
-        Ok(out)
-    } else {
-        Ok(raw)
+    };
+    let metadata = std::fs::metadata(path).map_err(io)?;
+    if !metadata.is_file() {
+        return Err(DataError::NotAFile {
+            path: path.to_path_buf(),
+            found: file_kind(&metadata.file_type()),
+        });
     }
+    let file = std::fs::File::open(path).map_err(io)?;
+    let gzip = path.extension().is_some_and(|e| e == "gz");
+    let mut reader: Box<dyn Read> = if gzip {
+        Box::new(flate2::read::MultiGzDecoder::new(std::io::BufReader::new(
+            file,
+        )))
+    } else {
+        Box::new(file)
+    };
+    let read_error = |source| match gzip {
+        true => DataError::Gzip {
+            path: path.to_path_buf(),
+            source,
+        },
+        false => DataError::Io {
+            path: path.to_path_buf(),
+            source,
+        },
+    };
+    let mut bytes = Vec::new();
+    reader
+        .by_ref()
+        .take(header as u64)
+        .read_to_end(&mut bytes)
+        .map_err(read_error)?;
+    let limit = limit(&bytes);
+    // A plain file is bounded by its size: a short one is reported as
+    // truncated by the parser.
+    if limit > MAX_FILE_BYTES && (gzip || metadata.len() > MAX_FILE_BYTES) {
+        return Err(DataError::TooLarge {
+            path: path.to_path_buf(),
+            limit: MAX_FILE_BYTES,
+        });
+    }
+    let rest = (limit + 1).saturating_sub(bytes.len() as u64);
+    reader
+        .take(rest)
+        .read_to_end(&mut bytes)
+        .map_err(read_error)?;
+    Ok(bytes)
 }

@@ -91,6 +91,9 @@ pub enum ModelError {
         allowed: String,
         depth: usize,
     },
+    /// Deeper than [`MAX_DEPTH`].
+    #[error("{name}: depth {depth} is above the largest supported depth, {MAX_DEPTH} layers")]
+    TooDeep { name: String, depth: usize },
     #[error("ResNeXt cardinality and width must be positive")]
     ResNeXtWidth,
     #[error(transparent)]
@@ -125,6 +128,11 @@ pub const NAMED_MODELS: &[&str] = &[
     "plain56",
 ];
 
+/// The deepest model [`build`] makes (ten times the deepest network of
+/// the papers, ResNet-1202), so that any name is answered at once instead
+/// of building a graph for minutes and exhausting memory.
+pub const MAX_DEPTH: usize = 10_000;
+
 const IMAGENET_DEPTHS: [usize; 5] = [18, 34, 50, 101, 152];
 
 /// Builds the model called `name` for `config`.
@@ -134,8 +142,18 @@ pub fn build(name: &str, config: &ModelConfig) -> Result<Graph, ModelError> {
         name: name.to_string(),
         hint: hint.to_string(),
     };
+    let bounded = |depth: usize| {
+        if depth > MAX_DEPTH {
+            Err(ModelError::TooDeep {
+                name: name.to_string(),
+                depth,
+            })
+        } else {
+            Ok(depth)
+        }
+    };
     if let Some(rest) = lower.strip_prefix("preact-resnet") {
-        let depth: usize = rest.parse().map_err(|_| unknown("preact-resnet<depth>"))?;
+        let depth = bounded(rest.parse().map_err(|_| unknown("preact-resnet<depth>"))?)?;
         return preact_resnet(depth, config);
     }
     if let Some(rest) = lower.strip_prefix("resnext29-") {
@@ -155,14 +173,14 @@ pub fn build(name: &str, config: &ModelConfig) -> Result<Graph, ModelError> {
             .split_once("-k")
             .and_then(|(d, k)| Some((d.parse().ok()?, k.parse().ok()?)))
             .ok_or_else(|| unknown("densenet<depth>-k<growth> or densenet-bc<depth>-k<growth>"))?;
-        return densenet(depth, k, bc, config);
+        return densenet(bounded(depth)?, k, bc, config);
     }
     if let Some(rest) = lower.strip_prefix("plain") {
-        let depth: usize = rest.parse().map_err(|_| unknown("plain<depth>"))?;
+        let depth = bounded(rest.parse().map_err(|_| unknown("plain<depth>"))?)?;
         return plain_cifar(depth, config);
     }
     if let Some(rest) = lower.strip_prefix("resnet") {
-        let depth: usize = rest.parse().map_err(|_| unknown("resnet<depth>"))?;
+        let depth = bounded(rest.parse().map_err(|_| unknown("resnet<depth>"))?)?;
         return if IMAGENET_DEPTHS.contains(&depth) {
             resnet_imagenet(depth, config)
         } else {

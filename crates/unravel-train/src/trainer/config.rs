@@ -31,19 +31,19 @@ pub struct TrainOptions {
     #[cfg_attr(feature = "clap", arg(long, value_name = "DIR"))]
     pub data_dir: Option<PathBuf>,
     /// [default: 20]
-    #[cfg_attr(feature = "clap", arg(long))]
+    #[cfg_attr(feature = "clap", arg(long, allow_negative_numbers = true))]
     pub epochs: Option<usize>,
     /// [default: 128]
-    #[cfg_attr(feature = "clap", arg(long))]
+    #[cfg_attr(feature = "clap", arg(long, allow_negative_numbers = true))]
     pub batch_size: Option<usize>,
     /// Base learning rate [default: 0.1].
-    #[cfg_attr(feature = "clap", arg(long))]
+    #[cfg_attr(feature = "clap", arg(long, allow_negative_numbers = true))]
     pub lr: Option<f64>,
     /// [default: 0.9]
-    #[cfg_attr(feature = "clap", arg(long))]
+    #[cfg_attr(feature = "clap", arg(long, allow_negative_numbers = true))]
     pub momentum: Option<f64>,
     /// [default: 5e-4]
-    #[cfg_attr(feature = "clap", arg(long))]
+    #[cfg_attr(feature = "clap", arg(long, allow_negative_numbers = true))]
     pub weight_decay: Option<f64>,
     /// Nesterov momentum [default: false].
     #[cfg_attr(
@@ -51,12 +51,25 @@ pub struct TrainOptions {
         arg(long, num_args = 0..=1, default_missing_value = "true")
     )]
     pub nesterov: Option<bool>,
-    /// constant, multistep (divide by 10 at 50% and 75%) or cosine
-    /// [default: multistep].
+    /// constant, multistep (divide by 10 at each of --milestones) or
+    /// cosine [default: multistep].
     #[cfg_attr(feature = "clap", arg(long))]
     pub schedule: Option<String>,
+    /// Epochs at which multistep divides the learning rate by 10, e.g.
+    /// 100,150 [default: 50% and 75% of --epochs]. A resumed run keeps
+    /// them when --epochs extends it: the last phase gets longer.
+    #[cfg_attr(
+        feature = "clap",
+        arg(
+            long,
+            value_delimiter = ',',
+            value_name = "EPOCHS",
+            allow_negative_numbers = true
+        )
+    )]
+    pub milestones: Option<Vec<f64>>,
     /// Epochs of learning-rate warm-up [default: 0].
-    #[cfg_attr(feature = "clap", arg(long))]
+    #[cfg_attr(feature = "clap", arg(long, allow_negative_numbers = true))]
     pub warmup_epochs: Option<f64>,
     /// linear (from 0 to the base rate) or constant (a tenth of the base
     /// rate, He et al.'s ResNet-110 recipe) [default: linear].
@@ -64,20 +77,29 @@ pub struct TrainOptions {
     pub warmup: Option<String>,
     /// Seed of initialisation, data order, augmentation and stochastic
     /// depth [default: 0].
-    #[cfg_attr(feature = "clap", arg(long))]
+    #[cfg_attr(feature = "clap", arg(long, allow_negative_numbers = true))]
     pub seed: Option<u64>,
     /// Stochastic depth with this survival probability for the last block
     /// (e.g. 0.5) [default: off].
-    #[cfg_attr(feature = "clap", arg(long, value_name = "P_L"))]
+    #[cfg_attr(
+        feature = "clap",
+        arg(long, value_name = "P_L", allow_negative_numbers = true)
+    )]
     pub stochastic_depth: Option<f64>,
     /// a (zero-padded identity), b (projection) or highway [default: a].
     #[cfg_attr(feature = "clap", arg(long))]
     pub shortcut: Option<String>,
     /// Train on N samples of the training set.
-    #[cfg_attr(feature = "clap", arg(long, value_name = "N"))]
+    #[cfg_attr(
+        feature = "clap",
+        arg(long, value_name = "N", allow_negative_numbers = true)
+    )]
     pub train_subset: Option<usize>,
     /// Evaluate on N samples of the test set.
-    #[cfg_attr(feature = "clap", arg(long, value_name = "N"))]
+    #[cfg_attr(
+        feature = "clap",
+        arg(long, value_name = "N", allow_negative_numbers = true)
+    )]
     pub test_subset: Option<usize>,
     /// Zero-pad 4 and random crop [default: true].
     #[cfg_attr(
@@ -100,18 +122,19 @@ impl TrainOptions {
     /// `self` with every setting `over` gives replaced. Fails only for
     /// a setting that cannot be written down (a path that is not UTF-8).
     pub fn overridden_by(self, over: TrainOptions) -> Result<TrainOptions, TrainError> {
-        let unrepresentable = |e: serde_json::Error| TrainError::UnrepresentableSettings {
-            message: e.to_string(),
+        let unrepresentable = |message: String| TrainError::UnrepresentableSettings { message };
+        // Through TOML rather than JSON: it keeps NaN and infinities (which
+        // must reach the checks), and an unset setting is simply absent.
+        let table = |o: &TrainOptions| match toml::Value::try_from(o) {
+            Ok(toml::Value::Table(t)) => Ok(t),
+            Ok(_) => unreachable!("a struct serialises to a table"),
+            Err(e) => Err(unrepresentable(e.to_string())),
         };
-        let object = |o: &TrainOptions| match serde_json::to_value(o) {
-            Ok(serde_json::Value::Object(map)) => Ok(map),
-            Ok(_) => unreachable!("a struct serialises to an object"),
-            Err(e) => Err(unrepresentable(e)),
-        };
-        let mut merged = object(&self)?;
-        // An unset setting of `over` (null) leaves `self`'s.
-        merged.extend(object(&over)?.into_iter().filter(|(_, v)| !v.is_null()));
-        serde_json::from_value(serde_json::Value::Object(merged)).map_err(unrepresentable)
+        let mut merged = table(&self)?;
+        merged.extend(table(&over)?);
+        toml::Value::Table(merged)
+            .try_into()
+            .map_err(|e: toml::de::Error| unrepresentable(e.to_string()))
     }
 
     /// Reads a TOML file of settings.
@@ -146,11 +169,29 @@ impl TrainOptions {
             },
         };
         let defaults = Augment::default_for(dataset);
+        let epochs = self.epochs.unwrap_or(20);
+        // In a configuration, multistep's milestones are epochs.
+        let schedule = match schedule {
+            Decay::MultiStep { milestones, gamma } => Decay::MultiStep {
+                milestones: match self.milestones {
+                    Some(m) => m,
+                    None => milestones.iter().map(|f| f * epochs as f64).collect(),
+                },
+                gamma,
+            },
+            other if self.milestones.is_some() => {
+                return Err(bad(
+                    "milestones",
+                    format!("only the multistep schedule has milestones, not {other:?}"),
+                ))
+            }
+            other => other,
+        };
         let config = TrainConfig {
             model: self.model.unwrap_or_else(|| "resnet20".into()),
             dataset,
             data_dir: self.data_dir,
-            epochs: self.epochs.unwrap_or(20),
+            epochs,
             batch_size: self.batch_size.unwrap_or(128),
             lr: self.lr.unwrap_or(0.1),
             momentum: self.momentum.unwrap_or(0.9),
@@ -179,22 +220,7 @@ impl TrainOptions {
             },
             out: self.out,
         };
-        if config.epochs == 0 || config.batch_size == 0 {
-            let setting = if config.epochs == 0 {
-                "epochs"
-            } else {
-                "batch_size"
-            };
-            return Err(bad(setting, "must be positive".into()));
-        }
-        if !(config.lr > 0.0 && (config.lr as f32).is_finite()) {
-            return Err(bad("lr", format!("{} is not a positive number", config.lr)));
-        }
-        if let Some(p) = config.stochastic_depth {
-            if !(0.0..=1.0).contains(&p) {
-                return Err(bad("stochastic_depth", format!("{p} is not a probability")));
-            }
-        }
+        config.check()?;
         Ok(config)
     }
 }
@@ -211,6 +237,8 @@ pub struct TrainConfig {
     pub momentum: f64,
     pub weight_decay: f64,
     pub nesterov: bool,
+    /// The decay; multistep's milestones are in epochs here (see
+    /// [`TrainConfig::decay`]).
     pub schedule: Decay,
     pub warmup_epochs: f64,
     /// Warm up at a tenth of the base rate instead of ramping up linearly.
@@ -225,6 +253,74 @@ pub struct TrainConfig {
 }
 
 impl TrainConfig {
+    /// Every value in its range, else an error naming the setting (the
+    /// same checks for flags, a settings file and a checkpoint's stored
+    /// configuration).
+    pub fn check(&self) -> Result<(), TrainError> {
+        let bad =
+            |setting: &'static str, reason: String| TrainError::InvalidSetting { setting, reason };
+        let positive = [
+            ("epochs", self.epochs),
+            ("batch_size", self.batch_size),
+            ("train_subset", self.train_subset.unwrap_or(1)),
+            ("test_subset", self.test_subset.unwrap_or(1)),
+        ];
+        for (setting, value) in positive {
+            if value == 0 {
+                return Err(bad(setting, "must be positive".into()));
+            }
+        }
+        let f32_range = f32::MAX as f64;
+        if !(self.lr > 0.0 && self.lr <= f32_range) {
+            return Err(bad("lr", format!("{} is not a positive number", self.lr)));
+        }
+        if !(0.0..1.0).contains(&self.momentum) {
+            return Err(bad(
+                "momentum",
+                format!("{} is not in [0, 1)", self.momentum),
+            ));
+        }
+        if !(self.weight_decay >= 0.0 && self.weight_decay <= f32_range) {
+            return Err(bad(
+                "weight_decay",
+                format!("{} is not a number >= 0", self.weight_decay),
+            ));
+        }
+        if !(self.warmup_epochs >= 0.0 && self.warmup_epochs.is_finite()) {
+            return Err(bad(
+                "warmup_epochs",
+                format!("{} is not a number of epochs >= 0", self.warmup_epochs),
+            ));
+        }
+        if let Some(p) = self.stochastic_depth {
+            if !(0.0..=1.0).contains(&p) {
+                return Err(bad("stochastic_depth", format!("{p} is not a probability")));
+            }
+        }
+        if let Decay::MultiStep { milestones, .. } = &self.schedule {
+            let increasing = milestones.windows(2).all(|w| w[0] < w[1]);
+            if !increasing || milestones.iter().any(|m| !(m.is_finite() && *m > 0.0)) {
+                return Err(bad(
+                    "milestones",
+                    format!("{milestones:?} are not increasing positive epochs"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The decay as [`crate::schedule::Schedule`] takes it: multistep's
+    /// milestones as fractions of this run's `epochs`.
+    pub fn decay(&self) -> Decay {
+        match &self.schedule {
+            Decay::MultiStep { milestones, gamma } => Decay::MultiStep {
+                milestones: milestones.iter().map(|m| m / self.epochs as f64).collect(),
+                gamma: *gamma,
+            },
+            other => other.clone(),
+        }
+    }
+
     /// Back to options (what a checkpoint stores to resume the run).
     pub fn to_options(&self) -> TrainOptions {
         TrainOptions {
@@ -245,6 +341,10 @@ impl TrainConfig {
                 }
                 .into(),
             ),
+            milestones: match &self.schedule {
+                Decay::MultiStep { milestones, .. } => Some(milestones.clone()),
+                _ => None,
+            },
             warmup_epochs: Some(self.warmup_epochs),
             warmup: Some(
                 if self.constant_warmup {

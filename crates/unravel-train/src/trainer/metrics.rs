@@ -9,23 +9,35 @@ use serde::{Deserialize, Serialize};
 
 use super::TrainError;
 
+/// JSON has no NaN: serde_json writes it as `null`, read back as NaN.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EpochMetrics {
     /// Counted from 1.
     pub epoch: usize,
     /// Learning rate of the epoch's last step.
+    #[serde(deserialize_with = "nan_if_null")]
     pub lr: f64,
+    #[serde(deserialize_with = "nan_if_null")]
     pub train_loss: f64,
     /// Fractions in 0..1.
+    #[serde(deserialize_with = "nan_if_null")]
     pub train_acc: f64,
+    #[serde(deserialize_with = "nan_if_null")]
     pub test_loss: f64,
+    #[serde(deserialize_with = "nan_if_null")]
     pub test_acc: f64,
+    #[serde(deserialize_with = "nan_if_null")]
     pub images_per_s: f64,
     /// Wall time of the epoch's training steps.
+    #[serde(deserialize_with = "nan_if_null")]
     pub seconds: f64,
     /// Mean number of residual blocks active per step (stochastic depth).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub active_blocks: Option<f64>,
+}
+
+fn nan_if_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
 }
 
 pub fn append(path: &Path, m: &EpochMetrics) -> Result<(), TrainError> {
@@ -39,6 +51,32 @@ pub fn append(path: &Path, m: &EpochMetrics) -> Result<(), TrainError> {
         .open(path)
         .map_err(|e| TrainError::io(path, e))?;
     writeln!(f, "{line}").map_err(|e| TrainError::io(path, e))
+}
+
+/// Cuts `path` back to the rows of the first `epochs` epochs, one row an
+/// epoch (the last written, which belongs to the committed checkpoint),
+/// in order. Run on resume: a run killed after writing a row but before
+/// committing its checkpoint trains that epoch again.
+pub fn keep_epochs(path: &Path, epochs: usize) -> Result<(), TrainError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(TrainError::io(path, e)),
+    };
+    let mut rows: Vec<Option<&str>> = vec![None; epochs];
+    for line in text.lines() {
+        let epoch = serde_json::from_str::<serde_json::Value>(line)
+            .ok()
+            .and_then(|v| v.get("epoch").and_then(|e| e.as_u64()));
+        if let Some(e) = epoch.filter(|&e| (1..=epochs as u64).contains(&e)) {
+            rows[e as usize - 1] = Some(line);
+        }
+    }
+    let kept: String = rows.iter().flatten().map(|l| format!("{l}\n")).collect();
+    if kept != text {
+        crate::checkpoint::write_atomic(path, kept.as_bytes())?;
+    }
+    Ok(())
 }
 
 /// Every epoch recorded so far (lines that do not parse are skipped: a

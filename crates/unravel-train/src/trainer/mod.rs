@@ -1,14 +1,22 @@
 //! The training loop: data on a background thread, one GPU submission per
 //! step, a learning-rate schedule, stochastic depth, evaluation after each
-//! epoch, metrics and curves, atomic checkpoints, resume, and a clean stop.
+//! epoch, metrics and curves, checkpoints committed as generations, resume,
+//! and a clean stop.
 //!
-//! A run's folder holds `checkpoint.safetensors` (the model, PyTorch names,
-//! its configuration in the metadata), `optimizer.safetensors` (momentum,
-//! and where the run stands: epoch, batch, step), `metrics.jsonl` and
-//! `curves.png`.
+//! A run's folder ([`crate::run_folder`]) holds the committed generation
+//! (`checkpoints/NNNNNN/model.safetensors`: the model, PyTorch names, its
+//! configuration in the metadata; `optimizer.safetensors`: momentum and
+//! where the run stands), `metrics.jsonl` and `curves.png`. The run holds
+//! the folder's lock from start to end.
+//!
+//! A run stops with [`TrainError::Diverged`] as soon as the training loss,
+//! the test loss, or any tensor about to be saved (weights, batch-norm
+//! statistics, momentum) is not finite; only finite checkpoints are ever
+//! committed, and the error says which one was kept.
 
 mod config;
 pub mod metrics;
+mod position;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -16,7 +24,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
-use rand::SeedableRng;
+use rand::{Rng, SeedableRng};
 use thiserror::Error;
 use unravel_device::kernels::sgd::SgdConfig;
 use unravel_device::Gpu;
@@ -24,18 +32,19 @@ use unravel_graph::{Graph, Mode, ModelState, Optimizer, Plan};
 
 pub use config::{TrainConfig, TrainOptions};
 pub use metrics::EpochMetrics;
+pub use position::GENERATION_KEYS;
 
-use crate::checkpoint::{save_model, save_momentum, Checkpoint, CheckpointError};
+use crate::checkpoint::{model_bytes, momentum_bytes, Checkpoint, CheckpointError};
 use crate::data::{self, DataError, LastBatch, Loader, LoaderConfig, Normalization};
 use crate::evaluate::{EvalResult, Evaluator};
 use crate::models::{build, ModelConfig, ModelError};
-use crate::schedule::{Schedule, Warmup};
+use crate::run_folder::{
+    latest_model, FaultHook, Generation, Opening, RunFolder, RunFolderError, CURVES_FILE,
+    METRICS_FILE, MODEL_FILE, OPTIMIZER_FILE,
+};
+use crate::schedule::{Decay, Schedule, Warmup};
 use crate::stochastic_depth::StochasticDepth;
-
-pub const MODEL_FILE: &str = "checkpoint.safetensors";
-pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
-pub const METRICS_FILE: &str = "metrics.jsonl";
-pub const CURVES_FILE: &str = "curves.png";
+use position::{Bounds, Position};
 
 /// What can stop a run. Errors name the setting (the field of
 /// [`TrainOptions`]) or the file that is wrong; the CLI maps settings to
@@ -54,14 +63,26 @@ pub enum TrainError {
     UnrepresentableSettings { message: String },
     #[error("the training set has {samples} samples, fewer than one batch of {batch_size}")]
     TooFewSamples { samples: usize, batch_size: usize },
-    #[error("{} holds no {MODEL_FILE}: give a run folder written by the trainer", dir.display())]
-    NotARunFolder { dir: PathBuf },
+    #[error("the test set has no images: there is nothing to evaluate on")]
+    EmptyTestSet,
     #[error("{} has no training configuration", path.display())]
     NoStoredSettings { path: PathBuf },
-    #[error("{}: the stored training configuration cannot be read: {message}", path.display())]
+    #[error("{}: the stored training configuration is not valid: {message}", path.display())]
     BadStoredSettings { path: PathBuf, message: String },
     #[error("{}: the optimizer state lacks a valid {key:?}", path.display())]
     BadOptimizerState { path: PathBuf, key: &'static str },
+    #[error("{}: impossible position of the run: {message}", path.display())]
+    ImpossiblePosition { path: PathBuf, message: String },
+    #[error(
+        "{} and {} are not one checkpoint: {message}",
+        model.display(),
+        optimizer.display()
+    )]
+    MismatchedCheckpoint {
+        model: PathBuf,
+        optimizer: PathBuf,
+        message: String,
+    },
     #[error("writing {}: {source}", path.display())]
     Metrics {
         path: PathBuf,
@@ -76,6 +97,8 @@ pub enum TrainError {
     Graph(#[from] unravel_graph::GraphError),
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
+    #[error(transparent)]
+    RunFolder(#[from] RunFolderError),
     #[error("{}", path.display())]
     Io {
         path: PathBuf,
@@ -85,14 +108,17 @@ pub enum TrainError {
     #[error("drawing {0}")]
     Plot(String),
     #[error(
-        "the loss became {loss} at epoch {epoch}, step {step} (learning rate {lr}); training stopped \
-         and the last good checkpoint was kept"
+        "{what} became {value} at epoch {epoch}, step {step} (learning rate {lr}); training \
+         stopped and {kept}"
     )]
     Diverged {
+        /// "the training loss", "the test loss" or "tensor <name>".
+        what: String,
+        value: f32,
         epoch: usize,
         step: usize,
         lr: f64,
-        loss: f32,
+        kept: Kept,
     },
 }
 
@@ -101,6 +127,34 @@ impl TrainError {
         TrainError::Io {
             path: path.to_path_buf(),
             source,
+        }
+    }
+}
+
+/// The checkpoint a diverged run left as its last good one.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Kept {
+    Nothing,
+    Generation {
+        dir: PathBuf,
+        epochs_done: usize,
+        step: usize,
+    },
+}
+
+impl std::fmt::Display for Kept {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Kept::Nothing => write!(f, "no checkpoint was kept: none had been saved"),
+            Kept::Generation {
+                dir,
+                epochs_done,
+                step,
+            } => write!(
+                f,
+                "the last good checkpoint ({epochs_done} epochs done, step {step}) is {}",
+                dir.display()
+            ),
         }
     }
 }
@@ -114,61 +168,37 @@ pub struct TrainReport {
     pub interrupted: bool,
 }
 
-/// Where a run stands; stored in the optimizer file's metadata.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-struct Position {
-    /// Epoch in progress, from 0.
-    epoch: usize,
-    /// Next batch of that epoch.
-    batch: usize,
-    /// Optimiser steps done.
-    step: usize,
-    /// Sums over the epoch so far (a resumed epoch reports all of it).
-    loss_sum: f64,
-    correct: u64,
-    seen: u64,
-    seconds: f64,
-    active_sum: f64,
+/// How to run: a new run or the continuation of one, when to stop, and
+/// whether to show progress.
+pub struct RunOptions<'a> {
+    /// Continue the run in this folder (its own configuration; a larger
+    /// `epochs` extends it).
+    pub resume: Option<&'a Path>,
+    /// Replace the run in the output folder instead of refusing to.
+    pub overwrite: bool,
+    /// Asked after every step with the number of steps done; when it says
+    /// yes the run commits a checkpoint and returns (Ctrl-C in the CLI).
+    pub stop: &'a dyn Fn(usize) -> bool,
+    /// A progress bar (or, without a terminal, a line every tenth of an
+    /// epoch) and a line per epoch on stderr.
+    pub progress: bool,
+    /// Fault injection into every save (tests).
+    pub fault: Option<FaultHook<'a>>,
 }
 
-impl Position {
-    fn to_metadata(self) -> HashMap<String, String> {
-        HashMap::from([
-            ("epoch".into(), self.epoch.to_string()),
-            ("batch".into(), self.batch.to_string()),
-            ("step".into(), self.step.to_string()),
-            ("loss_sum".into(), self.loss_sum.to_string()),
-            ("correct".into(), self.correct.to_string()),
-            ("seen".into(), self.seen.to_string()),
-            ("seconds".into(), self.seconds.to_string()),
-            ("active_sum".into(), self.active_sum.to_string()),
-        ])
-    }
+fn never(_: usize) -> bool {
+    false
+}
 
-    /// Where the run in the optimizer file `path` stands, from its metadata.
-    fn from_metadata(m: &HashMap<String, String>, path: &Path) -> Result<Position, TrainError> {
-        fn field<T: std::str::FromStr>(
-            m: &HashMap<String, String>,
-            path: &Path,
-            key: &'static str,
-        ) -> Result<T, TrainError> {
-            m.get(key)
-                .and_then(|v| v.parse().ok())
-                .ok_or_else(|| TrainError::BadOptimizerState {
-                    path: path.to_path_buf(),
-                    key,
-                })
+impl Default for RunOptions<'_> {
+    fn default() -> Self {
+        RunOptions {
+            resume: None,
+            overwrite: false,
+            stop: &never,
+            progress: false,
+            fault: None,
         }
-        Ok(Position {
-            epoch: field(m, path, "epoch")?,
-            batch: field(m, path, "batch")?,
-            step: field(m, path, "step")?,
-            loss_sum: field(m, path, "loss_sum")?,
-            correct: field(m, path, "correct")?,
-            seen: field(m, path, "seen")?,
-            seconds: field(m, path, "seconds")?,
-            active_sum: field(m, path, "active_sum")?,
-        })
     }
 }
 
@@ -188,6 +218,9 @@ fn setup(config: &TrainConfig) -> Result<Setup, TrainError> {
     }
     if let Some(n) = config.test_subset {
         test = test.random_subset(n, 0);
+    }
+    if test.n == 0 {
+        return Err(TrainError::EmptyTestSet);
     }
     if train.n < config.batch_size {
         return Err(TrainError::TooFewSamples {
@@ -227,68 +260,146 @@ fn model_metadata(config: &TrainConfig) -> Result<HashMap<String, String>, Train
     ]))
 }
 
-/// The configuration a checkpoint was trained with.
+/// The configuration the checkpoint of the run in `dir` was trained with;
+/// an error in it names the checkpoint file.
 pub fn checkpoint_config(dir: &Path) -> Result<TrainConfig, TrainError> {
-    let path = dir.join(MODEL_FILE);
-    if !path.is_file() {
-        return Err(TrainError::NotARunFolder {
-            dir: dir.to_path_buf(),
-        });
-    }
+    let path = latest_model(dir)?;
     let meta = Checkpoint::read(&path)?.metadata()?;
     let text = meta
         .get("config")
         .ok_or_else(|| TrainError::NoStoredSettings { path: path.clone() })?;
-    let options: TrainOptions =
-        toml::from_str(text).map_err(|e| TrainError::BadStoredSettings {
-            path,
-            message: e.to_string(),
-        })?;
-    options.resolve()
+    let bad = |message: String| TrainError::BadStoredSettings {
+        path: path.clone(),
+        message,
+    };
+    let options: TrainOptions = toml::from_str(text).map_err(|e| bad(e.to_string()))?;
+    options.resolve().map_err(|e| bad(e.to_string()))
 }
 
-/// Trains as `config` says, or continues the run in `resume`. `stop` is
-/// asked after every step (with the number of steps done); when it says
-/// yes the run writes a checkpoint and returns (Ctrl-C in the CLI).
+/// `config` for the run to be resumed in `dir`: its stored configuration,
+/// with `epochs` extended when `config` asks for more. The milestones of a
+/// multistep schedule stay where they were (the last phase is extended); a
+/// cosine schedule is stretched over the new length, so the run then
+/// matches no uninterrupted one (a warning says so).
+fn resumed_config(
+    dir: &Path,
+    config: &TrainConfig,
+    progress: bool,
+) -> Result<TrainConfig, TrainError> {
+    let mut c = checkpoint_config(dir)?;
+    if config.epochs > c.epochs {
+        if matches!(c.schedule, Decay::Cosine { .. }) && progress {
+            eprintln!(
+                "warning: the cosine schedule of this {}-epoch run is stretched to {} epochs; \
+                 the rest of the run follows the stretched curve",
+                c.epochs, config.epochs
+            );
+        }
+        c.epochs = config.epochs;
+    }
+    c.out = Some(dir.to_path_buf());
+    Ok(c)
+}
+
+/// Checks that the model and optimizer files of `generation` are one
+/// checkpoint and returns the run's id.
+fn check_pair(
+    generation: &Generation,
+    model: &HashMap<String, String>,
+    optimizer: &HashMap<String, String>,
+) -> Result<String, TrainError> {
+    let mismatch = |message: String| TrainError::MismatchedCheckpoint {
+        model: generation.model(),
+        optimizer: generation.optimizer(),
+        message,
+    };
+    for key in GENERATION_KEYS {
+        let (a, b) = (model.get(key), optimizer.get(key));
+        if a.is_none() || a != b {
+            return Err(mismatch(format!(
+                "{key} is {} in the model and {} in the optimizer state",
+                a.map_or("missing", |v| v.as_str()),
+                b.map_or("missing", |v| v.as_str())
+            )));
+        }
+    }
+    if model["generation"] != generation.number.to_string() {
+        return Err(mismatch(format!(
+            "they say generation {}, their folder is generation {}",
+            model["generation"], generation.number
+        )));
+    }
+    Ok(model["run_id"].clone())
+}
+
+/// Trains as `config` says (into `config.out`, by default
+/// `runs/<timestamp>`), or continues the run `options.resume` names.
 pub fn train(
     gpu: &Gpu,
     config: &TrainConfig,
-    resume: Option<&Path>,
-    stop: &dyn Fn(usize) -> bool,
-    progress: bool,
+    options: &RunOptions,
 ) -> Result<TrainReport, TrainError> {
-    let (config, out) = match resume {
-        Some(dir) => {
-            let mut c = checkpoint_config(dir)?;
-            // A resumed run may be given more epochs.
-            c.epochs = c.epochs.max(config.epochs);
-            c.out = Some(dir.to_path_buf());
-            (c, dir.to_path_buf())
-        }
+    let (config, opening) = match options.resume {
+        Some(dir) => (
+            resumed_config(dir, config, options.progress)?,
+            Opening::Resume,
+        ),
         None => {
-            let out = config.out.clone().unwrap_or_else(default_run_dir);
-            (config.clone(), out)
+            let mut c = config.clone();
+            c.out = Some(c.out.unwrap_or_else(default_run_dir));
+            let opening = if options.overwrite {
+                Opening::Overwrite
+            } else {
+                Opening::New
+            };
+            (c, opening)
         }
     };
-    std::fs::create_dir_all(&out).map_err(|e| TrainError::io(&out, e))?;
+    let out = config.out.clone().expect("set above");
+    // Locked, writable and free of a previous run before anything is loaded.
+    let (folder, notes) = RunFolder::open(&out, opening)?;
+    for note in notes {
+        eprintln!("note: {note}");
+    }
     let Setup { graph, train, test } = setup(&config)?;
     let state = ModelState::new(gpu, &graph, config.seed)?;
-    let mut pos = Position::default();
-    if resume.is_some() {
-        Checkpoint::read(&out.join(MODEL_FILE))?.load_model(gpu, &graph, &state)?;
-        let opt = Checkpoint::read(&out.join(OPTIMIZER_FILE))?;
-        opt.load_momentum(gpu, &graph, &state)?;
-        pos = Position::from_metadata(&opt.metadata()?, &out.join(OPTIMIZER_FILE))?;
-    } else {
-        // A fresh run starts a fresh metrics file.
-        let _ = std::fs::remove_file(out.join(METRICS_FILE));
-    }
-
     let per_epoch = train.batches_per_epoch();
+    let blocks = graph.residual_blocks().count();
+    let metrics_path = out.join(METRICS_FILE);
+    let mut pos = Position::default();
+    let mut kept = Kept::Nothing;
+    let run_id = match folder.latest() {
+        Some(generation) => {
+            let model = Checkpoint::read(&generation.model())?;
+            let optimizer = Checkpoint::read(&generation.optimizer())?;
+            let run_id = check_pair(&generation, &model.metadata()?, &optimizer.metadata()?)?;
+            pos = Position::from_metadata(&optimizer.metadata()?, &generation.optimizer())?;
+            let bounds = Bounds {
+                epochs: config.epochs,
+                batches_per_epoch: per_epoch,
+                batch_size: config.batch_size,
+                residual_blocks: blocks,
+            };
+            pos.check(&bounds, &generation.optimizer())?;
+            model.load_model(gpu, &graph, &state)?;
+            optimizer.load_momentum(gpu, &graph, &state)?;
+            // Rows written after this checkpoint (by a run killed before its
+            // save) are dropped, so every epoch has one row.
+            metrics::keep_epochs(&metrics_path, pos.epoch)?;
+            kept = Kept::Generation {
+                dir: generation.dir.clone(),
+                epochs_done: pos.epoch,
+                step: pos.step,
+            };
+            run_id
+        }
+        None => format!("{:016x}", rand::rng().random::<u64>()),
+    };
+
     let total = per_epoch * config.epochs;
     let schedule = Schedule {
         base_lr: config.lr,
-        decay: config.schedule.clone(),
+        decay: config.decay(),
         warmup: {
             let steps = (config.warmup_epochs * per_epoch as f64).round() as usize;
             match (steps, config.constant_warmup) {
@@ -310,22 +421,30 @@ pub fn train(
     let sd = config
         .stochastic_depth
         .map(|p| StochasticDepth::new(&graph, p));
-    let blocks = graph.residual_blocks().count() as f64;
-    let meta = model_metadata(&config)?;
+    let saver = Saver {
+        gpu,
+        graph: &graph,
+        state: &state,
+        folder: &folder,
+        model_meta: model_metadata(&config)?,
+        run_id,
+        fault: options.fault,
+    };
     // Evaluation plans are compiled on the first evaluation and reused.
     let mut evaluator = Evaluator::new(gpu, &graph, &state, sd.clone());
     let mut report = TrainReport {
         out: out.clone(),
-        epochs: metrics::read_all(&out.join(METRICS_FILE)),
+        epochs: metrics::read_all(&metrics_path),
         interrupted: false,
     };
     let mut plot_failed = false;
 
     while pos.epoch < config.epochs {
-        let bar = progress_bar(progress, per_epoch, pos);
+        let bar = progress_bar(options.progress, per_epoch, pos);
         // Without a terminal (a run in the background, output to a file) the
         // bar is hidden: a plain line every tenth of the epoch instead.
-        let line_every = (progress && bar.is_hidden()).then(|| per_epoch.div_ceil(10).max(1));
+        let line_every =
+            (options.progress && bar.is_hidden()).then(|| per_epoch.div_ceil(10).max(1));
         let mut lr = schedule.lr(pos.step);
         for batch in train.batches(pos.epoch as u64, pos.batch) {
             let started = Instant::now();
@@ -352,10 +471,12 @@ pub fn train(
             if !stats.loss.is_finite() {
                 bar.abandon();
                 return Err(TrainError::Diverged {
+                    what: "the training loss".into(),
+                    value: stats.loss,
                     epoch: pos.epoch + 1,
                     step: pos.step,
                     lr,
-                    loss: stats.loss,
+                    kept,
                 });
             }
             state.count_batch();
@@ -365,7 +486,7 @@ pub fn train(
             pos.correct += stats.correct as u64;
             pos.seen += batch.valid as u64;
             pos.seconds += started.elapsed().as_secs_f64();
-            pos.active_sum += blocks - dropped.len() as f64;
+            pos.active_sum += (blocks - dropped.len()) as f64;
             let message = format!(
                 "loss {:.4} acc {:.3} {:.0} img/s lr {lr:.4}",
                 pos.loss_sum / pos.seen as f64,
@@ -381,31 +502,50 @@ pub fn train(
             }
             bar.inc(1);
             bar.set_message(message);
-            if stop(pos.step) {
+            if (options.stop)(pos.step) {
                 bar.abandon_with_message("stopped: checkpoint saved");
-                save(gpu, &out, &graph, &state, &meta, pos)?;
+                let files = saver.stage(pos, pos.epoch + 1, lr, &kept)?;
+                saver.commit(files)?;
                 report.interrupted = true;
                 return Ok(report);
             }
         }
         bar.finish_and_clear();
         let eval = evaluator.run(&test, &[])?;
+        if !eval.loss.is_finite() {
+            return Err(TrainError::Diverged {
+                what: "the test loss".into(),
+                value: eval.loss as f32,
+                epoch: pos.epoch + 1,
+                step: pos.step,
+                lr,
+                kept,
+            });
+        }
         let row = epoch_row(pos, lr, eval, sd.is_some());
-        if progress {
+        if options.progress {
             eprintln!(
                 "epoch {:>3}/{}  lr {:.4}  train loss {:.4} acc {:.4}  test loss {:.4} acc {:.4}  {:.0} img/s  {:.1} s",
                 row.epoch, config.epochs, row.lr, row.train_loss, row.train_acc, row.test_loss, row.test_acc,
                 row.images_per_s, row.seconds
             );
         }
-        metrics::append(&out.join(METRICS_FILE), &row)?;
-        report.epochs.push(row);
         pos = Position {
             epoch: pos.epoch + 1,
             step: pos.step,
             ..Position::default()
         };
-        save(gpu, &out, &graph, &state, &meta, pos)?;
+        // Read and checked before the row is written: a non-finite model
+        // ends the run with the previous checkpoint and no row for this epoch.
+        let files = saver.stage(pos, pos.epoch, lr, &kept)?;
+        metrics::append(&metrics_path, &row)?;
+        report.epochs.push(row);
+        let generation = saver.commit(files)?;
+        kept = Kept::Generation {
+            dir: generation.dir,
+            epochs_done: pos.epoch,
+            step: pos.step,
+        };
         // The plot is a convenience: a machine without fonts (a bare
         // container) must not lose the run over it.
         if let Err(e) = metrics::plot(&out.join(CURVES_FILE), &report.epochs) {
@@ -437,25 +577,61 @@ fn epoch_row(pos: Position, lr: f64, eval: EvalResult, stochastic: bool) -> Epoc
     }
 }
 
-/// Model first, then optimizer: both atomic, and the optimizer's position
-/// only ever points at a model file at least as new.
-fn save(
-    gpu: &Gpu,
-    out: &Path,
-    graph: &Graph,
-    state: &ModelState,
-    meta: &HashMap<String, String>,
-    pos: Position,
-) -> Result<(), TrainError> {
-    save_model(&out.join(MODEL_FILE), gpu, graph, state, meta.clone())?;
-    save_momentum(
-        &out.join(OPTIMIZER_FILE),
-        gpu,
-        graph,
-        state,
-        pos.to_metadata(),
-    )?;
-    Ok(())
+/// Writes checkpoints of one run as generations of its folder.
+struct Saver<'a> {
+    gpu: &'a Gpu,
+    graph: &'a Graph,
+    state: &'a ModelState,
+    folder: &'a RunFolder,
+    model_meta: HashMap<String, String>,
+    run_id: String,
+    fault: Option<FaultHook<'a>>,
+}
+
+type Files = Vec<(&'static str, Vec<u8>)>;
+
+impl Saver<'_> {
+    /// The next generation's two files, both stamped with it; a tensor
+    /// that is not finite ends the run (`kept` says what stays).
+    fn stage(
+        &self,
+        pos: Position,
+        epoch: usize,
+        lr: f64,
+        kept: &Kept,
+    ) -> Result<Files, TrainError> {
+        let generation = HashMap::from([
+            ("run_id".to_string(), self.run_id.clone()),
+            (
+                "generation".to_string(),
+                self.folder.next_generation().to_string(),
+            ),
+            ("step".to_string(), pos.step.to_string()),
+        ]);
+        let diverged = |e: CheckpointError| match e {
+            CheckpointError::NonFiniteState { tensor, value } => TrainError::Diverged {
+                what: format!("tensor {tensor}"),
+                value,
+                epoch,
+                step: pos.step,
+                lr,
+                kept: kept.clone(),
+            },
+            other => other.into(),
+        };
+        let mut model_meta = self.model_meta.clone();
+        model_meta.extend(generation.clone());
+        let mut optimizer_meta = pos.to_metadata();
+        optimizer_meta.extend(generation);
+        let model = model_bytes(self.gpu, self.graph, self.state, model_meta).map_err(diverged)?;
+        let optimizer =
+            momentum_bytes(self.gpu, self.graph, self.state, optimizer_meta).map_err(diverged)?;
+        Ok(vec![(MODEL_FILE, model), (OPTIMIZER_FILE, optimizer)])
+    }
+
+    fn commit(&self, files: Files) -> Result<Generation, TrainError> {
+        Ok(self.folder.commit(&files, self.fault)?)
+    }
 }
 
 fn progress_bar(visible: bool, per_epoch: usize, pos: Position) -> ProgressBar {
