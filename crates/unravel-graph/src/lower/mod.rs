@@ -182,6 +182,22 @@ pub(crate) fn estimate(
     mode: Mode,
     options: &PlanOptions,
 ) -> (u64, u64) {
+    sizes(
+        graph,
+        batch,
+        mode,
+        &layout(graph, batch, mode, options).assignment,
+    )
+}
+
+/// The values' roots, what is fused, and where every buffer goes.
+struct Layout {
+    roots: Roots,
+    fusions: Fusions,
+    assignment: Assignment,
+}
+
+fn layout(graph: &Graph, batch: usize, mode: Mode, options: &PlanOptions) -> Layout {
     let roots = Roots::of(graph);
     let recompute = recomputed_values(graph, mode, &options.keep);
     let fusions = Fusions::choose(graph, mode, &options.keep, &recompute, options.unfused);
@@ -194,7 +210,11 @@ pub(crate) fn estimate(
         &recompute,
         &fusions,
     );
-    sizes(graph, batch, mode, &assignment)
+    Layout {
+        roots,
+        fusions,
+        assignment,
+    }
 }
 
 fn sizes(graph: &Graph, batch: usize, mode: Mode, assignment: &Assignment) -> (u64, u64) {
@@ -322,18 +342,11 @@ pub(crate) fn compile(
     if out.h != 1 || out.w != 1 {
         return Err(GraphError::NotClassScores { shape: out });
     }
-    let roots = Roots::of(graph);
-    let recompute = recomputed_values(graph, mode, &options.keep);
-    let fusions = Fusions::choose(graph, mode, &options.keep, &recompute, options.unfused);
-    let assignment = crate::memory::plan(
-        graph,
-        batch,
-        mode,
-        &roots,
-        &options.keep,
-        &recompute,
-        &fusions,
-    );
+    let Layout {
+        roots,
+        fusions,
+        assignment,
+    } = layout(graph, batch, mode, options);
     check_fits(gpu, graph, batch, mode, options, &assignment)?;
     let slots: Vec<Tensor> = assignment
         .slot_bytes
