@@ -66,6 +66,9 @@ pub enum RunFolderError {
         #[source]
         source: std::io::Error,
     },
+    /// Writing `latest` failed (the error names the file).
+    #[error(transparent)]
+    Pointer(#[from] crate::checkpoint::CheckpointError),
     /// A fault hook stopped a save as a kill would (tests only).
     #[error("the save was stopped at {0:?} by a fault hook")]
     Killed(SavePoint),
@@ -321,11 +324,7 @@ impl RunFolder {
         write_atomic(
             &latest,
             format!("{}\n", generation_name(next.number)).as_bytes(),
-        )
-        .map_err(|e| RunFolderError::Io {
-            path: latest.clone(),
-            source: std::io::Error::other(e.to_string()),
-        })?;
+        )?;
         let previous = self.latest.replace(Some(next.number));
         inject(SavePoint::LatestSwitched)?;
         if let Some(p) = previous {

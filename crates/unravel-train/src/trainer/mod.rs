@@ -372,8 +372,9 @@ pub fn train(
         Some(generation) => {
             let model = Checkpoint::read(&generation.model())?;
             let optimizer = Checkpoint::read(&generation.optimizer())?;
-            let run_id = check_pair(&generation, &model.metadata()?, &optimizer.metadata()?)?;
-            pos = Position::from_metadata(&optimizer.metadata()?, &generation.optimizer())?;
+            let optimizer_meta = optimizer.metadata()?;
+            let run_id = check_pair(&generation, &model.metadata()?, &optimizer_meta)?;
+            pos = Position::from_metadata(&optimizer_meta, &generation.optimizer())?;
             let bounds = Bounds {
                 epochs: config.epochs,
                 batches_per_epoch: per_epoch,
