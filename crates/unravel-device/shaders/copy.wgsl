@@ -5,6 +5,8 @@
 // Shape legend: both operands are N rows of PER = C*H*W contiguous elements;
 // row n of src starts at src_off + n * src_stride, of dst at
 // dst_off + n * dst_stride. Element i of the copy is row i / PER, column i % PER.
+// Either side may be f32 or f16 (elem1, elem2: set per dispatch), so the same
+// copy converts between them.
 
 struct Params {
     total: u32,      // invocations: N * PER, or N * PER / 4 for copy_forward_vec4
@@ -15,12 +17,12 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read_write> src: array<f32>;
-@group(0) @binding(2) var<storage, read_write> dst: array<f32>;
+@group(0) @binding(1) var<storage, read_write> src: array<elem1>;
+@group(0) @binding(2) var<storage, read_write> dst: array<elem2>;
 // vec4 views of the same bindings: on lavapipe a vec4 load or store costs
 // about as much as a scalar one. An entry point uses one pair or the other.
-@group(0) @binding(1) var<storage, read_write> src4: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read_write> dst4: array<vec4<f32>>;
+@group(0) @binding(1) var<storage, read_write> src4: array<vec4<elem1>>;
+@group(0) @binding(2) var<storage, read_write> dst4: array<vec4<elem2>>;
 
 const WG: u32 = 256u;
 
@@ -33,7 +35,7 @@ fn copy_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) n
     if (i >= p.total) { return; }
     let n = i / p.per;
     let k = i % p.per;
-    dst[p.dst_off + n * p.dst_stride + k] = src[p.src_off + n * p.src_stride + k];
+    dst[p.dst_off + n * p.dst_stride + k] = elem2(src[p.src_off + n * p.src_stride + k]);
 }
 
 // The same, four elements per invocation, when PER, the offsets and the
@@ -45,5 +47,5 @@ fn copy_forward_vec4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgrou
     if (i >= p.total) { return; }
     let n = i / p.per;
     let k = i % p.per;
-    dst4[p.dst_off + n * p.dst_stride + k] = src4[p.src_off + n * p.src_stride + k];
+    dst4[p.dst_off + n * p.dst_stride + k] = vec4<elem2>(src4[p.src_off + n * p.src_stride + k]);
 }

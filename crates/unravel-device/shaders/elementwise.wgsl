@@ -6,6 +6,9 @@
 // t_off + n * t_stride. The grid's y is the row n, and the x invocations
 // stride along the row: no integer division per element (CPU adapters have
 // no vector integer division). Forward and backward of each op sit side by side.
+// Every operand is f32 or f16 (elemB, set per dispatch by the tensor bound at
+// binding B); values are loaded into f32, computed in f32 and rounded once
+// when stored.
 
 struct Params {
     rows: u32,       // N
@@ -21,19 +24,19 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read_write> a: array<f32>;
-@group(0) @binding(2) var<storage, read_write> b: array<f32>;
-@group(0) @binding(3) var<storage, read_write> c: array<f32>;
-@group(0) @binding(4) var<storage, read_write> d: array<f32>;
-@group(0) @binding(5) var<storage, read_write> e: array<f32>;
-@group(0) @binding(6) var<storage, read_write> f: array<f32>;
+@group(0) @binding(1) var<storage, read_write> a: array<elem1>;
+@group(0) @binding(2) var<storage, read_write> b: array<elem2>;
+@group(0) @binding(3) var<storage, read_write> c: array<elem3>;
+@group(0) @binding(4) var<storage, read_write> d: array<elem4>;
+@group(0) @binding(5) var<storage, read_write> e: array<elem5>;
+@group(0) @binding(6) var<storage, read_write> f: array<elem6>;
 
 // The same bindings seen as vec4s, for the `*4` entry points the host picks
 // when every row length, offset and stride is a multiple of 4 (lavapipe
 // moves a vec4 about as fast as a scalar). Their params are in vec4 units.
-@group(0) @binding(1) var<storage, read_write> a4: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read_write> b4: array<vec4<f32>>;
-@group(0) @binding(3) var<storage, read_write> c4: array<vec4<f32>>;
+@group(0) @binding(1) var<storage, read_write> a4: array<vec4<elem1>>;
+@group(0) @binding(2) var<storage, read_write> b4: array<vec4<elem2>>;
+@group(0) @binding(3) var<storage, read_write> c4: array<vec4<elem3>>;
 
 const WG: u32 = 256u;
 
@@ -48,7 +51,7 @@ fn relu_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) n
                 @builtin(local_invocation_index) lid: u32) {
     let n = wg.y;
     for (var i = wg.x * WG + lid; i < p.per; i += nwg.x * WG) {
-        b[at(n, i, p.b_off, p.b_stride)] = max(a[at(n, i, p.a_off, p.a_stride)], 0.0);
+        b[at(n, i, p.b_off, p.b_stride)] = elem2(max(f32(a[at(n, i, p.a_off, p.a_stride)]), 0.0));
     }
 }
 
@@ -58,9 +61,9 @@ fn relu_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) 
                  @builtin(local_invocation_index) lid: u32) {
     let n = wg.y;
     for (var i = wg.x * WG + lid; i < p.per; i += nwg.x * WG) {
-        let y = a[at(n, i, p.a_off, p.a_stride)];
-        let dy = b[at(n, i, p.b_off, p.b_stride)];
-        c[at(n, i, p.c_off, p.c_stride)] = select(0.0, dy, y > 0.0);
+        let y = f32(a[at(n, i, p.a_off, p.a_stride)]);
+        let dy = f32(b[at(n, i, p.b_off, p.b_stride)]);
+        c[at(n, i, p.c_off, p.c_stride)] = elem3(select(0.0, dy, y > 0.0));
     }
 }
 
@@ -71,7 +74,7 @@ fn add_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw
                @builtin(local_invocation_index) lid: u32) {
     let n = wg.y;
     for (var i = wg.x * WG + lid; i < p.per; i += nwg.x * WG) {
-        c[at(n, i, p.c_off, p.c_stride)] = a[at(n, i, p.a_off, p.a_stride)] + b[at(n, i, p.b_off, p.b_stride)];
+        c[at(n, i, p.c_off, p.c_stride)] = elem3(f32(a[at(n, i, p.a_off, p.a_stride)]) + f32(b[at(n, i, p.b_off, p.b_stride)]));
     }
 }
 
@@ -81,7 +84,7 @@ fn add_relu_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroup
                     @builtin(local_invocation_index) lid: u32) {
     let n = wg.y;
     for (var i = wg.x * WG + lid; i < p.per; i += nwg.x * WG) {
-        c[at(n, i, p.c_off, p.c_stride)] = max(a[at(n, i, p.a_off, p.a_stride)] + b[at(n, i, p.b_off, p.b_stride)], 0.0);
+        c[at(n, i, p.c_off, p.c_stride)] = elem3(max(f32(a[at(n, i, p.a_off, p.a_stride)]) + f32(b[at(n, i, p.b_off, p.b_stride)]), 0.0));
     }
 }
 
@@ -91,7 +94,7 @@ fn scale_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) 
                  @builtin(local_invocation_index) lid: u32) {
     let n = wg.y;
     for (var i = wg.x * WG + lid; i < p.per; i += nwg.x * WG) {
-        b[at(n, i, p.b_off, p.b_stride)] = p.scale * a[at(n, i, p.a_off, p.a_stride)];
+        b[at(n, i, p.b_off, p.b_stride)] = elem2(p.scale * f32(a[at(n, i, p.a_off, p.a_stride)]));
     }
 }
 
@@ -102,7 +105,7 @@ fn accumulate(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg
     let n = wg.y;
     for (var i = wg.x * WG + lid; i < p.per; i += nwg.x * WG) {
         let j = at(n, i, p.b_off, p.b_stride);
-        b[j] = b[j] + a[at(n, i, p.a_off, p.a_stride)];
+        b[j] = elem2(f32(b[j]) + f32(a[at(n, i, p.a_off, p.a_stride)]));
     }
 }
 
@@ -112,10 +115,10 @@ fn sigmoid_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups
                    @builtin(local_invocation_index) lid: u32) {
     let n = wg.y;
     for (var i = wg.x * WG + lid; i < p.per; i += nwg.x * WG) {
-        let z = a[at(n, i, p.a_off, p.a_stride)];
+        let z = f32(a[at(n, i, p.a_off, p.a_stride)]);
         // exp of a negative argument only, so large |z| neither overflows nor NaNs.
         let ez = exp(-abs(z));
-        b[at(n, i, p.b_off, p.b_stride)] = select(ez / (1.0 + ez), 1.0 / (1.0 + ez), z >= 0.0);
+        b[at(n, i, p.b_off, p.b_stride)] = elem2(select(ez / (1.0 + ez), 1.0 / (1.0 + ez), z >= 0.0));
     }
 }
 
@@ -125,8 +128,8 @@ fn sigmoid_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroup
                     @builtin(local_invocation_index) lid: u32) {
     let n = wg.y;
     for (var i = wg.x * WG + lid; i < p.per; i += nwg.x * WG) {
-        let t = a[at(n, i, p.a_off, p.a_stride)];
-        c[at(n, i, p.c_off, p.c_stride)] = b[at(n, i, p.b_off, p.b_stride)] * t * (1.0 - t);
+        let t = f32(a[at(n, i, p.a_off, p.a_stride)]);
+        c[at(n, i, p.c_off, p.c_stride)] = elem3(f32(b[at(n, i, p.b_off, p.b_stride)]) * t * (1.0 - t));
     }
 }
 
@@ -136,9 +139,9 @@ fn highway_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups
                    @builtin(local_invocation_index) lid: u32) {
     let n = wg.y;
     for (var i = wg.x * WG + lid; i < p.per; i += nwg.x * WG) {
-        let t = a[at(n, i, p.a_off, p.a_stride)];
-        let x = c[at(n, i, p.c_off, p.c_stride)];
-        d[at(n, i, p.d_off, p.d_stride)] = x + t * (b[at(n, i, p.b_off, p.b_stride)] - x);
+        let t = f32(a[at(n, i, p.a_off, p.a_stride)]);
+        let x = f32(c[at(n, i, p.c_off, p.c_stride)]);
+        d[at(n, i, p.d_off, p.d_stride)] = elem4(x + t * (f32(b[at(n, i, p.b_off, p.b_stride)]) - x));
     }
 }
 
@@ -148,14 +151,14 @@ fn highway_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroup
                     @builtin(local_invocation_index) lid: u32) {
     let n = wg.y;
     for (var i = wg.x * WG + lid; i < p.per; i += nwg.x * WG) {
-        let t = a[at(n, i, p.a_off, p.a_stride)];
-        let h = b[at(n, i, p.b_off, p.b_stride)];
-        let x = c[at(n, i, p.c_off, p.c_stride)];
+        let t = f32(a[at(n, i, p.a_off, p.a_stride)]);
+        let h = f32(b[at(n, i, p.b_off, p.b_stride)]);
+        let x = f32(c[at(n, i, p.c_off, p.c_stride)]);
         let jd = at(n, i, p.d_off, p.d_stride);
-        let dy = d[jd];
-        e[at(n, i, p.e_off, p.e_stride)] = dy * (h - x);
-        f[at(n, i, p.f_off, p.f_stride)] = dy * t;
-        d[jd] = dy * (1.0 - t);
+        let dy = f32(d[jd]);
+        e[at(n, i, p.e_off, p.e_stride)] = elem5(dy * (h - x));
+        f[at(n, i, p.f_off, p.f_stride)] = elem6(dy * t);
+        d[jd] = elem4(dy * (1.0 - t));
     }
 }
 
@@ -166,7 +169,7 @@ fn relu_forward4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) 
                  @builtin(local_invocation_index) lid: u32) {
     let n = wg.y;
     for (var i = wg.x * WG + lid; i < p.per; i += nwg.x * WG) {
-        b4[at(n, i, p.b_off, p.b_stride)] = max(a4[at(n, i, p.a_off, p.a_stride)], vec4<f32>(0.0));
+        b4[at(n, i, p.b_off, p.b_stride)] = vec4<elem2>(max(vec4<f32>(a4[at(n, i, p.a_off, p.a_stride)]), vec4<f32>(0.0)));
     }
 }
 
@@ -175,9 +178,9 @@ fn relu_backward4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
                   @builtin(local_invocation_index) lid: u32) {
     let n = wg.y;
     for (var i = wg.x * WG + lid; i < p.per; i += nwg.x * WG) {
-        let y = a4[at(n, i, p.a_off, p.a_stride)];
-        let dy = b4[at(n, i, p.b_off, p.b_stride)];
-        c4[at(n, i, p.c_off, p.c_stride)] = select(vec4<f32>(0.0), dy, y > vec4<f32>(0.0));
+        let y = vec4<f32>(a4[at(n, i, p.a_off, p.a_stride)]);
+        let dy = vec4<f32>(b4[at(n, i, p.b_off, p.b_stride)]);
+        c4[at(n, i, p.c_off, p.c_stride)] = vec4<elem3>(select(vec4<f32>(0.0), dy, y > vec4<f32>(0.0)));
     }
 }
 
@@ -186,7 +189,7 @@ fn add_forward4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) n
                 @builtin(local_invocation_index) lid: u32) {
     let n = wg.y;
     for (var i = wg.x * WG + lid; i < p.per; i += nwg.x * WG) {
-        c4[at(n, i, p.c_off, p.c_stride)] = a4[at(n, i, p.a_off, p.a_stride)] + b4[at(n, i, p.b_off, p.b_stride)];
+        c4[at(n, i, p.c_off, p.c_stride)] = vec4<elem3>(vec4<f32>(a4[at(n, i, p.a_off, p.a_stride)]) + vec4<f32>(b4[at(n, i, p.b_off, p.b_stride)]));
     }
 }
 
@@ -195,8 +198,8 @@ fn add_relu_forward4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgrou
                      @builtin(local_invocation_index) lid: u32) {
     let n = wg.y;
     for (var i = wg.x * WG + lid; i < p.per; i += nwg.x * WG) {
-        let s = a4[at(n, i, p.a_off, p.a_stride)] + b4[at(n, i, p.b_off, p.b_stride)];
-        c4[at(n, i, p.c_off, p.c_stride)] = max(s, vec4<f32>(0.0));
+        let s = vec4<f32>(a4[at(n, i, p.a_off, p.a_stride)]) + vec4<f32>(b4[at(n, i, p.b_off, p.b_stride)]);
+        c4[at(n, i, p.c_off, p.c_stride)] = vec4<elem3>(max(s, vec4<f32>(0.0)));
     }
 }
 
@@ -205,7 +208,7 @@ fn scale_forward4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
                   @builtin(local_invocation_index) lid: u32) {
     let n = wg.y;
     for (var i = wg.x * WG + lid; i < p.per; i += nwg.x * WG) {
-        b4[at(n, i, p.b_off, p.b_stride)] = p.scale * a4[at(n, i, p.a_off, p.a_stride)];
+        b4[at(n, i, p.b_off, p.b_stride)] = vec4<elem2>(p.scale * vec4<f32>(a4[at(n, i, p.a_off, p.a_stride)]));
     }
 }
 
@@ -215,6 +218,6 @@ fn accumulate4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw
     let n = wg.y;
     for (var i = wg.x * WG + lid; i < p.per; i += nwg.x * WG) {
         let j = at(n, i, p.b_off, p.b_stride);
-        b4[j] = b4[j] + a4[at(n, i, p.a_off, p.a_stride)];
+        b4[j] = vec4<elem2>(vec4<f32>(b4[j]) + vec4<f32>(a4[at(n, i, p.a_off, p.a_stride)]));
     }
 }

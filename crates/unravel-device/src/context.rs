@@ -42,11 +42,17 @@ pub const USED_FEATURES: &[(&str, wgpu::Features, &str)] = &[
         wgpu::Features::PIPELINE_CACHE,
         "compiled pipelines kept on disk between runs",
     ),
+    (
+        "SHADER_F16",
+        wgpu::Features::SHADER_F16,
+        "f16 activations and gradients (mixed precision)",
+    ),
 ];
 
 /// The features Unravel asks for when the adapter has them: [`USED_FEATURES`].
-pub const WANTED_FEATURES: wgpu::Features =
-    wgpu::Features::SUBGROUP.union(wgpu::Features::PIPELINE_CACHE);
+pub const WANTED_FEATURES: wgpu::Features = wgpu::Features::SUBGROUP
+    .union(wgpu::Features::PIPELINE_CACHE)
+    .union(wgpu::Features::SHADER_F16);
 
 /// An open GPU device with its queue and the compiled-kernel registry.
 pub struct Gpu {
@@ -143,6 +149,11 @@ impl Gpu {
     /// The features the device was opened with (a subset of [`WANTED_FEATURES`]).
     pub fn features(&self) -> wgpu::Features {
         self.device.features()
+    }
+
+    /// Whether f16 tensors are available (the device has SHADER_F16).
+    pub fn has_f16(&self) -> bool {
+        self.features().contains(wgpu::Features::SHADER_F16)
     }
 
     /// Features the adapter offers, whether or not Unravel asked for them.

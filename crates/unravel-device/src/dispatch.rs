@@ -12,7 +12,7 @@ use wgpu::util::DeviceExt;
 use crate::context::Gpu;
 use crate::error::{DeviceError, Result};
 use crate::registry::{BindingKind, Kernel};
-use crate::tensor::Tensor;
+use crate::tensor::{DType, Tensor};
 
 /// Most workgroups per grid dimension that every adapter supports.
 const MAX_GROUPS_PER_DIM: u32 = 65535;
@@ -92,7 +92,20 @@ impl Gpu {
         tensors: &[&Tensor],
         workgroups: [u32; 3],
     ) -> Result<Dispatch> {
-        let kernel = self.registry.kernel(file, entry, constants)?;
+        let halves: Vec<u32> = (1..)
+            .zip(tensors)
+            .filter(|(_, t)| t.dtype() == DType::F16)
+            .map(|(b, _)| b)
+            .collect();
+        let kernel = self.registry.kernel(file, entry, constants, &halves)?;
+        for &(b, _) in &kernel.bindings {
+            if halves.contains(&b) && !kernel.open.contains(&b) {
+                return Err(DeviceError::Shader {
+                    file: file.to_string(),
+                    message: format!("{entry}: binding {b} takes f32 elements, got an f16 tensor"),
+                });
+            }
+        }
         let max = self.limits().max_storage_buffer_binding_size;
         for t in tensors {
             if t.buffer().size() > max {
@@ -236,21 +249,23 @@ impl Recorder<'_> {
             while commands.peek().is_some() {
                 match commands.peek() {
                     Some(Command::Clear(t)) => {
+                        let bytes = t.dtype().bytes();
                         encoder.clear_buffer(
                             t.buffer(),
-                            t.offset() as u64 * 4,
-                            Some(t.numel() as u64 * 4),
+                            t.offset() as u64 * bytes,
+                            Some(t.numel() as u64 * bytes),
                         );
                         commands.next();
                         continue;
                     }
                     Some(Command::Readback(t, dst, offset)) => {
+                        let bytes = t.dtype().bytes();
                         encoder.copy_buffer_to_buffer(
                             t.buffer(),
-                            t.offset() as u64 * 4,
+                            t.offset() as u64 * bytes,
                             dst,
                             *offset,
-                            t.numel() as u64 * 4,
+                            t.numel() as u64 * bytes,
                         );
                         commands.next();
                         continue;

@@ -31,6 +31,7 @@ use std::thread::JoinHandle;
 
 use crate::error::{DeviceError, Result};
 use crate::shaders;
+use crate::tensor::DType;
 
 /// How a kernel uses one binding.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,6 +48,8 @@ pub struct Kernel {
     pending: Mutex<Pending>,
     pub(crate) layout: wgpu::BindGroupLayout,
     pub(crate) bindings: Vec<(u32, BindingKind)>,
+    /// The bindings whose element type follows the bound tensor (`elemB`).
+    pub(crate) open: Vec<u32>,
 }
 
 impl std::fmt::Debug for Kernel {
@@ -119,6 +122,11 @@ impl Kernel {
     /// The bindings the entry point uses, in binding order.
     pub fn bindings(&self) -> &[(u32, BindingKind)] {
         &self.bindings
+    }
+
+    /// The bindings that take f16 as well as f32 tensors.
+    pub fn open_bindings(&self) -> &[u32] {
+        &self.open
     }
 }
 
@@ -308,18 +316,26 @@ impl KernelRegistry {
     }
 
     /// The pipeline for `entry` of shader `file`, compiled on first use.
-    /// `constants` set the shader's pipeline-overridable constants.
+    /// `constants` set the shader's pipeline-overridable constants; the open
+    /// element types (`elemB`) of the bindings in `halves` are f16, the
+    /// others f32.
     pub fn kernel(
         &self,
         file: &str,
         entry: &str,
         constants: &[(&str, f64)],
+        halves: &[u32],
     ) -> Result<Arc<Kernel>> {
-        let key = (
-            file.to_string(),
-            entry.to_string(),
-            format!("{constants:?}"),
-        );
+        let raw = self.source(file)?;
+        let element = |b: u32| {
+            if halves.contains(&b) {
+                DType::F16
+            } else {
+                DType::F32
+            }
+        };
+        let variant = shaders::variant_name(file, &raw, element);
+        let key = (variant.clone(), entry.to_string(), format!("{constants:?}"));
         let deferring = self.deferring.load(Ordering::SeqCst) > 0;
         if let Some(kernel) = self.kernels.lock().unwrap().get(&key).cloned() {
             if !deferring {
@@ -327,7 +343,7 @@ impl KernelRegistry {
             }
             return Ok(kernel);
         }
-        let module = self.module(file)?;
+        let module = self.module(file, &variant, &raw, element)?;
         let index = module
             .naga
             .entry_points
@@ -359,7 +375,7 @@ impl KernelRegistry {
                 count: None,
             })
             .collect();
-        let name = format!("{file}::{entry}");
+        let name = format!("{variant}::{entry}");
         let layout = self
             .device
             .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
@@ -408,17 +424,16 @@ impl KernelRegistry {
             pending: Mutex::new(pending),
             layout,
             bindings,
+            open: shaders::open_bindings(&raw),
         });
         self.kernels.lock().unwrap().insert(key, kernel.clone());
         Ok(kernel)
     }
 
-    fn module(&self, file: &str) -> Result<Arc<ShaderModule>> {
-        if let Some(m) = self.modules.lock().unwrap().get(file) {
-            return Ok(m.clone());
-        }
-        let source: Arc<str> = match shaders::source(file) {
-            Some(builtin) => builtin.into(),
+    /// The WGSL of a built-in or added shader file, element types open.
+    fn source(&self, file: &str) -> Result<Arc<str>> {
+        match shaders::source(file) {
+            Some(builtin) => Ok(builtin.into()),
             None => self
                 .added
                 .lock()
@@ -428,12 +443,27 @@ impl KernelRegistry {
                 .ok_or_else(|| DeviceError::Shader {
                     file: file.to_string(),
                     message: "no such shader file".into(),
-                })?,
-        };
-        let (naga, info) = shaders::parse_and_validate(file, &source)?;
+                }),
+        }
+    }
+
+    /// The module of `file` with its element types closed by `element`,
+    /// cached under its `variant` name.
+    fn module(
+        &self,
+        file: &str,
+        variant: &str,
+        raw: &str,
+        element: impl Fn(u32) -> DType,
+    ) -> Result<Arc<ShaderModule>> {
+        if let Some(m) = self.modules.lock().unwrap().get(variant) {
+            return Ok(m.clone());
+        }
+        let source = shaders::with_elements(file, raw, element)?;
+        let (naga, info) = shaders::parse_and_validate(variant, &source)?;
         let descriptor = wgpu::ShaderModuleDescriptor {
-            label: Some(file),
-            source: wgpu::ShaderSource::Wgsl(source.as_ref().into()),
+            label: Some(variant),
+            source: wgpu::ShaderSource::Wgsl(source.as_str().into()),
         };
         let checks = if self.unchecked {
             wgpu::ShaderRuntimeChecks::unchecked()
@@ -450,7 +480,7 @@ impl KernelRegistry {
         self.modules
             .lock()
             .unwrap()
-            .insert(file.to_string(), module.clone());
+            .insert(variant.to_string(), module.clone());
         Ok(module)
     }
 
@@ -471,7 +501,8 @@ impl KernelRegistry {
                 message: "another shader was added under this name".into(),
             }),
             None => {
-                shaders::parse_and_validate(name, source)?;
+                let closed = shaders::with_elements(name, source, |_| DType::F32)?;
+                shaders::parse_and_validate(name, &closed)?;
                 added.insert(name.to_string(), source.into());
                 Ok(())
             }

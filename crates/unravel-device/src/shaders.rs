@@ -1,6 +1,17 @@
 //! The WGSL sources, embedded at build time, and their naga validation.
+//!
+//! A shader's storage binding may leave its element type open: declared as
+//! `array<elemB>` (or `array<vec4<elemB>>`), where B is the binding number,
+//! its element type is that of the tensor bound there, f32 or f16, chosen
+//! per dispatch. The shader converts on load (`f32(a[i])`) and on store
+//! (`b[i] = elem2(v)`) and computes in f32; with f32 tensors the
+//! conversions are identities. [`with_elements`] writes the `alias` lines
+//! (and `enable f16;`) that close the type before the source is compiled.
+
+use std::collections::BTreeSet;
 
 use crate::error::{DeviceError, Result};
+use crate::tensor::DType;
 
 macro_rules! shader_files {
     ($($name:literal $(+ $part:literal)*),* $(,)?) => {
@@ -60,4 +71,76 @@ pub fn parse_and_validate(
         message: e.emit_to_string_with_path(source, file),
     })?;
     Ok((module, info))
+}
+
+/// The binding numbers whose element type `source` leaves open (`elemB`).
+pub fn open_bindings(source: &str) -> Vec<u32> {
+    let mut found = BTreeSet::new();
+    let bytes = source.as_bytes();
+    let mut at = 0;
+    while let Some(i) = source[at..].find("elem") {
+        let start = at + i;
+        let digits_from = start + 4;
+        let mut end = digits_from;
+        while end < bytes.len() && bytes[end].is_ascii_digit() {
+            end += 1;
+        }
+        let whole_word = (start == 0 || !is_ident(bytes[start - 1]))
+            && end > digits_from
+            && (end == bytes.len() || !is_ident(bytes[end]));
+        if whole_word {
+            if let Ok(b) = source[digits_from..end].parse() {
+                found.insert(b);
+            }
+        }
+        at = end.max(start + 4);
+    }
+    found.into_iter().collect()
+}
+
+fn is_ident(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_'
+}
+
+/// `source` with its open element types closed: binding B's element type is
+/// `elements(B)` (f32 or f16). Errors for another dtype.
+pub fn with_elements(file: &str, source: &str, elements: impl Fn(u32) -> DType) -> Result<String> {
+    let open = open_bindings(source);
+    let mut prelude = String::new();
+    let mut any_f16 = false;
+    for &b in &open {
+        let name = match elements(b) {
+            DType::F32 => "f32",
+            DType::F16 => {
+                any_f16 = true;
+                "f16"
+            }
+            other => {
+                return Err(DeviceError::Shader {
+                    file: file.to_string(),
+                    message: format!("binding {b} takes f32 or f16 elements, not {other:?}"),
+                })
+            }
+        };
+        prelude.push_str(&format!("alias elem{b} = {name};\n"));
+    }
+    if any_f16 {
+        prelude.insert_str(0, "enable f16;\n");
+    }
+    Ok(prelude + source)
+}
+
+/// The name a shader compiled with these element types goes by: the file,
+/// then each f16 binding (`conv2d.wgsl[1:f16,4:f16]`).
+pub fn variant_name(file: &str, source: &str, elements: impl Fn(u32) -> DType) -> String {
+    let halves: Vec<String> = open_bindings(source)
+        .into_iter()
+        .filter(|&b| elements(b) == DType::F16)
+        .map(|b| format!("{b}:f16"))
+        .collect();
+    if halves.is_empty() {
+        file.to_string()
+    } else {
+        format!("{file}[{}]", halves.join(","))
+    }
 }

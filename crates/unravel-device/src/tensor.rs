@@ -10,12 +10,41 @@ use std::sync::Arc;
 
 use crate::context::Gpu;
 use crate::error::{shape_error, DeviceError, Result};
+use crate::kernels::copy;
 
 /// Element type of a tensor.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum DType {
     F32,
+    /// IEEE half precision: activations and their gradients in mixed
+    /// precision (needs the adapter's SHADER_F16). The host reads and writes
+    /// such tensors as f32; the GPU converts.
+    F16,
     U32,
+}
+
+impl DType {
+    /// Bytes per element.
+    pub fn bytes(self) -> u64 {
+        match self {
+            DType::F16 => 2,
+            DType::F32 | DType::U32 => 4,
+        }
+    }
+
+    /// The WGSL name of the element type.
+    pub fn name(self) -> &'static str {
+        match self {
+            DType::F32 => "f32",
+            DType::F16 => "f16",
+            DType::U32 => "u32",
+        }
+    }
+
+    /// Whether the type holds real numbers (f32 or f16).
+    pub fn is_float(self) -> bool {
+        matches!(self, DType::F32 | DType::F16)
+    }
 }
 
 /// A shaped view into a GPU storage buffer.
@@ -152,8 +181,15 @@ impl Gpu {
     }
 
     fn tensor(&self, label: &str, shape: &[usize], dtype: DType) -> Result<Tensor> {
+        if dtype == DType::F16 && !self.has_f16() {
+            return Err(DeviceError::MissingFeature {
+                op: "allocate",
+                what: format!("an f16 tensor of shape {shape:?}"),
+                feature: "SHADER_F16",
+            });
+        }
         let numel: usize = shape.iter().product();
-        let buffer = self.storage_buffer(label, numel as u64 * 4)?;
+        let buffer = self.storage_buffer(label, numel as u64 * dtype.bytes())?;
         Ok(Tensor {
             buffer: Arc::new(buffer),
             shape: shape.to_vec(),
@@ -173,6 +209,19 @@ impl Gpu {
         self.tensor("tensor_u32", shape, DType::U32)
     }
 
+    /// A new tensor of any element type filled with zeros.
+    pub fn zeros_of(&self, shape: &[usize], dtype: DType) -> Result<Tensor> {
+        self.tensor(&format!("tensor_{}", dtype.name()), shape, dtype)
+    }
+
+    /// Uploads host f32 data as a new f32 or f16 tensor (f16 rounds to
+    /// nearest, as the GPU converts).
+    pub fn upload_as(&self, data: &[f32], shape: &[usize], dtype: DType) -> Result<Tensor> {
+        let t = self.zeros_of(shape, dtype)?;
+        self.write(&t, data)?;
+        Ok(t)
+    }
+
     /// Uploads host f32 data as a new tensor of `shape`.
     pub fn upload(&self, data: &[f32], shape: &[usize]) -> Result<Tensor> {
         let t = self.zeros(shape)?;
@@ -189,9 +238,14 @@ impl Gpu {
         Ok(t)
     }
 
-    /// Overwrites the elements of `tensor` with `data` (any view).
+    /// Overwrites the elements of `tensor` with `data` (any view; an f16
+    /// tensor is written through an f32 copy that the GPU converts).
     pub fn write(&self, tensor: &Tensor, data: &[f32]) -> Result<()> {
         check_len("write", tensor, data.len())?;
+        if tensor.dtype() == DType::F16 {
+            let staged = self.upload(data, tensor.shape())?;
+            return self.run(&[copy::copy_forward(self, &staged, tensor)?]);
+        }
         if tensor.is_contiguous() {
             self.queue.write_buffer(
                 &tensor.buffer,
@@ -209,8 +263,13 @@ impl Gpu {
         Ok(())
     }
 
-    /// Reads an f32 tensor back to the host (blocking).
+    /// Reads an f32 or f16 tensor back to the host as f32 (blocking).
     pub fn read(&self, tensor: &Tensor) -> Result<Vec<f32>> {
+        if tensor.dtype() == DType::F16 {
+            let widened = self.zeros(tensor.shape())?;
+            self.run(&[copy::copy_forward(self, tensor, &widened)?])?;
+            return self.read(&widened);
+        }
         let words = self.read_words(tensor)?;
         Ok(bytemuck::cast_slice(&words).to_vec())
     }

@@ -231,3 +231,29 @@ fn deferred_pipelines_compile_when_first_recorded_and_run_the_same() {
 fn x_of(g: &Gpu) -> unravel_device::Tensor {
     g.zeros(&[8]).unwrap()
 }
+
+/// An added shader may leave an element type open as the built-in ones do;
+/// an f16 tensor bound where the shader fixed f32 is refused.
+#[test]
+fn f16_tensors_bind_only_where_the_element_type_is_open() {
+    let g = gpu();
+    let src = "@group(0) @binding(1) var<storage, read_write> x: array<elem1>;\n\
+               @group(0) @binding(2) var<storage, read_write> y: array<f32>;\n\
+               @compute @workgroup_size(1) fn twice() { y[0] = 2.0 * f32(x[0]); }\n";
+    g.add_shader("test_open.wgsl", src).unwrap();
+    let x = g
+        .upload_as(&[1.5], &[1], unravel_device::DType::F16)
+        .unwrap();
+    let y = g.zeros(&[1]).unwrap();
+    let d = g
+        .dispatch("test_open.wgsl", "twice", &0u32, &[&x, &y], [1, 1, 1])
+        .unwrap();
+    assert_eq!(d.kernel().name(), "test_open.wgsl[1:f16]::twice");
+    g.run(&[d]).unwrap();
+    assert_eq!(g.read(&y).unwrap(), vec![3.0]);
+    let y16 = g.zeros_of(&[1], unravel_device::DType::F16).unwrap();
+    let err = g
+        .dispatch("test_open.wgsl", "twice", &0u32, &[&x, &y16], [1, 1, 1])
+        .unwrap_err();
+    assert!(err.to_string().contains("binding 2 takes f32"), "{err}");
+}

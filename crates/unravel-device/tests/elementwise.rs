@@ -7,6 +7,7 @@ mod common;
 use common::*;
 use unravel_device::kernels::elementwise as ew;
 use unravel_device::reference::elementwise as reference;
+use unravel_device::{DType, Tensor};
 
 // N=3, C=5, H=3, W=7: no dimension a multiple of 4.
 const SHAPE: [usize; 4] = [3, 5, 3, 7];
@@ -260,4 +261,81 @@ fn set_scale_changes_a_prepared_vec4_scale() {
         g.read(&y).unwrap(),
         vec![0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0]
     );
+}
+
+/// Every op with f16 operands (mixed precision's activations and
+/// gradients), on the odd shape and on rows of whole quads (the vec4 entry
+/// points): each output is the f32 result on the f16 inputs, rounded once.
+#[test]
+fn f16_operands_match_the_reference_rounded_once() {
+    let g = gpu();
+    for shape in [SHAPE, [2, 4, 2, 4]] {
+        let len: usize = shape.iter().product();
+        let host = |seed| to_f16_values(&random(len, seed));
+        let (a, b, c, d) = (host(60), host(61), host(62), host(63));
+        let gate: Vec<f32> = to_f16_values(&a.iter().map(|v| 0.5 + 0.4 * v).collect::<Vec<_>>());
+        let up = |v: &[f32]| g.upload_as(v, &shape, DType::F16).unwrap();
+        let out = || g.zeros_of(&shape, DType::F16).unwrap();
+        let (ta, tb, tc, tt) = (up(&a), up(&b), up(&c), up(&gate));
+        let (relu, drelu, sum, sum_relu, scaled) = (out(), out(), out(), out(), out());
+        let (sig, dsig, hw, dt, dh) = (out(), out(), out(), out(), out());
+        let acc = up(&c);
+        let dy_dx = up(&d);
+        g.run(&[
+            ew::relu_forward(g, &ta, &relu).unwrap(),
+            ew::relu_backward(g, &ta, &tb, &drelu).unwrap(),
+            ew::add_forward(g, &ta, &tb, &sum).unwrap(),
+            ew::add_relu_forward(g, &ta, &tb, &sum_relu).unwrap(),
+            ew::scale_forward(g, &ta, 0.625, &scaled).unwrap(),
+            ew::accumulate(g, &tb, &acc).unwrap(),
+            ew::sigmoid_forward(g, &ta, &sig).unwrap(),
+            ew::sigmoid_backward(g, &tt, &tb, &dsig).unwrap(),
+            ew::highway_forward(g, &tt, &tb, &tc, &hw).unwrap(),
+            ew::highway_backward(g, &tt, &tb, &tc, &dy_dx, &dt, &dh).unwrap(),
+        ])
+        .unwrap();
+        let (a64, b64, c64, d64, t64) = (
+            to_f64(&a),
+            to_f64(&b),
+            to_f64(&c),
+            to_f64(&d),
+            to_f64(&gate),
+        );
+        let read = |t: &Tensor| g.read(t).unwrap();
+        let relu_want = reference::relu_forward(&a64);
+        assert_f16_rounded("relu", &read(&relu), &relu_want);
+        assert_f16_rounded(
+            "relu backward",
+            &read(&drelu),
+            &reference::relu_backward(&a64, &b64),
+        );
+        let sum_want = reference::add_forward(&a64, &b64);
+        assert_f16_rounded("add", &read(&sum), &sum_want);
+        assert_f16_rounded(
+            "add relu",
+            &read(&sum_relu),
+            &reference::relu_forward(&sum_want),
+        );
+        assert_f16_rounded("scale", &read(&scaled), &reference::scale(&a64, 0.625));
+        assert_f16_rounded(
+            "accumulate",
+            &read(&acc),
+            &reference::add_forward(&c64, &b64),
+        );
+        assert_f16_rounded("sigmoid", &read(&sig), &reference::sigmoid_forward(&a64));
+        assert_f16_rounded(
+            "sigmoid backward",
+            &read(&dsig),
+            &reference::sigmoid_backward(&t64, &b64),
+        );
+        assert_f16_rounded(
+            "highway",
+            &read(&hw),
+            &reference::highway_forward(&t64, &b64, &c64),
+        );
+        let (dt_want, dh_want, dx_want) = reference::highway_backward(&t64, &b64, &c64, &d64);
+        assert_f16_rounded("highway dt", &read(&dt), &dt_want);
+        assert_f16_rounded("highway dh", &read(&dh), &dh_want);
+        assert_f16_rounded("highway dx", &read(&dy_dx), &dx_want);
+    }
 }

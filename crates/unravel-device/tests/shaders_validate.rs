@@ -1,14 +1,58 @@
 //! Every WGSL file in shaders/ parses and validates with naga, so a broken
 //! shader fails `cargo test` even on a machine without a GPU driver.
 
-use unravel_device::shaders::{parse_and_validate, SHADER_FILES, SOURCE_FILES};
+use unravel_device::shaders::{
+    open_bindings, parse_and_validate, with_elements, SHADER_FILES, SOURCE_FILES,
+};
+use unravel_device::DType;
 
+/// Every file, with its open element types (`elemB`) all f32 and all f16.
 #[test]
 fn every_shader_file_parses_and_validates() {
     for (file, source) in SHADER_FILES {
-        if let Err(e) = parse_and_validate(file, source) {
-            panic!("{e}");
+        for dtype in [DType::F32, DType::F16] {
+            let closed = with_elements(file, source, |_| dtype).unwrap();
+            if let Err(e) = parse_and_validate(file, &closed) {
+                panic!("{} elements: {e}", dtype.name());
+            }
         }
+    }
+}
+
+#[test]
+fn open_element_types_are_found_by_binding() {
+    let src = "@binding(1) var<storage> a: array<elem1>;\n\
+               @binding(3) var<storage> c4: array<vec4<elem3>>;\n\
+               fn f() { let x = elem3(1.0); let elem12x = 0; }";
+    assert_eq!(open_bindings(src), vec![1, 3]);
+    let closed = with_elements(
+        "t.wgsl",
+        src,
+        |b| {
+            if b == 3 {
+                DType::F16
+            } else {
+                DType::F32
+            }
+        },
+    )
+    .unwrap();
+    assert!(closed.starts_with("enable f16;\nalias elem1 = f32;\nalias elem3 = f16;\n"));
+    assert!(with_elements("t.wgsl", src, |_| DType::U32).is_err());
+    // With every element f32, no f16 directive is needed.
+    let plain = with_elements("t.wgsl", src, |_| DType::F32).unwrap();
+    assert!(!plain.contains("enable f16"));
+}
+
+#[test]
+fn the_mixed_precision_shaders_leave_their_activations_open() {
+    // The shaders whose kernels take f16 activations.
+    for file in ["copy.wgsl", "elementwise.wgsl"] {
+        let source = SHADER_FILES.iter().find(|(f, _)| *f == file).unwrap().1;
+        assert!(
+            !open_bindings(source).is_empty(),
+            "{file} has no open binding"
+        );
     }
 }
 

@@ -7,18 +7,18 @@ use crate::tensor::{DType, Tensor};
 /// `t` holds `dtype` elements.
 pub(crate) fn dtype(op: &'static str, what: &str, t: &Tensor, dtype: DType) -> Result<()> {
     if t.dtype() != dtype {
-        let name = match dtype {
-            DType::F32 => "f32",
-            DType::U32 => "u32",
-        };
-        return Err(shape_error(op, format!("{what} must be {name}")));
+        return Err(shape_error(op, format!("{what} must be {}", dtype.name())));
     }
     Ok(())
 }
 
-/// `t` is an f32 view (contiguous or a channel slice) of exactly `shape`.
+/// `t` is an f32 or f16 view (contiguous or a channel slice) of exactly
+/// `shape`: an activation or its gradient.
 pub(crate) fn activation(op: &'static str, what: &str, t: &Tensor, shape: &[usize]) -> Result<()> {
-    view(op, what, t, DType::F32, shape)
+    if !t.dtype().is_float() {
+        return Err(shape_error(op, format!("{what} must be f32 or f16")));
+    }
+    view(op, what, t, t.dtype(), shape)
 }
 
 /// `t` is a view of `dtype` of exactly `shape`.

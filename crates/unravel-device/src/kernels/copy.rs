@@ -8,7 +8,7 @@
 use crate::context::Gpu;
 use crate::dispatch::{grid_1d, Dispatch};
 use crate::error::{shape_error, Result};
-use crate::tensor::{DType, Tensor};
+use crate::tensor::Tensor;
 
 const FILE: &str = "copy.wgsl";
 const GROUP: u32 = 256;
@@ -24,8 +24,8 @@ struct Params {
 }
 
 /// dst = src for two views of the same shape; either may be a channel slice
-/// of a larger buffer. Both must be f32 (the copy moves 32-bit words, but a
-/// u32 tensor passed here is almost certainly a mistake).
+/// of a larger buffer. Each is f32 or f16, so the copy also converts (f32
+/// to f16 rounds to nearest); a u32 tensor is refused.
 pub fn copy_forward(gpu: &Gpu, src: &Tensor, dst: &Tensor) -> Result<Dispatch> {
     if src.shape() != dst.shape() {
         return Err(shape_error(
@@ -37,8 +37,8 @@ pub fn copy_forward(gpu: &Gpu, src: &Tensor, dst: &Tensor) -> Result<Dispatch> {
             ),
         ));
     }
-    if src.dtype() != DType::F32 || dst.dtype() != DType::F32 {
-        return Err(shape_error("copy", "operands must be f32"));
+    if !src.dtype().is_float() || !dst.dtype().is_float() {
+        return Err(shape_error("copy", "operands must be f32 or f16"));
     }
     let total = src.numel();
     let per = if src.shape().len() <= 1 {

@@ -184,3 +184,29 @@ pub fn conv_shape(
         groups,
     }
 }
+
+/// `v` rounded to f16 and back: the values an f16 tensor uploaded from `v`
+/// holds (to within the rounding direction the GPU picks).
+pub fn to_f16_values(v: &[f32]) -> Vec<f32> {
+    v.iter().map(|&x| half::f16::from_f32(x).to_f32()).collect()
+}
+
+/// Relative error of one f16 rounding (half an ulp is 2^-11; WGSL lets a
+/// conversion round either way, so allow a whole ulp).
+pub const F16_ROUNDING: f64 = 1.0 / 1024.0;
+
+/// Asserts that every `got[i]` is within one f16 ulp of `want[i]`, relative
+/// to each value (not to the largest): what storing `want` as f16 allows,
+/// plus 1e-6 absolute for the f32 arithmetic before the store (a difference
+/// of two values near 1 that cancel).
+#[track_caller]
+pub fn assert_f16_rounded(what: &str, got: &[f32], want: &[f64]) {
+    assert_eq!(got.len(), want.len(), "{what}: length mismatch");
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        let bound = w.abs() * F16_ROUNDING + 1.0e-6;
+        assert!(
+            (g as f64 - w).abs() <= bound,
+            "{what}[{i}]: {g} is not {w} rounded to f16"
+        );
+    }
+}
