@@ -21,12 +21,12 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read_write> full: array<f32>;
+@group(0) @binding(1) var<storage, read_write> full: array<elem1>;
 // `full` seen as vec4s, for the `*4` entry points (W % 4 == 0 and the view's
 // offset and stride multiples of 4): lavapipe loads a vec4 per lane about as
 // fast as a scalar, so these move 4x the data per load.
-@group(0) @binding(1) var<storage, read_write> full4: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read_write> pooled: array<f32>;
+@group(0) @binding(1) var<storage, read_write> full4: array<vec4<elem1>>;
+@group(0) @binding(2) var<storage, read_write> pooled: array<elem2>;
 @group(0) @binding(3) var<storage, read_write> argmax: array<u32>;
 
 const WG: u32 = 256u;
@@ -82,8 +82,8 @@ fn avg_pool2x2_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgr
     if (i >= p.total) { return; }
     let q = split(i, p.ho, p.wo);
     let a = full_plane(q) + 2u * q.z * p.w + 2u * q.w;
-    let s = full[a] + full[a + 1u] + full[a + p.w] + full[a + p.w + 1u];
-    pooled[pooled_at(q, q.z, q.w)] = 0.25 * s;
+    let s = f32(full[a]) + f32(full[a + 1u]) + f32(full[a + p.w]) + f32(full[a + p.w + 1u]);
+    pooled[pooled_at(q, q.z, q.w)] = elem2(0.25 * s);
 }
 
 // One invocation per input pixel; rows/columns that floor dropped get 0.
@@ -97,9 +97,9 @@ fn avg_pool2x2_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workg
     let ow = q.w / 2u;
     var g = 0.0;
     if (oh < p.ho && ow < p.wo) {
-        g = 0.25 * pooled[pooled_at(q, oh, ow)];
+        g = 0.25 * f32(pooled[pooled_at(q, oh, ow)]);
     }
-    full[full_plane(q) + q.z * p.w + q.w] = g;
+    full[full_plane(q) + q.z * p.w + q.w] = elem1(g);
 }
 
 // One invocation per output pair (2g, 2g + 1) of a row: two vec4 loads.
@@ -111,10 +111,10 @@ fn avg_pool2x2_forward4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workg
     if (i >= p.total) { return; }
     let q = split(i, p.ho, p.w / 4u);
     let a = (full_plane(q) + 2u * q.z * p.w) / 4u + q.w;
-    let s = full4[a] + full4[a + p.w / 4u];
+    let s = vec4<f32>(full4[a]) + vec4<f32>(full4[a + p.w / 4u]);
     let o = pooled_at(q, q.z, 2u * q.w);
-    pooled[o] = 0.25 * (s.x + s.y);
-    pooled[o + 1u] = 0.25 * (s.z + s.w);
+    pooled[o] = elem2(0.25 * (s.x + s.y));
+    pooled[o + 1u] = elem2(0.25 * (s.z + s.w));
 }
 
 // One invocation per 4 pixels of a row: one vec4 store.
@@ -129,11 +129,11 @@ fn avg_pool2x2_backward4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_work
     var g = vec4<f32>(0.0);
     if (oh < p.ho) {
         let o = pooled_at(q, oh, 2u * q.w);
-        let g0 = 0.25 * pooled[o];
-        let g1 = 0.25 * pooled[o + 1u];
+        let g0 = 0.25 * f32(pooled[o]);
+        let g1 = 0.25 * f32(pooled[o + 1u]);
         g = vec4<f32>(g0, g0, g1, g1);
     }
-    full4[(full_plane(q) + q.z * p.w) / 4u + q.w] = g;
+    full4[(full_plane(q) + q.z * p.w) / 4u + q.w] = vec4<elem1>(g);
 }
 
 // ---- 3x3 max, stride 2, padding 1 (HO = (H - 1) / 2 + 1) -------------------
@@ -152,18 +152,18 @@ fn max_pool3x3s2_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_work
     let h1 = min(2u * q.z + 2u, p.h);
     let w0 = max(2u * q.w, 1u) - 1u;
     let w1 = min(2u * q.w + 2u, p.w);
-    var best = full[plane + h0 * p.w + w0];
+    var best = f32(full[plane + h0 * p.w + w0]);
     var at = h0 * p.w + w0;
     for (var hh = h0; hh < h1; hh++) {
         for (var ww = w0; ww < w1; ww++) {
-            let v = full[plane + hh * p.w + ww];
+            let v = f32(full[plane + hh * p.w + ww]);
             if (v > best || v != v) {
                 best = v;
                 at = hh * p.w + ww;
             }
         }
     }
-    pooled[pooled_at(q, q.z, q.w)] = best;
+    pooled[pooled_at(q, q.z, q.w)] = elem2(best);
     argmax[i] = at;
 }
 
@@ -188,10 +188,10 @@ fn max_pool3x3s2_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_wor
     let a01 = argmax[a + q.z * p.wo + m1];
     let a10 = argmax[a + k1 * p.wo + q.w];
     let a11 = argmax[a + k1 * p.wo + m1];
-    let g00 = pooled[pooled_at(q, q.z, q.w)];
-    let g01 = select(0.0, pooled[pooled_at(q, q.z, m1)], has_c);
-    let g10 = select(0.0, pooled[pooled_at(q, k1, q.w)], has_r);
-    let g11 = select(0.0, pooled[pooled_at(q, k1, m1)], has_r && has_c);
+    let g00 = f32(pooled[pooled_at(q, q.z, q.w)]);
+    let g01 = select(0.0, f32(pooled[pooled_at(q, q.z, m1)]), has_c);
+    let g10 = select(0.0, f32(pooled[pooled_at(q, k1, q.w)]), has_r);
+    let g11 = select(0.0, f32(pooled[pooled_at(q, k1, m1)]), has_r && has_c);
     let plane = full_plane(q);
     for (var dh = 0u; dh < 2u; dh++) {
         for (var dw = 0u; dw < 2u; dw++) {
@@ -199,8 +199,8 @@ fn max_pool3x3s2_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_wor
             let ww = 2u * q.w + dw;
             if (hh < p.h && ww < p.w) {
                 let me = hh * p.w + ww;
-                full[plane + me] = select(0.0, g00, a00 == me) + select(0.0, g01, a01 == me)
-                    + select(0.0, g10, a10 == me) + select(0.0, g11, a11 == me);
+                full[plane + me] = elem1(select(0.0, g00, a00 == me) + select(0.0, g01, a01 == me)
+                    + select(0.0, g10, a10 == me) + select(0.0, g11, a11 == me));
             }
         }
     }
@@ -219,9 +219,9 @@ fn global_avg_pool_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_wo
     let hw = p.h * p.w;
     var s = 0.0;
     for (var k = 0u; k < hw; k++) {
-        s += full[plane + k];
+        s += f32(full[plane + k]);
     }
-    pooled[pooled_at(q, 0u, 0u)] = s / f32(hw);
+    pooled[pooled_at(q, 0u, 0u)] = elem2(s / f32(hw));
 }
 
 @compute @workgroup_size(256)
@@ -234,9 +234,9 @@ fn global_avg_pool_forward4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_w
     let hw4 = p.h * p.w / 4u;
     var s = vec4<f32>(0.0);
     for (var k = 0u; k < hw4; k++) {
-        s += full4[plane + k];
+        s += vec4<f32>(full4[plane + k]);
     }
-    pooled[pooled_at(q, 0u, 0u)] = (s.x + s.y + s.z + s.w) / f32(p.h * p.w);
+    pooled[pooled_at(q, 0u, 0u)] = elem2((s.x + s.y + s.z + s.w) / f32(p.h * p.w));
 }
 
 // One invocation per input element: dx = dy / (H * W).
@@ -246,7 +246,7 @@ fn global_avg_pool_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_w
     let i = linear_index(wg, nwg, lid);
     if (i >= p.total) { return; }
     let q = split(i, p.h, p.w);
-    full[full_plane(q) + q.z * p.w + q.w] = pooled[pooled_at(q, 0u, 0u)] / f32(p.h * p.w);
+    full[full_plane(q) + q.z * p.w + q.w] = elem1(f32(pooled[pooled_at(q, 0u, 0u)]) / f32(p.h * p.w));
 }
 
 // One invocation per 4 input elements. Thread space [N, C, 1, H * W / 4].
@@ -256,5 +256,5 @@ fn global_avg_pool_backward4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_
     let i = linear_index(wg, nwg, lid);
     if (i >= p.total) { return; }
     let q = split(i, 1u, p.h * p.w / 4u);
-    full4[full_plane(q) / 4u + q.w] = vec4<f32>(pooled[pooled_at(q, 0u, 0u)] / f32(p.h * p.w));
+    full4[full_plane(q) / 4u + q.w] = vec4<elem1>(vec4<f32>(f32(pooled[pooled_at(q, 0u, 0u)]) / f32(p.h * p.w)));
 }

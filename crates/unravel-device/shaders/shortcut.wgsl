@@ -19,8 +19,8 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read_write> a: array<f32>;
-@group(0) @binding(2) var<storage, read_write> b: array<f32>;
+@group(0) @binding(1) var<storage, read_write> a: array<elem1>;
+@group(0) @binding(2) var<storage, read_write> b: array<elem2>;
 
 const WG: u32 = 256u;
 
@@ -46,9 +46,9 @@ fn shortcut_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroup
     // Unsigned wrap-around makes c < LO fail this test too.
     let cin = c - p.lo;
     if (c >= p.lo && cin < p.ci) {
-        v = a[p.a_off + n * p.a_stride + (cin * p.h + i * p.stride) * p.w + j * p.stride];
+        v = f32(a[p.a_off + n * p.a_stride + (cin * p.h + i * p.stride) * p.w + j * p.stride]);
     }
-    b[p.b_off + n * p.b_stride + r] = v;
+    b[p.b_off + n * p.b_stride + r] = elem2(v);
 }
 
 // dx(b)[n, c, h, w] = dy(a)[n, c + LO, h/S, w/S] where S divides h and w,
@@ -70,9 +70,9 @@ fn shortcut_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgrou
     if (h % p.stride == 0u && w % p.stride == 0u) {
         let i = h / p.stride;
         let j = w / p.stride;
-        v = a[p.a_off + n * p.a_stride + ((c + p.lo) * p.ho + i) * p.wo + j];
+        v = f32(a[p.a_off + n * p.a_stride + ((c + p.lo) * p.ho + i) * p.wo + j]);
     }
-    b[p.b_off + n * p.b_stride + r] = v;
+    b[p.b_off + n * p.b_stride + r] = elem2(v);
 }
 
 // The same two ops four elements at a time, through vec4 views of the same
@@ -82,8 +82,8 @@ fn shortcut_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgrou
 // when S is 1 or 2 and W, WO, every offset and every row stride are
 // multiples of 4, so each quad lies inside one image row. An entry point
 // must not use both a scalar and a vec4 view of one binding.
-@group(0) @binding(1) var<storage, read_write> a4: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read_write> b4: array<vec4<f32>>;
+@group(0) @binding(1) var<storage, read_write> a4: array<vec4<elem1>>;
+@group(0) @binding(2) var<storage, read_write> b4: array<vec4<elem2>>;
 
 // Invocation q writes y[n, c, i, 4k .. 4k+4] with q = ((n*CO + c)*HO + i)*WO/4 + k.
 @compute @workgroup_size(256)
@@ -104,14 +104,14 @@ fn shortcut_forward_vec4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_work
     if (c >= p.lo && cin < p.ci) {
         let at = (p.a_off + n * p.a_stride + (cin * p.h + i * p.stride) * p.w + j * p.stride) / 4u;
         if (p.stride == 1u) {
-            v = a4[at];
+            v = vec4<f32>(a4[at]);
         } else {
-            let lo4 = a4[at];
-            let hi4 = a4[at + 1u];
+            let lo4 = vec4<f32>(a4[at]);
+            let hi4 = vec4<f32>(a4[at + 1u]);
             v = vec4<f32>(lo4.x, lo4.z, hi4.x, hi4.z);
         }
     }
-    b4[(p.b_off + n * p.b_stride) / 4u + r] = v;
+    b4[(p.b_off + n * p.b_stride) / 4u + r] = vec4<elem2>(v);
 }
 
 // Invocation q writes dx[n, c, h, 4k .. 4k+4] with q = ((n*CI + c)*H + h)*W/4 + k.
@@ -132,13 +132,13 @@ fn shortcut_backward_vec4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_wor
     if (h % p.stride == 0u) {
         let at = p.a_off + n * p.a_stride + ((c + p.lo) * p.ho + h / p.stride) * p.wo + w / p.stride;
         if (p.stride == 1u) {
-            v = a4[at / 4u];
+            v = vec4<f32>(a4[at / 4u]);
         } else {
             // w / 2 is even, so dy[at], dy[at + 1] share one quad, at its
             // start or its middle.
-            let d = a4[at / 4u];
+            let d = vec4<f32>(a4[at / 4u]);
             v = select(vec4<f32>(d.x, 0.0, d.y, 0.0), vec4<f32>(d.z, 0.0, d.w, 0.0), at % 4u == 2u);
         }
     }
-    b4[(p.b_off + n * p.b_stride) / 4u + r] = v;
+    b4[(p.b_off + n * p.b_stride) / 4u + r] = vec4<elem2>(v);
 }

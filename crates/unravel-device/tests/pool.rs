@@ -337,3 +337,63 @@ fn indices_beyond_2_pow_24_split_exactly() {
         );
     }
 }
+
+/// Every pool with f16 activations (mixed precision): the f32 result on the
+/// f16 inputs, rounded once where the output is f16. The global pool reads
+/// f16 and writes the f32 features the classifier takes, and its backward
+/// spreads an f32 gradient into f16.
+#[test]
+fn f16_activations_match_the_reference_rounded_once() {
+    let g = gpu();
+    for (k, d) in [[3, 5, 7, 9], [1, 4, 8, 8]].into_iter().enumerate() {
+        let s = shape(d);
+        let x = to_f16_values(&random(numel(&d), 70 + k as u64));
+        let x64 = to_f64(&x);
+        let f16 = unravel_device::DType::F16;
+        let tx = g.upload_as(&x, &d, f16).unwrap();
+
+        let avg_out = s.avg2x2_out();
+        let dy_avg = to_f16_values(&random(numel(&avg_out), 72));
+        let (ty, tdx) = (
+            g.zeros_of(&avg_out, f16).unwrap(),
+            g.zeros_of(&d, f16).unwrap(),
+        );
+        let tdy = g.upload_as(&dy_avg, &avg_out, f16).unwrap();
+        let max_out = s.max3x3s2_out();
+        let dy_max = to_f16_values(&random(numel(&max_out), 73));
+        let (tym, tdxm) = (
+            g.zeros_of(&max_out, f16).unwrap(),
+            g.zeros_of(&d, f16).unwrap(),
+        );
+        let targ = g.zeros_u32(&max_out).unwrap();
+        let tdym = g.upload_as(&dy_max, &max_out, f16).unwrap();
+        let dy_gap = random(d[0] * d[1], 74);
+        let (tyg, tdxg) = (
+            g.zeros(&[d[0], d[1]]).unwrap(),
+            g.zeros_of(&d, f16).unwrap(),
+        );
+        let tdyg = g.upload(&dy_gap, &[d[0], d[1]]).unwrap();
+        g.run(&[
+            pool::avg_pool2x2_forward(g, &s, &tx, &ty).unwrap(),
+            pool::avg_pool2x2_backward(g, &s, &tdy, &tdx).unwrap(),
+            pool::max_pool3x3s2_forward(g, &s, &tx, &tym, &targ).unwrap(),
+            pool::max_pool3x3s2_backward(g, &s, &tdym, &targ, &tdxm).unwrap(),
+            pool::global_avg_pool_forward(g, &s, &tx, &tyg).unwrap(),
+            pool::global_avg_pool_backward(g, &s, &tdyg, &tdxg).unwrap(),
+        ])
+        .unwrap();
+        let read = |t: &Tensor| g.read(t).unwrap();
+        let want = reference::avg_pool2x2_forward(&x64, d);
+        assert_f16_rounded("avg fwd", &read(&ty), &want);
+        let want = reference::avg_pool2x2_backward(&to_f64(&dy_avg), d);
+        assert_f16_rounded("avg bwd", &read(&tdx), &want);
+        let (want, argmax) = reference::max_pool3x3s2_forward(&x64, d);
+        assert_f16_rounded("max fwd", &read(&tym), &want);
+        let want = reference::max_pool3x3s2_backward(&to_f64(&dy_max), &argmax, d);
+        assert_f16_rounded("max bwd", &read(&tdxm), &want);
+        let want = reference::global_avg_pool_forward(&x64, d);
+        assert_close("global fwd (f32 out)", &read(&tyg), &want, TOL);
+        let want = reference::global_avg_pool_backward(&to_f64(&dy_gap), d);
+        assert_f16_rounded("global bwd", &read(&tdxg), &want);
+    }
+}

@@ -47,7 +47,12 @@ fn open_element_types_are_found_by_binding() {
 #[test]
 fn the_mixed_precision_shaders_leave_their_activations_open() {
     // The shaders whose kernels take f16 activations.
-    for file in ["copy.wgsl", "elementwise.wgsl"] {
+    for file in [
+        "copy.wgsl",
+        "elementwise.wgsl",
+        "pool.wgsl",
+        "shortcut.wgsl",
+    ] {
         let source = SHADER_FILES.iter().find(|(f, _)| *f == file).unwrap().1;
         assert!(
             !open_bindings(source).is_empty(),

@@ -156,3 +156,31 @@ fn bad_shapes_are_typed_errors() {
     let err = shortcut::shortcut_forward(g, &x, &y, 0).unwrap_err();
     assert!(err.to_string().contains("stride"), "{err}");
 }
+
+/// Option A with f16 activations, scalar (5x7) and quad (8x8) paths: a
+/// shortcut only moves values, so f16 in and out is exact.
+#[test]
+fn f16_activations_move_exactly() {
+    let g = gpu();
+    let f16 = unravel_device::DType::F16;
+    for (h, w) in [(5, 7), (8, 8)] {
+        let (n, ci, co, stride): (usize, usize, usize, usize) = (2, 3, 8, 2);
+        let xs = [n, ci, h, w];
+        let ys = [n, co, h.div_ceil(stride), w.div_ceil(stride)];
+        let x = to_f16_values(&random(xs.iter().product(), 80));
+        let dy = to_f16_values(&random(ys.iter().product(), 81));
+        let tx = g.upload_as(&x, &xs, f16).unwrap();
+        let ty = g.zeros_of(&ys, f16).unwrap();
+        let tdy = g.upload_as(&dy, &ys, f16).unwrap();
+        let tdx = g.zeros_of(&xs, f16).unwrap();
+        g.run(&[
+            shortcut::shortcut_forward(g, &tx, &ty, stride).unwrap(),
+            shortcut::shortcut_backward(g, &tdy, &tdx, stride).unwrap(),
+        ])
+        .unwrap();
+        let y = reference::shortcut_forward(&to_f64(&x), xs, co, stride);
+        assert_close("f16 shortcut forward", &g.read(&ty).unwrap(), &y, 0.0);
+        let dx = reference::shortcut_backward(&to_f64(&dy), xs, co, stride);
+        assert_close("f16 shortcut backward", &g.read(&tdx).unwrap(), &dx, 0.0);
+    }
+}

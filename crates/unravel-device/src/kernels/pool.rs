@@ -133,8 +133,8 @@ pub fn avg_pool2x2_forward(gpu: &Gpu, s: &PoolShape, x: &Tensor, y: &Tensor) -> 
     const OP: &str = "avg_pool2x2_forward";
     check_input(OP, s, 2)?;
     let out = s.avg2x2_out();
-    checks::view(OP, "x", x, DType::F32, &s.dims())?;
-    checks::view(OP, "y", y, DType::F32, &out)?;
+    checks::activation(OP, "x", x, &s.dims())?;
+    checks::activation(OP, "y", y, &out)?;
     let o = [out[2], out[3]];
     if vec4_ok(s, x) {
         let vec4 = pass("avg_pool2x2_forward4", o, [o[0], s.w / 4]);
@@ -153,8 +153,8 @@ pub fn avg_pool2x2_backward(
     const OP: &str = "avg_pool2x2_backward";
     check_input(OP, s, 2)?;
     let out = s.avg2x2_out();
-    checks::view(OP, "dy", dy, DType::F32, &out)?;
-    checks::view(OP, "dx", dx, DType::F32, &s.dims())?;
+    checks::activation(OP, "dy", dy, &out)?;
+    checks::activation(OP, "dx", dx, &s.dims())?;
     let o = [out[2], out[3]];
     if vec4_ok(s, dx) {
         return prepare(
@@ -189,8 +189,8 @@ pub fn max_pool3x3s2_forward(
     const OP: &str = "max_pool3x3s2_forward";
     check_input(OP, s, 1)?;
     let out = s.max3x3s2_out();
-    checks::view(OP, "x", x, DType::F32, &s.dims())?;
-    checks::view(OP, "y", y, DType::F32, &out)?;
+    checks::activation(OP, "x", x, &s.dims())?;
+    checks::activation(OP, "y", y, &out)?;
     check_argmax(OP, argmax, &out)?;
     let space = [out[2], out[3]];
     prepare(gpu, s, pass(OP, space, space), x, y, Some(argmax))
@@ -208,9 +208,9 @@ pub fn max_pool3x3s2_backward(
     const OP: &str = "max_pool3x3s2_backward";
     check_input(OP, s, 1)?;
     let out = s.max3x3s2_out();
-    checks::view(OP, "dy", dy, DType::F32, &out)?;
+    checks::activation(OP, "dy", dy, &out)?;
     check_argmax(OP, argmax, &out)?;
-    checks::view(OP, "dx", dx, DType::F32, &s.dims())?;
+    checks::activation(OP, "dx", dx, &s.dims())?;
     let o = [out[2], out[3]];
     prepare(gpu, s, pass(OP, o, o), dx, dy, Some(argmax))
 }
@@ -225,7 +225,7 @@ pub fn global_avg_pool_forward(
 ) -> Result<Dispatch> {
     const OP: &str = "global_avg_pool_forward";
     check_input(OP, s, 1)?;
-    checks::view(OP, "x", x, DType::F32, &s.dims())?;
+    checks::activation(OP, "x", x, &s.dims())?;
     check_global(OP, "y", y, s)?;
     let entry = if vec4_ok(s, x) {
         "global_avg_pool_forward4"
@@ -238,9 +238,9 @@ pub fn global_avg_pool_forward(
 /// The pooled operand of the global pool: [N, C] or [N, C, 1, 1].
 fn check_global(op: &'static str, what: &str, t: &Tensor, s: &PoolShape) -> Result<()> {
     if t.shape() == [s.n, s.c, 1, 1] {
-        return checks::view(op, what, t, DType::F32, &[s.n, s.c, 1, 1]);
+        return checks::activation(op, what, t, &[s.n, s.c, 1, 1]);
     }
-    checks::view(op, what, t, DType::F32, &[s.n, s.c]).map_err(|_| {
+    checks::activation(op, what, t, &[s.n, s.c]).map_err(|_| {
         shape_error(
             op,
             format!(
@@ -265,7 +265,7 @@ pub fn global_avg_pool_backward(
     const OP: &str = "global_avg_pool_backward";
     check_input(OP, s, 1)?;
     check_global(OP, "dy", dy, s)?;
-    checks::view(OP, "dx", dx, DType::F32, &s.dims())?;
+    checks::activation(OP, "dx", dx, &s.dims())?;
     if vec4_ok(s, dx) {
         let space = [1, s.h * s.w / 4];
         return prepare(
