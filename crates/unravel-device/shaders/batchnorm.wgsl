@@ -31,14 +31,14 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read_write> x: array<f32>;
-@group(0) @binding(1) var<storage, read_write> x4: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read_write> y: array<f32>;
-@group(0) @binding(2) var<storage, read_write> y4: array<vec4<f32>>;
-@group(0) @binding(3) var<storage, read_write> dy: array<f32>;
-@group(0) @binding(3) var<storage, read_write> dy4: array<vec4<f32>>;
-@group(0) @binding(4) var<storage, read_write> dx: array<f32>;
-@group(0) @binding(4) var<storage, read_write> dx4: array<vec4<f32>>;
+@group(0) @binding(1) var<storage, read_write> x: array<elem1>;
+@group(0) @binding(1) var<storage, read_write> x4: array<vec4<elem1>>;
+@group(0) @binding(2) var<storage, read_write> y: array<elem2>;
+@group(0) @binding(2) var<storage, read_write> y4: array<vec4<elem2>>;
+@group(0) @binding(3) var<storage, read_write> dy: array<elem3>;
+@group(0) @binding(3) var<storage, read_write> dy4: array<vec4<elem3>>;
+@group(0) @binding(4) var<storage, read_write> dx: array<elem4>;
+@group(0) @binding(4) var<storage, read_write> dx4: array<vec4<elem4>>;
 @group(0) @binding(5) var<storage, read_write> gamma: array<f32>;
 @group(0) @binding(6) var<storage, read_write> beta: array<f32>;
 @group(0) @binding(7) var<storage, read_write> running_mean: array<f32>;
@@ -221,13 +221,13 @@ fn bn_stats4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_ind
     var cur = cursor(wg.x, lid);
     var shift = 0.0;
     if (cur.x < cur.w) {
-        shift = x4[at(p.x_off, p.x_stride, wg.y, cur)].x;
+        shift = vec4<f32>(x4[at(p.x_off, p.x_stride, wg.y, cur)]).x;
     }
     var s1 = vec4<f32>(0.0);
     var s2 = vec4<f32>(0.0);
     var cnt = 0u;
     while (cur.x < cur.w) {
-        let v = x4[at(p.x_off, p.x_stride, wg.y, cur)] - shift;
+        let v = vec4<f32>(x4[at(p.x_off, p.x_stride, wg.y, cur)]) - shift;
         s1 += v;
         s2 += v * v;
         cnt += 4u;
@@ -243,13 +243,13 @@ fn bn_stats(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_inde
     var cur = cursor(wg.x, lid);
     var shift = 0.0;
     if (cur.x < cur.w) {
-        shift = x[at(p.x_off, p.x_stride, wg.y, cur)];
+        shift = f32(x[at(p.x_off, p.x_stride, wg.y, cur)]);
     }
     var s1 = 0.0;
     var s2 = 0.0;
     var cnt = 0u;
     while (cur.x < cur.w) {
-        let v = x[at(p.x_off, p.x_stride, wg.y, cur)] - shift;
+        let v = f32(x[at(p.x_off, p.x_stride, wg.y, cur)]) - shift;
         s1 += v;
         s2 += v * v;
         cnt += 1u;
@@ -296,11 +296,11 @@ fn apply4(lid: u32, chunk: u32, c: u32) {
     let k = workgroupUniformLoad(&coef);
     var cur = cursor(chunk, lid);
     while (cur.x < cur.w) {
-        var v = x4[at(p.x_off, p.x_stride, c, cur)] * k.x + k.y;
+        var v = vec4<f32>(x4[at(p.x_off, p.x_stride, c, cur)]) * k.x + k.y;
         if (p.relu != 0u) {
             v = max(v, vec4<f32>(0.0));
         }
-        y4[at(p.y_off, p.y_stride, c, cur)] = v;
+        y4[at(p.y_off, p.y_stride, c, cur)] = vec4<elem2>(v);
         cur = advance(cur);
     }
 }
@@ -309,11 +309,11 @@ fn apply1(lid: u32, chunk: u32, c: u32) {
     let k = workgroupUniformLoad(&coef);
     var cur = cursor(chunk, lid);
     while (cur.x < cur.w) {
-        var v = x[at(p.x_off, p.x_stride, c, cur)] * k.x + k.y;
+        var v = f32(x[at(p.x_off, p.x_stride, c, cur)]) * k.x + k.y;
         if (p.relu != 0u) {
             v = max(v, 0.0);
         }
-        y[at(p.y_off, p.y_stride, c, cur)] = v;
+        y[at(p.y_off, p.y_stride, c, cur)] = elem2(v);
         cur = advance(cur);
     }
 }
@@ -337,9 +337,9 @@ fn apply_add4(lid: u32, chunk: u32, c: u32) {
     let k = workgroupUniformLoad(&coef);
     var cur = cursor(chunk, lid);
     while (cur.x < cur.w) {
-        let r = dy4[at(p.dy_off, p.dy_stride, c, cur)];
-        let v = x4[at(p.x_off, p.x_stride, c, cur)] * k.x + k.y + r;
-        y4[at(p.y_off, p.y_stride, c, cur)] = max(v, vec4<f32>(0.0));
+        let r = vec4<f32>(dy4[at(p.dy_off, p.dy_stride, c, cur)]);
+        let v = vec4<f32>(x4[at(p.x_off, p.x_stride, c, cur)]) * k.x + k.y + r;
+        y4[at(p.y_off, p.y_stride, c, cur)] = vec4<elem2>(max(v, vec4<f32>(0.0)));
         cur = advance(cur);
     }
 }
@@ -348,8 +348,8 @@ fn apply_add1(lid: u32, chunk: u32, c: u32) {
     let k = workgroupUniformLoad(&coef);
     var cur = cursor(chunk, lid);
     while (cur.x < cur.w) {
-        let v = x[at(p.x_off, p.x_stride, c, cur)] * k.x + k.y + dy[at(p.dy_off, p.dy_stride, c, cur)];
-        y[at(p.y_off, p.y_stride, c, cur)] = max(v, 0.0);
+        let v = f32(x[at(p.x_off, p.x_stride, c, cur)]) * k.x + k.y + f32(dy[at(p.dy_off, p.dy_stride, c, cur)]);
+        y[at(p.y_off, p.y_stride, c, cur)] = elem2(max(v, 0.0));
         cur = advance(cur);
     }
 }
@@ -428,12 +428,12 @@ fn bn_grad_stats4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocatio
     var sg = vec4<f32>(0.0);
     var sgx = vec4<f32>(0.0);
     while (cur.x < cur.w) {
-        var g = dy4[at(p.dy_off, p.dy_stride, c, cur)];
+        var g = vec4<f32>(dy4[at(p.dy_off, p.dy_stride, c, cur)]);
         if (p.relu != 0u) {
-            g = select(vec4<f32>(0.0), g, y4[at(p.y_off, p.y_stride, c, cur)] > vec4<f32>(0.0));
+            g = select(vec4<f32>(0.0), g, vec4<f32>(y4[at(p.y_off, p.y_stride, c, cur)]) > vec4<f32>(0.0));
         }
         sg += g;
-        sgx += g * (x4[at(p.x_off, p.x_stride, c, cur)] - mean);
+        sgx += g * (vec4<f32>(x4[at(p.x_off, p.x_stride, c, cur)]) - mean);
         cur = advance(cur);
     }
     let one = vec4<f32>(1.0);
@@ -449,12 +449,12 @@ fn bn_grad_stats(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation
     var sg = 0.0;
     var sgx = 0.0;
     while (cur.x < cur.w) {
-        var g = dy[at(p.dy_off, p.dy_stride, c, cur)];
+        var g = f32(dy[at(p.dy_off, p.dy_stride, c, cur)]);
         if (p.relu != 0u) {
-            g = select(0.0, g, y[at(p.y_off, p.y_stride, c, cur)] > 0.0);
+            g = select(0.0, g, f32(y[at(p.y_off, p.y_stride, c, cur)]) > 0.0);
         }
         sg += g;
-        sgx += g * (x[at(p.x_off, p.x_stride, c, cur)] - mean);
+        sgx += g * (f32(x[at(p.x_off, p.x_stride, c, cur)]) - mean);
         cur = advance(cur);
     }
     reduce_sums(lid, vec4<f32>(sg, sgx, 0.0, 0.0));
@@ -486,12 +486,12 @@ fn bn_grad_apply4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocatio
     let k = workgroupUniformLoad(&coef);
     var cur = cursor(wg.x, lid);
     while (cur.x < cur.w) {
-        var g = dy4[at(p.dy_off, p.dy_stride, c, cur)];
+        var g = vec4<f32>(dy4[at(p.dy_off, p.dy_stride, c, cur)]);
         if (p.relu != 0u) {
-            g = select(vec4<f32>(0.0), g, y4[at(p.y_off, p.y_stride, c, cur)] > vec4<f32>(0.0));
+            g = select(vec4<f32>(0.0), g, vec4<f32>(y4[at(p.y_off, p.y_stride, c, cur)]) > vec4<f32>(0.0));
         }
-        let xv = x4[at(p.x_off, p.x_stride, c, cur)];
-        dx4[at(p.dx_off, p.dx_stride, c, cur)] = k.x * g + k.y * (xv - k.w) + k.z;
+        let xv = vec4<f32>(x4[at(p.x_off, p.x_stride, c, cur)]);
+        dx4[at(p.dx_off, p.dx_stride, c, cur)] = vec4<elem4>(k.x * g + k.y * (xv - k.w) + k.z);
         cur = advance(cur);
     }
 }
@@ -503,12 +503,12 @@ fn bn_grad_apply(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation
     let k = workgroupUniformLoad(&coef);
     var cur = cursor(wg.x, lid);
     while (cur.x < cur.w) {
-        var g = dy[at(p.dy_off, p.dy_stride, c, cur)];
+        var g = f32(dy[at(p.dy_off, p.dy_stride, c, cur)]);
         if (p.relu != 0u) {
-            g = select(0.0, g, y[at(p.y_off, p.y_stride, c, cur)] > 0.0);
+            g = select(0.0, g, f32(y[at(p.y_off, p.y_stride, c, cur)]) > 0.0);
         }
-        let xv = x[at(p.x_off, p.x_stride, c, cur)];
-        dx[at(p.dx_off, p.dx_stride, c, cur)] = k.x * g + k.y * (xv - k.w) + k.z;
+        let xv = f32(x[at(p.x_off, p.x_stride, c, cur)]);
+        dx[at(p.dx_off, p.dx_stride, c, cur)] = elem4(k.x * g + k.y * (xv - k.w) + k.z);
         cur = advance(cur);
     }
 }

@@ -13,7 +13,7 @@ use unravel_device::kernels::batchnorm::{
     batchnorm_train_forward_add_relu, BatchNormConfig, BatchNormShape,
 };
 use unravel_device::reference::batchnorm as reference;
-use unravel_device::Tensor;
+use unravel_device::{DType, Tensor};
 
 /// Relative error allowed for f32 results against the f64 reference.
 const TOL: f64 = 1e-4;
@@ -126,25 +126,49 @@ fn reference_layer<'a>(
     }
 }
 
+/// Host data as activations of `dtype` hold it (f16: rounded).
+fn as_activation(v: Vec<f32>, dtype: DType) -> Vec<f32> {
+    match dtype {
+        DType::F16 => to_f16_values(&v),
+        _ => v,
+    }
+}
+
+/// Tolerance for an activation or activation gradient of `dtype`: f32
+/// arithmetic, plus one f16 rounding of the largest value when stored as f16.
+fn activation_tol(dtype: DType) -> f64 {
+    match dtype {
+        DType::F16 => F16_ROUNDING + TOL,
+        _ => TOL,
+    }
+}
+
 /// Runs the training forward and backward on contiguous tensors and checks
 /// every output against the reference.
 fn check_train_and_backward(d: [usize; 4], relu: bool, seed: u64) {
+    check_train_and_backward_as(d, relu, seed, DType::F32);
+}
+
+/// The same with activations and their gradients (x, y, dy, dx) of `dtype`;
+/// statistics and parameter gradients stay f32 and keep the f32 tolerance.
+fn check_train_and_backward_as(d: [usize; 4], relu: bool, seed: u64, dtype: DType) {
     let g = gpu();
     let s = bn_shape(d);
     let cfg = relu_cfg(relu);
     let numel: usize = d.iter().product();
     let x: Vec<f32> = random(numel, seed).iter().map(|v| 0.3 + 2.0 * v).collect();
-    let dy = random(numel, seed + 1);
+    let x = as_activation(x, dtype);
+    let dy = as_activation(random(numel, seed + 1), dtype);
     let p = params(d[1], seed);
     let gp = upload_params(&p);
-    let tx = g.upload(&x, &d).unwrap();
-    let ty = g.zeros(&d).unwrap();
+    let tx = g.upload_as(&x, &d, dtype).unwrap();
+    let ty = g.zeros_of(&d, dtype).unwrap();
     train_forward(&s, &cfg, &tx, &gp, &ty);
 
-    let what = format!("{d:?} relu={relu}");
+    let what = format!("{d:?} relu={relu} {}", dtype.name());
     let want = reference_train(&x, d, &p, &cfg);
     let y = g.read(&ty).unwrap();
-    assert_close(&format!("y {what}"), &y, &want.y, TOL);
+    assert_close(&format!("y {what}"), &y, &want.y, activation_tol(dtype));
     assert_close(
         &format!("running_mean {what}"),
         &g.read(&gp.rm).unwrap(),
@@ -171,8 +195,8 @@ fn check_train_and_backward(d: [usize; 4], relu: bool, seed: u64) {
         TOL,
     );
 
-    let tdy = g.upload(&dy, &d).unwrap();
-    let tdx = g.zeros(&d).unwrap();
+    let tdy = g.upload_as(&dy, &d, dtype).unwrap();
+    let tdx = g.zeros_of(&d, dtype).unwrap();
     let tdg = g.upload(&random(d[1], 99), &[d[1]]).unwrap();
     let tdb = g.upload(&random(d[1], 98), &[d[1]]).unwrap();
     let yopt = relu.then_some(&ty);
@@ -196,7 +220,12 @@ fn check_train_and_backward(d: [usize; 4], relu: bool, seed: u64) {
         cfg.eps as f64,
         relu,
     );
-    assert_close(&format!("dx {what}"), &g.read(&tdx).unwrap(), &back.dx, TOL);
+    assert_close(
+        &format!("dx {what}"),
+        &g.read(&tdx).unwrap(),
+        &back.dx,
+        activation_tol(dtype),
+    );
     assert_close(
         &format!("dgamma {what}"),
         &g.read(&tdg).unwrap(),
@@ -237,20 +266,40 @@ fn train_forward_and_backward_match_reference_on_awkward_shapes() {
     }
 }
 
+/// Mixed precision's batch norm: f16 activations and gradients, f32
+/// statistics, on scalar and vec4 planes and on several workgroups per
+/// channel.
+#[test]
+fn f16_activations_train_forward_and_backward_match_reference() {
+    for (k, d) in [[3, 5, 7, 9], [3, 3, 4, 4], [2, 1, 181, 183]]
+        .into_iter()
+        .enumerate()
+    {
+        for relu in [false, true] {
+            check_train_and_backward_as(d, relu, 300 + 10 * k as u64, DType::F16);
+        }
+    }
+}
+
 #[test]
 fn train_forward_fused_with_the_residual_merge_matches_reference() {
     // y = max(bn(x) + r, 0); planes of 12 (vec4 kernels) and 7x5 (scalar),
     // the residual a channel slice of a larger buffer in the second case.
     let g = gpu();
-    for (d, seed) in [([3, 5, 4, 3], 40), ([2, 3, 7, 5], 50)] {
+    let cases = [([3, 5, 4, 3], 40), ([2, 3, 7, 5], 50)];
+    for (dtype, (d, seed)) in [DType::F32, DType::F16]
+        .into_iter()
+        .flat_map(|t| cases.map(|c| (t, c)))
+    {
         let s = bn_shape(d);
         let cfg = BatchNormConfig::default();
         let numel: usize = d.iter().product();
         let x: Vec<f32> = random(numel, seed).iter().map(|v| 0.3 + 2.0 * v).collect();
-        let r = random(numel, seed + 1);
+        let x = as_activation(x, dtype);
+        let r = as_activation(random(numel, seed + 1), dtype);
         let p = params(d[1], seed);
         let gp = upload_params(&p);
-        let tx = g.upload(&x, &d).unwrap();
+        let tx = g.upload_as(&x, &d, dtype).unwrap();
         let wide = [d[0], d[1] + 2, d[2], d[3]];
         let plane = d[2] * d[3];
         let mut r_wide = random(wide.iter().product(), seed + 2);
@@ -259,9 +308,9 @@ fn train_forward_fused_with_the_residual_merge_matches_reference() {
             let at = (n * wide[1] + 1) * plane;
             r_wide[at..at + src.len()].copy_from_slice(src);
         }
-        let residual = g.upload(&r_wide, &wide).unwrap();
+        let residual = g.upload_as(&r_wide, &wide, dtype).unwrap();
         let tr = residual.channel_slice(1, 1 + d[1]).unwrap();
-        let ty = g.upload(&random(numel, seed + 3), &d).unwrap();
+        let ty = g.upload_as(&random(numel, seed + 3), &d, dtype).unwrap();
         let dispatches = batchnorm_train_forward_add_relu(
             g,
             &s,
@@ -279,7 +328,12 @@ fn train_forward_fused_with_the_residual_merge_matches_reference() {
             .zip(&r)
             .map(|(b, &r)| (b + r as f64).max(0.0))
             .collect();
-        assert_close(&format!("y {d:?}"), &g.read(&ty).unwrap(), &want_y, TOL);
+        assert_close(
+            &format!("y {d:?} {}", dtype.name()),
+            &g.read(&ty).unwrap(),
+            &want_y,
+            activation_tol(dtype),
+        );
         assert_close(
             "running_mean",
             &g.read(&gp.rm).unwrap(),
@@ -342,19 +396,21 @@ fn train_forward_without_updating_running_statistics() {
 #[test]
 fn eval_forward_matches_reference() {
     let g = gpu();
-    for (d, relu) in [
-        ([3, 5, 7, 9], false),
-        ([2, 3, 4, 8], true),
-        ([1, 1, 3, 3], true),
+    for (d, relu, dtype) in [
+        ([3, 5, 7, 9], false, DType::F32),
+        ([2, 3, 4, 8], true, DType::F32),
+        ([1, 1, 3, 3], true, DType::F32),
+        ([3, 5, 7, 9], false, DType::F16),
+        ([2, 3, 4, 8], true, DType::F16),
     ] {
         let s = bn_shape(d);
         let cfg = relu_cfg(relu);
         let numel: usize = d.iter().product();
-        let x = random(numel, 7);
+        let x = as_activation(random(numel, 7), dtype);
         let p = params(d[1], 8);
         let gp = upload_params(&p);
-        let tx = g.upload(&x, &d).unwrap();
-        let ty = g.zeros(&d).unwrap();
+        let tx = g.upload_as(&x, &d, dtype).unwrap();
+        let ty = g.zeros_of(&d, dtype).unwrap();
         g.run(
             &batchnorm_eval_forward(
                 g,
@@ -376,10 +432,10 @@ fn eval_forward_matches_reference() {
         let layer = reference_layer(&gamma, &beta, &rm, &rv, &cfg);
         let want = reference::eval_forward(&to_f64(&x), d, &layer);
         assert_close(
-            &format!("eval {d:?} relu={relu}"),
+            &format!("eval {d:?} relu={relu} {}", dtype.name()),
             &g.read(&ty).unwrap(),
             &want,
-            TOL,
+            activation_tol(dtype),
         );
         // Eval mode leaves the running statistics alone.
         assert_eq!(g.read(&gp.rm).unwrap(), p.rm);
