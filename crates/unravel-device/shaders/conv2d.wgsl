@@ -42,10 +42,10 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read_write> a: array<f32>;
-@group(0) @binding(2) var<storage, read_write> b: array<f32>;
+@group(0) @binding(1) var<storage, read_write> a: array<elem1>;
+@group(0) @binding(2) var<storage, read_write> b: array<elem2>;
 @group(0) @binding(3) var<storage, read_write> v: array<f32>;
-@group(0) @binding(4) var<storage, read_write> out: array<f32>;
+@group(0) @binding(4) var<storage, read_write> out: array<elem4>;
 
 const WG: u32 = 64u;
 
@@ -69,11 +69,11 @@ fn window_lane(t: u32, width: u32, image_rows: u32) -> vec3<u32> {
 // a[i] where ok, else 0. An index out of range where !ok is harmless: WGSL
 // keeps every access inside the buffer (bounds checks or robust access).
 fn load_a(i: u32, ok: bool) -> f32 {
-    return select(0.0, a[i], ok);
+    return select(0.0, f32(a[i]), ok);
 }
 
 fn load_b(i: u32, ok: bool) -> f32 {
-    return select(0.0, b[select(0u, i, ok)], ok);
+    return select(0.0, f32(b[select(0u, i, ok)]), ok);
 }
 
 // Four B values at base + c*step, c = 0..3; the first `left` of them exist.
@@ -131,11 +131,11 @@ fn conv2d_forward_direct(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_work
                 let ix = i32(ox * p.stride + kx) - i32(p.pad);
                 let ok = u32(iy) < p.h && u32(ix) < p.w;
                 let xv = load_a(xbase + ci * hw + u32(iy) * p.w + u32(ix), ok);
-                acc += xv * b[p.b_off + (k * p.cin_g + ci) * khw + ky * p.kw + kx];
+                acc += xv * f32(b[p.b_off + (k * p.cin_g + ci) * khw + ky * p.kw + kx]);
             }
         }
     }
-    out[p.o_off + n * p.o_stride + k * ohw + q] = finish1(acc, k);
+    out[p.o_off + n * p.o_stride + k * ohw + q] = elem4(finish1(acc, k));
 }
 
 // dx[n, c, iy, ix] = sum over (kg, ky, kx) with oy = (iy + P - ky) / S exact
@@ -169,13 +169,13 @@ fn conv2d_backward_input_direct(@builtin(workgroup_id) wg: vec3<u32>, @builtin(n
                 let ox = tx / s;
                 let ok = oky && tx >= 0 && ox * s == tx && ox < i32(p.ow);
                 let g_y = load_a(dybase + u32(oy) * p.ow + u32(ox), ok);
-                acc += g_y * b[p.b_off + (k * p.cin_g + ci) * khw + ky * p.kw + kx];
+                acc += g_y * f32(b[p.b_off + (k * p.cin_g + ci) * khw + ky * p.kw + kx]);
             }
         }
     }
     let at = p.o_off + n * p.o_stride + c * hw + q;
-    if (ACCUMULATE) { acc += out[at]; }
-    out[at] = acc;
+    if (ACCUMULATE) { acc += f32(out[at]); }
+    out[at] = elem4(acc);
 }
 
 // dw[k, ci, ky, kx] = sum_{n, oy, ox} dy[n, k, oy, ox] * x[n, g*CG + ci, oy*S - P + ky, ox*S - P + kx];
@@ -207,14 +207,14 @@ fn conv2d_backward_weight_direct(@builtin(workgroup_id) wg: vec3<u32>, @builtin(
                 let ix = i32(ox * p.stride + kx) - i32(p.pad);
                 let ok = !is_bias && u32(iy) < p.h && u32(ix) < p.w;
                 let xv = select(load_a(xbase + u32(iy) * p.w + u32(ix), ok), 1.0, is_bias);
-                acc += xv * b[dybase + oy * p.ow + ox];
+                acc += xv * f32(b[dybase + oy * p.ow + ox]);
             }
         }
     }
     if (is_bias) {
         v[p.v_off + k] = acc;
     } else {
-        out[p.o_off + k * r_len + r] = acc;
+        out[p.o_off + k * r_len + r] = elem4(acc);
     }
 }
 
@@ -441,7 +441,7 @@ var<private> pw: PairWalk;
 // (generated: load taps, in conv2d_generated.wgsl)
 
 // a as vec4s (the host binds the same buffer), for windows loaded whole.
-@group(0) @binding(7) var<storage, read_write> a4: array<vec4<f32>>;
+@group(0) @binding(7) var<storage, read_write> a4: array<vec4<elem7>>;
 // Where A's rows, planes and view are whole vec4s (the host checks), the
 // offset of a window's first element in its vec4, the same for every lane;
 // 4 is off (scalar loads). A window is then 2-5 vec4 loads instead of 5-17
@@ -476,7 +476,7 @@ fn whole_vec4(j: u32, len: u32) -> bool {
 // `width`; zeros outside the image.
 fn row_vec4(at: u32, x: i32, ok_y: bool, width: u32) -> vec4<f32> {
     let ok = ok_y && u32(x) < width;
-    return select(ZERO4, a4[select(0u, at / 4u, ok)], ok);
+    return select(ZERO4, vec4<f32>(a4[select(0u, at / 4u, ok)]), ok);
 }
 
 // Element e of a window of `len` at element `at`, column x of its row of
@@ -669,7 +669,7 @@ fn reduce_weight_window(first: u32, end: u32, b_at: u32, lane: u32) {
 // one channel are one vec4: a quarter of the store instructions, which
 // weigh on lavapipe where a reduction is short (stride-2 phases, 1x1).
 // out4 is the output buffer again, as vec4s.
-@group(0) @binding(6) var<storage, read_write> out4: array<vec4<f32>>;
+@group(0) @binding(6) var<storage, read_write> out4: array<vec4<elem6>>;
 override STORE4: bool = false;
 
 // The input gradient adds to what its output holds instead of overwriting
@@ -691,17 +691,17 @@ fn store_block4(m: mat4x4<f32>, base: u32, step: u32, left: u32, s: vec4<f32>, b
 
 fn store4(at: u32, val: vec4<f32>) {
     if (ACCUMULATE) {
-        out4[at] += val;
+        out4[at] = vec4<elem6>(vec4<f32>(out4[at]) + val);
     } else {
-        out4[at] = val;
+        out4[at] = vec4<elem6>(val);
     }
 }
 
 fn store1(at: u32, val: f32) {
     if (ACCUMULATE) {
-        out[at] += val;
+        out[at] = elem4(f32(out[at]) + val);
     } else {
-        out[at] = val;
+        out[at] = elem4(val);
     }
 }
 
@@ -764,7 +764,7 @@ fn conv2d_pack_forward_weights(@builtin(workgroup_id) wg: vec3<u32>, @builtin(nu
     let c = i % cols;
     let k = (i / cols) % r_len;
     let ch = packed_channel(i / (cols * r_len), c, p.cout_g);
-    out[i] = load_b(p.b_off + ch.x * r_len + k, ch.y != 0u);
+    out[i] = elem4(load_b(p.b_off + ch.x * r_len + k, ch.y != 0u));
 }
 
 // How many t < len have t % S < phase (taps of the earlier phases in one
@@ -807,7 +807,7 @@ fn conv2d_pack_backward_input_weights(@builtin(workgroup_id) wg: vec3<u32>, @bui
     let nty = (p.kh - phy + s - 1u) / s;
     let ntx = (p.kw - phx + sx - 1u) / sx;
     let at = gb * k_len + p.cout_g * taps_before(phy, phx) + (kg * nty + ky / s) * ntx + kx / sx;
-    out[at * cols + c] = load_b(p.b_off + (k * p.cin_g + ch.x % p.cin_g) * khw + ky * p.kw + kx, ch.y != 0u);
+    out[at * cols + c] = elem4(load_b(p.b_off + (k * p.cin_g + ch.x % p.cin_g) * khw + ky * p.kw + kx, ch.y != 0u));
 }
 
 // bp for the weight gradient: [G*blocks][N*OH*OW][4*NV], column c = output
@@ -1166,14 +1166,14 @@ fn conv2d_backward_weight_reduce(@builtin(workgroup_id) wg: vec3<u32>, @builtin(
     if (i >= per_split) { return; }
     var acc = 0.0;
     for (var sp = 0u; sp < p.splits; sp++) {
-        acc += a[sp * per_split + i];
+        acc += f32(a[sp * per_split + i]);
     }
     let k = qdiv(i, r1);
     let r = i - k * r1;
     if (r == r_len) {
         v[p.v_off + k] = acc;
     } else {
-        out[p.o_off + k * r_len + r] = acc;
+        out[p.o_off + k * r_len + r] = elem4(acc);
     }
 }
 
@@ -1256,7 +1256,7 @@ fn conv2d_forward_tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workg
             if (co >= p.cout_g) { break; }
             var val = acc[j][c];
             val = finish1(val, g * p.cout_g + co);
-            out[p.o_off + n * p.o_stride + (g * p.cout_g + co) * ohw + q] = val;
+            out[p.o_off + n * p.o_stride + (g * p.cout_g + co) * ohw + q] = elem4(val);
         }
     }
 }

@@ -20,9 +20,9 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read_write> a: array<f32>;
+@group(0) @binding(1) var<storage, read_write> a: array<elem1>;
 @group(0) @binding(2) var<storage, read_write> b: array<f32>;
-@group(0) @binding(3) var<storage, read_write> c: array<f32>;
+@group(0) @binding(3) var<storage, read_write> c: array<elem3>;
 @group(0) @binding(4) var<storage, read_write> d: array<f32>;
 
 const WG: u32 = 256u;
@@ -37,7 +37,7 @@ fn dot_row(n: u32, o: u32) -> f32 {
     let wr = p.b_off + o * p.fin;
     var acc = 0.0;
     for (var i = 0u; i < p.fin; i++) {
-        acc = fma(a[xr + i], b[wr + i], acc);
+        acc = fma(f32(a[xr + i]), b[wr + i], acc);
     }
     return acc;
 }
@@ -50,7 +50,7 @@ fn linear_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
     if (idx >= p.total) { return; }
     let n = idx / p.fout;
     let o = idx % p.fout;
-    c[p.c_off + n * p.c_stride + o] = dot_row(n, o) + d[p.d_off + o];
+    c[p.c_off + n * p.c_stride + o] = elem3(dot_row(n, o) + d[p.d_off + o]);
 }
 
 // y(c)[n, o] = x(a)[n, :] . W(b)[o, :]
@@ -61,7 +61,7 @@ fn linear_forward_no_bias(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_wor
     if (idx >= p.total) { return; }
     let n = idx / p.fout;
     let o = idx % p.fout;
-    c[p.c_off + n * p.c_stride + o] = dot_row(n, o);
+    c[p.c_off + n * p.c_stride + o] = elem3(dot_row(n, o));
 }
 
 // dx(c)[n, i] = sum_o dy(a)[n, o] * W(b)[o, i]
@@ -75,9 +75,9 @@ fn linear_backward_input(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_work
     let dyr = p.a_off + n * p.a_stride;
     var acc = 0.0;
     for (var o = 0u; o < p.fout; o++) {
-        acc = fma(a[dyr + o], b[p.b_off + o * p.fin + i], acc);
+        acc = fma(f32(a[dyr + o]), b[p.b_off + o * p.fin + i], acc);
     }
-    c[p.c_off + n * p.c_stride + i] = acc;
+    c[p.c_off + n * p.c_stride + i] = elem3(acc);
 }
 
 // dW(c)[o, i] = sum_n dy(b)[n, o] * x(a)[n, i]
@@ -86,9 +86,9 @@ fn weight_grad(idx: u32) {
     let i = idx % p.fin;
     var acc = 0.0;
     for (var n = 0u; n < p.n; n++) {
-        acc = fma(b[p.b_off + n * p.b_stride + o], a[p.a_off + n * p.a_stride + i], acc);
+        acc = fma(b[p.b_off + n * p.b_stride + o], f32(a[p.a_off + n * p.a_stride + i]), acc);
     }
-    c[p.c_off + idx] = acc;
+    c[p.c_off + idx] = elem3(acc);
 }
 
 // Invocations 0 .. O*I compute dW; the O after them compute

@@ -217,8 +217,26 @@ impl Recorder<'_> {
     }
 
     /// Zeroes a contiguous tensor's elements before the following dispatches.
-    pub fn clear(&mut self, tensor: &Tensor) {
+    /// The GPU clears whole 4-byte words: the tensor must start on one, and
+    /// an f16 tensor of odd length has the 2 bytes after it cleared too
+    /// (inside its buffer; a plan's buffers hold one value at a time).
+    pub fn clear(&mut self, tensor: &Tensor) -> Result<()> {
+        let bytes = tensor.dtype().bytes();
+        let start = tensor.offset() as u64 * bytes;
+        let end = (start + tensor.numel() as u64 * bytes).next_multiple_of(4);
+        if !start.is_multiple_of(4) || end > tensor.buffer().size() || !tensor.is_contiguous() {
+            return Err(DeviceError::Shape {
+                op: "clear",
+                message: format!(
+                    "a contiguous tensor starting on a 4-byte word, not {} elements at {} of {}",
+                    tensor.dtype().name(),
+                    tensor.offset(),
+                    tensor.buffer().size()
+                ),
+            });
+        }
         self.commands.push(Command::Clear(tensor.clone()));
+        Ok(())
     }
 
     /// Copies a contiguous tensor into a [`Readback`] buffer at byte
@@ -250,11 +268,8 @@ impl Recorder<'_> {
                 match commands.peek() {
                     Some(Command::Clear(t)) => {
                         let bytes = t.dtype().bytes();
-                        encoder.clear_buffer(
-                            t.buffer(),
-                            t.offset() as u64 * bytes,
-                            Some(t.numel() as u64 * bytes),
-                        );
+                        let len = (t.numel() as u64 * bytes).next_multiple_of(4);
+                        encoder.clear_buffer(t.buffer(), t.offset() as u64 * bytes, Some(len));
                         commands.next();
                         continue;
                     }

@@ -132,6 +132,33 @@ impl Tensor {
         })
     }
 
+    /// Elements `start..start + numel(shape)` of the buffer read as `dtype`
+    /// (counted in `dtype` elements from the buffer's start): one buffer
+    /// holding f32 values at one time and f16 ones at another, as a plan's
+    /// shared buffers do. Float types only.
+    pub fn sub_tensor_as(&self, start: usize, shape: &[usize], dtype: DType) -> Result<Tensor> {
+        let numel: usize = shape.iter().product();
+        let end_bytes = (start + numel) as u64 * dtype.bytes();
+        if !self.dtype.is_float() || !dtype.is_float() || end_bytes > self.buffer.size() {
+            return Err(shape_error(
+                "sub_tensor_as",
+                format!(
+                    "{} elements {start}..{} of a buffer of {} bytes",
+                    dtype.name(),
+                    start + numel,
+                    self.buffer.size()
+                ),
+            ));
+        }
+        Ok(Tensor {
+            shape: shape.to_vec(),
+            dtype,
+            offset: start,
+            batch_stride: numel / shape.first().copied().unwrap_or(1).max(1),
+            buffer: self.buffer.clone(),
+        })
+    }
+
     /// Channels `c0..c1` of an NCHW tensor, as a view into the same buffer.
     pub fn channel_slice(&self, c0: usize, c1: usize) -> Result<Tensor> {
         if self.shape.len() != 4 || c0 >= c1 || c1 > self.shape[1] {

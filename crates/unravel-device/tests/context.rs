@@ -146,7 +146,7 @@ fn a_recorded_clear_zeroes_a_tensor_between_dispatches() {
     let x = g.upload(&[1.0, 2.0, 3.0, 4.0], &[4]).unwrap();
     let y = g.upload(&[9.0, 9.0, 9.0, 9.0], &[4]).unwrap();
     let mut rec = g.recorder();
-    rec.clear(&y);
+    rec.clear(&y).unwrap();
     rec.record(&ew::accumulate(g, &x, &y).unwrap());
     rec.submit().unwrap();
     g.wait().unwrap();

@@ -158,3 +158,38 @@ fn bad_shapes_are_typed_errors() {
     let flat = g.zeros(&[7]).unwrap();
     assert!(linear::linear_forward(g, &flat, &w, None, &y).is_err());
 }
+
+/// The classifier in mixed precision: f16 features x (and their gradient
+/// dx), f32 logits, weights and gradients. y and dW are f32 sums of exact
+/// products (f32 tolerance); dx is rounded once to f16.
+#[test]
+fn f16_features_match_the_reference() {
+    let g = gpu();
+    let f16 = unravel_device::DType::F16;
+    let (n, fin, fout) = (3, 13, 5);
+    let x = to_f16_values(&random(n * fin, 90));
+    let w = random(fout * fin, 91);
+    let b = random(fout, 92);
+    let dy = random(n * fout, 93);
+    let tx = g.upload_as(&x, &[n, fin, 1, 1], f16).unwrap();
+    let tw = g.upload(&w, &[fout, fin]).unwrap();
+    let tb = g.upload(&b, &[fout]).unwrap();
+    let ty = g.zeros(&[n, fout]).unwrap();
+    let tdy = g.upload(&dy, &[n, fout]).unwrap();
+    let tdx = g.zeros_of(&[n, fin, 1, 1], f16).unwrap();
+    let (tdw, tdb) = (g.zeros(&[fout, fin]).unwrap(), g.zeros(&[fout]).unwrap());
+    g.run(&[
+        linear::linear_forward(g, &tx, &tw, Some(&tb), &ty).unwrap(),
+        linear::linear_backward_input(g, &tdy, &tw, &tdx).unwrap(),
+        linear::linear_backward_weight(g, &tx, &tdy, &tdw, Some(&tdb)).unwrap(),
+    ])
+    .unwrap();
+    let (x64, w64, dy64) = (to_f64(&x), to_f64(&w), to_f64(&dy));
+    let y = reference::linear_forward(&x64, &w64, Some(&to_f64(&b)), n, fin, fout);
+    assert_close("f16 x: y", &g.read(&ty).unwrap(), &y, 1e-5);
+    let dx = reference::linear_backward_input(&dy64, &w64, n, fin, fout);
+    assert_close("f16 dx", &g.read(&tdx).unwrap(), &dx, F16_ROUNDING + 1e-5);
+    let (dw, db) = reference::linear_backward_weight(&x64, &dy64, n, fin, fout);
+    assert_close("f16 x: dW", &g.read(&tdw).unwrap(), &dw, 1e-5);
+    assert_close("f16 x: db", &g.read(&tdb).unwrap(), &db, 1e-5);
+}

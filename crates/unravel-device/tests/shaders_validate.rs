@@ -50,6 +50,7 @@ fn the_mixed_precision_shaders_leave_their_activations_open() {
     for file in [
         "copy.wgsl",
         "elementwise.wgsl",
+        "linear.wgsl",
         "pool.wgsl",
         "shortcut.wgsl",
     ] {

@@ -7,6 +7,8 @@
 //! during the forward pass. Channel views (a dense block's layers) live in
 //! their concatenation buffer, which lives as long as any of them.
 
+use unravel_device::DType;
+
 use crate::ir::*;
 use crate::lower::backward::reads;
 use crate::lower::fusion::Fusions;
@@ -49,11 +51,14 @@ struct Interval {
 /// `fusions` is one dispatch at the first node's place that reads its input
 /// and writes the second node's output. What each node's backward reads
 /// comes from the gradient rules' declaration
-/// ([`crate::lower::backward::reads`]).
+/// ([`crate::lower::backward::reads`]). `dtypes` gives each value's element
+/// type (its gradient's too).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn plan(
     graph: &Graph,
     batch: usize,
     mode: Mode,
+    dtypes: &[DType],
     roots: &Roots,
     keep: &[ValueId],
     recompute: &[bool],
@@ -167,7 +172,7 @@ pub(crate) fn plan(
         if root[r].0 != r || r == graph.input.0 || v_start[r] == usize::MAX {
             continue;
         }
-        let bytes = (batch * graph.values[r].shape.numel() * 4) as u64;
+        let bytes = (batch * graph.values[r].shape.numel()) as u64 * dtypes[r].bytes();
         intervals.push(Interval {
             start: v_start[r],
             end: v_end[r],

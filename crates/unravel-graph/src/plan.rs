@@ -15,6 +15,7 @@ use crate::error::{GraphError, Result};
 use crate::ir::*;
 use crate::lower::schedule::Roots;
 use crate::lower::Contribution;
+use crate::precision::Precision;
 use crate::state::ModelState;
 
 /// Training (batch statistics, backward) or evaluation (running statistics).
@@ -90,6 +91,9 @@ pub struct PlanOptions {
     /// The convolution algorithm of every convolution, instead of the one
     /// the adapter gets (to compare them on one device).
     pub conv_algo: Option<Conv2dAlgo>,
+    /// f32 throughout, or f16 activations and gradients (needs the
+    /// adapter's SHADER_F16).
+    pub precision: Precision,
 }
 
 impl Plan {

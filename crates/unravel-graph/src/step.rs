@@ -168,11 +168,12 @@ impl Plan {
             }
         }
         for r in &self.roots.dense {
-            rec.clear(
-                self.grads[r.0]
-                    .as_ref()
-                    .expect("train plans have gradients"),
-            );
+            let grad = self.grads[r.0]
+                .as_ref()
+                .expect("train plans have gradients");
+            // A dense root's gradient starts its own buffer, which holds
+            // whole words: the clear cannot fail.
+            rec.clear(grad).expect("a plan's buffers start on a word");
         }
         let contributions = |i: usize| -> &[Contribution] {
             match self.merge_of.get(&NodeId(i)) {
@@ -243,7 +244,7 @@ impl Plan {
         self.upload(gpu, images, labels)?;
         let skip = self.dropped_flags(dropped)?;
         let mut rec = gpu.recorder();
-        rec.clear(&self.grads_arena);
+        rec.clear(&self.grads_arena)?;
         self.record_forward(&mut rec, dropped, &skip, false);
         self.record_backward(&mut rec, dropped, &skip, None);
         if let Some(opt) = optimizer {
@@ -295,7 +296,7 @@ impl Plan {
         self.upload(gpu, images, labels)?;
         let skip = vec![false; self.graph.nodes.len()];
         let mut rec = gpu.recorder();
-        rec.clear(&self.grads_arena);
+        rec.clear(&self.grads_arena)?;
         self.record_forward(&mut rec, &[], &skip, true);
         self.record_backward(&mut rec, &[], &skip, Some(route));
         self.finish(gpu, rec)

@@ -38,9 +38,12 @@ struct Dims {
     fout: usize,
 }
 
-/// Rows and row length of a batch operand ([N, ...], at least 2-D).
+/// Rows and row length of a batch operand ([N, ...], at least 2-D). x and
+/// dx may be f16 (mixed precision's features); the rest is f32.
 fn rows(op: &'static str, what: &str, t: &Tensor) -> Result<(usize, usize)> {
-    checks::dtype(op, what, t, DType::F32)?;
+    if !t.dtype().is_float() {
+        return Err(shape_error(op, format!("{what} must be f32 or f16")));
+    }
     if t.shape().len() < 2 {
         return Err(shape_error(
             op,

@@ -190,12 +190,11 @@ pub(crate) fn lower<'g>(cx: &mut Lowering<'g>, id: NodeId) -> Result<Vec<Pending
             })?);
         }
         Op::Highway => {
-            let shape = cx.dims(node.output);
             let (t, h, s) = (saved[0].clone(), saved[1].clone(), saved[2].clone());
             let (dt, dh, ds) = (
-                cx.scratch(shape, 1)?,
-                cx.scratch(shape, 2)?,
-                cx.scratch(shape, 3)?,
+                cx.scratch(node.output, 1)?,
+                cx.scratch(node.output, 2)?,
+                cx.scratch(node.output, 3)?,
             );
             let (dt2, dh2, ds2) = (dt.clone(), dh.clone(), ds.clone());
             out.push(Pending::always(move || {
@@ -290,7 +289,7 @@ fn via_scratch<'g>(
     }
     let gpu = cx.gpu;
     let g = cx.grad(v)?;
-    let tmp = cx.scratch(cx.dims(v), 0)?;
+    let tmp = cx.scratch(v, 0)?;
     let (g2, make2) = (g.clone(), make.clone());
     Ok(Some(Pending {
         target: Some(v),

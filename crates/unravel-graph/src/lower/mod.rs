@@ -23,12 +23,13 @@ use std::collections::HashMap;
 use unravel_device::kernels::batchnorm::{BatchNormConfig, BatchNormShape};
 use unravel_device::kernels::conv2d::{Conv2dAlgo, Conv2dShape};
 use unravel_device::kernels::{elementwise as ew, loss};
-use unravel_device::{Dispatch, Gpu, Tensor};
+use unravel_device::{DType, Dispatch, Gpu, Tensor};
 
 use crate::error::{GraphError, Result};
 use crate::ir::*;
 use crate::memory::Assignment;
 use crate::plan::{BlockPlan, Mode, NodePlan, Plan, PlanOptions};
+use crate::precision::Precision;
 use crate::state::ModelState;
 use fusion::Fusions;
 use schedule::{Roots, Run};
@@ -99,6 +100,8 @@ pub(crate) struct Lowering<'g> {
     pub batch: usize,
     pub mode: Mode,
     pub conv_algo: Option<Conv2dAlgo>,
+    /// Each value's element type (and its gradient's).
+    pub dtypes: Vec<DType>,
     pub fusions: Fusions,
     pub values: Vec<Tensor>,
     pub grads: Vec<Option<Tensor>>,
@@ -133,21 +136,25 @@ impl<'g> Lowering<'g> {
         self.state.grad(id)
     }
 
-    /// Scratch buffer `slot` of `shape` (shared by every node: dispatches
-    /// run in order, and each use is consumed right after it is written).
-    pub fn scratch(&mut self, shape: [usize; 4], slot: usize) -> Result<Tensor> {
+    /// Scratch buffer `slot` standing in for the gradient of `v` (its
+    /// shape and element type); shared by every node: dispatches run in
+    /// order, and each use is consumed right after it is written.
+    pub fn scratch(&mut self, v: ValueId, slot: usize) -> Result<Tensor> {
         if !self.scratch.contains_key(&slot) {
-            let largest = self
-                .graph
-                .values
-                .iter()
-                .map(|v| v.shape.numel())
-                .max()
-                .unwrap_or(1);
+            let bytes = scratch_bytes(self.graph, self.batch, self.precision());
             self.scratch
-                .insert(slot, self.gpu.zeros(&[self.batch * largest])?);
+                .insert(slot, self.gpu.zeros(&[bytes.div_ceil(4) as usize])?);
         }
-        Ok(self.scratch[&slot].sub_tensor(0, &shape)?)
+        let (shape, dtype) = (self.dims(v), self.dtypes[v.0]);
+        Ok(self.scratch[&slot].sub_tensor_as(0, &shape, dtype)?)
+    }
+
+    fn precision(&self) -> Precision {
+        if self.dtypes.contains(&DType::F16) {
+            Precision::Mixed
+        } else {
+            Precision::F32
+        }
     }
 
     pub fn conv_shape(&self, node: &Node) -> Conv2dShape {
@@ -186,6 +193,7 @@ pub(crate) fn estimate(
         graph,
         batch,
         mode,
+        options.precision,
         &layout(graph, batch, mode, options).assignment,
     )
 }
@@ -205,6 +213,7 @@ fn layout(graph: &Graph, batch: usize, mode: Mode, options: &PlanOptions) -> Lay
         graph,
         batch,
         mode,
+        &options.precision.value_dtypes(graph),
         &roots,
         &options.keep,
         &recompute,
@@ -217,23 +226,52 @@ fn layout(graph: &Graph, batch: usize, mode: Mode, options: &PlanOptions) -> Lay
     }
 }
 
-fn sizes(graph: &Graph, batch: usize, mode: Mode, assignment: &Assignment) -> (u64, u64) {
+fn sizes(
+    graph: &Graph,
+    batch: usize,
+    mode: Mode,
+    precision: Precision,
+    assignment: &Assignment,
+) -> (u64, u64) {
     let value_bytes = |numel: usize| (batch * numel * 4) as u64;
-    let largest_value = graph
-        .values
-        .iter()
-        .map(|v| v.shape.numel())
-        .max()
-        .unwrap_or(1);
+    // The scratch buffers hold one gradient each (f16 ones in mixed
+    // precision); training plans use up to four (the highway gate's).
     let scratch = if mode == Mode::Train {
-        value_bytes(largest_value)
+        scratch_bytes(graph, batch, precision) * scratch_slots(graph)
     } else {
         0
     };
-    let slots: u64 = assignment.slot_bytes.iter().sum();
+    let slots: u64 = assignment
+        .slot_bytes
+        .iter()
+        .map(|b| b.next_multiple_of(4))
+        .sum();
     let input = value_bytes(graph.shape(graph.input).numel());
     let largest = assignment.slot_bytes.iter().copied().max().unwrap_or(0);
     (slots + input + scratch, largest.max(scratch))
+}
+
+/// Bytes of one scratch buffer: the largest value's gradient.
+fn scratch_bytes(graph: &Graph, batch: usize, precision: Precision) -> u64 {
+    let dtypes = precision.value_dtypes(graph);
+    graph
+        .values
+        .iter()
+        .zip(&dtypes)
+        .map(|(v, t)| (batch * v.shape.numel()) as u64 * t.bytes())
+        .max()
+        .unwrap_or(4)
+        .next_multiple_of(4)
+}
+
+/// Scratch buffers a training plan of `graph` uses: one for gradients that
+/// add to others, three more where a highway gate splits its gradient.
+fn scratch_slots(graph: &Graph) -> u64 {
+    if graph.nodes.iter().any(|n| matches!(n.op, Op::Highway)) {
+        4
+    } else {
+        1
+    }
 }
 
 /// Refuses a plan whose buffers cannot be allocated, before any is: a
@@ -256,7 +294,7 @@ fn check_fits(
     let budget = gpu.memory_budget().map(|b| b / 10 * 8);
     let fits =
         |(total, largest): (u64, u64)| largest <= buffer_limit && budget.is_none_or(|b| total <= b);
-    let needed = sizes(graph, batch, mode, assignment);
+    let needed = sizes(graph, batch, mode, options.precision, assignment);
     if fits(needed) {
         return Ok(());
     }
@@ -348,17 +386,23 @@ pub(crate) fn compile(
         assignment,
     } = layout(graph, batch, mode, options);
     check_fits(gpu, graph, batch, mode, options, &assignment)?;
+    if options.precision == Precision::Mixed && !gpu.has_f16() {
+        return Err(GraphError::NoF16 {
+            adapter: gpu.adapter_info().name.clone(),
+        });
+    }
+    let dtypes = options.precision.value_dtypes(graph);
     let slots: Vec<Tensor> = assignment
         .slot_bytes
         .iter()
-        .map(|&b| gpu.zeros(&[(b / 4) as usize]))
+        .map(|&b| gpu.zeros(&[b.div_ceil(4) as usize]))
         .collect::<std::result::Result<_, _>>()?;
     let dims = |s: Shape| [batch, s.c, s.h, s.w];
-    let in_slot = |slot: Option<usize>, shape: [usize; 4]| -> Result<Tensor> {
+    let in_slot = |slot: Option<usize>, shape: [usize; 4], dtype| -> Result<Tensor> {
         match slot {
-            Some(s) => Ok(slots[s].sub_tensor(0, &shape)?),
+            Some(s) => Ok(slots[s].sub_tensor_as(0, &shape, dtype)?),
             // Never written or read (a value no node touches).
-            None => Ok(gpu.zeros(&shape)?),
+            None => Ok(gpu.zeros_of(&shape, dtype)?),
         }
     };
     let input = gpu.zeros(&dims(graph.shape(graph.input)))?;
@@ -369,7 +413,7 @@ pub(crate) fn compile(
             _ if assignment.in_place[i].is_some() => {
                 values[assignment.in_place[i].expect("checked").0].clone()
             }
-            Storage::Own => in_slot(assignment.value_slot[i], dims(v.shape))?,
+            Storage::Own => in_slot(assignment.value_slot[i], dims(v.shape), dtypes[i])?,
             Storage::ChannelsOf { parent, c0 } => {
                 values[parent.0].channel_slice(c0, c0 + v.shape.c)?
             }
@@ -386,7 +430,7 @@ pub(crate) fn compile(
                     [assignment.in_place[i].expect("checked").0]
                     .clone()
                     .expect("inputs precede outputs"),
-                Storage::Own => in_slot(assignment.grad_slot[i], dims(v.shape))?,
+                Storage::Own => in_slot(assignment.grad_slot[i], dims(v.shape), dtypes[i])?,
                 Storage::ChannelsOf { parent, c0 } => grads[parent.0]
                     .as_ref()
                     .expect("parents precede their views")
@@ -401,6 +445,7 @@ pub(crate) fn compile(
         batch,
         mode,
         conv_algo: options.conv_algo,
+        dtypes,
         fusions,
         values,
         grads,
@@ -519,7 +564,7 @@ fn lower_backward(
             .producer
             .expect("a recomputed value has a producer");
         let shape = cx.dims(ValueId(v));
-        cx.values[v] = slots[slot].sub_tensor(0, &shape)?;
+        cx.values[v] = slots[slot].sub_tensor_as(0, &shape, cx.dtypes[v])?;
         rebuild.entry(first_reader).or_default().push(producer);
     }
     let mut pending: Vec<Vec<Pending>> = Vec::with_capacity(graph.nodes.len());

@@ -95,8 +95,9 @@ pub fn conv2d_backward_weight(
     } else {
         "conv2d_backward_weight_sg"
     };
-    // Binding 6 (vec4 stores) is unused here; 7 is x as vec4s.
-    let tensors = [x, dy, dy, &partials, &packed.1, &partials, x];
+    // Binding 6 (vec4 stores) is unused here; 7 is x as vec4s. Binding 3
+    // (the epilogue vector) is unused: the f32 partials fill it.
+    let tensors = [x, dy, &partials, &partials, &packed.1, &partials, x];
     let mut constants = SubgroupConstants { nv, rows, lanes }.pipeline_constants();
     // A chunk starts at a multiple of 8 output columns, its windows at
     // x = ox*S - P.

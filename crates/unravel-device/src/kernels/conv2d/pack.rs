@@ -44,7 +44,9 @@ pub(super) fn pack_dy(
     let gb = params.groups * params.blocks;
     let packed = gpu.zeros(&[gb as usize * pixels * 4 * nv as usize])?;
     let [gx, gy, _] = grid_1d(pixels, GROUP);
-    let tensors = [dy, dy, dy, dy, &packed];
+    // dy is read through binding 2; the unused ones get the (f32) packed
+    // buffer, which fits every binding's element type.
+    let tensors = [&packed, dy, &packed, &packed, &packed];
     let constants = [("NV", nv as f64)];
     let d = gpu.dispatch_with(
         FILE,

@@ -11,7 +11,7 @@ use super::{variants, Variant};
 use crate::kernels::conv2d::{Conv2dEpilogue, Conv2dShape};
 use crate::kernels::Store;
 use crate::reference::conv2d as reference;
-use crate::Tensor;
+use crate::{DType, Tensor};
 
 /// f32 against f64 with reductions of a few hundred terms.
 const TOL: f64 = 1e-4;
@@ -23,28 +23,53 @@ fn numel(shape: [usize; 4]) -> usize {
 /// A tensor pre-filled with garbage, so a kernel that skips an element (or
 /// accumulates instead of overwriting) is caught.
 fn garbage(shape: &[usize], seed: u64) -> Tensor {
+    garbage_as(shape, seed, DType::F32)
+}
+
+fn garbage_as(shape: &[usize], seed: u64, dtype: DType) -> Tensor {
     let len = shape.iter().product();
-    gpu().upload(&random(len, seed), shape).unwrap()
+    gpu().upload_as(&random(len, seed), shape, dtype).unwrap()
+}
+
+/// Host data as activations of `dtype` hold it (f16: rounded).
+fn as_activation(v: Vec<f32>, dtype: DType) -> Vec<f32> {
+    match dtype {
+        DType::F16 => to_f16_values(&v),
+        _ => v,
+    }
 }
 
 /// Runs all three passes of `s` with `variant` and checks them against
 /// the reference.
 fn check(s: Conv2dShape, with_bias: bool, variant: Variant, seed: u64) {
+    check_as(s, with_bias, variant, seed, DType::F32);
+}
+
+/// The same with activations and their gradients (x, y, dy, dx) of
+/// `dtype`. Weights, bias and their gradients stay f32. With f16, y and dx
+/// are f32 sums of exact products of f16 inputs, rounded once when stored:
+/// one f16 rounding of the largest value on top of the f32 tolerance; dw
+/// and dbias are f32 and keep the f32 tolerance.
+fn check_as(s: Conv2dShape, with_bias: bool, variant: Variant, seed: u64, dtype: DType) {
     let g = gpu();
-    let what = format!("{variant:?} {s:?} bias={with_bias}");
-    let x = random(numel(s.input_shape()), seed);
+    let what = format!("{variant:?} {s:?} bias={with_bias} {}", dtype.name());
+    let x = as_activation(random(numel(s.input_shape()), seed), dtype);
     let w = random(numel(s.weight_shape()), seed + 1);
     let bias = random(s.c_out, seed + 2);
-    let dy = random(numel(s.output_shape()), seed + 3);
-    let tx = g.upload(&x, &s.input_shape()).unwrap();
+    let dy = as_activation(random(numel(s.output_shape()), seed + 3), dtype);
+    let tx = g.upload_as(&x, &s.input_shape(), dtype).unwrap();
     let tw = g.upload(&w, &s.weight_shape()).unwrap();
     let tb = g.upload(&bias, &[s.c_out]).unwrap();
-    let tdy = g.upload(&dy, &s.output_shape()).unwrap();
-    let ty = garbage(&s.output_shape(), seed + 4);
-    let tdx = garbage(&s.input_shape(), seed + 5);
+    let tdy = g.upload_as(&dy, &s.output_shape(), dtype).unwrap();
+    let ty = garbage_as(&s.output_shape(), seed + 4, dtype);
+    let tdx = garbage_as(&s.input_shape(), seed + 5, dtype);
     let tdw = garbage(&s.weight_shape(), seed + 6);
     let tdb = garbage(&[s.c_out], seed + 7);
-    let tdx_sum = garbage(&s.input_shape(), seed + 8);
+    let tdx_sum = garbage_as(&s.input_shape(), seed + 8, dtype);
+    let act_tol = match dtype {
+        DType::F16 => F16_ROUNDING + TOL,
+        _ => TOL,
+    };
     let epilogue = match with_bias {
         true => Conv2dEpilogue::Bias(&tb),
         false => Conv2dEpilogue::None,
@@ -63,13 +88,21 @@ fn check(s: Conv2dShape, with_bias: bool, variant: Variant, seed: u64) {
     let (x64, w64, b64, dy64) = (to_f64(&x), to_f64(&w), to_f64(&bias), to_f64(&dy));
     let b64 = with_bias.then_some(&b64[..]);
     let y = reference::conv2d_forward(&s, &x64, &w64, b64);
-    assert_close(&format!("forward {what}"), &g.read(&ty).unwrap(), &y, TOL);
+    assert_close(
+        &format!("forward {what}"),
+        &g.read(&ty).unwrap(),
+        &y,
+        act_tol,
+    );
     let dx = reference::conv2d_backward_input(&s, &dy64, &w64);
-    assert_close(&format!("dx {what}"), &g.read(&tdx).unwrap(), &dx, TOL);
-    let before = to_f64(&random(numel(s.input_shape()), seed + 8));
+    assert_close(&format!("dx {what}"), &g.read(&tdx).unwrap(), &dx, act_tol);
+    let before = to_f64(&as_activation(
+        random(numel(s.input_shape()), seed + 8),
+        dtype,
+    ));
     let sum: Vec<f64> = before.iter().zip(&dx).map(|(a, b)| a + b).collect();
     let got_sum = g.read(&tdx_sum).unwrap();
-    assert_close(&format!("dx accumulated {what}"), &got_sum, &sum, TOL);
+    assert_close(&format!("dx accumulated {what}"), &got_sum, &sum, act_tol);
     let (dw, dbias) = reference::conv2d_backward_weight(&s, &x64, &dy64);
     assert_close(&format!("dw {what}"), &g.read(&tdw).unwrap(), &dw, TOL);
     let got_db = g.read(&tdb).unwrap();
@@ -176,4 +209,23 @@ fn depthwise_convolutions_match_reference() {
     check_both(conv_shape(3, (6, 6), (7, 9), 3, 2, 1, 6), true, 110);
     // Channel multiplier 2.
     check_both(conv_shape(1, (5, 10), (7, 7), 3, 1, 1, 5), false, 120);
+}
+
+/// Mixed precision's convolutions (f16 activations and gradients, f32
+/// weights and weight gradients) through every variant, on geometries that
+/// between them take each code path: scalar and vec4 stores, vec4 window
+/// loads at stride 2, the weight gradient's window mode, depthwise.
+#[test]
+fn f16_activations_match_reference_in_every_variant() {
+    let shapes = [
+        (conv_shape(1, (3, 5), (7, 9), 3, 1, 1, 1), true, 10),
+        (conv_shape(2, (5, 6), (6, 8), 3, 1, 1, 1), true, 38),
+        (conv_shape(2, (3, 5), (9, 17), 3, 2, 0, 1), false, 144),
+        (conv_shape(3, (6, 6), (7, 9), 3, 2, 1, 6), true, 110),
+    ];
+    for (s, bias, seed) in shapes {
+        for variant in variants() {
+            check_as(s, bias, variant, seed, DType::F16);
+        }
+    }
 }

@@ -1,0 +1,64 @@
+//! The number formats of a plan's tensors.
+//!
+//! In [`Precision::Mixed`], the activations and their gradients are stored
+//! as f16 (half the memory and memory traffic); everything else stays f32:
+//! the parameters (master weights), their gradients and momentum, batch-norm
+//! statistics, the input images, and the logits and their gradient, where
+//! the loss is computed. Kernels load f16 into f32, accumulate in f32 and
+//! round once when they store.
+
+use unravel_device::DType;
+
+use crate::ir::{Graph, Op};
+
+/// How a plan stores activations and their gradients.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Precision {
+    /// Everything f32.
+    #[default]
+    F32,
+    /// f16 activations and activation gradients, f32 everything else; the
+    /// loss is scaled (see [`crate::LossScaler`]) so small gradients survive f16.
+    Mixed,
+}
+
+impl Precision {
+    /// The name the command line and the settings files use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::Mixed => "mixed",
+        }
+    }
+
+    /// The precision called `name` (`f32` or `mixed`).
+    pub fn from_name(name: &str) -> Option<Precision> {
+        match name {
+            "f32" => Some(Precision::F32),
+            "mixed" => Some(Precision::Mixed),
+            _ => None,
+        }
+    }
+
+    /// The element type of every value of `graph` (and of its gradient):
+    /// in mixed precision f16, except the input and a linear layer's output
+    /// (the logits), and a ReLU's output takes its input's (it may run in
+    /// place). Values come in topological order, so inputs are decided first.
+    pub fn value_dtypes(self, graph: &Graph) -> Vec<DType> {
+        let mut dtypes: Vec<DType> = Vec::with_capacity(graph.values.len());
+        for (i, v) in graph.values.iter().enumerate() {
+            let op = v.producer.map(|n| graph.node(n));
+            let dtype = match op {
+                _ if self == Precision::F32 || i == graph.input.0 => DType::F32,
+                Some(node) => match node.op {
+                    Op::Linear { .. } => DType::F32,
+                    Op::Relu => dtypes[node.inputs[0].0],
+                    _ => DType::F16,
+                },
+                None => DType::F16,
+            };
+            dtypes.push(dtype);
+        }
+        dtypes
+    }
+}
