@@ -36,6 +36,7 @@ shader_files!(
     "elementwise.wgsl",
     "linear.wgsl",
     "loss.wgsl",
+    "loss_scale.wgsl",
     "pool.wgsl",
     "sgd.wgsl",
     "shortcut.wgsl",

@@ -38,6 +38,8 @@ pub enum GraphError {
     NoSamples,
     #[error("the graph must end in class scores (C x 1 x 1), not {shape}")]
     NotClassScores { shape: Shape },
+    #[error("this optimiser does not scale the loss")]
+    NoLossScaling,
     #[error("mixed precision needs f16 storage (SHADER_F16), which the adapter {adapter} does not offer; use f32")]
     NoF16 { adapter: String },
     #[error(

@@ -67,8 +67,12 @@ pub struct Plan {
     pub(crate) loss: Tensor,
     pub(crate) correct: Tensor,
     pub(crate) loss_dispatch: Dispatch,
-    /// Where each step's loss and correct count are copied for the host.
+    /// Where each step's loss, correct count and loss scaler are copied
+    /// for the host.
     pub(crate) stats: unravel_device::Readback,
+    /// The dispatch scaling the loss gradient, for the scaler state whose
+    /// buffer is kept with it (made on a scaling optimiser's first step).
+    pub(crate) loss_scaling: std::sync::Mutex<Option<(unravel_device::wgpu::Buffer, Dispatch)>>,
     /// The residual block whose merge each node is, if any.
     pub(crate) merge_of: HashMap<NodeId, BlockId>,
     pub(crate) grads_arena: Tensor,

@@ -3,8 +3,9 @@
 //! Switched-off residual blocks are skipped: their branch's kernels are not
 //! recorded at all, and the merge passes the shortcut through.
 
+use unravel_device::kernels::loss_scale::{self, LossScaleConfig, LossScaleState};
 use unravel_device::kernels::sgd;
-use unravel_device::{Dispatch, Gpu, Recorder};
+use unravel_device::{Dispatch, Gpu, Recorder, Tensor};
 
 use crate::error::{GraphError, Result};
 use crate::ir::{BlockId, NodeId, ValueId};
@@ -33,19 +34,75 @@ pub struct StepStats {
     pub correct: u32,
     /// Dispatches recorded into the step's command buffer.
     pub dispatches: usize,
+    /// The loss scaler after the step, when the optimiser scales the loss.
+    pub loss_scale: Option<LossScaleState>,
 }
 
 /// The optimiser of a plan: one dispatch over the whole parameter arena.
 pub struct Optimizer {
     dispatch: Dispatch,
     config: sgd::SgdConfig,
+    scaler: Option<LossScaler>,
+}
+
+/// Dynamic loss scaling (mixed precision), GradScaler's rules on the GPU:
+/// its state, the check of the parameter gradients and the scale's update.
+struct LossScaler {
+    state: Tensor,
+    check: Dispatch,
+    update: Dispatch,
 }
 
 impl Optimizer {
     pub fn new(gpu: &Gpu, state: &ModelState, config: sgd::SgdConfig) -> Result<Optimizer> {
         let (p, g, m) = state.arenas();
         let dispatch = sgd::sgd_update(gpu, &config, p, g, m, state.decay_len())?;
-        Ok(Optimizer { dispatch, config })
+        Ok(Optimizer {
+            dispatch,
+            config,
+            scaler: None,
+        })
+    }
+
+    /// An optimiser of a scaled loss (mixed precision): each training step
+    /// multiplies the loss gradient by the scale, divides it out of the
+    /// parameter gradients, skips the update when one is not finite, and
+    /// adjusts the scale (see [`unravel_device::kernels::loss_scale`]).
+    pub fn with_loss_scaling(
+        gpu: &Gpu,
+        state: &ModelState,
+        config: sgd::SgdConfig,
+        scaling: &LossScaleConfig,
+    ) -> Result<Optimizer> {
+        let (p, g, m) = state.arenas();
+        let scale = loss_scale::state_tensor(gpu, &LossScaleState::initial(scaling))?;
+        let update = loss_scale::update(gpu, scaling, &scale)?;
+        let dispatch = sgd::sgd_update_scaled(gpu, &config, p, g, m, state.decay_len(), &scale)?;
+        let check = loss_scale::check_finite(gpu, g, &scale)?;
+        Ok(Optimizer {
+            dispatch,
+            config,
+            scaler: Some(LossScaler {
+                state: scale,
+                check,
+                update,
+            }),
+        })
+    }
+
+    /// The loss scaler's state (blocking read), if this optimiser scales.
+    pub fn loss_scale(&self, gpu: &Gpu) -> Result<Option<LossScaleState>> {
+        self.scaler
+            .as_ref()
+            .map(|s| loss_scale::read_state(gpu, &s.state))
+            .transpose()
+            .map_err(Into::into)
+    }
+
+    /// Restores the loss scaler's state (a resumed run).
+    pub fn set_loss_scale(&self, gpu: &Gpu, state: &LossScaleState) -> Result<()> {
+        let scaler = self.scaler.as_ref().ok_or(GraphError::NoLossScaling)?;
+        Ok(loss_scale::write_state(gpu, &scaler.state, state)?)
     }
 
     pub fn config(&self) -> sgd::SgdConfig {
@@ -194,17 +251,46 @@ impl Plan {
         }
     }
 
-    fn finish(&self, gpu: &Gpu, mut rec: Recorder) -> Result<StepStats> {
+    fn finish(
+        &self,
+        gpu: &Gpu,
+        mut rec: Recorder,
+        scaler: Option<&LossScaler>,
+    ) -> Result<StepStats> {
         let dispatches = rec.dispatch_count();
         rec.read_into(&self.loss, &self.stats, 0);
         rec.read_into(&self.correct, &self.stats, 4);
+        if let Some(s) = scaler {
+            rec.read_into(&s.state, &self.stats, 8);
+        }
         rec.submit()?;
         let words = gpu.read_readback(&self.stats)?;
+        let loss_scale = scaler
+            .map(|_| LossScaleState::from_words(&words[2..6]))
+            .transpose()?;
         Ok(StepStats {
             loss: f32::from_bits(words[0]),
             correct: words[1],
             dispatches,
+            loss_scale,
         })
+    }
+
+    /// The dispatch that multiplies this plan's loss gradient by the scale
+    /// in `scaler`'s state, made on first use and kept for that state.
+    fn scale_loss_gradient(&self, gpu: &Gpu, scaler: &LossScaler) -> Result<Dispatch> {
+        let mut kept = self.loss_scaling.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((buffer, d)) = kept.as_ref() {
+            if buffer == scaler.state.buffer() {
+                return Ok(d.clone());
+            }
+        }
+        let dlogits = self.grads[self.graph.output.0]
+            .as_ref()
+            .expect("train plans have gradients");
+        let d = loss_scale::apply_scale(gpu, dlogits, &scaler.state)?;
+        *kept = Some((scaler.state.buffer().clone(), d.clone()));
+        Ok(d)
     }
 
     fn upload(&self, gpu: &Gpu, images: &[f32], labels: &[u32]) -> Result<()> {
@@ -243,14 +329,24 @@ impl Plan {
         }
         self.upload(gpu, images, labels)?;
         let skip = self.dropped_flags(dropped)?;
+        let scaler = optimizer.and_then(|o| o.scaler.as_ref());
         let mut rec = gpu.recorder();
         rec.clear(&self.grads_arena)?;
         self.record_forward(&mut rec, dropped, &skip, false);
+        if let Some(s) = scaler {
+            rec.record(&self.scale_loss_gradient(gpu, s)?);
+        }
         self.record_backward(&mut rec, dropped, &skip, None);
         if let Some(opt) = optimizer {
+            if let Some(s) = scaler {
+                rec.record(&s.check);
+            }
             rec.record(&opt.dispatch);
+            if let Some(s) = scaler {
+                rec.record(&s.update);
+            }
         }
-        self.finish(gpu, rec)
+        self.finish(gpu, rec, scaler)
     }
 
     /// Forward and loss through the whole network, then backward along one
@@ -299,7 +395,7 @@ impl Plan {
         rec.clear(&self.grads_arena)?;
         self.record_forward(&mut rec, &[], &skip, true);
         self.record_backward(&mut rec, &[], &skip, Some(route));
-        self.finish(gpu, rec)
+        self.finish(gpu, rec, None)
     }
 
     /// One evaluation step (loss and correct count) with `dropped` blocks
@@ -317,6 +413,6 @@ impl Plan {
         let skip = self.dropped_flags(dropped)?;
         let mut rec = gpu.recorder();
         self.record_forward(&mut rec, dropped, &skip, true);
-        self.finish(gpu, rec)
+        self.finish(gpu, rec, None)
     }
 }

@@ -479,3 +479,111 @@ fn mixed_precision_matches_f32_within_f16_rounding() {
         );
     }
 }
+
+fn param_bits(g: &Gpu, state: &ModelState) -> Vec<u32> {
+    state
+        .read_params(g)
+        .unwrap()
+        .iter()
+        .flat_map(|(_, _, v)| v.iter().map(|x| x.to_bits()))
+        .collect()
+}
+
+fn sgd() -> unravel_device::kernels::sgd::SgdConfig {
+    unravel_device::kernels::sgd::SgdConfig {
+        lr: 0.05,
+        momentum: 0.9,
+        weight_decay: 5e-4,
+        nesterov: false,
+    }
+}
+
+/// With f32 activations a power-of-two loss scale divides out exactly: the
+/// scaled optimiser's steps are bit-identical to the plain one's.
+#[test]
+fn a_scaled_loss_trains_exactly_like_the_plain_one_in_f32() {
+    let g = gpu();
+    let graph = tiny_residual_net();
+    let (images, labels) = batch(&graph);
+    let scaling = unravel_device::kernels::loss_scale::LossScaleConfig {
+        init_scale: 1024.0,
+        ..Default::default()
+    };
+    let mut after = Vec::new();
+    for scaled in [false, true] {
+        let state = ModelState::new(g, &graph, 6).unwrap();
+        let plan = Plan::compile(g, &graph, &state, N, Mode::Train).unwrap();
+        let opt = match scaled {
+            false => Optimizer::new(g, &state, sgd()).unwrap(),
+            true => Optimizer::with_loss_scaling(g, &state, sgd(), &scaling).unwrap(),
+        };
+        for _ in 0..3 {
+            let stats = plan
+                .train_step(g, &images, &labels, &[], Some(&opt))
+                .unwrap();
+            assert_eq!(stats.loss_scale.is_some(), scaled);
+        }
+        after.push(param_bits(g, &state));
+    }
+    assert_eq!(after[0], after[1]);
+}
+
+/// Mixed precision with a scale so large that the f16 gradients overflow:
+/// each such step changes no parameter and halves the scale, until a step
+/// is clean and trains; after `growth_interval` clean steps the scale
+/// doubles. What the step reports is what the optimiser holds.
+#[test]
+fn overflowing_steps_are_skipped_and_the_scale_adapts() {
+    let g = gpu();
+    let graph = tiny_residual_net();
+    let (images, labels) = batch(&graph);
+    let state = ModelState::new(g, &graph, 7).unwrap();
+    let options = PlanOptions {
+        precision: Precision::Mixed,
+        ..Default::default()
+    };
+    let plan = Plan::compile_with(g, &graph, &state, N, Mode::Train, &options).unwrap();
+    let scaling = unravel_device::kernels::loss_scale::LossScaleConfig {
+        init_scale: 16_777_216.0, // 2^24: dlogits * scale far beyond f16's 65504
+        growth_interval: 2,
+        ..Default::default()
+    };
+    let opt = Optimizer::with_loss_scaling(g, &state, sgd(), &scaling).unwrap();
+    let mut scale = scaling.init_scale;
+    let mut skipped = 0;
+    let mut before = param_bits(g, &state);
+    let clean = loop {
+        let stats = plan
+            .train_step(g, &images, &labels, &[], Some(&opt))
+            .unwrap();
+        let now = stats.loss_scale.unwrap();
+        assert_eq!(opt.loss_scale(g).unwrap(), Some(now));
+        let after = param_bits(g, &state);
+        if now.skipped_steps == skipped {
+            break (now, after != before);
+        }
+        skipped += 1;
+        scale /= 2.0;
+        assert_eq!(now.skipped_steps, skipped);
+        assert_eq!(now.scale, scale, "halved after a skipped step");
+        assert_eq!(after, before, "a skipped step changed a parameter");
+        assert!(skipped < 20, "the scale never came down far enough");
+        before = after;
+    };
+    assert!(
+        skipped >= 3,
+        "2^24 should overflow f16 gradients ({skipped} skipped)"
+    );
+    let (state_after, trained) = clean;
+    assert!(trained, "a clean step must update the parameters");
+    assert_eq!((state_after.scale, state_after.clean_steps), (scale, 1));
+    let stats = plan
+        .train_step(g, &images, &labels, &[], Some(&opt))
+        .unwrap();
+    let grown = stats.loss_scale.unwrap();
+    assert_eq!(
+        (grown.scale, grown.clean_steps),
+        (scale * 2.0, 0),
+        "doubled after 2 clean steps"
+    );
+}

@@ -8,6 +8,7 @@ pub mod copy;
 pub mod elementwise;
 pub mod linear;
 pub mod loss;
+pub mod loss_scale;
 pub mod pool;
 pub mod sgd;
 pub mod shortcut;

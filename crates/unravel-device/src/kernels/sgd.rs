@@ -135,7 +135,37 @@ pub fn sgd_update(
     )
 }
 
-/// Rewrites the hyper-parameters of a dispatch made by [`sgd_update`] with
+/// [`sgd_update`] on the gradients of a scaled loss (mixed precision): each
+/// gradient is multiplied by 1 / scale first, and nothing changes (momentum
+/// included) when the loss scaler's found_inf is raised; `scaler` is the
+/// state tensor of [`crate::kernels::loss_scale`].
+pub fn sgd_update_scaled(
+    gpu: &Gpu,
+    cfg: &SgdConfig,
+    params_buf: &Tensor,
+    grads: &Tensor,
+    momentum_buf: &Tensor,
+    decay_len: usize,
+    scaler: &Tensor,
+) -> Result<Dispatch> {
+    let p = params(cfg, params_buf, grads, momentum_buf, decay_len)?;
+    if scaler.dtype() != DType::U32 || scaler.numel() != 4 || !scaler.is_contiguous() {
+        return Err(shape_error(
+            "sgd_update_scaled",
+            "the loss scaler's state must be 4 contiguous u32 words",
+        ));
+    }
+    gpu.dispatch(
+        FILE,
+        "sgd_update_scaled",
+        &p,
+        &[params_buf, grads, momentum_buf, scaler],
+        grid_1d(params_buf.numel(), GROUP),
+    )
+}
+
+/// Rewrites the hyper-parameters of a dispatch made by [`sgd_update`] (or
+/// [`sgd_update_scaled`]) with
 /// the same tensors and `decay_len` (e.g. a scheduled learning rate), without
 /// rebuilding it. Takes effect for submissions made after this call.
 pub fn sgd_set_config(
@@ -148,7 +178,8 @@ pub fn sgd_set_config(
     decay_len: usize,
 ) -> Result<()> {
     let p = params(cfg, params_buf, grads, momentum_buf, decay_len)?;
-    if dispatch.kernel().name() != format!("{FILE}::sgd_update") {
+    let name = dispatch.kernel().name();
+    if name != format!("{FILE}::sgd_update") && name != format!("{FILE}::sgd_update_scaled") {
         return Err(shape_error(
             "sgd_set_config",
             format!("{} is not an SGD dispatch", dispatch.kernel().name()),

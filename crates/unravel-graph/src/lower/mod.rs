@@ -537,7 +537,8 @@ pub(crate) fn compile(
         loss,
         correct,
         loss_dispatch,
-        stats: gpu.readback_buffer(8),
+        stats: gpu.readback_buffer(24),
+        loss_scaling: std::sync::Mutex::new(None),
         grads_arena: state.grads.clone(),
         activation_bytes,
     })
