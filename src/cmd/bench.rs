@@ -6,9 +6,10 @@ use std::time::Instant;
 use anyhow::Context;
 use rand::{Rng, SeedableRng};
 use unravel_device::kernels::conv2d::Conv2dAlgo;
+use unravel_device::kernels::loss_scale::LossScaleConfig;
 use unravel_device::kernels::sgd::SgdConfig;
 use unravel_device::{AdapterOptions, Gpu};
-use unravel_graph::{Mode, ModelState, Optimizer, Plan, PlanOptions};
+use unravel_graph::{Mode, ModelState, Optimizer, Plan, PlanOptions, Precision};
 use unravel_train::models::{build, ModelConfig, ShortcutKind};
 use unravel_train::stochastic_depth::StochasticDepth;
 use unravel_train::DatasetKind;
@@ -48,6 +49,9 @@ pub struct BenchArgs {
     /// instead of the one chosen for the adapter type.
     #[arg(long, value_name = "ALGO")]
     conv_algo: Option<Conv2dAlgo>,
+    /// f32, or mixed (f16 activations and gradients, loss scaling).
+    #[arg(long, default_value = "f32", value_parser = super::parse_precision)]
+    precision: Precision,
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -69,6 +73,7 @@ pub fn run(options: &AdapterOptions, args: &BenchArgs) -> anyhow::Result<()> {
     let options = PlanOptions {
         unfused: args.unfused,
         conv_algo: args.conv_algo,
+        precision: args.precision,
         ..Default::default()
     };
     // Compiled first: a batch that does not fit is refused before its
@@ -87,7 +92,12 @@ pub fn run(options: &AdapterOptions, args: &BenchArgs) -> anyhow::Result<()> {
         weight_decay: 5e-4,
         nesterov: false,
     };
-    let optimizer = Optimizer::new(&gpu, &state, sgd)?;
+    let optimizer = match args.precision {
+        Precision::F32 => Optimizer::new(&gpu, &state, sgd)?,
+        Precision::Mixed => {
+            Optimizer::with_loss_scaling(&gpu, &state, sgd, &LossScaleConfig::default())?
+        }
+    };
     let first = train.train_step(&gpu, &images, &labels, &[], Some(&optimizer))?;
     let first_step_s = start.elapsed().as_secs_f64();
     for _ in 0..args.warmup {
@@ -159,10 +169,22 @@ pub fn run(options: &AdapterOptions, args: &BenchArgs) -> anyhow::Result<()> {
     let train_ips = n as f64 / train_step_s;
     let eval_ips = n as f64 / eval_step_s;
     let memory = state.bytes() + train.activation_bytes() + eval.activation_bytes();
+    // The training plan's activations in both precisions, from the planner.
+    let planned = |precision| {
+        let o = PlanOptions {
+            precision,
+            ..options.clone()
+        };
+        Plan::planned_bytes(&graph, n, Mode::Train, &o)
+    };
+    let (f32_bytes, mixed_bytes) = (planned(Precision::F32), planned(Precision::Mixed));
     let info = gpu.adapter_info();
     println!(
-        "{} on {} ({:?}), batch {n}",
-        args.model, info.name, info.backend
+        "{} on {} ({:?}), batch {n}, {} precision",
+        args.model,
+        info.name,
+        info.backend,
+        args.precision.name()
     );
     println!(
         "  first step      {first_step_s:.2} s (loss {:.3})",
@@ -178,9 +200,12 @@ pub fn run(options: &AdapterOptions, args: &BenchArgs) -> anyhow::Result<()> {
         "  inference       {eval_ips:.1} images/s ({:.1} ms/step)",
         eval_step_s * 1e3
     );
+    let mib = |b: u64| b as f64 / (1 << 20) as f64;
+    println!("  planned memory  {:.1} MiB", mib(memory));
     println!(
-        "  planned memory  {:.1} MiB",
-        memory as f64 / (1 << 20) as f64
+        "  train plan      {:.1} MiB of activations in f32, {:.1} MiB in mixed precision",
+        mib(f32_bytes),
+        mib(mixed_bytes)
     );
     if let Some((with, without, active, expected, blocks)) = stochastic {
         println!(
@@ -196,11 +221,13 @@ pub fn run(options: &AdapterOptions, args: &BenchArgs) -> anyhow::Result<()> {
         serde_json::json!({
             "model": args.model,
             "batch_size": n,
+            "precision": args.precision.name(),
             "adapter": info.name,
             "train_images_per_s": train_ips,
             "inference_images_per_s": eval_ips,
             "first_step_s": first_step_s,
             "peak_memory_bytes": memory,
+            "train_activation_bytes": {"f32": f32_bytes, "mixed": mixed_bytes},
             "train_dispatches": first.dispatches,
             "train_cpu_s_per_step": train_cpu_s,
             "stochastic_depth": stochastic.map(|(with, without, active, expected, _)| serde_json::json!({

@@ -31,6 +31,10 @@ pub struct EvalArgs {
     pub test_subset: Option<usize>,
     #[arg(long, default_value_t = 256, allow_negative_numbers = true)]
     pub batch_size: usize,
+    /// f32 or mixed (f16 activations) [default: the precision the model
+    /// was trained in].
+    #[arg(long, value_parser = super::parse_precision)]
+    pub precision: Option<unravel_graph::Precision>,
 }
 
 /// The test set a checkpoint is evaluated on, normalised with the statistics
@@ -80,7 +84,10 @@ pub fn run(adapter: &AdapterOptions, args: &EvalArgs) -> anyhow::Result<()> {
     let scaling = config
         .stochastic_depth
         .map(|p| StochasticDepth::new(&graph, p));
-    let result = Evaluator::new(&gpu, &graph, &state, scaling).run(&loader, &[])?;
+    let precision = args.precision.unwrap_or(config.precision);
+    let result = Evaluator::new(&gpu, &graph, &state, scaling)
+        .with_precision(precision)
+        .run(&loader, &[])?;
     println!(
         "{} on {dataset} test ({} images): loss {:.4}, accuracy {:.2}%",
         config.model,

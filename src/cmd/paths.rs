@@ -124,6 +124,7 @@ fn gradient(
         data_dir: args.data_dir.clone(),
         test_subset: args.test_subset,
         batch_size: args.batch_size,
+        precision: None,
     };
     let batch = test_loader(&config, &eval_args)?
         .batches(0, 0)

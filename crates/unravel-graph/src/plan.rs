@@ -132,6 +132,13 @@ impl Plan {
         self.activation_bytes
     }
 
+    /// The bytes of activations, gradients and scratch a plan of `graph`
+    /// would allocate, without compiling it (compare precisions or batch
+    /// sizes at no cost).
+    pub fn planned_bytes(graph: &Graph, batch: usize, mode: Mode, options: &PlanOptions) -> u64 {
+        crate::lower::estimate(graph, batch, mode, options).0
+    }
+
     pub fn batch(&self) -> usize {
         self.batch
     }

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 
 use unravel_device::Gpu;
-use unravel_graph::{BlockId, Graph, Mode, ModelState, Plan};
+use unravel_graph::{BlockId, Graph, Mode, ModelState, Plan, PlanOptions, Precision};
 
 use crate::data::Loader;
 use crate::stochastic_depth::StochasticDepth;
@@ -27,6 +27,7 @@ pub struct Evaluator<'a> {
     state: &'a ModelState,
     plans: HashMap<usize, Plan>,
     scaling: Option<StochasticDepth>,
+    precision: Precision,
 }
 
 impl<'a> Evaluator<'a> {
@@ -44,12 +45,31 @@ impl<'a> Evaluator<'a> {
             state,
             plans: HashMap::new(),
             scaling,
+            precision: Precision::F32,
         }
+    }
+
+    /// Evaluates with f16 activations (`Precision::Mixed`) or f32.
+    pub fn with_precision(mut self, precision: Precision) -> Self {
+        self.precision = precision;
+        self.plans.clear();
+        self
     }
 
     fn plan(&mut self, batch: usize) -> unravel_graph::Result<&Plan> {
         if !self.plans.contains_key(&batch) {
-            let mut plan = Plan::compile(self.gpu, self.graph, self.state, batch, Mode::Eval)?;
+            let options = PlanOptions {
+                precision: self.precision,
+                ..Default::default()
+            };
+            let mut plan = Plan::compile_with(
+                self.gpu,
+                self.graph,
+                self.state,
+                batch,
+                Mode::Eval,
+                &options,
+            )?;
             if let Some(sd) = &self.scaling {
                 sd.apply_test_scaling(self.gpu, &mut plan)?;
             }

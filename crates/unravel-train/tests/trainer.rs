@@ -110,23 +110,10 @@ fn resuming_after_a_stop_matches_an_uninterrupted_run() {
     .unwrap();
     assert!(!resumed.interrupted);
     assert_eq!(resumed.epochs.len(), 2);
-    let read = |dir: &Path| {
-        let graph = unravel_train::models::build(
-            "resnet8",
-            &unravel_train::models::ModelConfig::for_dataset(
-                unravel_train::DatasetKind::FashionMnist,
-                unravel_train::models::ShortcutKind::A,
-            ),
-        )
-        .unwrap();
-        let state = unravel_graph::ModelState::new(&gpu, &graph, 1).unwrap();
-        Checkpoint::read(&latest_model(dir).unwrap())
-            .unwrap()
-            .load_model(&gpu, &graph, &state)
-            .unwrap();
-        state.read_params(&gpu).unwrap()
-    };
-    for ((name, _, x), (_, _, y)) in read(&a).iter().zip(read(&b).iter()) {
+    for ((name, _, x), (_, _, y)) in checkpoint_params(&gpu, &a)
+        .iter()
+        .zip(checkpoint_params(&gpu, &b).iter())
+    {
         let diff = x
             .iter()
             .zip(y)
@@ -134,6 +121,97 @@ fn resuming_after_a_stop_matches_an_uninterrupted_run() {
             .fold(0.0f32, f32::max);
         assert!(diff < 1e-5, "{name} differs by {diff}");
     }
+}
+
+/// The parameters of the latest checkpoint in `dir` (a resnet8 on
+/// Fashion-MNIST), loaded as an f32 model.
+fn checkpoint_params(gpu: &Gpu, dir: &Path) -> Vec<(String, Vec<usize>, Vec<f32>)> {
+    let graph = unravel_train::models::build(
+        "resnet8",
+        &unravel_train::models::ModelConfig::for_dataset(
+            unravel_train::DatasetKind::FashionMnist,
+            unravel_train::models::ShortcutKind::A,
+        ),
+    )
+    .unwrap();
+    let state = unravel_graph::ModelState::new(gpu, &graph, 1).unwrap();
+    Checkpoint::read(&latest_model(dir).unwrap())
+        .unwrap()
+        .load_model(gpu, &graph, &state)
+        .unwrap();
+    state.read_params(gpu).unwrap()
+}
+
+/// Mixed precision: a run stopped mid-epoch resumes with its loss scaler
+/// where it stood (the scale, its clean-step count and the skipped steps
+/// come back from the optimizer file), so it ends where an uninterrupted
+/// run does; every metrics row records the scale and the skipped steps, and
+/// the checkpoint is an ordinary f32 one.
+#[test]
+fn a_mixed_precision_run_resumes_exactly_with_its_loss_scale() {
+    let gpu = Gpu::default_adapter().unwrap();
+    let (a, b) = (out_dir("mixed-whole"), out_dir("mixed-split"));
+    // A scale that overflows f16 at first and an interval of 3 steps: the
+    // scaler's state at the stop is neither its start nor a fixed point.
+    let mixed = |out: &Path| TrainOptions {
+        precision: Some("mixed".into()),
+        init_loss_scale: Some(16_777_216.0),
+        loss_scale_interval: Some(3),
+        ..small(out)
+    };
+    let whole =
+        trainer::train(&gpu, &mixed(&a).resolve().unwrap(), &RunOptions::default()).unwrap();
+    let split = mixed(&b).resolve().unwrap();
+    let stop_at_5 = RunOptions {
+        stop: &|step| step == 5,
+        ..Default::default()
+    };
+    assert!(
+        trainer::train(&gpu, &split, &stop_at_5)
+            .unwrap()
+            .interrupted
+    );
+    let meta = Checkpoint::read(&latest_generation(&b).unwrap().unwrap().optimizer())
+        .unwrap()
+        .metadata()
+        .unwrap();
+    assert!(meta.contains_key("loss_scale_bits"), "{meta:?}");
+    let resume = RunOptions {
+        resume: Some(&b),
+        ..Default::default()
+    };
+    let resumed = trainer::train(&gpu, &split, &resume).unwrap();
+    assert_eq!(resumed.epochs.len(), 2);
+    let skipped = whole.epochs[1].skipped_steps.unwrap();
+    assert!(skipped > 0, "2^24 should overflow at first");
+    for (w, r) in whole.epochs.iter().zip(&resumed.epochs) {
+        assert!(w.loss_scale.is_some_and(|s| s > 0.0), "{w:?}");
+        assert_eq!(
+            (w.loss_scale, w.skipped_steps),
+            (r.loss_scale, r.skipped_steps)
+        );
+    }
+    let lines = std::fs::read_to_string(b.join("metrics.jsonl")).unwrap();
+    for line in lines.lines() {
+        let row: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert!(
+            row["loss_scale"].is_number() && row["skipped_steps"].is_u64(),
+            "{row}"
+        );
+    }
+    for ((name, _, x), (_, _, y)) in checkpoint_params(&gpu, &a)
+        .iter()
+        .zip(checkpoint_params(&gpu, &b).iter())
+    {
+        let diff = x
+            .iter()
+            .zip(y)
+            .map(|(p, q)| (p - q).abs())
+            .fold(0.0f32, f32::max);
+        assert!(diff < 1e-5, "{name} differs by {diff}");
+    }
+    let config = trainer::checkpoint_config(&b).unwrap();
+    assert_eq!(config.precision, unravel_graph::Precision::Mixed);
 }
 
 #[test]

@@ -10,6 +10,8 @@ use crate::data::Augment;
 use crate::models::ShortcutKind;
 use crate::schedule::Decay;
 use crate::DatasetKind;
+use unravel_graph::device::kernels::loss_scale::LossScaleConfig;
+use unravel_graph::Precision;
 
 /// Every training setting, each optional: what a TOML settings file, a
 /// checkpoint or the command line gives (the CLI's `unravel train` flags
@@ -113,6 +115,25 @@ pub struct TrainOptions {
         arg(long, num_args = 0..=1, default_missing_value = "true")
     )]
     pub flip: Option<bool>,
+    /// f32, or mixed: f16 activations and gradients with f32 weights,
+    /// statistics and optimiser, and dynamic loss scaling; needs an adapter
+    /// with SHADER_F16 [default: f32].
+    #[cfg_attr(feature = "clap", arg(long))]
+    pub precision: Option<String>,
+    /// Mixed precision: the loss scale a run starts with (GradScaler's
+    /// init_scale) [default: 65536].
+    #[cfg_attr(
+        feature = "clap",
+        arg(long, value_name = "SCALE", allow_negative_numbers = true)
+    )]
+    pub init_loss_scale: Option<f32>,
+    /// Mixed precision: clean steps in a row after which the loss scale
+    /// doubles (GradScaler's growth_interval) [default: 2000].
+    #[cfg_attr(
+        feature = "clap",
+        arg(long, value_name = "STEPS", allow_negative_numbers = true)
+    )]
+    pub loss_scale_interval: Option<u32>,
     /// Run folder [default: runs/<timestamp>].
     #[cfg_attr(feature = "clap", arg(long, value_name = "DIR"))]
     pub out: Option<PathBuf>,
@@ -168,6 +189,11 @@ impl TrainOptions {
                 gamma: 0.1,
             },
         };
+        let precision = match self.precision.as_deref() {
+            None => Precision::F32,
+            Some(p) => Precision::from_name(p)
+                .ok_or_else(|| bad("precision", format!("{p:?} is not f32 or mixed")))?,
+        };
         let defaults = Augment::default_for(dataset);
         let epochs = self.epochs.unwrap_or(20);
         // In a configuration, multistep's milestones are epochs.
@@ -218,6 +244,12 @@ impl TrainOptions {
                 pad_crop: self.pad_crop.unwrap_or(defaults.pad_crop),
                 flip: self.flip.unwrap_or(defaults.flip),
             },
+            precision,
+            loss_scale: LossScaleConfig {
+                init_scale: self.init_loss_scale.unwrap_or(65536.0),
+                growth_interval: self.loss_scale_interval.unwrap_or(2000),
+                ..LossScaleConfig::default()
+            },
             out: self.out,
         };
         config.check()?;
@@ -249,6 +281,9 @@ pub struct TrainConfig {
     pub train_subset: Option<usize>,
     pub test_subset: Option<usize>,
     pub augment: Augment,
+    pub precision: Precision,
+    /// Dynamic loss scaling of a mixed-precision run.
+    pub loss_scale: LossScaleConfig,
     pub out: Option<PathBuf>,
 }
 
@@ -296,6 +331,16 @@ impl TrainConfig {
             if !(0.0..=1.0).contains(&p) {
                 return Err(bad("stochastic_depth", format!("{p} is not a probability")));
             }
+        }
+        let scale = &self.loss_scale;
+        if !(scale.init_scale.is_finite() && scale.init_scale > 0.0) {
+            return Err(bad(
+                "init_loss_scale",
+                format!("{} is not a positive number", scale.init_scale),
+            ));
+        }
+        if scale.growth_interval == 0 {
+            return Err(bad("loss_scale_interval", "must be positive".into()));
         }
         if let Decay::MultiStep { milestones, .. } = &self.schedule {
             let increasing = milestones.windows(2).all(|w| w[0] < w[1]);
@@ -368,6 +413,9 @@ impl TrainConfig {
             test_subset: self.test_subset,
             pad_crop: Some(self.augment.pad_crop),
             flip: Some(self.augment.flip),
+            precision: Some(self.precision.name().into()),
+            init_loss_scale: Some(self.loss_scale.init_scale),
+            loss_scale_interval: Some(self.loss_scale.growth_interval),
             out: self.out.clone(),
         }
     }

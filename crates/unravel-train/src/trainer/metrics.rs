@@ -34,6 +34,13 @@ pub struct EpochMetrics {
     /// Mean number of residual blocks active per step (stochastic depth).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub active_blocks: Option<f64>,
+    /// Mixed precision: the loss scale after the epoch's last step.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub loss_scale: Option<f64>,
+    /// Mixed precision: steps skipped for inf or NaN gradients, since the
+    /// run began.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub skipped_steps: Option<u64>,
 }
 
 fn nan_if_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {

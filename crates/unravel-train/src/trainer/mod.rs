@@ -26,9 +26,10 @@ use std::time::Instant;
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::{Rng, SeedableRng};
 use thiserror::Error;
+use unravel_device::kernels::loss_scale::LossScaleState;
 use unravel_device::kernels::sgd::SgdConfig;
 use unravel_device::Gpu;
-use unravel_graph::{Graph, Mode, ModelState, Optimizer, Plan};
+use unravel_graph::{Graph, Mode, ModelState, Optimizer, Plan, PlanOptions, Precision};
 
 pub use config::{TrainConfig, TrainOptions};
 pub use metrics::EpochMetrics;
@@ -417,8 +418,32 @@ pub fn train(
         weight_decay: config.weight_decay as f32,
         nesterov: config.nesterov,
     };
-    let plan = Plan::compile(gpu, &graph, &state, config.batch_size, Mode::Train)?;
-    let mut optimizer = Optimizer::new(gpu, &state, sgd(schedule.lr(pos.step)))?;
+    let plan_options = PlanOptions {
+        precision: config.precision,
+        ..Default::default()
+    };
+    let plan = Plan::compile_with(
+        gpu,
+        &graph,
+        &state,
+        config.batch_size,
+        Mode::Train,
+        &plan_options,
+    )?;
+    let mut optimizer = match config.precision {
+        Precision::F32 => Optimizer::new(gpu, &state, sgd(schedule.lr(pos.step)))?,
+        Precision::Mixed => {
+            let scaling = config.loss_scale;
+            let o =
+                Optimizer::with_loss_scaling(gpu, &state, sgd(schedule.lr(pos.step)), &scaling)?;
+            // A resumed run continues with the scaler where it stood.
+            let scaler = *pos
+                .loss_scale
+                .get_or_insert(LossScaleState::initial(&scaling));
+            o.set_loss_scale(gpu, &scaler)?;
+            o
+        }
+    };
     let sd = config
         .stochastic_depth
         .map(|p| StochasticDepth::new(&graph, p));
@@ -432,7 +457,8 @@ pub fn train(
         fault: options.fault,
     };
     // Evaluation plans are compiled on the first evaluation and reused.
-    let mut evaluator = Evaluator::new(gpu, &graph, &state, sd.clone());
+    let mut evaluator =
+        Evaluator::new(gpu, &graph, &state, sd.clone()).with_precision(config.precision);
     let mut report = TrainReport {
         out: out.clone(),
         epochs: metrics::read_all(&metrics_path),
@@ -481,6 +507,7 @@ pub fn train(
                 });
             }
             state.count_batch();
+            pos.loss_scale = stats.loss_scale;
             pos.batch += 1;
             pos.step += 1;
             pos.loss_sum += stats.loss as f64 * batch.valid as f64;
@@ -534,6 +561,7 @@ pub fn train(
         pos = Position {
             epoch: pos.epoch + 1,
             step: pos.step,
+            loss_scale: pos.loss_scale,
             ..Position::default()
         };
         // Read and checked before the row is written: a non-finite model
@@ -575,6 +603,8 @@ fn epoch_row(pos: Position, lr: f64, eval: EvalResult, stochastic: bool) -> Epoc
         images_per_s: pos.seen as f64 / pos.seconds.max(1e-9),
         seconds: pos.seconds,
         active_blocks: stochastic.then_some(pos.active_sum / steps),
+        loss_scale: pos.loss_scale.map(|s| s.scale as f64),
+        skipped_steps: pos.loss_scale.map(|s| s.skipped_steps as u64),
     }
 }
 

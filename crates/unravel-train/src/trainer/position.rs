@@ -6,6 +6,8 @@
 use std::collections::HashMap;
 use std::path::Path;
 
+use unravel_graph::device::kernels::loss_scale::LossScaleState;
+
 use super::TrainError;
 
 /// Metadata keys both files of a generation carry, with equal values.
@@ -25,6 +27,8 @@ pub(super) struct Position {
     pub seen: u64,
     pub seconds: f64,
     pub active_sum: f64,
+    /// The loss scaler of a mixed-precision run after the last step.
+    pub loss_scale: Option<LossScaleState>,
 }
 
 /// What the run's configuration and data allow a position to be.
@@ -37,7 +41,7 @@ pub(super) struct Bounds {
 
 impl Position {
     pub fn to_metadata(self) -> HashMap<String, String> {
-        HashMap::from([
+        let mut m = HashMap::from([
             ("epoch".into(), self.epoch.to_string()),
             ("batch".into(), self.batch.to_string()),
             ("step".into(), self.step.to_string()),
@@ -46,7 +50,17 @@ impl Position {
             ("seen".into(), self.seen.to_string()),
             ("seconds".into(), self.seconds.to_string()),
             ("active_sum".into(), self.active_sum.to_string()),
-        ])
+        ]);
+        if let Some(s) = self.loss_scale {
+            // The scale as its bits: a resumed run continues from exactly it.
+            m.insert("loss_scale_bits".into(), s.scale.to_bits().to_string());
+            m.insert("loss_scale_clean_steps".into(), s.clean_steps.to_string());
+            m.insert(
+                "loss_scale_skipped_steps".into(),
+                s.skipped_steps.to_string(),
+            );
+        }
+        m
     }
 
     /// Where the run in the optimizer file `path` stands, from its metadata.
@@ -72,6 +86,14 @@ impl Position {
             seen: field(m, path, "seen")?,
             seconds: field(m, path, "seconds")?,
             active_sum: field(m, path, "active_sum")?,
+            loss_scale: match m.contains_key("loss_scale_bits") {
+                false => None,
+                true => Some(LossScaleState {
+                    scale: f32::from_bits(field(m, path, "loss_scale_bits")?),
+                    clean_steps: field(m, path, "loss_scale_clean_steps")?,
+                    skipped_steps: field(m, path, "loss_scale_skipped_steps")?,
+                }),
+            },
         })
     }
 
@@ -125,6 +147,14 @@ impl Position {
         for (key, value, most) in sums {
             if !(value.is_finite() && (0.0..=most).contains(&value)) {
                 return Err(impossible(format!("{key} is {value}")));
+            }
+        }
+        if let Some(s) = self.loss_scale {
+            if !(s.scale.is_finite() && s.scale > 0.0) || s.skipped_steps as usize > self.step {
+                return Err(impossible(format!(
+                    "loss scale {} with {} of {} steps skipped",
+                    s.scale, s.skipped_steps, self.step
+                )));
             }
         }
         Ok(())
