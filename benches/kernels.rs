@@ -2,7 +2,7 @@
 //! weight gradient) at the ResNet-20 shapes, batch norm and a copy baseline.
 //!
 //! `cargo bench --bench kernels` (add `-- --quick` for fewer samples; `--batch N`,
-//! `--repeat R` and `--conv-algo NAME` as below). Prints a
+//! `--repeat R`, `--conv-algo NAME` and `--f16` as below). Prints a
 //! table and, on the last line, the same figures as JSON.
 //!
 //! Each figure is the median over samples of one submission holding REPEAT
@@ -26,7 +26,7 @@ use unravel_device::kernels::conv2d::{
     conv2d_backward_input, conv2d_backward_weight, conv2d_forward, Conv2dAlgo, Conv2dShape,
     ForwardOptions, InputGradOptions, WeightGradOptions,
 };
-use unravel_device::{AdapterOptions, Dispatch, Gpu};
+use unravel_device::{AdapterOptions, DType, Dispatch, Gpu};
 
 struct Bench {
     gpu: Gpu,
@@ -167,6 +167,13 @@ fn main() {
     // `--repeat R`: dispatches per timed submission (10; more on fast GPUs,
     // where a submission's overhead outweighs a small kernel).
     let repeat = flag_value("--repeat");
+    // `--f16`: the convolutions' activations and gradients as f16 (mixed
+    // precision), weights and weight gradients f32.
+    let act = if std::env::args().any(|a| a == "--f16") {
+        DType::F16
+    } else {
+        DType::F32
+    };
     let mut json = Vec::new();
     let mut adapter = String::new();
     // Both ways the kernels can be compiled: with naga's runtime bounds
@@ -194,7 +201,7 @@ fn main() {
             cases: Vec::new(),
         };
         sgemm(&mut b);
-        convolutions(&mut b, batch, conv_algo);
+        convolutions(&mut b, batch, conv_algo, act);
         batch_norm(&mut b);
         copy_baseline(&mut b);
         json.extend(b.run_all().iter().map(|r| {
@@ -235,8 +242,9 @@ fn copy_baseline(b: &mut Bench) {
     b.add(name, vec![d], 8.0 * numel as f64, "GB/s");
 }
 
-/// The convolutions at batch `n` with `algo` (the adapter's where `None`).
-fn convolutions(b: &mut Bench, n: usize, algo: Option<Conv2dAlgo>) {
+/// The convolutions at batch `n` with `algo` (the adapter's where `None`),
+/// activations and their gradients of type `act`.
+fn convolutions(b: &mut Bench, n: usize, algo: Option<Conv2dAlgo>, act: DType) {
     let forward = ForwardOptions::with_algo(algo);
     let input_grad = InputGradOptions::with_algo(algo);
     let weight_grad = WeightGradOptions { algo };
@@ -245,9 +253,10 @@ fn convolutions(b: &mut Bench, n: usize, algo: Option<Conv2dAlgo>) {
         let (c_in, c_out, hw, stride) = (s.c_in, s.c_out, s.h, s.stride);
         let g = &b.gpu;
         let x = g
-            .upload(
+            .upload_as(
                 &vec![0.5; s.input_shape().iter().product()],
                 &s.input_shape(),
+                act,
             )
             .unwrap();
         let w = g
@@ -256,11 +265,11 @@ fn convolutions(b: &mut Bench, n: usize, algo: Option<Conv2dAlgo>) {
                 &s.weight_shape(),
             )
             .unwrap();
-        let y = g.zeros(&s.output_shape()).unwrap();
+        let y = g.zeros_of(&s.output_shape(), act).unwrap();
         let dw = g.zeros(&s.weight_shape()).unwrap();
-        let dx = g.zeros(&s.input_shape()).unwrap();
+        let dx = g.zeros_of(&s.input_shape(), act).unwrap();
         let flops = 2.0 * s.macs() as f64;
-        let name = format!("{c_in}->{c_out} {hw}x{hw} s{stride} N{n}");
+        let name = format!("{c_in}->{c_out} {hw}x{hw} s{stride} N{n} {}", act.name());
         let fwd = conv2d_forward(g, &s, &x, &w, &y, &forward).unwrap();
         let dgrad = conv2d_backward_input(g, &s, &y, &w, &dx, &input_grad).unwrap();
         let wgrad = conv2d_backward_weight(g, &s, &x, &y, &dw, None, &weight_grad).unwrap();

@@ -1,5 +1,6 @@
 """PyTorch reference on the same GPU: ResNet-20 (option-A shortcuts), CIFAR shapes,
-SGD momentum 0.9, wd 5e-4; median train and inference images/s."""
+SGD momentum 0.9, wd 5e-4, eager, channels-last, cudnn.benchmark; f32 and
+autocast f16 with a GradScaler; median train and inference images/s."""
 import sys, time, statistics
 import torch, torch.nn as nn, torch.nn.functional as F
 
@@ -34,18 +35,23 @@ def resnet20():
     return nn.Sequential(*layers)
 
 
-def bench(batch, steps=30):
+def bench(batch, amp, steps=30):
+    """Eager PyTorch, channels-last, cudnn.benchmark; with `amp`, autocast
+    f16 and a GradScaler (PyTorch's mixed precision)."""
     dev = "cuda"
-    m = resnet20().to(dev)
+    m = resnet20().to(dev).to(memory_format=torch.channels_last)
     opt = torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
-    x = torch.randn(batch, 3, 32, 32, device=dev)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp)
+    x = torch.randn(batch, 3, 32, 32, device=dev).to(memory_format=torch.channels_last)
     y = torch.randint(0, 10, (batch,), device=dev)
 
     def step():
         opt.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(m(x), y)
-        loss.backward()
-        opt.step()
+        with torch.autocast("cuda", dtype=torch.float16, enabled=amp):
+            loss = F.cross_entropy(m(x), y)
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
         return loss.item()
 
     for _ in range(5):
@@ -55,16 +61,19 @@ def bench(batch, steps=30):
         s = time.perf_counter(); step(); t.append(time.perf_counter() - s)
     train = batch / statistics.median(t)
     m.eval()
-    with torch.no_grad():
+    with torch.no_grad(), torch.autocast("cuda", dtype=torch.float16, enabled=amp):
         for _ in range(5):
             m(x).argmax(1).sum().item()
         t = []
         for _ in range(steps):
             s = time.perf_counter(); m(x).argmax(1).sum().item(); t.append(time.perf_counter() - s)
     infer = batch / statistics.median(t)
-    print(f"pytorch {torch.__version__} resnet20 batch {batch}: train {train:.0f} img/s, inference {infer:.0f} img/s")
+    kind = "amp-f16" if amp else "f32"
+    print(f"pytorch {torch.__version__} resnet20 batch {batch} {kind} channels-last: "
+          f"train {train:.0f} img/s, inference {infer:.0f} img/s")
 
 
 torch.backends.cudnn.benchmark = True
 for b in [int(a) for a in sys.argv[1:]] or [64, 256]:
-    bench(b)
+    for amp in [False, True]:
+        bench(b, amp)

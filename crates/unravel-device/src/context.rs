@@ -47,12 +47,18 @@ pub const USED_FEATURES: &[(&str, wgpu::Features, &str)] = &[
         wgpu::Features::SHADER_F16,
         "f16 activations and gradients (mixed precision)",
     ),
+    (
+        "EXPERIMENTAL_COOPERATIVE_MATRIX",
+        wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX,
+        "convolutions on tensor cores (--conv-algo coop-matrix, experimental)",
+    ),
 ];
 
 /// The features Unravel asks for when the adapter has them: [`USED_FEATURES`].
 pub const WANTED_FEATURES: wgpu::Features = wgpu::Features::SUBGROUP
     .union(wgpu::Features::PIPELINE_CACHE)
-    .union(wgpu::Features::SHADER_F16);
+    .union(wgpu::Features::SHADER_F16)
+    .union(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX);
 
 /// An open GPU device with its queue and the compiled-kernel registry.
 pub struct Gpu {
@@ -80,6 +86,15 @@ impl Gpu {
         let info = adapter.get_info();
 
         let features = adapter.features() & WANTED_FEATURES & !options.disabled_features;
+        let experimental = if features.intersects(wgpu::Features::all_experimental_mask()) {
+            // SAFETY: the only experimental feature asked for is cooperative
+            // matrices, used only by the convolution a caller chooses
+            // (`Conv2dAlgo::CoopMatrix`), whose shader is validated by naga
+            // and whose host code checks every shape first.
+            unsafe { wgpu::ExperimentalFeatures::enabled() }
+        } else {
+            wgpu::ExperimentalFeatures::disabled()
+        };
         // The adapter's own limits: the defaults (128 MiB bindings, 256 MiB
         // buffers) are too small for large activations.
         let limits = adapter.limits();
@@ -87,7 +102,7 @@ impl Gpu {
             label: Some("unravel"),
             required_features: features,
             required_limits: limits,
-            experimental_features: wgpu::ExperimentalFeatures::disabled(),
+            experimental_features: experimental,
             memory_hints: wgpu::MemoryHints::Performance,
             trace: wgpu::Trace::Off,
         }))
@@ -149,6 +164,19 @@ impl Gpu {
     /// The features the device was opened with (a subset of [`WANTED_FEATURES`]).
     pub fn features(&self) -> wgpu::Features {
         self.device.features()
+    }
+
+    /// The cooperative-matrix configurations the adapter offers (none
+    /// without EXPERIMENTAL_COOPERATIVE_MATRIX).
+    pub fn cooperative_matrix_properties(&self) -> Vec<wgpu::CooperativeMatrixProperties> {
+        if self
+            .features()
+            .contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX)
+        {
+            self.adapter.cooperative_matrix_properties()
+        } else {
+            Vec::new()
+        }
     }
 
     /// Whether f16 tensors are available (the device has SHADER_F16).

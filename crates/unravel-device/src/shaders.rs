@@ -42,6 +42,34 @@ shader_files!(
     "shortcut.wgsl",
 );
 
+/// Shaders that compile only with a prelude from the host (see
+/// [`coop_source`]); in `shaders/` like the others.
+pub const TEMPLATE_FILES: &[(&str, &str)] = &[(
+    "conv2d_coop.wgsl",
+    include_str!("../shaders/conv2d_coop.wgsl"),
+)];
+
+/// Every WGSL file in `shaders/`: the shaders, their generated parts and
+/// the templates.
+pub fn all_source_files() -> Vec<&'static str> {
+    let mut all = SOURCE_FILES.to_vec();
+    all.extend(TEMPLATE_FILES.iter().map(|(name, _)| *name));
+    all
+}
+
+/// The cooperative-matrix convolution with tiles of `tile` x `tile`
+/// (8 or 16): f16 operand tiles, an f32 accumulator.
+pub fn coop_source(tile: u32) -> String {
+    let template = TEMPLATE_FILES[0].1;
+    format!(
+        "enable wgpu_cooperative_matrix;\nenable f16;\n\
+         const T: u32 = {tile}u;\n\
+         alias TileA = coop_mat{tile}x{tile}<f16, A>;\n\
+         alias TileB = coop_mat{tile}x{tile}<f16, B>;\n\
+         alias TileC = coop_mat{tile}x{tile}<f32, C>;\n{template}"
+    )
+}
+
 /// The source of one shader file.
 pub fn source(file: &str) -> Option<&'static str> {
     SHADER_FILES
@@ -107,6 +135,14 @@ fn is_ident(b: u8) -> bool {
 /// `elements(B)` (f32 or f16). Errors for another dtype.
 pub fn with_elements(file: &str, source: &str, elements: impl Fn(u32) -> DType) -> Result<String> {
     let open = open_bindings(source);
+    // `enable` directives come first in a module: the aliases go after any
+    // the source starts with.
+    let directives: usize = source
+        .lines()
+        .take_while(|l| l.trim_start().starts_with("enable "))
+        .map(|l| l.len() + 1)
+        .sum();
+    let (directives, body) = source.split_at(directives.min(source.len()));
     let mut prelude = String::new();
     let mut any_f16 = false;
     for &b in &open {
@@ -125,10 +161,10 @@ pub fn with_elements(file: &str, source: &str, elements: impl Fn(u32) -> DType) 
         };
         prelude.push_str(&format!("alias elem{b} = {name};\n"));
     }
-    if any_f16 {
+    if any_f16 && !directives.contains("enable f16;") {
         prelude.insert_str(0, "enable f16;\n");
     }
-    Ok(prelude + source)
+    Ok(format!("{directives}{prelude}{body}"))
 }
 
 /// The name a shader compiled with these element types goes by: the file,

@@ -174,6 +174,10 @@ fn the_algorithm_can_be_chosen_by_name_for_an_adapter() {
         "subgroup-wide".parse::<Conv2dAlgo>(),
         Ok(Conv2dAlgo::SubgroupWide)
     );
+    assert_eq!(
+        "coop-matrix".parse::<Conv2dAlgo>(),
+        Ok(Conv2dAlgo::CoopMatrix)
+    );
     // The shuffle path is not a choice: it is what narrow subgroups get.
     assert!("subgroup-shuffle".parse::<Conv2dAlgo>().is_err());
     let err = "winograd".parse::<Conv2dAlgo>().unwrap_err();
@@ -223,4 +227,16 @@ fn an_algorithm_the_adapter_cannot_run_is_a_missing_feature() {
         "{err}"
     );
     assert!(err.to_string().contains("SUBGROUP"), "{err}");
+    // Tensor cores (cooperative matrices): lavapipe has none.
+    if g.is_cpu() {
+        let options = ForwardOptions {
+            algo: Some(Conv2dAlgo::CoopMatrix),
+            ..Default::default()
+        };
+        let err = conv2d_forward(g, &s, &x, &w, &y, &options).unwrap_err();
+        assert!(
+            err.to_string().contains("EXPERIMENTAL_COOPERATIVE_MATRIX"),
+            "{err}"
+        );
+    }
 }

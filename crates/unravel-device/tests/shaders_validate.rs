@@ -2,7 +2,7 @@
 //! shader fails `cargo test` even on a machine without a GPU driver.
 
 use unravel_device::shaders::{
-    open_bindings, parse_and_validate, with_elements, SHADER_FILES, SOURCE_FILES,
+    all_source_files, coop_source, open_bindings, parse_and_validate, with_elements, SHADER_FILES,
 };
 use unravel_device::DType;
 
@@ -14,6 +14,23 @@ fn every_shader_file_parses_and_validates() {
             let closed = with_elements(file, source, |_| dtype).unwrap();
             if let Err(e) = parse_and_validate(file, &closed) {
                 panic!("{} elements: {e}", dtype.name());
+            }
+        }
+    }
+}
+
+/// The cooperative-matrix convolution cannot run on lavapipe, but both tile
+/// sizes, with f16 and f32 activations, must still be valid shaders.
+#[test]
+fn the_cooperative_matrix_shader_validates_for_every_tile() {
+    for tile in [8, 16] {
+        let source = coop_source(tile);
+        for dtype in [DType::F32, DType::F16] {
+            let closed = with_elements("conv2d_coop.wgsl", &source, |_| dtype).unwrap();
+            assert!(closed.starts_with("enable wgpu_cooperative_matrix;\nenable f16;\n"));
+            assert_eq!(closed.matches("enable f16;").count(), 1);
+            if let Err(e) = parse_and_validate("conv2d_coop.wgsl", &closed) {
+                panic!("tile {tile}, {} elements: {e}", dtype.name());
             }
         }
     }
@@ -71,7 +88,7 @@ fn every_file_in_the_shaders_folder_is_embedded() {
         .filter(|n| n.ends_with(".wgsl"))
         .collect();
     on_disk.sort();
-    let mut embedded: Vec<String> = SOURCE_FILES.iter().map(|n| n.to_string()).collect();
+    let mut embedded: Vec<String> = all_source_files().iter().map(|n| n.to_string()).collect();
     embedded.sort();
     assert_eq!(on_disk, embedded, "shaders/ and SOURCE_FILES disagree");
 }

@@ -27,20 +27,26 @@ pub enum Conv2dAlgo {
     /// backward passes run `Subgroup` (or `Direct` without the SUBGROUP
     /// feature).
     Tiled,
+    /// Implicit GEMMs on cooperative matrices (tensor cores): f16 operand
+    /// tiles, f32 accumulation, every pass. Experimental (wgpu's
+    /// EXPERIMENTAL_COOPERATIVE_MATRIX), so only when chosen; needs an
+    /// adapter with a [`super::CoopTile`].
+    CoopMatrix,
 }
 
 impl std::str::FromStr for Conv2dAlgo {
     type Err = String;
 
-    /// `direct`, `subgroup`, `subgroup-wide` or `tiled`.
+    /// `direct`, `subgroup`, `subgroup-wide`, `tiled` or `coop-matrix`.
     fn from_str(name: &str) -> std::result::Result<Conv2dAlgo, String> {
         match name.to_ascii_lowercase().as_str() {
             "direct" => Ok(Conv2dAlgo::Direct),
             "subgroup" => Ok(Conv2dAlgo::Subgroup),
             "subgroup-wide" => Ok(Conv2dAlgo::SubgroupWide),
             "tiled" => Ok(Conv2dAlgo::Tiled),
+            "coop-matrix" => Ok(Conv2dAlgo::CoopMatrix),
             _ => Err(format!(
-                "unknown convolution algorithm {name:?}: use direct, subgroup, subgroup-wide or tiled"
+                "unknown convolution algorithm {name:?}: use direct, subgroup, subgroup-wide, tiled or coop-matrix"
             )),
         }
     }
@@ -107,6 +113,9 @@ impl Conv2dAlgo {
                 what: format!("Conv2dAlgo::{self:?}"),
                 feature: "SUBGROUP",
             });
+        }
+        if self == Conv2dAlgo::CoopMatrix && super::CoopTile::for_gpu(gpu).is_none() {
+            return Err(super::coop::CoopTile::missing(op));
         }
         Ok(())
     }

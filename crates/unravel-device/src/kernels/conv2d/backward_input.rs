@@ -3,6 +3,7 @@
 //! Shape legend: dy [N, K, OH, OW], w [K, C/G, KH, KW], dx [N, C, H, W].
 
 use super::algo::{Conv2dAlgo, Lanes, SubgroupConstants};
+use super::coop::{self, Pass};
 use super::pack::pack_weights;
 use super::params::Params;
 use super::shape::Conv2dShape;
@@ -59,6 +60,12 @@ pub fn conv2d_backward_input(
     params.a = dy.view_params();
     params.b = [w.offset() as u32, 0];
     params.o = dx.view_params();
+    if algo == Conv2dAlgo::CoopMatrix {
+        let m_nc = coop::extent(s, Pass::InputGrad, false);
+        let add = options.store == Store::Add;
+        let d = coop::dispatch(gpu, Pass::InputGrad, &params, [dy, w, w, dx], m_nc, add)?;
+        return Ok(vec![d]);
+    }
     if !algo.uses_subgroups() {
         let grid = grid_1d(s.n * s.c_in * s.h * s.w, GROUP);
         let entry = "conv2d_backward_input_direct";

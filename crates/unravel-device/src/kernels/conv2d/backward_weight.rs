@@ -5,6 +5,7 @@
 //! dbias [K]; partials [splits, K, C/G*KH*KW (+1 for the bias)].
 
 use super::algo::{Conv2dAlgo, Lanes, SubgroupConstants};
+use super::coop::{self, Pass};
 use super::pack::pack_dy;
 use super::params::Params;
 use super::shape::Conv2dShape;
@@ -55,6 +56,20 @@ pub fn conv2d_backward_weight(
     let dbias = dbias.unwrap_or(dw);
     // The bias gradient is one more row of ones.
     let r1 = s.cin_g() * s.kh * s.kw + params.has_bias as usize;
+    if algo == Conv2dAlgo::CoopMatrix {
+        let pixels = s.n * s.out_h() * s.out_w();
+        let chunk = split_chunk(pixels);
+        params.chunk = chunk as u32;
+        params.splits = pixels.div_ceil(chunk) as u32;
+        let partials = gpu.zeros(&[params.splits as usize, s.c_out, r1])?;
+        let m_nc = coop::extent(s, Pass::WeightGrad, params.has_bias != 0);
+        let tensors = [x, dy, &partials, &partials];
+        let pass1 = coop::dispatch(gpu, Pass::WeightGrad, &params, tensors, m_nc, false)?;
+        let grid = grid_1d(s.c_out * r1, GROUP);
+        let entry = "conv2d_backward_weight_reduce";
+        let pass2 = gpu.dispatch(FILE, entry, &params, &[&partials, dy, dbias, dw], grid)?;
+        return Ok(vec![pass1, pass2]);
+    }
     if !algo.uses_subgroups() {
         let grid = grid_1d(s.c_out * r1, GROUP);
         let entry = "conv2d_backward_weight_direct";

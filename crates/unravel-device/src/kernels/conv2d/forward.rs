@@ -4,6 +4,7 @@
 //! the epilogue's vector is [K] (bias) or [2, K] (scale, shift).
 
 use super::algo::{Conv2dAlgo, Lanes, SubgroupConstants};
+use super::coop::{self, Pass};
 use super::pack::pack_weights;
 use super::params::Params;
 use super::shape::Conv2dShape;
@@ -89,6 +90,11 @@ pub fn conv2d_forward(
     // Without an epilogue vector, any buffer fills the unused binding.
     let v = v.unwrap_or(w);
     let pixels = s.n * s.out_h() * s.out_w();
+    if algo == Conv2dAlgo::CoopMatrix {
+        let m_nc = coop::extent(s, Pass::Forward, false);
+        let d = coop::dispatch(gpu, Pass::Forward, &params, [x, w, v, y], m_nc, false)?;
+        return Ok(vec![d]);
+    }
     if !algo.uses_subgroups() {
         let (entry, grid) = if algo == Conv2dAlgo::Tiled {
             let tiles = s.cout_g().div_ceil(TILE as usize) as u32;

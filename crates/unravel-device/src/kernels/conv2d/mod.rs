@@ -18,11 +18,13 @@
 //! The files: `shape` (the geometry and its checks), `algo` (which
 //! [`Conv2dAlgo`] an adapter gets, the subgroup kernels' constants),
 //! `window` (window modes and their geometry), `pack` (operand packing),
-//! then one file per pass.
+//! then one file per pass, and `coop`, all three passes on cooperative
+//! matrices (tensor cores, experimental).
 
 mod algo;
 mod backward_input;
 mod backward_weight;
+mod coop;
 mod forward;
 mod pack;
 mod params;
@@ -34,6 +36,7 @@ mod window;
 pub use algo::Conv2dAlgo;
 pub use backward_input::{conv2d_backward_input, InputGradOptions};
 pub use backward_weight::{conv2d_backward_weight, WeightGradOptions};
+pub use coop::CoopTile;
 pub use forward::{conv2d_forward, Conv2dEpilogue, ForwardOptions};
 pub use shape::Conv2dShape;
 

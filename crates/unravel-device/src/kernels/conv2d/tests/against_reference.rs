@@ -42,15 +42,23 @@ fn as_activation(v: Vec<f32>, dtype: DType) -> Vec<f32> {
 /// Runs all three passes of `s` with `variant` and checks them against
 /// the reference.
 fn check(s: Conv2dShape, with_bias: bool, variant: Variant, seed: u64) {
-    check_as(s, with_bias, variant, seed, DType::F32);
+    check_as(s, with_bias, variant, seed, DType::F32, 0.0);
 }
 
 /// The same with activations and their gradients (x, y, dy, dx) of
 /// `dtype`. Weights, bias and their gradients stay f32. With f16, y and dx
 /// are f32 sums of exact products of f16 inputs, rounded once when stored:
 /// one f16 rounding of the largest value on top of the f32 tolerance; dw
-/// and dbias are f32 and keep the f32 tolerance.
-fn check_as(s: Conv2dShape, with_bias: bool, variant: Variant, seed: u64, dtype: DType) {
+/// and dbias are f32 and keep the f32 tolerance. `operand_tol` is added to
+/// every tolerance where the kernel rounds its operands (tensor cores).
+fn check_as(
+    s: Conv2dShape,
+    with_bias: bool,
+    variant: Variant,
+    seed: u64,
+    dtype: DType,
+    operand_tol: f64,
+) {
     let g = gpu();
     let what = format!("{variant:?} {s:?} bias={with_bias} {}", dtype.name());
     let x = as_activation(random(numel(s.input_shape()), seed), dtype);
@@ -69,7 +77,8 @@ fn check_as(s: Conv2dShape, with_bias: bool, variant: Variant, seed: u64, dtype:
     let act_tol = match dtype {
         DType::F16 => F16_ROUNDING + TOL,
         _ => TOL,
-    };
+    } + operand_tol;
+    let tol = TOL + operand_tol;
     let epilogue = match with_bias {
         true => Conv2dEpilogue::Bias(&tb),
         false => Conv2dEpilogue::None,
@@ -104,10 +113,10 @@ fn check_as(s: Conv2dShape, with_bias: bool, variant: Variant, seed: u64, dtype:
     let got_sum = g.read(&tdx_sum).unwrap();
     assert_close(&format!("dx accumulated {what}"), &got_sum, &sum, act_tol);
     let (dw, dbias) = reference::conv2d_backward_weight(&s, &x64, &dy64);
-    assert_close(&format!("dw {what}"), &g.read(&tdw).unwrap(), &dw, TOL);
+    assert_close(&format!("dw {what}"), &g.read(&tdw).unwrap(), &dw, tol);
     let got_db = g.read(&tdb).unwrap();
     if with_bias {
-        assert_close(&format!("dbias {what}"), &got_db, &dbias, TOL);
+        assert_close(&format!("dbias {what}"), &got_db, &dbias, tol);
     } else {
         let untouched = random(s.c_out, seed + 7);
         assert_eq!(got_db, untouched, "dbias written without a bias: {what}");
@@ -225,7 +234,41 @@ fn f16_activations_match_reference_in_every_variant() {
     ];
     for (s, bias, seed) in shapes {
         for variant in variants() {
-            check_as(s, bias, variant, seed, DType::F16);
+            check_as(s, bias, variant, seed, DType::F16, 0.0);
+        }
+    }
+}
+
+/// The convolution on cooperative matrices (tensor cores), every pass, on
+/// the geometries above, with f32 and f16 activations. Its tiles hold f16
+/// operands (weights included), so each product carries up to two f16
+/// roundings: 4e-3 of the largest value on top of the usual tolerance.
+#[test]
+#[ignore = "needs an adapter with EXPERIMENTAL_COOPERATIVE_MATRIX (tensor cores): run with --ignored there"]
+fn cooperative_matrices_match_reference() {
+    let g = gpu();
+    let tile = crate::kernels::conv2d::CoopTile::for_gpu(g);
+    assert!(
+        tile.is_some(),
+        "{} offers no cooperative-matrix tile",
+        g.adapter_info().name
+    );
+    let variant = Variant {
+        algo: crate::kernels::conv2d::Conv2dAlgo::CoopMatrix,
+        lanes: super::Lanes::for_adapter(g),
+    };
+    let shapes = [
+        (conv_shape(1, (3, 5), (7, 9), 3, 1, 1, 1), true, 10),
+        (conv_shape(1, (20, 36), (6, 6), 3, 1, 1, 1), false, 30),
+        (conv_shape(3, (3, 5), (11, 13), 3, 2, 1, 1), true, 32),
+        (conv_shape(3, (16, 32), (9, 9), 1, 2, 0, 1), false, 60),
+        (conv_shape(1, (3, 4), (11, 13), 7, 2, 3, 1), true, 50),
+        (conv_shape(2, (64, 64), (5, 5), 3, 1, 1, 32), true, 100),
+        (conv_shape(3, (6, 6), (7, 9), 3, 2, 1, 6), true, 110),
+    ];
+    for (s, bias, seed) in shapes {
+        for dtype in [DType::F32, DType::F16] {
+            check_as(s, bias, variant, seed, dtype, 4e-3);
         }
     }
 }
