@@ -89,4 +89,16 @@ fn a_bad_setting_is_named_by_its_flag() {
         &["summary", "--model", "vgg16"],
         "run `unravel models` for the list",
     );
+    assert_clear_error(
+        &["train", "--precision", "half"],
+        "--precision: \"half\" is not f32 or mixed",
+    );
+    assert_clear_error(
+        &["train", "--precision", "mixed", "--init-loss-scale", "0"],
+        "--init-loss-scale: 0 is not a positive number",
+    );
+    assert_clear_error(
+        &["bench", "--precision", "bf16"],
+        "\"bf16\" is not f32 or mixed",
+    );
 }

@@ -587,3 +587,27 @@ fn overflowing_steps_are_skipped_and_the_scale_adapts() {
         "doubled after 2 clean steps"
     );
 }
+
+/// An adapter without f16 storage (SHADER_F16 switched off here) refuses a
+/// mixed-precision plan with a message that says to use f32.
+#[test]
+fn mixed_precision_without_f16_is_a_clear_error() {
+    let options = unravel_device::AdapterOptions {
+        disabled_features: unravel_device::wgpu::Features::SHADER_F16,
+        ..Default::default()
+    };
+    let g = Gpu::new(&options).unwrap();
+    assert!(!g.has_f16());
+    let graph = tiny_residual_net();
+    let state = ModelState::new(&g, &graph, 1).unwrap();
+    let mixed = PlanOptions {
+        precision: Precision::Mixed,
+        ..Default::default()
+    };
+    let err = Plan::compile_with(&g, &graph, &state, N, Mode::Train, &mixed)
+        .err()
+        .expect("a mixed plan without SHADER_F16");
+    assert!(matches!(err, GraphError::NoF16 { .. }), "{err}");
+    assert!(err.to_string().contains("use f32"), "{err}");
+    assert!(g.zeros_of(&[4], unravel_device::DType::F16).is_err());
+}
