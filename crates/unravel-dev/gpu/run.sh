@@ -4,18 +4,7 @@
 set -u
 T0=$(date +%s)
 stamp() { echo "=== [$(( $(date +%s) - T0 ))s] $*"; }
-for f in .gl/*.deb; do dpkg -x "$f" /; done; ldconfig
-mkdir -p /tmp/libs && for f in .gpu/debs/*.deb; do dpkg -x "$f" /tmp/libs; done
-(cd .gpu && tar xJf bin.tar.xz)
-B=.gpu/bin
-if ldd $B/unravel | grep -q "not found"; then
-  export LD_LIBRARY_PATH=/tmp/libs/usr/lib/x86_64-linux-gnu
-fi
-ldd $B/unravel | grep "not found"
-ICD=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
-[ -f "$ICD" ] && ! ls /usr/share/vulkan/icd.d/nvidia* >/dev/null 2>&1 && export VK_DRIVER_FILES=$ICD
-export XDG_CACHE_HOME=/tmp/cache
-nvidia-smi --query-gpu=name,driver_version,clocks.sm --format=csv
+source crates/unravel-dev/gpu/setup.sh
 stamp info
 $B/unravel info 2>&1 | tee $OUT/info.txt
 

@@ -110,17 +110,7 @@ fn resuming_after_a_stop_matches_an_uninterrupted_run() {
     .unwrap();
     assert!(!resumed.interrupted);
     assert_eq!(resumed.epochs.len(), 2);
-    for ((name, _, x), (_, _, y)) in checkpoint_params(&gpu, &a)
-        .iter()
-        .zip(checkpoint_params(&gpu, &b).iter())
-    {
-        let diff = x
-            .iter()
-            .zip(y)
-            .map(|(p, q)| (p - q).abs())
-            .fold(0.0f32, f32::max);
-        assert!(diff < 1e-5, "{name} differs by {diff}");
-    }
+    assert_same_checkpoints(&gpu, &a, &b);
 }
 
 /// The parameters of the latest checkpoint in `dir` (a resnet8 on
@@ -140,6 +130,23 @@ fn checkpoint_params(gpu: &Gpu, dir: &Path) -> Vec<(String, Vec<usize>, Vec<f32>
         .load_model(gpu, &graph, &state)
         .unwrap();
     state.read_params(gpu).unwrap()
+}
+
+/// The latest checkpoints of two runs hold the same parameters (to f32
+/// rounding).
+#[track_caller]
+fn assert_same_checkpoints(gpu: &Gpu, a: &Path, b: &Path) {
+    for ((name, _, x), (_, _, y)) in checkpoint_params(gpu, a)
+        .iter()
+        .zip(checkpoint_params(gpu, b).iter())
+    {
+        let diff = x
+            .iter()
+            .zip(y)
+            .map(|(p, q)| (p - q).abs())
+            .fold(0.0f32, f32::max);
+        assert!(diff < 1e-5, "{name} differs by {diff}");
+    }
 }
 
 /// Mixed precision: a run stopped mid-epoch resumes with its loss scaler
@@ -199,17 +206,7 @@ fn a_mixed_precision_run_resumes_exactly_with_its_loss_scale() {
             "{row}"
         );
     }
-    for ((name, _, x), (_, _, y)) in checkpoint_params(&gpu, &a)
-        .iter()
-        .zip(checkpoint_params(&gpu, &b).iter())
-    {
-        let diff = x
-            .iter()
-            .zip(y)
-            .map(|(p, q)| (p - q).abs())
-            .fold(0.0f32, f32::max);
-        assert!(diff < 1e-5, "{name} differs by {diff}");
-    }
+    assert_same_checkpoints(&gpu, &a, &b);
     let config = trainer::checkpoint_config(&b).unwrap();
     assert_eq!(config.precision, unravel_graph::Precision::Mixed);
 }

@@ -126,11 +126,12 @@ pub fn sgd_update(
     decay_len: usize,
 ) -> Result<Dispatch> {
     let p = params(cfg, params_buf, grads, momentum_buf, decay_len)?;
+    let tensors = [params_buf, grads, momentum_buf];
     gpu.dispatch(
         FILE,
         "sgd_update",
         &p,
-        &[params_buf, grads, momentum_buf],
+        &tensors,
         grid_1d(params_buf.numel(), GROUP),
     )
 }
@@ -155,13 +156,9 @@ pub fn sgd_update_scaled(
             "the loss scaler's state must be 4 contiguous u32 words",
         ));
     }
-    gpu.dispatch(
-        FILE,
-        "sgd_update_scaled",
-        &p,
-        &[params_buf, grads, momentum_buf, scaler],
-        grid_1d(params_buf.numel(), GROUP),
-    )
+    let tensors = [params_buf, grads, momentum_buf, scaler];
+    let grid = grid_1d(params_buf.numel(), GROUP);
+    gpu.dispatch(FILE, "sgd_update_scaled", &p, &tensors, grid)
 }
 
 /// Rewrites the hyper-parameters of a dispatch made by [`sgd_update`] (or
