@@ -1,12 +1,7 @@
 #!/usr/bin/env bash
 # One device session: Vulkan loader, Unravel's test binaries, kernel and model
 # benchmarks on the real GPU, and PyTorch's ResNet-20 on the same card.
-set -u
-T0=$(date +%s)
-stamp() { echo "=== [$(( $(date +%s) - T0 ))s] $*"; }
 source crates/unravel-dev/gpu/setup.sh
-stamp info
-$B/unravel info 2>&1 | tee $OUT/info.txt
 
 run_tests() {
   for t in "$@"; do

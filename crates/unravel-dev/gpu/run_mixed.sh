@@ -6,12 +6,7 @@
 # `--conv-algo coop-matrix`, and PyTorch with and without autocast on the
 # same card. Writes info.txt, tests.txt, kernels.txt, model.txt, torch.txt
 # and failures.log to $OUT.
-set -u
-T0=$(date +%s)
-stamp() { echo "=== [$(( $(date +%s) - T0 ))s] $*"; }
 source crates/unravel-dev/gpu/setup.sh
-stamp info
-$B/unravel info 2>&1 | tee $OUT/info.txt
 
 stamp tests
 # The f16 kernels, the loss scaler, and the tensor-core convolution (an
