@@ -29,15 +29,6 @@ fn resume_keeps_the_epochs_of_the_run_unless_extended() {
     let dir = std::env::temp_dir().join("unravel-cli-train-resume");
     let _ = std::fs::remove_dir_all(&dir);
     let out = dir.to_str().unwrap();
-    let quick = [
-        "--train-subset",
-        "128",
-        "--test-subset",
-        "64",
-        "--batch-size",
-        "64",
-        "--quiet",
-    ];
     let first = [
         &[
             "train",
@@ -48,7 +39,7 @@ fn resume_keeps_the_epochs_of_the_run_unless_extended() {
             "--out",
             out,
         ][..],
-        &quick,
+        &common::TINY_RUN,
     ]
     .concat();
     assert_eq!(unravel(&first)["epochs"], 1);

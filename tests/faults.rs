@@ -30,23 +30,15 @@ fn temp(name: &str) -> PathBuf {
     d
 }
 
-const TINY: [&str; 9] = [
-    "--model",
-    "resnet8",
-    "--train-subset",
-    "128",
-    "--test-subset",
-    "64",
-    "--batch-size",
-    "64",
-    "--quiet",
-];
-
 #[test]
 fn a_folder_holding_a_run_or_locked_by_another_is_refused() {
     let out = temp("refuse");
     let dir = out.to_str().unwrap();
-    let args = [&["train", "--epochs", "1", "--out", dir][..], &TINY].concat();
+    let args = [
+        &["train", "--epochs", "1", "--out", dir][..],
+        &common::TINY_RUN,
+    ]
+    .concat();
     let first = common::run_unravel(&args);
     assert!(first.status.success(), "{first:?}");
     let metrics = std::fs::read(out.join("metrics.jsonl")).unwrap();
@@ -149,7 +141,7 @@ fn an_empty_test_set_is_an_error() {
     let args = [
         &["train", "--epochs", "1", "--out", &run][..],
         &["--data-dir", data.to_str().unwrap()],
-        &TINY[..4],
+        &common::TINY_RUN[..4],
         &["--quiet"],
     ]
     .concat();
@@ -159,7 +151,11 @@ fn an_empty_test_set_is_an_error() {
 
     // eval --test-subset 0 on a real run.
     let trained = format!("{dir}/trained");
-    let train = [&["train", "--epochs", "1", "--out", &trained][..], &TINY].concat();
+    let train = [
+        &["train", "--epochs", "1", "--out", &trained][..],
+        &common::TINY_RUN,
+    ]
+    .concat();
     assert!(common::run_unravel(&train).status.success());
     let (_, line) = fails(&["eval", "--checkpoint", &trained, "--test-subset", "0"]);
     assert!(line.contains("--test-subset: must be positive"), "{line}");

@@ -1,7 +1,22 @@
-//! What the CLI's end-to-end tests share: running the built binary.
+//! What the CLI's end-to-end tests share: running the built binary, and the
+//! settings of a training run that takes seconds.
 #![allow(dead_code)]
 
 use std::process::{Command, Output};
+
+/// `unravel train` settings for a run of seconds: resnet8 on 128 images,
+/// tested on 64, batch 64, no progress output.
+pub const TINY_RUN: [&str; 9] = [
+    "--model",
+    "resnet8",
+    "--train-subset",
+    "128",
+    "--test-subset",
+    "64",
+    "--batch-size",
+    "64",
+    "--quiet",
+];
 
 /// `unravel args`, run to completion.
 pub fn run_unravel(args: &[&str]) -> Output {

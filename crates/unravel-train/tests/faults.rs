@@ -5,6 +5,8 @@
 //! set, duplicated metrics rows, and resumed schedules. Tiny runs on real
 //! Fashion-MNIST slices (the Debian package `dataset-fashion-mnist`).
 
+mod common;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -387,14 +389,7 @@ fn tampered_or_mismatched_optimizer_state_is_refused() {
         .join(CHECKPOINTS_DIR)
         .join(format!("{:06}", generation.number))
         .join(MODEL_FILE);
-    let graph = unravel_train::models::build(
-        "resnet8",
-        &unravel_train::models::ModelConfig::for_dataset(
-            unravel_train::DatasetKind::FashionMnist,
-            unravel_train::models::ShortcutKind::A,
-        ),
-    )
-    .unwrap();
+    let graph = common::resnet8_fashion_mnist();
     let state = unravel_graph::ModelState::new(&gpu, &graph, 0).unwrap();
     match Checkpoint::read(&bad)
         .unwrap()

@@ -2,6 +2,8 @@
 //! `dataset-fashion-mnist`, which CI installs): learning, exact resume,
 //! divergence, and configuration from TOML and flags.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use unravel_device::Gpu;
@@ -116,14 +118,7 @@ fn resuming_after_a_stop_matches_an_uninterrupted_run() {
 /// The parameters of the latest checkpoint in `dir` (a resnet8 on
 /// Fashion-MNIST), loaded as an f32 model.
 fn checkpoint_params(gpu: &Gpu, dir: &Path) -> Vec<(String, Vec<usize>, Vec<f32>)> {
-    let graph = unravel_train::models::build(
-        "resnet8",
-        &unravel_train::models::ModelConfig::for_dataset(
-            unravel_train::DatasetKind::FashionMnist,
-            unravel_train::models::ShortcutKind::A,
-        ),
-    )
-    .unwrap();
+    let graph = common::resnet8_fashion_mnist();
     let state = unravel_graph::ModelState::new(gpu, &graph, 1).unwrap();
     Checkpoint::read(&latest_model(dir).unwrap())
         .unwrap()

@@ -12,12 +12,18 @@ pub(crate) fn dtype(op: &'static str, what: &str, t: &Tensor, dtype: DType) -> R
     Ok(())
 }
 
-/// `t` is an f32 or f16 view (contiguous or a channel slice) of exactly
-/// `shape`: an activation or its gradient.
-pub(crate) fn activation(op: &'static str, what: &str, t: &Tensor, shape: &[usize]) -> Result<()> {
+/// `t` holds f32 or f16 elements (an activation or its gradient).
+pub(crate) fn float(op: &'static str, what: &str, t: &Tensor) -> Result<()> {
     if !t.dtype().is_float() {
         return Err(shape_error(op, format!("{what} must be f32 or f16")));
     }
+    Ok(())
+}
+
+/// `t` is an f32 or f16 view (contiguous or a channel slice) of exactly
+/// `shape`: an activation or its gradient.
+pub(crate) fn activation(op: &'static str, what: &str, t: &Tensor, shape: &[usize]) -> Result<()> {
+    float(op, what, t)?;
     view(op, what, t, t.dtype(), shape)
 }
 

@@ -41,9 +41,7 @@ struct Dims {
 /// Rows and row length of a batch operand ([N, ...], at least 2-D). x and
 /// dx may be f16 (mixed precision's features); the rest is f32.
 fn rows(op: &'static str, what: &str, t: &Tensor) -> Result<(usize, usize)> {
-    if !t.dtype().is_float() {
-        return Err(shape_error(op, format!("{what} must be f32 or f16")));
-    }
+    checks::float(op, what, t)?;
     if t.shape().len() < 2 {
         return Err(shape_error(
             op,

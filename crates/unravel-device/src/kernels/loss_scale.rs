@@ -133,7 +133,8 @@ pub fn read_state(gpu: &Gpu, tensor: &Tensor) -> Result<LossScaleState> {
     LossScaleState::from_words(&gpu.read_u32(tensor)?)
 }
 
-fn check_state(t: &Tensor) -> Result<()> {
+/// `t` is a loss scaler's state: 4 contiguous u32 words.
+pub(crate) fn check_state(t: &Tensor) -> Result<()> {
     if t.dtype() != DType::U32 || t.numel() != 4 || !t.is_contiguous() {
         return Err(shape_error(
             "loss_scale",

@@ -150,12 +150,7 @@ pub fn sgd_update_scaled(
     scaler: &Tensor,
 ) -> Result<Dispatch> {
     let p = params(cfg, params_buf, grads, momentum_buf, decay_len)?;
-    if scaler.dtype() != DType::U32 || scaler.numel() != 4 || !scaler.is_contiguous() {
-        return Err(shape_error(
-            "sgd_update_scaled",
-            "the loss scaler's state must be 4 contiguous u32 words",
-        ));
-    }
+    super::loss_scale::check_state(scaler)?;
     let tensors = [params_buf, grads, momentum_buf, scaler];
     let grid = grid_1d(params_buf.numel(), GROUP);
     gpu.dispatch(FILE, "sgd_update_scaled", &p, &tensors, grid)

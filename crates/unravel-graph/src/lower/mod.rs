@@ -141,20 +141,12 @@ impl<'g> Lowering<'g> {
     /// order, and each use is consumed right after it is written.
     pub fn scratch(&mut self, v: ValueId, slot: usize) -> Result<Tensor> {
         if !self.scratch.contains_key(&slot) {
-            let bytes = scratch_bytes(self.graph, self.batch, self.precision());
+            let bytes = scratch_bytes(self.graph, self.batch, &self.dtypes);
             self.scratch
                 .insert(slot, self.gpu.zeros(&[bytes.div_ceil(4) as usize])?);
         }
         let (shape, dtype) = (self.dims(v), self.dtypes[v.0]);
         Ok(self.scratch[&slot].sub_tensor_as(0, &shape, dtype)?)
-    }
-
-    fn precision(&self) -> Precision {
-        if self.dtypes.contains(&DType::F16) {
-            Precision::Mixed
-        } else {
-            Precision::F32
-        }
     }
 
     pub fn conv_shape(&self, node: &Node) -> Conv2dShape {
@@ -237,7 +229,7 @@ fn sizes(
     // The scratch buffers hold one gradient each (f16 ones in mixed
     // precision); training plans use up to four (the highway gate's).
     let scratch = if mode == Mode::Train {
-        scratch_bytes(graph, batch, precision) * scratch_slots(graph)
+        scratch_bytes(graph, batch, &precision.value_dtypes(graph)) * scratch_slots(graph)
     } else {
         0
     };
@@ -252,12 +244,11 @@ fn sizes(
 }
 
 /// Bytes of one scratch buffer: the largest value's gradient.
-fn scratch_bytes(graph: &Graph, batch: usize, precision: Precision) -> u64 {
-    let dtypes = precision.value_dtypes(graph);
+fn scratch_bytes(graph: &Graph, batch: usize, dtypes: &[DType]) -> u64 {
     graph
         .values
         .iter()
-        .zip(&dtypes)
+        .zip(dtypes)
         .map(|(v, t)| (batch * v.shape.numel()) as u64 * t.bytes())
         .max()
         .unwrap_or(4)
