@@ -123,11 +123,6 @@ impl Kernel {
     pub fn bindings(&self) -> &[(u32, BindingKind)] {
         &self.bindings
     }
-
-    /// The bindings that take f16 as well as f32 tensors.
-    pub fn open_bindings(&self) -> &[u32] {
-        &self.open
-    }
 }
 
 struct ShaderModule {
