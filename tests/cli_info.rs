@@ -23,6 +23,7 @@ fn info_prints_adapter_limits_and_features() {
         "SUBGROUP",
         "PIPELINE_CACHE",
         "SHADER_F16",
+        "tensor cores",
     ] {
         assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
     }
@@ -41,6 +42,10 @@ fn info_json_is_one_parseable_object() {
     assert!(v["limits"]["max_buffer_size"].as_u64().unwrap() > 0);
     assert!(v["features"]["SUBGROUP"].is_boolean());
     assert!(v["features"]["SHADER_F16"].is_boolean());
+    // One of the two: the tensor cores' tile, or why there are none.
+    let tile = v["tensor_core_tile"].as_u64();
+    let why = v["tensor_cores_unused_because"].as_str();
+    assert!(tile.is_some() != why.is_some(), "{v}");
     assert!(v["features"].get("TIMESTAMP_QUERY").is_none(), "{v}");
 }
 

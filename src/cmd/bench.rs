@@ -45,8 +45,9 @@ pub struct BenchArgs {
     /// (inference), no residual merge fused into a batch norm (training).
     #[arg(long)]
     unfused: bool,
-    /// Convolution algorithm (direct, subgroup, subgroup-wide, tiled)
-    /// instead of the one chosen for the adapter type.
+    /// Convolution algorithm (direct, subgroup, subgroup-wide, tiled,
+    /// coop-matrix) instead of the one chosen for the adapter type and
+    /// precision.
     #[arg(long, value_name = "ALGO")]
     conv_algo: Option<Conv2dAlgo>,
     /// f32, or mixed (f16 activations and gradients, loss scaling).
@@ -179,8 +180,14 @@ pub fn run(options: &AdapterOptions, args: &BenchArgs) -> anyhow::Result<()> {
     };
     let (f32_bytes, mixed_bytes) = (planned(Precision::F32), planned(Precision::Mixed));
     let info = gpu.adapter_info();
+    // What the plans ran: the choice, else the precision's default (tensor
+    // cores in mixed precision where checked), else the adapter's per shape.
+    let algo = args
+        .conv_algo
+        .or_else(|| args.precision.default_conv_algo(&gpu))
+        .map_or("the adapter's".to_string(), |a| format!("{a:?}"));
     println!(
-        "{} on {} ({:?}), batch {n}, {} precision",
+        "{} on {} ({:?}), batch {n}, {} precision, convolutions: {algo}",
         args.model,
         info.name,
         info.backend,
@@ -222,6 +229,7 @@ pub fn run(options: &AdapterOptions, args: &BenchArgs) -> anyhow::Result<()> {
             "model": args.model,
             "batch_size": n,
             "precision": args.precision.name(),
+            "conv_algo": algo,
             "adapter": info.name,
             "train_images_per_s": train_ips,
             "inference_images_per_s": eval_ips,

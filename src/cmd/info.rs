@@ -25,6 +25,10 @@ pub fn run(options: &AdapterOptions, args: &InfoArgs) -> anyhow::Result<()> {
         "subgroups    {}..{} lanes",
         s.subgroup_sizes.0, s.subgroup_sizes.1
     );
+    match &s.tensor_cores {
+        Ok(t) => println!("tensor cores {t}x{t} f16 tiles, checked (mixed precision uses them)"),
+        Err(why) => println!("tensor cores none: {why}"),
+    }
     println!("limits");
     for (name, value) in &s.limits {
         println!("  {name:<40} {value}");
@@ -56,6 +60,8 @@ fn to_json(s: &AdapterSummary) -> serde_json::Value {
         "driver_info": s.driver_info,
         "subgroup_min_size": s.subgroup_sizes.0,
         "subgroup_max_size": s.subgroup_sizes.1,
+        "tensor_core_tile": s.tensor_cores.as_ref().ok(),
+        "tensor_cores_unused_because": s.tensor_cores.as_ref().err(),
         "limits": limits,
         "features": features,
     })

@@ -2,9 +2,10 @@
 # One device session for mixed precision and tensor cores (after pack.sh, as
 # run.sh): the f16 and cooperative-matrix kernel tests on the real driver,
 # the three convolution passes per shape in f32 and f16 (TFLOP/s), the
-# models in f32 and mixed precision with the adapter's convolutions and with
-# `--conv-algo coop-matrix`, and PyTorch with and without autocast on the
-# same card. Writes info.txt, tests.txt, kernels.txt, model.txt, torch.txt
+# models in f32 and mixed precision with their default convolutions (mixed:
+# tensor cores where `unravel info` says they passed their check) and with
+# `--conv-algo tiled` (no tensor cores), and PyTorch with and without
+# autocast on the same card. Writes info.txt, tests.txt, kernels.txt, model.txt, torch.txt
 # and failures.log to $OUT.
 source crates/unravel-dev/gpu/setup.sh
 
@@ -12,6 +13,7 @@ stamp tests
 # The f16 kernels, the loss scaler, and the tensor-core convolution (an
 # ignored test elsewhere: it needs EXPERIMENTAL_COOPERATIVE_MATRIX).
 for t in "$B/t_unravel_device f16" "$B/t_unravel_device cooperative --include-ignored" \
+         "$B/t_unravel_device coop_check" "$B/t_linear --include-ignored" \
          "$B/t_loss_scale" "$B/t_executor mixed" "$B/t_executor scale"; do
   echo "--- $t" | tee -a $OUT/tests.txt
   timeout 90 $t --test-threads 8 >$OUT/t.log 2>&1; rc=$?
@@ -28,7 +30,7 @@ for algo in default coop-matrix; do
 done
 
 stamp model bench
-for algo in default coop-matrix; do
+for algo in default tiled; do
   for prec in f32 mixed; do
     for args in "--model resnet20 --batch-size 64" "--model resnet20 --batch-size 256" "--model resnet56 --batch-size 128"; do
       sel="--conv-algo $algo"; [ $algo = default ] && sel=""

@@ -1,9 +1,10 @@
 //! The wgpu context: adapter selection, device creation, error scopes.
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::error::{DeviceError, Result};
+use crate::kernels::conv2d::CoopTile;
 use crate::registry::KernelRegistry;
 
 /// How to choose the adapter. Unset fields follow wgpu's environment conventions:
@@ -68,6 +69,8 @@ pub struct Gpu {
     info: wgpu::AdapterInfo,
     pub(crate) registry: KernelRegistry,
     uncaptured: Arc<Mutex<Option<String>>>,
+    /// The verdict of the cooperative-matrix check (`CoopTile::verified`).
+    pub(crate) coop_verdict: OnceLock<std::result::Result<CoopTile, String>>,
 }
 
 impl Gpu {
@@ -136,6 +139,7 @@ impl Gpu {
             info,
             registry,
             uncaptured,
+            coop_verdict: OnceLock::new(),
         })
     }
 

@@ -17,6 +17,10 @@ pub struct AdapterSummary {
     /// (feature name, adapter has it, device opened with it) for each of
     /// [`USED_FEATURES`].
     pub features: Vec<(&'static str, bool, bool)>,
+    /// The tensor cores' tile size if the device has cooperative matrices
+    /// that passed their check (mixed-precision plans then use them), else
+    /// why not.
+    pub tensor_cores: std::result::Result<u32, String>,
 }
 
 impl AdapterSummary {
@@ -36,6 +40,7 @@ impl AdapterSummary {
             driver: info.driver.clone(),
             driver_info: info.driver_info.clone(),
             subgroup_sizes: (info.subgroup_min_size, info.subgroup_max_size),
+            tensor_cores: crate::kernels::conv2d::CoopTile::verified(gpu).map(|t| t.size),
             limits: vec![
                 ("max_buffer_size", l.max_buffer_size),
                 (

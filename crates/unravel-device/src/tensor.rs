@@ -110,6 +110,25 @@ impl Tensor {
         })
     }
 
+    /// The same rows under another per-sample shape of as many elements
+    /// (`[N, ...]` as `[N, sample...]`), keeping the batch stride: a view of
+    /// a concat buffer stays that view.
+    pub fn with_sample_shape(&self, sample: &[usize]) -> Result<Tensor> {
+        let per: usize = sample.iter().product();
+        if self.shape.is_empty() || per != self.sample_len() {
+            return Err(shape_error(
+                "with_sample_shape",
+                format!("cannot view the rows of {:?} as {:?}", self.shape, sample),
+            ));
+        }
+        let mut shape = vec![self.shape[0]];
+        shape.extend_from_slice(sample);
+        Ok(Tensor {
+            shape,
+            ..self.clone()
+        })
+    }
+
     /// Elements `start..start + numel(shape)` of a contiguous tensor, as a
     /// contiguous tensor of `shape` (a parameter's share of an arena).
     pub fn sub_tensor(&self, start: usize, shape: &[usize]) -> Result<Tensor> {

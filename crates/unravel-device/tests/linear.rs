@@ -5,8 +5,10 @@
 mod common;
 
 use common::*;
+use unravel_device::kernels::conv2d::Conv2dAlgo;
 use unravel_device::kernels::linear;
 use unravel_device::reference::linear as reference;
+use unravel_device::DType;
 
 /// Forward, backward-input and backward-weight on random data, all checked
 /// against the reference (1e-5 relative, f32 dot products of up to 100
@@ -165,7 +167,7 @@ fn bad_shapes_are_typed_errors() {
 #[test]
 fn f16_features_match_the_reference() {
     let g = gpu();
-    let f16 = unravel_device::DType::F16;
+    let f16 = DType::F16;
     let (n, fin, fout) = (3, 13, 5);
     let x = to_f16_values(&random(n * fin, 90));
     let w = random(fout * fin, 91);
@@ -192,4 +194,117 @@ fn f16_features_match_the_reference() {
     let (dw, db) = reference::linear_backward_weight(&x64, &dy64, n, fin, fout);
     assert_close("f16 x: dW", &g.read(&tdw).unwrap(), &dw, 1e-5);
     assert_close("f16 x: db", &g.read(&tdb).unwrap(), &db, 1e-5);
+}
+
+/// The layer as a 1x1 convolution (`linear_*_as_conv`) in `algo` with the
+/// features (x, dx) in `dtype`, against the reference: with and without a
+/// bias, a classifier head, and channel-slice views. `extra` is added to
+/// every tolerance (the cooperative matrices' f16 operand tiles).
+fn check_as_conv(algo: Conv2dAlgo, dtype: DType, extra: f64) {
+    let g = gpu();
+    let f16 = dtype == DType::F16;
+    let round = |v: Vec<f32>| if f16 { to_f16_values(&v) } else { v };
+    // (N, I, O, bias, channels around x: x is channels 2..2+I of 2+I+3)
+    for (n, fin, fout, bias, sliced) in [
+        (3, 13, 5, true, false),
+        (1, 64, 10, false, false),
+        (3, 7, 5, true, true),
+    ] {
+        let what = format!(
+            "{algo:?} {} N={n} I={fin} O={fout} bias={bias}",
+            dtype.name()
+        );
+        let (lead, width) = if sliced { (2, fin + 5) } else { (0, fin) };
+        let xbig = round(random(n * width, 40 + n as u64));
+        let txbig = g.upload_as(&xbig, &[n, width, 1, 1], dtype).unwrap();
+        let tx = txbig.channel_slice(lead, lead + fin).unwrap();
+        let tdxbig = g.zeros_of(&[n, width, 1, 1], dtype).unwrap();
+        let tdx = tdxbig.channel_slice(lead, lead + fin).unwrap();
+        let (w, b, dy) = (
+            random(fout * fin, 41),
+            random(fout, 42),
+            random(n * fout, 43),
+        );
+        let tw = g.upload(&w, &[fout, fin]).unwrap();
+        let tb = g.upload(&b, &[fout]).unwrap();
+        let tdy = g.upload(&dy, &[n, fout]).unwrap();
+        let ty = g.zeros(&[n, fout]).unwrap();
+        // Garbage in dW and db: overwritten, not accumulated into.
+        let tdw = g.upload(&random(fout * fin, 44), &[fout, fin]).unwrap();
+        let tdb = g.upload(&random(fout, 45), &[fout]).unwrap();
+        let mut dispatches =
+            linear::linear_forward_as_conv(g, &tx, &tw, bias.then_some(&tb), &ty, algo).unwrap();
+        dispatches.extend(linear::linear_backward_input_as_conv(g, &tdy, &tw, &tdx, algo).unwrap());
+        let db = bias.then_some(&tdb);
+        dispatches
+            .extend(linear::linear_backward_weight_as_conv(g, &tx, &tdy, &tdw, db, algo).unwrap());
+        g.run(&dispatches).unwrap();
+
+        let x64 = to_f64(&g.read(&tx).unwrap());
+        let (w64, b64, dy64) = (to_f64(&w), to_f64(&b), to_f64(&dy));
+        let y = reference::linear_forward(&x64, &w64, bias.then_some(&b64[..]), n, fin, fout);
+        assert_close(
+            &format!("{what}: y"),
+            &g.read(&ty).unwrap(),
+            &y,
+            1e-5 + extra,
+        );
+        let dx = reference::linear_backward_input(&dy64, &w64, n, fin, fout);
+        let dx_tol = if f16 { F16_ROUNDING } else { 0.0 } + 1e-5 + extra;
+        assert_close(&format!("{what}: dx"), &g.read(&tdx).unwrap(), &dx, dx_tol);
+        let (dw, db) = reference::linear_backward_weight(&x64, &dy64, n, fin, fout);
+        assert_close(
+            &format!("{what}: dW"),
+            &g.read(&tdw).unwrap(),
+            &dw,
+            1e-5 + extra,
+        );
+        if bias {
+            assert_close(
+                &format!("{what}: db"),
+                &g.read(&tdb).unwrap(),
+                &db,
+                1e-5 + extra,
+            );
+        }
+        // The channels around the slice stay zero.
+        if sliced {
+            let dxall = g.read(&tdxbig).unwrap();
+            for r in 0..n {
+                for c in (0..lead).chain(lead + fin..width) {
+                    assert_eq!(dxall[r * width + c], 0.0, "{what}: dx[{r}, {c}]");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn as_a_convolution_in_every_algorithm() {
+    for algo in [
+        Conv2dAlgo::Direct,
+        Conv2dAlgo::Subgroup,
+        Conv2dAlgo::SubgroupWide,
+        Conv2dAlgo::Tiled,
+    ] {
+        for dtype in [DType::F32, DType::F16] {
+            check_as_conv(algo, dtype, 0.0);
+        }
+    }
+}
+
+/// The layer on cooperative matrices (tensor cores): f16 operand tiles, so
+/// 4e-3 of the largest value on top (as the convolution's test).
+#[test]
+#[ignore = "needs an adapter with EXPERIMENTAL_COOPERATIVE_MATRIX (tensor cores): run with --ignored there"]
+fn on_cooperative_matrices() {
+    let g = gpu();
+    assert!(
+        unravel_device::kernels::conv2d::CoopTile::for_gpu(g).is_some(),
+        "{} offers no cooperative-matrix tile",
+        g.adapter_info().name
+    );
+    for dtype in [DType::F32, DType::F16] {
+        check_as_conv(Conv2dAlgo::CoopMatrix, dtype, 4e-3);
+    }
 }

@@ -93,7 +93,11 @@ pub struct PlanOptions {
     /// before it; this keeps every op a pass of its own instead.
     pub unfused: bool,
     /// The convolution algorithm of every convolution, instead of the one
-    /// the adapter gets (to compare them on one device).
+    /// the adapter gets (to compare them on one device). Unset, a plan in
+    /// mixed precision runs on tensor cores where the device has verified
+    /// ones ([`Precision::default_conv_algo`]). With
+    /// [`Conv2dAlgo::CoopMatrix`] the linear layer runs on them too, as a
+    /// 1x1 convolution.
     pub conv_algo: Option<Conv2dAlgo>,
     /// f32 throughout, or f16 activations and gradients (needs the
     /// adapter's SHADER_F16).
@@ -122,6 +126,13 @@ impl Plan {
         mode: Mode,
         options: &PlanOptions,
     ) -> Result<Plan> {
+        // Decided first: the tensor cores' check runs kernels of its own.
+        let options = &PlanOptions {
+            conv_algo: options
+                .conv_algo
+                .or_else(|| options.precision.default_conv_algo(gpu)),
+            ..options.clone()
+        };
         // The plan's pipelines compile on threads of their own meanwhile.
         gpu.compile_in_parallel(|| crate::lower::compile(gpu, graph, state, batch, mode, options))
     }

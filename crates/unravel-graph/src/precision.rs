@@ -7,7 +7,8 @@
 //! the loss is computed. Kernels load f16 into f32, accumulate in f32 and
 //! round once when they store.
 
-use unravel_device::DType;
+use unravel_device::kernels::conv2d::{Conv2dAlgo, CoopTile};
+use unravel_device::{DType, Gpu};
 
 use crate::ir::{Graph, Op};
 
@@ -38,6 +39,16 @@ impl Precision {
             "mixed" => Some(Precision::Mixed),
             _ => None,
         }
+    }
+
+    /// The convolution algorithm of a plan in this precision whose caller
+    /// chose none: in mixed precision, cooperative matrices (tensor cores)
+    /// where the device's pass their check ([`CoopTile::verified`]), for
+    /// every convolution and the linear layer; otherwise none, so each
+    /// convolution gets the adapter's choice for its shape.
+    pub fn default_conv_algo(self, gpu: &Gpu) -> Option<Conv2dAlgo> {
+        (self == Precision::Mixed && CoopTile::verified(gpu).is_ok())
+            .then_some(Conv2dAlgo::CoopMatrix)
     }
 
     /// The element type of every value of `graph` (and of its gradient):

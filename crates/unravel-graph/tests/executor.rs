@@ -416,6 +416,11 @@ fn tiny_dense_net() -> Graph {
 #[test]
 fn mixed_precision_matches_f32_within_f16_rounding() {
     let g = gpu();
+    // Tensor cores by default in mixed precision only, and only where the
+    // device's passed their check (then this test runs on them).
+    assert_eq!(Precision::F32.default_conv_algo(g), None);
+    let checked = unravel_device::kernels::conv2d::CoopTile::verified(g).is_ok();
+    assert_eq!(Precision::Mixed.default_conv_algo(g).is_some(), checked);
     let mixed = PlanOptions {
         precision: Precision::Mixed,
         ..Default::default()

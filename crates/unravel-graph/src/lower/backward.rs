@@ -233,23 +233,33 @@ pub(crate) fn lower<'g>(cx: &mut Lowering<'g>, id: NodeId) -> Result<Vec<Pending
             let (x2, dy2) = (flat(&saved[0])?, flat(&dy)?);
             let (dw, db) = (cx.param_grad(*weight)?, cx.param_grad(*bias)?);
             let dy_w = dy2.clone();
-            out.push(Pending::always(move || {
-                Ok(vec![linear::linear_backward_weight(
+            let as_conv = cx.linear_as_conv();
+            out.push(Pending::always(move || match as_conv {
+                Some(algo) => Ok(linear::linear_backward_weight_as_conv(
                     gpu,
                     &x2,
                     &dy_w,
                     &dw,
                     Some(&db),
-                )?])
+                    algo,
+                )?),
+                None => Ok(vec![linear::linear_backward_weight(
+                    gpu,
+                    &x2,
+                    &dy_w,
+                    &dw,
+                    Some(&db),
+                )?]),
             }));
             let w = cx.param(*weight)?;
             out.extend(via_scratch(cx, x_id, move |dest| {
-                Ok(vec![linear::linear_backward_input(
-                    gpu,
-                    &dy2,
-                    &w,
-                    &flat(dest)?,
-                )?])
+                let dx = flat(dest)?;
+                match as_conv {
+                    Some(algo) => Ok(linear::linear_backward_input_as_conv(
+                        gpu, &dy2, &w, &dx, algo,
+                    )?),
+                    None => Ok(vec![linear::linear_backward_input(gpu, &dy2, &w, &dx)?]),
+                }
             })?);
         }
     }

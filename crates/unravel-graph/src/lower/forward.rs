@@ -131,13 +131,13 @@ fn op(cx: &mut Lowering, id: NodeId, update_running: bool) -> Result<Vec<Dispatc
             )?]
         }
         Op::GlobalAvgPool => vec![pool::global_avg_pool_forward(gpu, &pool_shape(&x), &x, &y)?],
-        Op::Linear { weight, bias } => vec![linear::linear_forward(
-            gpu,
-            &flat(&x)?,
-            &cx.param(*weight)?,
-            Some(&cx.param(*bias)?),
-            &flat(&y)?,
-        )?],
+        Op::Linear { weight, bias } => {
+            let (x2, w, b, y2) = (flat(&x)?, cx.param(*weight)?, cx.param(*bias)?, flat(&y)?);
+            match cx.linear_as_conv() {
+                Some(algo) => linear::linear_forward_as_conv(gpu, &x2, &w, Some(&b), &y2, algo)?,
+                None => vec![linear::linear_forward(gpu, &x2, &w, Some(&b), &y2)?],
+            }
+        }
     })
 }
 

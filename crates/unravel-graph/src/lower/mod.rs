@@ -113,6 +113,13 @@ pub(crate) struct Lowering<'g> {
 }
 
 impl<'g> Lowering<'g> {
+    /// The convolution algorithm the linear layer runs as a 1x1 convolution
+    /// on: the cooperative matrices' (tensor cores), which its own kernels
+    /// lack; otherwise none (its own kernels).
+    pub fn linear_as_conv(&self) -> Option<Conv2dAlgo> {
+        self.conv_algo.filter(|&a| a == Conv2dAlgo::CoopMatrix)
+    }
+
     pub fn dims(&self, v: ValueId) -> [usize; 4] {
         let s = self.graph.shape(v);
         [self.batch, s.c, s.h, s.w]

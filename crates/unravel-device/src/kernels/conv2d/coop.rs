@@ -1,7 +1,8 @@
 //! The convolution on cooperative matrices (tensor cores), all three passes
 //! (`shaders/conv2d_coop.wgsl`): which tile an adapter gets, and the
-//! dispatches. Experimental, as wgpu's cooperative matrices are: chosen
-//! with [`Conv2dAlgo::CoopMatrix`], never by default.
+//! dispatches. Experimental, as wgpu's cooperative matrices are: a plan in
+//! mixed precision chooses them where [`CoopTile::verified`] passes;
+//! otherwise only [`Conv2dAlgo::CoopMatrix`] chooses them.
 //!
 //! Shape legend: x [N, C, H, W], w [K, C/G, KH, KW], y [N, K, OH, OW];
 //! T the tile (T x T x T, f16 operands, f32 accumulation).
@@ -63,6 +64,16 @@ impl CoopTile {
         }
         let min = gpu.adapter_info().subgroup_min_size;
         CoopTile::choose(&gpu.cooperative_matrix_properties(), min)
+    }
+
+    /// The adapter's tile if its cooperative-matrix kernels agree with the
+    /// direct ones on a small convolution on this device (checked once per
+    /// device), else why not: what plans choose by default in mixed
+    /// precision.
+    pub fn verified(gpu: &Gpu) -> std::result::Result<CoopTile, String> {
+        gpu.coop_verdict
+            .get_or_init(|| super::coop_check::verify(gpu))
+            .clone()
     }
 
     /// The error for an adapter without a tile.

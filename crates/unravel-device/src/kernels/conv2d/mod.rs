@@ -19,12 +19,14 @@
 //! [`Conv2dAlgo`] an adapter gets, the subgroup kernels' constants),
 //! `window` (window modes and their geometry), `pack` (operand packing),
 //! then one file per pass, and `coop`, all three passes on cooperative
-//! matrices (tensor cores, experimental).
+//! matrices (tensor cores, experimental), with `coop_check`, the check a
+//! device's cooperative matrices pass before they are chosen by default.
 
 mod algo;
 mod backward_input;
 mod backward_weight;
 mod coop;
+mod coop_check;
 mod forward;
 mod pack;
 mod params;

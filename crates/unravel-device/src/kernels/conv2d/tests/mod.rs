@@ -7,7 +7,7 @@
 //! Shape legend: x [N, C, H, W], w [K, C/G, KH, KW], y [N, K, OH, OW].
 
 #[path = "../../../../tests/common/mod.rs"]
-mod common;
+pub(super) mod common;
 
 mod against_reference;
 mod folded_batch_norm;

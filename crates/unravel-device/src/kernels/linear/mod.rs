@@ -14,6 +14,11 @@ use crate::error::{shape_error, Result};
 use crate::kernels::checks;
 use crate::tensor::{DType, Tensor};
 
+mod as_conv;
+pub use as_conv::{
+    linear_backward_input_as_conv, linear_backward_weight_as_conv, linear_forward_as_conv,
+};
+
 const FILE: &str = "linear.wgsl";
 const GROUP: u32 = 256;
 
