@@ -31,6 +31,10 @@ pub struct PathsArgs {
     /// Measure the gradient magnitude by path length on a test batch.
     #[arg(long, requires = "checkpoint")]
     gradient: bool,
+    /// With --gradient: measure the run's network as its training began
+    /// (weights drawn from the run's seed), not its trained weights.
+    #[arg(long, requires = "gradient")]
+    at_init: bool,
     /// Random draws of k blocks for each path length k.
     #[arg(long, default_value_t = 5)]
     samples: usize,
@@ -116,8 +120,11 @@ fn gradient(
 ) -> anyhow::Result<serde_json::Value> {
     let config = checkpoint_config(dir)?;
     let gpu = Gpu::new(adapter).context("opening the GPU adapter")?;
-    let state = ModelState::new(&gpu, graph, 0)?;
-    Checkpoint::read(&latest_model(dir)?)?.load_model(&gpu, graph, &state)?;
+    // The trainer draws its initial weights from the run's seed.
+    let state = ModelState::new(&gpu, graph, config.seed)?;
+    if !args.at_init {
+        Checkpoint::read(&latest_model(dir)?)?.load_model(&gpu, graph, &state)?;
+    }
     let eval_args = EvalArgs {
         checkpoint: dir.to_path_buf(),
         dataset: args.dataset,
@@ -180,8 +187,13 @@ fn gradient(
         &series(shares.clone()),
     )
     .map_err(|e| anyhow::anyhow!("drawing: {e}"))?;
+    let weights = if args.at_init {
+        "at initialisation"
+    } else {
+        "trained"
+    };
     println!(
-        "90% of the gradient (measured at the first block's input, {} draws per length) comes from paths of {lo} to {hi} blocks",
+        "90% of the gradient ({weights}, measured at the first block's input, {} draws per length) comes from paths of {lo} to {hi} blocks",
         args.samples
     );
     println!(
