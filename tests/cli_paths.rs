@@ -8,15 +8,9 @@ use std::path::Path;
 
 /// The JSON line `unravel paths` ends with, after checking it succeeded.
 fn paths(args: &[&str]) -> serde_json::Value {
-    let out = common::run_unravel(args);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (json, stdout) = common::run_unravel_json(args);
     assert!(stdout.contains("90% of the gradient"), "{stdout}");
-    serde_json::from_str(stdout.lines().last().unwrap()).unwrap()
+    json
 }
 
 /// (length, mean gradient norm) rows of gradient_by_length.csv.

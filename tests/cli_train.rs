@@ -7,14 +7,7 @@ use std::path::Path;
 
 /// The last line of `unravel args` (JSON), after checking that it succeeded.
 fn unravel(args: &[&str]) -> serde_json::Value {
-    let out = common::run_unravel(args);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_str(stdout.lines().last().unwrap()).unwrap()
+    common::run_unravel_json(args).0
 }
 
 fn epochs_written(dir: &Path) -> usize {

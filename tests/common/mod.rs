@@ -25,3 +25,20 @@ pub fn run_unravel(args: &[&str]) -> Output {
         .output()
         .expect("run unravel")
 }
+
+/// `unravel args` after checking that it succeeded: its last line (JSON)
+/// parsed, and the whole standard output.
+pub fn run_unravel_json(args: &[&str]) -> (serde_json::Value, String) {
+    let out = run_unravel(args);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let last = stdout.lines().last().expect("some output").to_string();
+    (
+        serde_json::from_str(&last).expect("a JSON last line"),
+        stdout,
+    )
+}
