@@ -1,5 +1,6 @@
-//! `unravel paths --gradient` end to end: a trained run's network and the
-//! same network as its training began (`--at-init`), each giving the
+//! `unravel paths --gradient` end to end: a trained run's network, the same
+//! network as its training began (`--at-init`), and the trained one with its
+//! batch norms' running statistics (`--bn-stats running`), each giving the
 //! gradient of one path by length and the range carrying 90% of it.
 
 mod common;
@@ -40,8 +41,8 @@ fn gradient_by_length_trained_and_at_initialisation() {
     .concat();
     assert!(common::run_unravel(&train).status.success());
     let mut measured = Vec::new();
-    for at_init in [false, true] {
-        let out = dir.join(if at_init { "init" } else { "trained" });
+    for (at_init, running) in [(false, false), (true, false), (false, true)] {
+        let out = dir.join(format!("init{at_init}-running{running}"));
         let mut args = vec![
             "paths",
             "--checkpoint",
@@ -59,7 +60,12 @@ fn gradient_by_length_trained_and_at_initialisation() {
         if at_init {
             args.push("--at-init");
         }
+        if running {
+            args.extend(["--bn-stats", "running"]);
+        }
         let json = paths(&args);
+        assert_eq!(json["gradient_at_init"], at_init);
+        assert_eq!(json["bn_stats"], if running { "running" } else { "batch" });
         // resnet8: 3 residual blocks, paths of 0 to 3 of them.
         assert_eq!(json["blocks"], 3);
         let range = json["gradient_range_90"].as_array().unwrap();
@@ -73,6 +79,8 @@ fn gradient_by_length_trained_and_at_initialisation() {
         );
         measured.push(rows);
     }
-    // One epoch moved the weights: the two networks' gradients differ.
+    // One epoch moved the weights, and running statistics normalise
+    // otherwise than the batch's: each measurement differs from the first.
     assert_ne!(measured[0], measured[1]);
+    assert_ne!(measured[0], measured[2]);
 }

@@ -35,6 +35,11 @@ pub struct PathsArgs {
     /// (weights drawn from the run's seed), not its trained weights.
     #[arg(long, requires = "gradient")]
     at_init: bool,
+    /// With --gradient: batch norms normalise with the batch's statistics,
+    /// as in training, or with their running ones held constant, as the
+    /// network is evaluated.
+    #[arg(long, value_enum, default_value_t = BnStats::Batch, requires = "gradient")]
+    bn_stats: BnStats,
     /// Random draws of k blocks for each path length k.
     #[arg(long, default_value_t = 5)]
     samples: usize,
@@ -53,6 +58,13 @@ pub struct PathsArgs {
     /// Output folder [default: runs/paths-<model>, or <checkpoint>/paths].
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
+}
+
+/// Which statistics the measured network's batch norms use.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BnStats {
+    Batch,
+    Running,
 }
 
 pub fn run(adapter: &AdapterOptions, args: &PathsArgs) -> anyhow::Result<()> {
@@ -104,6 +116,8 @@ pub fn run(adapter: &AdapterOptions, args: &PathsArgs) -> anyhow::Result<()> {
             .as_ref()
             .expect("clap requires --checkpoint");
         json["gradient_range_90"] = gradient(adapter, args, dir, &graph, &out)?;
+        json["gradient_at_init"] = args.at_init.into();
+        json["bn_stats"] = format!("{:?}", args.bn_stats).to_lowercase().into();
     }
     println!("{json}");
     Ok(())
@@ -142,6 +156,7 @@ fn gradient(
     let keep = first_block_input(graph).context("the model has no residual blocks")?;
     let options = PlanOptions {
         keep: vec![keep],
+        frozen_batch_norm: args.bn_stats == BnStats::Running,
         ..Default::default()
     };
     let plan = Plan::compile_with(&gpu, graph, &state, n, Mode::Train, &options)?;
@@ -192,8 +207,12 @@ fn gradient(
     } else {
         "trained"
     };
+    let stats = match args.bn_stats {
+        BnStats::Batch => "batch statistics",
+        BnStats::Running => "running statistics",
+    };
     println!(
-        "90% of the gradient ({weights}, measured at the first block's input, {} draws per length) comes from paths of {lo} to {hi} blocks",
+        "90% of the gradient ({weights}, {stats}, measured at the first block's input, {} draws per length) comes from paths of {lo} to {hi} blocks",
         args.samples
     );
     println!(

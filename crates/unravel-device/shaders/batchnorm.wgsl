@@ -19,6 +19,12 @@
 // Backward = bn_grad_stats (partial sums of dy and dy * (x - mean)) +
 // bn_grad_apply. Two passes over the data each way; the tiny per-channel
 // finalisation is folded into the second pass to save a dispatch.
+//
+// With FROZEN_STATS a training plan normalises with the running statistics
+// and treats them as constants (PyTorch's BatchNorm2d in eval mode under
+// autograd): bn_apply_train(_add) alone, saving (running mean, 1 / sqrt(
+// running var + eps)) and touching no running statistic; in backward dx =
+// gamma * invstd * dy, without the batch statistics' terms.
 
 struct Params {
     n: u32, c: u32, units: u32, per_chunk: u32,
@@ -47,6 +53,9 @@ struct Params {
 @group(0) @binding(10) var<storage, read_write> part: array<vec4<f32>>;
 @group(0) @binding(11) var<storage, read_write> dgamma: array<f32>;
 @group(0) @binding(12) var<storage, read_write> dbeta: array<f32>;
+
+// See the header: normalise with the running statistics, held constant.
+override FROZEN_STATS: bool = false;
 
 const WG: u32 = 64u;
 // Entries each first-level thread merges in the workgroup reductions.
@@ -265,6 +274,10 @@ fn bn_stats(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_inde
 // updates the running statistics (running_var with the unbiased variance,
 // as PyTorch).
 fn train_coefficients(lid: u32, chunk: u32, c: u32) {
+    if (FROZEN_STATS) {
+        frozen_coefficients(lid, chunk, c);
+        return;
+    }
     let m = merged_moments(lid, c);
     if (lid == 0u) {
         let var_b = m.z / m.x;
@@ -281,6 +294,21 @@ fn train_coefficients(lid: u32, chunk: u32, c: u32) {
                 running_mean[rm] = (1.0 - mo) * running_mean[rm] + mo * m.y;
                 running_var[rv] = (1.0 - mo) * running_var[rv] + mo * (m.z / (m.x - 1.0));
             }
+        }
+    }
+}
+
+// The training forward's coefficients from the running statistics, saved
+// in the (mean, invstd) form backward reads.
+fn frozen_coefficients(lid: u32, chunk: u32, c: u32) {
+    if (lid == 0u) {
+        let mean = running_mean[p.rm_off + c];
+        let invstd = inverseSqrt(running_var[p.rv_off + c] + p.eps);
+        let scale = gamma[p.g_off + c] * invstd;
+        coef = vec4<f32>(scale, beta[p.b_off + c] - mean * scale, 0.0, 0.0);
+        if (chunk == 0u) {
+            saved[p.s_off + c] = mean;
+            saved[p.s_off + p.c + c] = invstd;
         }
     }
 }
@@ -470,8 +498,10 @@ fn grad_coefficients(lid: u32, chunk: u32, c: u32) {
     if (lid == 0u) {
         let invstd = saved[p.s_off + p.c + c];
         let a = gamma[p.g_off + c] * invstd;
-        let b = -a * invstd * invstd * s.y / p.count;
-        coef = vec4<f32>(a, b, -a * s.x / p.count, saved[p.s_off + c]);
+        // Constant statistics pass no gradient of their own.
+        let b = select(-a * invstd * invstd * s.y / p.count, 0.0, FROZEN_STATS);
+        let d = select(-a * s.x / p.count, 0.0, FROZEN_STATS);
+        coef = vec4<f32>(a, b, d, saved[p.s_off + c]);
         if (chunk == 0u) {
             dgamma[p.dg_off + c] = s.y * invstd;
             dbeta[p.db_off + c] = s.x;

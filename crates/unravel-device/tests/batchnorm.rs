@@ -677,3 +677,120 @@ fn bad_shapes_are_typed_errors() {
         .unwrap_err();
     assert!(err.to_string().contains("needs the output y"), "{err}");
 }
+
+/// `frozen_stats`: the training forward normalises with the running
+/// statistics (y as the eval forward's, saved = (running mean, invstd), the
+/// running statistics untouched, also fused with the residual merge), and
+/// backward holds them constant; on a scalar and a vec4 shape, with and
+/// without the ReLU.
+#[test]
+fn frozen_statistics_train_like_the_eval_forward() {
+    let g = gpu();
+    for (d, seed) in [([3, 5, 3, 5], 61), ([2, 4, 4, 4], 62)] {
+        for relu in [false, true] {
+            let what = format!("{d:?} relu={relu}");
+            let s = bn_shape(d);
+            let cfg = BatchNormConfig {
+                frozen_stats: true,
+                ..relu_cfg(relu)
+            };
+            let numel: usize = d.iter().product();
+            let x: Vec<f32> = random(numel, seed).iter().map(|v| 0.3 + 2.0 * v).collect();
+            let dy = random(numel, seed + 1);
+            let p = params(d[1], seed);
+            let gp = upload_params(&p);
+            let (tx, tdy) = (g.upload(&x, &d).unwrap(), g.upload(&dy, &d).unwrap());
+            let (ty, tdx) = (g.zeros(&d).unwrap(), g.zeros(&d).unwrap());
+            let (tdg, tdb) = (g.zeros(&[d[1]]).unwrap(), g.zeros(&[d[1]]).unwrap());
+            train_forward(&s, &cfg, &tx, &gp, &ty);
+            let ops = bwd(&tx, Some(&ty), &gp.saved, &tdy, &tdx, &tdg, &tdb);
+            g.run(&batchnorm_backward(g, &s, &cfg, &gp.gamma, &ops).unwrap())
+                .unwrap();
+
+            let (gamma, beta) = (to_f64(&p.gamma), to_f64(&p.beta));
+            let (rm, rv) = (to_f64(&p.rm), to_f64(&p.rv));
+            let want_layer = reference_layer(&gamma, &beta, &rm, &rv, &cfg);
+            let y = reference::eval_forward(&to_f64(&x), d, &want_layer);
+            assert_close(&format!("{what} y"), &g.read(&ty).unwrap(), &y, TOL);
+            let saved = g.read(&gp.saved).unwrap();
+            let invstd: Vec<f64> = rv.iter().map(|v| 1.0 / (v + 1e-5).sqrt()).collect();
+            assert_close(&format!("{what} saved mean"), &saved[..d[1]], &rm, TOL);
+            assert_close(
+                &format!("{what} saved invstd"),
+                &saved[d[1]..],
+                &invstd,
+                TOL,
+            );
+            assert_eq!(
+                g.read(&gp.rm).unwrap(),
+                p.rm,
+                "{what}: running mean changed"
+            );
+            assert_eq!(g.read(&gp.rv).unwrap(), p.rv, "{what}: running var changed");
+            let back = reference::frozen_backward(&to_f64(&x), &y, &to_f64(&dy), d, &want_layer);
+            assert_close(&format!("{what} dx"), &g.read(&tdx).unwrap(), &back.dx, TOL);
+            assert_close(
+                &format!("{what} dgamma"),
+                &g.read(&tdg).unwrap(),
+                &back.dgamma,
+                TOL,
+            );
+            assert_close(
+                &format!("{what} dbeta"),
+                &g.read(&tdb).unwrap(),
+                &back.dbeta,
+                TOL,
+            );
+
+            // Fused with the merge: y = max(eval(x) + residual, 0).
+            let plain = BatchNormConfig { relu: false, ..cfg };
+            let residual = random(numel, seed + 2);
+            let tres = g.upload(&residual, &d).unwrap();
+            let layer_gpu = layer(&gp.gamma, &gp.beta, &gp.rm, &gp.rv);
+            let io_gpu = io(&tx, &gp.saved, &ty);
+            let fused = batchnorm_train_forward_add_relu(g, &s, &plain, &layer_gpu, &io_gpu, &tres)
+                .unwrap();
+            assert_eq!(fused.len(), 1, "{what}: one dispatch");
+            g.run(&fused).unwrap();
+            let plain_layer = reference_layer(&gamma, &beta, &rm, &rv, &plain);
+            let merged: Vec<f64> = reference::eval_forward(&to_f64(&x), d, &plain_layer)
+                .iter()
+                .zip(&residual)
+                .map(|(&v, &r)| (v + r as f64).max(0.0))
+                .collect();
+            assert_close(
+                &format!("{what} fused y"),
+                &g.read(&ty).unwrap(),
+                &merged,
+                TOL,
+            );
+        }
+    }
+}
+
+#[test]
+fn reference_frozen_backward_matches_finite_differences() {
+    let d = [2, 3, 3, 5];
+    let numel: usize = d.iter().product();
+    let x = to_f64(&random(numel, 71));
+    let dy = to_f64(&random(numel, 72));
+    let p = params(3, 73);
+    let (gamma, beta) = (to_f64(&p.gamma), to_f64(&p.beta));
+    let (rm, rv) = (to_f64(&p.rm), to_f64(&p.rv));
+    for relu in [false, true] {
+        let cfg = relu_cfg(relu);
+        let fwd = |x: &[f64], gamma: &[f64], beta: &[f64]| {
+            reference::eval_forward(x, d, &reference_layer(gamma, beta, &rm, &rv, &cfg))
+        };
+        let y = fwd(&x, &gamma, &beta);
+        let layer = reference_layer(&gamma, &beta, &rm, &rv, &cfg);
+        let back = reference::frozen_backward(&x, &y, &dy, d, &layer);
+        let what = |v: &str| format!("frozen {v} relu={relu}");
+        let lx = |x: &[f64]| dot(&fwd(x, &gamma, &beta), &dy);
+        assert_gradient_matches_fd(&what("dx"), &lx, &x, &back.dx, 1e-5);
+        let lg = |g: &[f64]| dot(&fwd(&x, g, &beta), &dy);
+        assert_gradient_matches_fd(&what("dgamma"), &lg, &gamma, &back.dgamma, 1e-5);
+        let lb = |b: &[f64]| dot(&fwd(&x, &gamma, b), &dy);
+        assert_gradient_matches_fd(&what("dbeta"), &lb, &beta, &back.dbeta, 1e-5);
+    }
+}

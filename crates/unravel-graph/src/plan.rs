@@ -102,6 +102,11 @@ pub struct PlanOptions {
     /// f32 throughout, or f16 activations and gradients (needs the
     /// adapter's SHADER_F16).
     pub precision: Precision,
+    /// Training plans normalise with the batch norms' running statistics,
+    /// held constant in backward (PyTorch's `model.eval()` under autograd):
+    /// the gradients of the network as it is evaluated. Their steps update
+    /// no running statistic. Evaluation plans always use them.
+    pub frozen_batch_norm: bool,
 }
 
 impl Plan {

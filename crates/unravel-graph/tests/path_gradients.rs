@@ -279,3 +279,89 @@ fn path_gradients_change_nothing_in_the_model() {
     plan.gradients(&g, &images, &labels, &[]).unwrap();
     assert_ne!(snapshot(&state).1, before.1, "a training step updates them");
 }
+
+/// With `frozen_batch_norm` a training plan computes the network as it is
+/// evaluated (the evaluation plan's logits and loss, no running statistic
+/// changed), and its gradients are the evaluation loss's: central finite
+/// differences of the evaluation plan's loss in the stem's weights. With
+/// batch statistics the gradients differ.
+#[test]
+fn frozen_batch_norm_gives_the_gradients_of_the_evaluated_network() {
+    let s = setup(9);
+    let (g, graph, state) = (&s.g, &s.graph, &s.state);
+    // Running statistics away from (0, 1), as training leaves them.
+    for _ in 0..4 {
+        s.plan.gradients(g, &s.images, &s.labels, &[]).unwrap();
+    }
+    let stem = state.param_id("stem.weight").expect("the stem's weights");
+    let batch_stats_grad = state.read_grad(g, stem).unwrap();
+    let eval = Plan::compile(g, graph, state, N, Mode::Eval).unwrap();
+    let eval_loss = |g: &Gpu| eval.eval_step(g, &s.images, &s.labels, &[]).unwrap().loss;
+    let loss = eval_loss(g);
+    let logits = eval.read_value(g, graph.output).unwrap();
+
+    let options = PlanOptions {
+        frozen_batch_norm: true,
+        ..Default::default()
+    };
+    let frozen = Plan::compile_with(g, graph, state, N, Mode::Train, &options).unwrap();
+    let bns = graph
+        .nodes
+        .iter()
+        .filter(|n| matches!(n.op, Op::BatchNorm { .. }))
+        .count();
+    let running = |g: &Gpu| {
+        (0..bns)
+            .map(|i| state.read_bn(g, i).unwrap())
+            .collect::<Vec<_>>()
+    };
+    let before = running(g);
+    let stats = frozen.gradients(g, &s.images, &s.labels, &[]).unwrap();
+    assert_eq!(
+        running(g),
+        before,
+        "a frozen step changed running statistics"
+    );
+    assert!(
+        (stats.loss - loss).abs() < 1e-5 * loss.abs().max(1.0),
+        "loss {} vs {loss}",
+        stats.loss
+    );
+    close(
+        &frozen.read_value(g, graph.output).unwrap(),
+        &logits,
+        "logits",
+    );
+
+    let grad = state.read_grad(g, stem).unwrap();
+    let mut w = state.read_params(g).unwrap();
+    let w0 = w.remove(stem.0).2;
+    let mut order: Vec<usize> = (0..grad.len()).collect();
+    order.sort_by(|&a, &b| grad[b].abs().total_cmp(&grad[a].abs()));
+    let h = 1e-3;
+    for &i in &order[..4] {
+        let at = |delta: f32| {
+            let mut v = w0.clone();
+            v[i] += delta;
+            state.write_param(g, stem, &v).unwrap();
+            eval_loss(g)
+        };
+        let fd = (at(h) - at(-h)) / (2.0 * h);
+        state.write_param(g, stem, &w0).unwrap();
+        let err = (fd - grad[i]).abs() / grad[i].abs();
+        assert!(
+            err < 2e-2,
+            "stem weight {i}: {} against {fd} by differences",
+            grad[i]
+        );
+    }
+    let differ = grad
+        .iter()
+        .zip(&batch_stats_grad)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(
+        differ > 0.1 * grad[order[0]].abs(),
+        "the batch statistics' gradient is the same"
+    );
+}

@@ -63,6 +63,11 @@ pub struct BatchNormConfig {
     /// for a forward that only measures: an evaluation or an analysis on a
     /// training plan).
     pub update_running: bool,
+    /// Normalise with the running statistics in the training forward and
+    /// hold them constant in backward (PyTorch's BatchNorm2d in eval mode
+    /// under autograd): the forward is one dispatch, saves them as (mean,
+    /// invstd) and updates nothing; backward's dx = gamma * invstd * dy.
+    pub frozen_stats: bool,
 }
 
 impl Default for BatchNormConfig {
@@ -72,6 +77,7 @@ impl Default for BatchNormConfig {
             momentum: 0.1,
             relu: false,
             update_running: true,
+            frozen_stats: false,
         }
     }
 }
@@ -247,7 +253,10 @@ impl<'a> Operands<'a> {
         plan: &Plan,
     ) -> Result<Dispatch> {
         let params = self.params(s, cfg, plan);
-        gpu.dispatch(FILE, entry, &params, &self.list(), plan.grid(s))
+        // Only the frozen pipelines differ; the rest keep the default.
+        let frozen = [("FROZEN_STATS", 1.0)];
+        let constants: &[(&str, f64)] = if cfg.frozen_stats { &frozen } else { &[] };
+        gpu.dispatch_with(FILE, entry, constants, &params, &self.list(), plan.grid(s))
     }
 }
 
@@ -312,7 +321,8 @@ impl TrainActivations<'_> {
 /// Training-mode forward: normalises x with its batch statistics into y,
 /// updates the layer's running statistics in place (running_var with the
 /// unbiased variance) unless `cfg.update_running` is off, and saves (mean,
-/// invstd) for [`batchnorm_backward`]. Two dispatches.
+/// invstd) for [`batchnorm_backward`]. Two dispatches; with
+/// `cfg.frozen_stats` one, normalising with the running statistics.
 pub fn batchnorm_train_forward(
     gpu: &Gpu,
     s: &BatchNormShape,
@@ -356,7 +366,7 @@ fn train_forward(
 ) -> Result<Vec<Dispatch>> {
     const OP: &str = "batchnorm_train_forward";
     check_shape(OP, s)?;
-    if s.n * s.h * s.w < 2 {
+    if s.n * s.h * s.w < 2 && !cfg.frozen_stats {
         // PyTorch refuses too: the unbiased variance of one value is undefined.
         return Err(shape_error(
             OP,
@@ -385,9 +395,13 @@ fn train_forward(
         None => plan.entry("bn_apply_train", "bn_apply_train4"),
         Some(_) => plan.entry("bn_apply_train_add", "bn_apply_train_add4"),
     };
+    let apply = ops.dispatch(gpu, apply, s, cfg, &plan)?;
+    if cfg.frozen_stats {
+        return Ok(vec![apply]);
+    }
     Ok(vec![
         ops.dispatch(gpu, plan.entry("bn_stats", "bn_stats4"), s, cfg, &plan)?,
-        ops.dispatch(gpu, apply, s, cfg, &plan)?,
+        apply,
     ])
 }
 
@@ -532,9 +546,10 @@ pub struct BackwardOperands<'a> {
     pub dbeta: &'a Tensor,
 }
 
-/// Backward of [`batchnorm_train_forward`] (batch statistics depend on x)
-/// with the layer's `gamma`: see [`BackwardOperands`]; with `cfg.relu` the
-/// forward output y is required and dy is masked by y > 0. Two dispatches.
+/// Backward of [`batchnorm_train_forward`] (batch statistics depend on x,
+/// unless `cfg.frozen_stats` held the running ones constant) with the
+/// layer's `gamma`: see [`BackwardOperands`]; with `cfg.relu` the forward
+/// output y is required and dy is masked by y > 0. Two dispatches.
 pub fn batchnorm_backward(
     gpu: &Gpu,
     s: &BatchNormShape,

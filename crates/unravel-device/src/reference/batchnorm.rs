@@ -171,3 +171,35 @@ pub fn train_backward(
         .collect();
     Backward { dx, dgamma, dbeta }
 }
+
+/// Backward of [`eval_forward`] (the running statistics held constant, as a
+/// training plan with `frozen_stats` computes it): `y` is its output, used
+/// only with `relu`.
+pub fn frozen_backward(
+    x: &[f64],
+    y: &[f64],
+    dy: &[f64],
+    shape: [usize; 4],
+    layer: &Layer,
+) -> Backward {
+    let [_, c, h, w] = shape;
+    let hw = h * w;
+    let invstd: Vec<f64> = layer
+        .running_var
+        .iter()
+        .map(|v| 1.0 / (v + layer.eps).sqrt())
+        .collect();
+    let mut back = Backward {
+        dx: Vec::with_capacity(x.len()),
+        dgamma: vec![0.0; c],
+        dbeta: vec![0.0; c],
+    };
+    for (i, ((&gi, &xi), &yi)) in dy.iter().zip(x).zip(y).enumerate() {
+        let ch = (i / hw) % c;
+        let g = if layer.relu && yi <= 0.0 { 0.0 } else { gi };
+        back.dbeta[ch] += g;
+        back.dgamma[ch] += g * (xi - layer.running_mean[ch]) * invstd[ch];
+        back.dx.push(layer.gamma[ch] * invstd[ch] * g);
+    }
+    back
+}

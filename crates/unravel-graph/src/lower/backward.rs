@@ -20,7 +20,7 @@ use unravel_device::{Dispatch, Tensor};
 
 use super::forward::merge_applies_relu;
 use super::fusion::Fusions;
-use super::{bn_config, flat, Lowering, Pending};
+use super::{flat, Lowering, Pending};
 use crate::error::Result;
 use crate::ir::*;
 
@@ -133,7 +133,7 @@ pub(crate) fn lower<'g>(cx: &mut Lowering<'g>, id: NodeId) -> Result<Vec<Pending
             let s = cx.bn_shape(&node);
             // Fused with its merge, it applies the merge's ReLU mask.
             let relu = *relu || cx.fusions.merge_of(id).is_some();
-            let cfg = bn_config(relu, true);
+            let cfg = cx.train_bn_config(relu, true);
             let stats = cx.saved[&id].clone();
             let gamma = cx.param(*weight)?;
             let (dg, dbeta) = (cx.param_grad(*weight)?, cx.param_grad(*bias)?);

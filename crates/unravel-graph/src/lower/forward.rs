@@ -88,7 +88,7 @@ fn op(cx: &mut Lowering, id: NodeId, update_running: bool) -> Result<Vec<Dispatc
                 running_mean: rm,
                 running_var: rv,
             };
-            let cfg = bn_config(*relu, update_running);
+            let cfg = cx.train_bn_config(*relu, update_running);
             match cx.mode {
                 Mode::Train => {
                     let saved = saved_statistics(cx, id, s.c)?;
@@ -252,7 +252,7 @@ fn merged(
         saved: &saved,
         y: &y,
     };
-    let cfg = bn_config(false, update_running);
+    let cfg = cx.train_bn_config(false, update_running);
     Ok(bn::batchnorm_train_forward_add_relu(
         gpu, &s, &cfg, &layer, &io, &residual,
     )?)

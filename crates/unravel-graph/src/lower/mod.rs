@@ -100,6 +100,9 @@ pub(crate) struct Lowering<'g> {
     pub batch: usize,
     pub mode: Mode,
     pub conv_algo: Option<Conv2dAlgo>,
+    /// A training plan's batch norms use their running statistics, held
+    /// constant (`PlanOptions::frozen_batch_norm`).
+    pub frozen_bn: bool,
     /// Each value's element type (and its gradient's).
     pub dtypes: Vec<DType>,
     pub fusions: Fusions,
@@ -113,6 +116,15 @@ pub(crate) struct Lowering<'g> {
 }
 
 impl<'g> Lowering<'g> {
+    /// A training batch norm's settings ([`bn_config`]) with the plan's
+    /// choice of statistics.
+    pub fn train_bn_config(&self, relu: bool, update_running: bool) -> BatchNormConfig {
+        BatchNormConfig {
+            frozen_stats: self.frozen_bn,
+            ..bn_config(relu, update_running)
+        }
+    }
+
     /// The convolution algorithm the linear layer runs as a 1x1 convolution
     /// on: the cooperative matrices' (tensor cores), which its own kernels
     /// lack; otherwise none (its own kernels).
@@ -443,6 +455,7 @@ pub(crate) fn compile(
         batch,
         mode,
         conv_algo: options.conv_algo,
+        frozen_bn: options.frozen_batch_norm && mode == Mode::Train,
         dtypes,
         fusions,
         values,
