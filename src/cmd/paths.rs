@@ -188,10 +188,10 @@ fn gradient(
             .map(|(k, y)| (k as f64, y))
             .collect::<Vec<_>>()
     };
-    scatter(
+    log_scatter(
         &out.join("gradient_by_length.png"),
         "gradient magnitude of one path",
-        "mean gradient norm",
+        "mean gradient norm (log scale)",
         &series(by_length.iter().map(|g| g.mean).collect()),
     )
     .map_err(|e| anyhow::anyhow!("drawing: {e}"))?;
@@ -237,27 +237,62 @@ fn plot(path: &std::path::Path, fractions: &[f64]) -> Result<(), Box<dyn std::er
     )
 }
 
-/// Points over path length.
+/// Points over path length, on a linear y axis from 0.
 fn scatter(
     path: &std::path::Path,
     title: &str,
     y_desc: &str,
     points: &[(f64, f64)],
 ) -> Result<(), Box<dyn std::error::Error>> {
+    let top = points.iter().map(|p| p.1).fold(0.0, f64::max) * 1.1;
+    scatter_on(
+        path,
+        title,
+        y_desc,
+        0f64..top.max(f64::MIN_POSITIVE),
+        points,
+    )
+}
+
+/// Points over path length, on a logarithmic y axis: gradients that fall
+/// by orders of magnitude along a deep network stay readable.
+fn log_scatter(
+    path: &std::path::Path,
+    title: &str,
+    y_desc: &str,
+    points: &[(f64, f64)],
+) -> Result<(), Box<dyn std::error::Error>> {
+    let positive = points.iter().map(|p| p.1).filter(|&y| y > 0.0);
+    let low = positive.clone().fold(f64::MAX, f64::min).min(1.0) / 2.0;
+    let high = positive.fold(f64::MIN_POSITIVE, f64::max) * 2.0;
+    scatter_on(path, title, y_desc, (low..high).log_scale(), points)
+}
+
+fn scatter_on<Y>(
+    path: &std::path::Path,
+    title: &str,
+    y_desc: &str,
+    y_range: Y,
+    points: &[(f64, f64)],
+) -> Result<(), Box<dyn std::error::Error>>
+where
+    Y: plotters::coord::ranged1d::AsRangedCoord<Value = f64>,
+    Y::CoordDescType: plotters::coord::ranged1d::ValueFormatter<f64>,
+{
     let root = BitMapBackend::new(path, (800, 500)).into_drawing_area();
     root.fill(&WHITE)?;
-    let top = points.iter().map(|p| p.1).fold(0.0, f64::max) * 1.1;
     let right = points.iter().map(|p| p.0).fold(1.0, f64::max);
     let mut chart = ChartBuilder::on(&root)
         .caption(title, ("sans-serif", 24))
         .margin(12)
         .x_label_area_size(36)
         .y_label_area_size(70)
-        .build_cartesian_2d(0f64..right, 0f64..top.max(f64::MIN_POSITIVE))?;
+        .build_cartesian_2d(0f64..right, y_range)?;
     chart
         .configure_mesh()
         .x_desc("path length (blocks)")
         .y_desc(y_desc)
+        .y_label_formatter(&|v| format!("{v:.1e}"))
         .draw()?;
     chart.draw_series(points.iter().map(|&p| Circle::new(p, 3, BLUE.filled())))?;
     root.present()?;
