@@ -472,23 +472,35 @@ fn variance_is_stable_with_a_large_mean() {
     assert_close("large-mean y", &g.read(&ty).unwrap(), &want.y, 2e-4);
 }
 
-#[test]
-fn reference_backward_matches_finite_differences() {
+/// A reference backward against central finite differences of its forward
+/// in x, gamma and beta, with and without the ReLU, on a [2, 3, 3, 5] batch.
+fn check_reference_by_differences(
+    name: &str,
+    seed: u64,
+    forward: impl Fn(&[f64], [usize; 4], &reference::Layer) -> Vec<f64>,
+    backward: impl Fn(&[f64], &[f64], &[f64], [usize; 4], &reference::Layer) -> reference::Backward,
+) {
     let d = [2, 3, 3, 5];
     let numel: usize = d.iter().product();
-    let x = to_f64(&random(numel, 31));
-    let dy = to_f64(&random(numel, 32));
-    let p = params(3, 33);
+    let x = to_f64(&random(numel, seed));
+    let dy = to_f64(&random(numel, seed + 1));
+    let p = params(3, seed + 2);
     let (gamma, beta) = (to_f64(&p.gamma), to_f64(&p.beta));
     let (rm, rv) = (to_f64(&p.rm), to_f64(&p.rv));
     for relu in [false, true] {
+        let cfg = relu_cfg(relu);
         let fwd = |x: &[f64], gamma: &[f64], beta: &[f64]| {
-            let layer = reference_layer(gamma, beta, &rm, &rv, &relu_cfg(relu));
-            reference::train_forward(x, d, &layer).y
+            forward(x, d, &reference_layer(gamma, beta, &rm, &rv, &cfg))
         };
         let y = fwd(&x, &gamma, &beta);
-        let back = reference::train_backward(&x, &y, &dy, d, &gamma, 1e-5, relu);
-        let what = |v: &str| format!("{v} relu={relu}");
+        let back = backward(
+            &x,
+            &y,
+            &dy,
+            d,
+            &reference_layer(&gamma, &beta, &rm, &rv, &cfg),
+        );
+        let what = |v: &str| format!("{name} {v} relu={relu}");
         let lx = |x: &[f64]| dot(&fwd(x, &gamma, &beta), &dy);
         assert_gradient_matches_fd(&what("dx"), &lx, &x, &back.dx, 1e-5);
         let lg = |g: &[f64]| dot(&fwd(&x, g, &beta), &dy);
@@ -496,6 +508,16 @@ fn reference_backward_matches_finite_differences() {
         let lb = |b: &[f64]| dot(&fwd(&x, &gamma, b), &dy);
         assert_gradient_matches_fd(&what("dbeta"), &lb, &beta, &back.dbeta, 1e-5);
     }
+}
+
+#[test]
+fn reference_backward_matches_finite_differences() {
+    check_reference_by_differences(
+        "train",
+        31,
+        |x, d, layer| reference::train_forward(x, d, layer).y,
+        |x, y, dy, d, l| reference::train_backward(x, y, dy, d, l.gamma, l.eps, l.relu),
+    );
 }
 
 /// Channels `c0..c0 + d[1]` of a [d[0], ct, d[2], d[3]] buffer.
@@ -770,27 +792,10 @@ fn frozen_statistics_train_like_the_eval_forward() {
 
 #[test]
 fn reference_frozen_backward_matches_finite_differences() {
-    let d = [2, 3, 3, 5];
-    let numel: usize = d.iter().product();
-    let x = to_f64(&random(numel, 71));
-    let dy = to_f64(&random(numel, 72));
-    let p = params(3, 73);
-    let (gamma, beta) = (to_f64(&p.gamma), to_f64(&p.beta));
-    let (rm, rv) = (to_f64(&p.rm), to_f64(&p.rv));
-    for relu in [false, true] {
-        let cfg = relu_cfg(relu);
-        let fwd = |x: &[f64], gamma: &[f64], beta: &[f64]| {
-            reference::eval_forward(x, d, &reference_layer(gamma, beta, &rm, &rv, &cfg))
-        };
-        let y = fwd(&x, &gamma, &beta);
-        let layer = reference_layer(&gamma, &beta, &rm, &rv, &cfg);
-        let back = reference::frozen_backward(&x, &y, &dy, d, &layer);
-        let what = |v: &str| format!("frozen {v} relu={relu}");
-        let lx = |x: &[f64]| dot(&fwd(x, &gamma, &beta), &dy);
-        assert_gradient_matches_fd(&what("dx"), &lx, &x, &back.dx, 1e-5);
-        let lg = |g: &[f64]| dot(&fwd(&x, g, &beta), &dy);
-        assert_gradient_matches_fd(&what("dgamma"), &lg, &gamma, &back.dgamma, 1e-5);
-        let lb = |b: &[f64]| dot(&fwd(&x, &gamma, b), &dy);
-        assert_gradient_matches_fd(&what("dbeta"), &lb, &beta, &back.dbeta, 1e-5);
-    }
+    check_reference_by_differences(
+        "frozen",
+        71,
+        reference::eval_forward,
+        reference::frozen_backward,
+    );
 }
