@@ -180,11 +180,9 @@ pub fn run(options: &AdapterOptions, args: &BenchArgs) -> anyhow::Result<()> {
     };
     let (f32_bytes, mixed_bytes) = (planned(Precision::F32), planned(Precision::Mixed));
     let info = gpu.adapter_info();
-    // What the plans ran: the choice, else the precision's default (tensor
-    // cores in mixed precision where checked), else the adapter's per shape.
-    let algo = args
-        .conv_algo
-        .or_else(|| args.precision.default_conv_algo(&gpu))
+    // What the plans ran (None: the adapter's choice per shape).
+    let algo = options
+        .conv_algo_for(&gpu)
         .map_or("the adapter's".to_string(), |a| format!("{a:?}"));
     println!(
         "{} on {} ({:?}), batch {n}, {} precision, convolutions: {algo}",

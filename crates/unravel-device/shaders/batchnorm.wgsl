@@ -298,18 +298,13 @@ fn train_coefficients(lid: u32, chunk: u32, c: u32) {
     }
 }
 
-// The training forward's coefficients from the running statistics, saved
-// in the (mean, invstd) form backward reads.
+// The evaluation's coefficients, with the running statistics saved in the
+// (mean, invstd) form backward reads.
 fn frozen_coefficients(lid: u32, chunk: u32, c: u32) {
-    if (lid == 0u) {
-        let mean = running_mean[p.rm_off + c];
-        let invstd = inverseSqrt(running_var[p.rv_off + c] + p.eps);
-        let scale = gamma[p.g_off + c] * invstd;
-        coef = vec4<f32>(scale, beta[p.b_off + c] - mean * scale, 0.0, 0.0);
-        if (chunk == 0u) {
-            saved[p.s_off + c] = mean;
-            saved[p.s_off + p.c + c] = invstd;
-        }
+    eval_coefficients(lid, c);
+    if (lid == 0u && chunk == 0u) {
+        saved[p.s_off + c] = running_mean[p.rm_off + c];
+        saved[p.s_off + p.c + c] = inverseSqrt(running_var[p.rv_off + c] + p.eps);
     }
 }
 

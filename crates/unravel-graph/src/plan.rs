@@ -109,6 +109,17 @@ pub struct PlanOptions {
     pub frozen_batch_norm: bool,
 }
 
+impl PlanOptions {
+    /// The convolution algorithm a plan with these options runs on `gpu`:
+    /// the one chosen, else the precision's default
+    /// ([`Precision::default_conv_algo`]); None leaves each convolution the
+    /// adapter's choice for its shape.
+    pub fn conv_algo_for(&self, gpu: &Gpu) -> Option<Conv2dAlgo> {
+        self.conv_algo
+            .or_else(|| self.precision.default_conv_algo(gpu))
+    }
+}
+
 impl Plan {
     /// Compiles `graph` for batches of `batch` samples in `mode`, over the
     /// parameters and statistics of `state`.
@@ -133,9 +144,7 @@ impl Plan {
     ) -> Result<Plan> {
         // Decided first: the tensor cores' check runs kernels of its own.
         let options = &PlanOptions {
-            conv_algo: options
-                .conv_algo
-                .or_else(|| options.precision.default_conv_algo(gpu)),
+            conv_algo: options.conv_algo_for(gpu),
             ..options.clone()
         };
         // The plan's pipelines compile on threads of their own meanwhile.
